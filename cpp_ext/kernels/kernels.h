@@ -1,0 +1,54 @@
+// kernel tables: one per isa, same function names in generic.cpp, x86_avx2.cpp, arm_neon.cpp.
+// the table is chosen once at load from cpu features (select_kernels); never a branch per call.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../blocks.h"
+
+namespace ec {
+
+// per weight type. rows are stored contiguously, `bytes_per_row = n / blck * bytes`.
+struct TypeKernels {
+    int blck = 0;            // elements per block (1 for f32/f16)
+    size_t bytes = 0;        // bytes per block
+    GType vec_type = GT_F32; // activation format vec_dot/gemm expect for x
+    // dequantize n elements (n % blck == 0)
+    void (*to_float)(const void* src, float* dst, int64_t n) = nullptr;
+    // quantize n floats into this type (reference quality; used for activations on the hot path
+    // when this type is some weight type's vec_type, and for round-trip tests otherwise)
+    void (*from_float)(const float* src, void* dst, int64_t n) = nullptr;
+    // *s = dot(w[0..n), x[0..n)); w in this type, x in vec_type
+    void (*vec_dot)(int n, float* s, const void* w, const void* x) = nullptr;
+    // tile: y[c * ldy + r] = dot(row r of w, column c of x) for r < nr, c < nc.
+    // ldw / ldx are bytes between consecutive rows of w / columns of x; ldy is in floats.
+    void (*gemm)(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx,
+                 float* y, size_t ldy) = nullptr;
+};
+
+struct KernelTable {
+    const char* isa = "generic";
+    TypeKernels types[GT_COUNT];
+    // attention / elementwise helpers (kv cache is fp16)
+    float (*dot_f16_f32)(int n, const half* a, const float* b) = nullptr;       // sum a[i]*b[i]
+    void (*axpy_f16_f32)(int n, float a, const half* x, float* y) = nullptr;   // y += a * x
+    void (*f32_to_f16)(const float* x, half* y, int64_t n) = nullptr;
+    void (*f16_to_f32)(const half* x, float* y, int64_t n) = nullptr;
+};
+
+// scalar fp16 <-> fp32 (bit exact, round to nearest even), usable everywhere
+float fp16_to_fp32(half h);
+half fp32_to_fp16(float f);
+
+const KernelTable& kernels_generic();
+const KernelTable* kernels_avx2();   // nullptr when not compiled in
+const KernelTable* kernels_neon();   // nullptr when not compiled in
+
+// best table for this cpu, chosen on first call (env EDGECHAT_ISA=generic|avx2|neon overrides)
+const KernelTable& select_kernels();
+// list of tables usable on this cpu (for tests): generic first
+int available_kernels(const KernelTable** out, int max);
+
+inline size_t row_bytes(const TypeKernels& t, int64_t n) { return (size_t)(n / t.blck) * t.bytes; }
+
+}  // namespace ec

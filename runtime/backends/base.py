@@ -1,0 +1,37 @@
+"""The backend protocol both engines (native C++ and llama.cpp) implement."""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+class Backend(Protocol):
+    """A model with a sink-ring KV cache. All positions are managed by the backend.
+
+    Cache policy (StreamingLLM): capacity ``ctx`` entries; the first ``sinks`` tokens ever fed are
+    pinned; the rest is a ring of ``ctx - sinks`` entries; when full, the oldest non-sink entry is
+    evicted. Positions are re-indexed inside the cache (sinks 0..S-1, window after them in order).
+    """
+
+    name: str            # "native" | "llama.cpp"
+    n_vocab: int
+    n_ctx: int
+
+    def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Append ``ids`` to the cache; float32 logits ``(len(ids), n_vocab)`` or ``(n_vocab,)``."""
+
+    def reset(self, sinks: int | None = None) -> None:
+        """Empty the cache; optionally change the number of pinned sink entries."""
+
+    def truncate(self, n_past: int) -> bool:
+        """Roll the cache back to the state after the first ``n_past`` tokens ever fed.
+
+        Returns False (and changes nothing) when the ring has evicted tokens that state still held.
+        """
+
+    def cache_info(self) -> dict:
+        """``capacity, used, sinks, evicted, bytes, n_past``: entries, not bytes, except ``bytes``."""
+
+    def close(self) -> None:
+        """Free native resources."""

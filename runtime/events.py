@@ -1,0 +1,37 @@
+"""Events yielded by ``Engine.chat``: small dataclasses, text deltas then one final event."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TextEvent:
+    """A piece of the reply; never splits a UTF-8 character."""
+
+    text: str
+    token: int
+
+
+@dataclass
+class Stats:
+    """Timings and counts of one reply."""
+
+    prompt_tokens: int = 0        # new tokens appended to the cache for this turn
+    completion_tokens: int = 0
+    load_s: float = 0.0
+    ttft_s: float = 0.0           # request to first token
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    prefill_tps: float = 0.0
+    decode_tps: float = 0.0
+    rebuild_tokens: int = 0       # tokens re-fed because the ring had evicted past a rollback point
+
+
+@dataclass
+class DoneEvent:
+    """Last event of a reply."""
+
+    text: str                     # the whole reply
+    finish_reason: str            # "stop" | "length" | "cancelled"
+    stats: Stats
+    cache: dict = field(default_factory=dict)   # Engine.cache_info() after the reply

