@@ -1,0 +1,543 @@
+// avx2 + fma + f16c kernels (built with -mavx2 -mfma -mf16c; used only when the cpu has all three).
+// same arithmetic as generic.cpp; float sums may be reassociated, integer block dots are exact.
+// layout: helpers, f16/f32, activation quantizers, vec_dots, tiled gemm, table.
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+#include "kernels_internal.h"
+
+namespace ec {
+namespace {
+
+// ---- helpers ----
+
+inline float h2f(half h) { return _cvtsh_ss(h); }
+
+inline float hsum_f32x8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+inline int hsum_i32x8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+inline float hmax_f32x8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+// 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..15, high nibbles in 16..31 (0..15 each)
+inline __m256i bytes_from_nibbles_32(const uint8_t* p) {
+    const __m128i t = _mm_loadu_si128((const __m128i*)p);
+    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
+}
+
+// 32 bits -> 32 bytes: 0xff where the bit is set, 0x00 where not
+inline __m256i bytes_from_bits_32(const uint8_t* p) {
+    uint32_t x32;
+    memcpy(&x32, p, 4);
+    // byte k takes source byte k/8
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x32), shuf);
+    // set every bit but bit k%8, then all-ones iff that bit was set
+    b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+
+// unsigned bytes (<= 127, so pair sums fit int16) x signed bytes -> 8 int32 sums of 4 products
+inline __m256i dot_u8_i8(__m256i u, __m256i s) {
+    const __m256i p16 = _mm256_maddubs_epi16(u, s);       // u8 x i8 pairs -> int16
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));  // int16 pairs -> int32
+}
+
+// signed x signed bytes (neither -128) -> 8 int32: |a| times b with a's sign moved onto b
+inline __m256i dot_i8_i8(__m256i a, __m256i b) {
+    return dot_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+}
+
+// ---- f16 / f32 ----
+
+void f16_to_f32_avx2(const half* x, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(x + i))));
+    }
+    for (; i < n; i++) y[i] = h2f(x[i]);
+}
+
+void f32_to_f16_avx2(const float* x, half* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i*)(y + i), h);
+    }
+    for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
+}
+
+float dot_f16_f32_avx2(int n, const half* a, const float* b) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int k = 0; k < 4; k++) {
+            const __m256 va = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(a + i + 8 * k)));
+            acc[k] = _mm256_fmadd_ps(va, _mm256_loadu_ps(b + i + 8 * k), acc[k]);
+        }
+    }
+    for (; i + 8 <= n; i += 8) {
+        const __m256 va = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(a + i)));
+        acc[0] = _mm256_fmadd_ps(va, _mm256_loadu_ps(b + i), acc[0]);
+    }
+    float sum = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += h2f(a[i]) * b[i];
+    return sum;
+}
+
+void axpy_f16_f32_avx2(int n, float a, const half* x, float* y) {
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, vx, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) y[i] += a * h2f(x[i]);
+}
+
+void vec_dot_f32_f32_avx2(int n, float* s, const void* w, const void* x) {
+    const float* a = (const float*)w;
+    const float* b = (const float*)x;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int k = 0; k < 4; k++) {
+            acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * k), _mm256_loadu_ps(b + i + 8 * k), acc[k]);
+        }
+    }
+    for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc[0]);
+    float sum = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += a[i] * b[i];
+    *s = sum;
+}
+
+void vec_dot_f16_f32_avx2(int n, float* s, const void* w, const void* x) {
+    *s = dot_f16_f32_avx2(n, (const half*)w, (const float*)x);
+}
+
+// ---- activation quantizers (bit-exact with generic: ggml's reference rounding) ----
+
+// roundf (half away from zero), exactly: truncate, then step away from zero when |frac| >= 0.5
+inline __m256 round_away(__m256 v) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));                  // |v - t|, exact
+    const __m256 step = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0f));   // +-1 with v's sign
+    return _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step));
+}
+
+// 32 floats -> 32 int8 (already rounded, within [-128, 127]) stored in order; returns their sum
+inline int store_i8x32(const __m256 v[4], int8_t* dst) {
+    __m256i i0 = _mm256_cvtps_epi32(v[0]), i1 = _mm256_cvtps_epi32(v[1]);
+    __m256i i2 = _mm256_cvtps_epi32(v[2]), i3 = _mm256_cvtps_epi32(v[3]);
+    const int sum = hsum_i32x8(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+    // int32 -> int16 -> int8 (packs interleave 128-bit lanes: undo with a permute)
+    i0 = _mm256_packs_epi32(i0, i1);
+    i2 = _mm256_packs_epi32(i2, i3);
+    i0 = _mm256_packs_epi16(i0, i2);
+    i0 = _mm256_permutevar8x32_epi32(i0, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i*)dst, i0);
+    return sum;
+}
+
+// one q8_0/q8_1 block: d = amax/127, q = roundf(x * (1/d)); returns sum(q)
+inline int quantize_block_q8(const float* x, half* d_out, int8_t* qs, float* d_f32) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        amax = _mm256_max_ps(amax, _mm256_and_ps(v[k], abs_mask));
+    }
+    const float d = hmax_f32x8(amax) / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    *d_out = fp32_to_fp16(d);
+    *d_f32 = d;
+    const __m256 vid = _mm256_set1_ps(id);
+    for (int k = 0; k < 4; k++) v[k] = round_away(_mm256_mul_ps(v[k], vid));
+    return store_i8x32(v, qs);
+}
+
+void from_float_q8_0_avx2(const float* src, void* dst, int64_t n) {
+    block_q8_0* b = (block_q8_0*)dst;
+    float d;
+    for (int64_t i = 0; i < n / QK8_0; i++) quantize_block_q8(src + i * QK8_0, &b[i].d, b[i].qs, &d);
+}
+
+void from_float_q8_1_avx2(const float* src, void* dst, int64_t n) {
+    block_q8_1* b = (block_q8_1*)dst;
+    float d;
+    for (int64_t i = 0; i < n / QK8_1; i++) {
+        const int sum = quantize_block_q8(src + i * QK8_1, &b[i].d, b[i].qs, &d);
+        b[i].s = fp32_to_fp16(sum * d);
+    }
+}
+
+// q8_K: iscale = -127/max (max: the first element of largest |x|, with its sign), round to nearest
+// even (cvtps_epi32 under the default mxcsr, as ggml's nearest_int), d = 1/iscale, bsums of 16
+void from_float_q8_K_avx2(const float* src, void* dst, int64_t n) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    block_q8_K* b = (block_q8_K*)dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        __m256 amax_v = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) amax_v = _mm256_max_ps(amax_v, _mm256_and_ps(_mm256_loadu_ps(src + j), abs_mask));
+        const float amax = hmax_f32x8(amax_v);
+        if (amax == 0.0f) {
+            memset(&b[i], 0, sizeof(block_q8_K));
+            continue;
+        }
+        // first index with |x| == amax
+        float max = 0.0f;
+        const __m256 target = _mm256_set1_ps(amax);
+        for (int j = 0; j < QK_K; j += 8) {
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(src + j), abs_mask), target, _CMP_EQ_OQ));
+            if (m) { max = src[j + __builtin_ctz(m)]; break; }
+        }
+        const float iscale = -127.f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256 v[4];
+            for (int k = 0; k < 4; k++) v[k] = _mm256_mul_ps(_mm256_loadu_ps(src + j + 8 * k), vs);
+            store_i8x32(v, b[i].qs + j);  // cvtps_epi32 rounds to nearest even; packs clamps to 127
+        }
+        for (int j = 0; j < QK_K / 16; j++) {
+            // 16 int8 -> int16 -> sum
+            const __m256i q16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b[i].qs + 16 * j)));
+            b[i].bsums[j] = (int16_t)hsum_i32x8(_mm256_madd_epi16(q16, _mm256_set1_epi16(1)));
+        }
+        b[i].d = 1 / iscale;
+    }
+}
+
+// ---- per-block unpacking shared by vec_dot and gemm ----
+// each weight type gives: a 32-byte quant vector for block b, its scale, and how it dots with an
+// activation block (int32 x8 partial sums, to be scaled by d_w * d_x)
+
+struct Q4_0 {
+    using WB = block_q4_0;
+    using XB = block_q8_0;
+    struct W { __m256i q; float d; };
+    static W load(const WB& b) {
+        // 4-bit -> 8-bit, sub 8
+        return {_mm256_sub_epi8(bytes_from_nibbles_32(b.qs), _mm256_set1_epi8(8)), h2f(b.d)};
+    }
+    static __m256i dot(const W& w, __m256i xq) { return dot_i8_i8(w.q, xq); }
+    static float extra(const W&, const XB&) { return 0.0f; }
+};
+
+struct Q4_1 {
+    using WB = block_q4_1;
+    using XB = block_q8_1;
+    struct W { __m256i q; float d; float m; };
+    static W load(const WB& b) { return {bytes_from_nibbles_32(b.qs), h2f(b.d), h2f(b.m)}; }  // 4-bit -> 8-bit
+    static __m256i dot(const W& w, __m256i xq) { return dot_u8_i8(w.q, xq); }  // q in 0..15: no saturation
+    static float extra(const W& w, const XB& x) { return w.m * h2f(x.s); }       // min term: m * d_x * sum(q_x)
+};
+
+struct Q5_0 {
+    using WB = block_q5_0;
+    using XB = block_q8_0;
+    struct W { __m256i q; float d; };
+    static W load(const WB& b) {
+        // 4-bit -> 8-bit; where the 5th bit is clear, set the top nibble: (q | 0xf0) = q - 16 as int8
+        const __m256i lo = bytes_from_nibbles_32(b.qs);
+        const __m256i hi = _mm256_andnot_si256(bytes_from_bits_32(b.qh), _mm256_set1_epi8((char)0xf0));
+        return {_mm256_or_si256(lo, hi), h2f(b.d)};
+    }
+    static __m256i dot(const W& w, __m256i xq) { return dot_i8_i8(w.q, xq); }
+    static float extra(const W&, const XB&) { return 0.0f; }
+};
+
+struct Q8_0 {
+    using WB = block_q8_0;
+    using XB = block_q8_0;
+    struct W { __m256i q; float d; };
+    static W load(const WB& b) { return {_mm256_loadu_si256((const __m256i*)b.qs), h2f(b.d)}; }
+    static __m256i dot(const W& w, __m256i xq) { return dot_i8_i8(w.q, xq); }
+    static float extra(const W&, const XB&) { return 0.0f; }
+};
+
+// ---- vec_dot for the 32-element block types: two blocks per step, two accumulators ----
+
+template <class T>
+void vec_dot_q32(int n, float* s, const void* vw, const void* vx) {
+    const typename T::WB* w = (const typename T::WB*)vw;
+    const typename T::XB* x = (const typename T::XB*)vx;
+    const int nb = n / 32;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float extra = 0.0f;
+    int i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const auto w0 = T::load(w[i]), w1 = T::load(w[i + 1]);
+        const __m256 p0 = _mm256_cvtepi32_ps(T::dot(w0, _mm256_loadu_si256((const __m256i*)x[i].qs)));
+        const __m256 p1 = _mm256_cvtepi32_ps(T::dot(w1, _mm256_loadu_si256((const __m256i*)x[i + 1].qs)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(w0.d * h2f(x[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(w1.d * h2f(x[i + 1].d)), p1, acc1);
+        extra += T::extra(w0, x[i]) + T::extra(w1, x[i + 1]);
+    }
+    for (; i < nb; i++) {
+        const auto w0 = T::load(w[i]);
+        const __m256 p0 = _mm256_cvtepi32_ps(T::dot(w0, _mm256_loadu_si256((const __m256i*)x[i].qs)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(w0.d * h2f(x[i].d)), p0, acc0);
+        extra += T::extra(w0, x[i]);
+    }
+    *s = hsum_f32x8(_mm256_add_ps(acc0, acc1)) + extra;
+}
+
+// ---- register-tiled gemm for the 32-element block types ----
+// RM weight rows x RN activation columns per pass: each unpacked weight block is reused for RN
+// columns and each activation block for RM rows; RM*RN accumulators live in registers.
+
+template <class T, int RM, int RN>
+void gemm_tile_q32(int nb, const char* w, size_t ldw, const char* x, size_t ldx, float* y, size_t ldy) {
+    __m256 acc[RM][RN];
+    float extra[RM][RN];
+    for (int r = 0; r < RM; r++) {
+        for (int c = 0; c < RN; c++) { acc[r][c] = _mm256_setzero_ps(); extra[r][c] = 0.0f; }
+    }
+    for (int b = 0; b < nb; b++) {
+        __m256i xq[RN];
+        float xd[RN];
+        const typename T::XB* xb[RN];
+        for (int c = 0; c < RN; c++) {
+            xb[c] = (const typename T::XB*)(x + c * ldx) + b;
+            xq[c] = _mm256_loadu_si256((const __m256i*)xb[c]->qs);
+            xd[c] = h2f(xb[c]->d);
+        }
+        for (int r = 0; r < RM; r++) {
+            const auto wr = T::load(((const typename T::WB*)(w + r * ldw))[b]);
+            for (int c = 0; c < RN; c++) {
+                const __m256 p = _mm256_cvtepi32_ps(T::dot(wr, xq[c]));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wr.d * xd[c]), p, acc[r][c]);
+                extra[r][c] += T::extra(wr, *xb[c]);
+            }
+        }
+    }
+    for (int c = 0; c < RN; c++) {
+        for (int r = 0; r < RM; r++) y[c * ldy + r] = hsum_f32x8(acc[r][c]) + extra[r][c];
+    }
+}
+
+using TileFn = void (*)(int nb, const char* w, size_t ldw, const char* x, size_t ldx, float* y, size_t ldy);
+
+// tiles of up to TM x TN; edges use the smaller instantiations
+constexpr int TM = 4, TN = 2;
+
+template <class T>
+struct Tiles {
+    template <int RM, int RN>
+    static constexpr TileFn fn() { return gemm_tile_q32<T, RM, RN>; }
+    // [rm - 1][rn - 1]
+    static constexpr TileFn table[TM][TN] = {
+        {fn<1, 1>(), fn<1, 2>()},
+        {fn<2, 1>(), fn<2, 2>()},
+        {fn<3, 1>(), fn<3, 2>()},
+        {fn<4, 1>(), fn<4, 2>()},
+    };
+};
+
+template <class T>
+void gemm_q32(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx, float* y,
+              size_t ldy) {
+    const int nb = n / 32;
+    for (int r0 = 0; r0 < nr; r0 += TM) {
+        const int rm = std::min(TM, nr - r0);
+        for (int c0 = 0; c0 < nc; c0 += TN) {
+            const int rn = std::min(TN, nc - c0);
+            Tiles<T>::table[rm - 1][rn - 1](nb, (const char*)w + r0 * ldw, ldw, (const char*)x + c0 * ldx, ldx,
+                                            y + c0 * ldy + r0, ldy);
+        }
+    }
+}
+
+// ---- q4_K x q8_K ----
+
+// 16 bytes: int16 scale i broadcast over 32 bytes (bytes 2i, 2i+1 repeated)
+inline __m256i scale_shuffle_k4(int i) {
+    return _mm256_set1_epi16((short)((2 * i) | ((2 * i + 1) << 8)));
+}
+
+void vec_dot_q4_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
+    const block_q4_K* w = (const block_q4_K*)vw;
+    const block_q8_K* x = (const block_q8_K*)vx;
+    const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++) {
+        const float d = x[i].d * h2f(w[i].d);
+        const float dmin = -x[i].d * h2f(w[i].dmin);
+        // 12 packed bytes -> 8 scales (utmp[0..1]) and 8 mins (utmp[2..3]), as get_scale_min_k4
+        uint32_t utmp[4];
+        memcpy(utmp, w[i].scales, 12);
+        utmp[3] = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
+        const uint32_t uaux = utmp[1] & kmask1;
+        utmp[1] = (utmp[2] & kmask2) | (((utmp[0] >> 6) & kmask3) << 4);
+        utmp[2] = uaux;
+        utmp[0] &= kmask1;
+        const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(utmp[3], utmp[2], utmp[1], utmp[0]));
+        // mins: sum_j m_j * (q8 sum of sub-block j), from bsums (16 sums of 16 -> 8 sums of 32)
+        const __m256i q8sums = _mm256_loadu_si256((const __m256i*)x[i].bsums);
+        const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
+        const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        const __m128i sc128 = _mm256_castsi256_si128(mins_and_scales);
+        const __m256i scales = _mm256_set_m128i(sc128, sc128);
+
+        const uint8_t* q4 = w[i].qs;
+        const int8_t* q8 = x[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < QK_K / 64; j++) {
+            const __m256i scale_l = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 0));
+            const __m256i scale_h = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 1));
+            // 4-bit -> 8-bit: low nibbles = sub-block 2j, high = 2j+1
+            const __m256i q4bits = _mm256_loadu_si256((const __m256i*)q4);
+            q4 += 32;
+            const __m256i q4l = _mm256_and_si256(q4bits, m4);
+            const __m256i q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+            // u8 x i8 -> int16 pairs, times the sub-block scale -> int32
+            __m256i p16l = _mm256_maddubs_epi16(q4l, _mm256_loadu_si256((const __m256i*)q8));
+            p16l = _mm256_madd_epi16(scale_l, p16l);
+            __m256i p16h = _mm256_maddubs_epi16(q4h, _mm256_loadu_si256((const __m256i*)(q8 + 32)));
+            p16h = _mm256_madd_epi16(scale_h, p16h);
+            q8 += 64;
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    *s = hsum_f32x8(acc) + _mm_cvtss_f32(acc_m);
+}
+
+// ---- q6_K x q8_K ----
+
+// int8 scales 2i, 2i+1 each repeated 8 times
+inline __m128i scale_shuffle_q6(int i) {
+    return _mm_set_epi64x(0x0101010101010101LL * (2 * i + 1), 0x0101010101010101LL * (2 * i));
+}
+
+void vec_dot_q6_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
+    const block_q6_K* w = (const block_q6_K*)vw;
+    const block_q8_K* x = (const block_q8_K*)vx;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m2 = _mm256_set1_epi8(3);
+    const __m256i m32s = _mm256_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++) {
+        const float d = x[i].d * h2f(w[i].d);
+        const uint8_t* q4 = w[i].ql;
+        const uint8_t* qh = w[i].qh;
+        const int8_t* q8 = x[i].qs;
+        const __m128i scales = _mm_loadu_si128((const __m128i*)w[i].scales);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0, is = 0; j < QK_K / 128; j++, is += 4) {
+            const __m128i scale_0 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 0));
+            const __m128i scale_1 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 1));
+            const __m128i scale_2 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 2));
+            const __m128i scale_3 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 3));
+            const __m256i q4bits1 = _mm256_loadu_si256((const __m256i*)q4);
+            const __m256i q4bits2 = _mm256_loadu_si256((const __m256i*)(q4 + 32));
+            const __m256i q4bitsH = _mm256_loadu_si256((const __m256i*)qh);
+            q4 += 64;
+            qh += 32;
+            // 2 high bits -> bits 4..5
+            const __m256i q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bitsH, m2), 4);
+            const __m256i q4h_1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 2), m2), 4);
+            const __m256i q4h_2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 4), m2), 4);
+            const __m256i q4h_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 6), m2), 4);
+            // low 4 bits | high 2 bits -> 6-bit quants 0..63
+            const __m256i q4_0 = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0);
+            const __m256i q4_1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1);
+            const __m256i q4_2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), q4h_2);
+            const __m256i q4_3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3);
+            const __m256i q8_0 = _mm256_loadu_si256((const __m256i*)q8);
+            const __m256i q8_1 = _mm256_loadu_si256((const __m256i*)(q8 + 32));
+            const __m256i q8_2 = _mm256_loadu_si256((const __m256i*)(q8 + 64));
+            const __m256i q8_3 = _mm256_loadu_si256((const __m256i*)(q8 + 96));
+            q8 += 128;
+            // sub 32, done on the products: q*y - 32*y
+            __m256i p16_0 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_0, q8_0), _mm256_maddubs_epi16(m32s, q8_0));
+            __m256i p16_1 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_1, q8_1), _mm256_maddubs_epi16(m32s, q8_1));
+            __m256i p16_2 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_2, q8_2), _mm256_maddubs_epi16(m32s, q8_2));
+            __m256i p16_3 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_3, q8_3), _mm256_maddubs_epi16(m32s, q8_3));
+            // times the 16-element sub-block scales -> int32
+            p16_0 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_0), p16_0);
+            p16_1 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_1), p16_1);
+            p16_2 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_2), p16_2);
+            p16_3 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_3), p16_3);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_0, p16_1));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_2, p16_3));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_f32x8(acc);
+}
+
+// ---- table ----
+
+KernelTable make_avx2_table() {
+    KernelTable t = kernels_generic();  // anything not overridden stays generic
+    t.isa = "avx2";
+    t.types[GT_F32].vec_dot = vec_dot_f32_f32_avx2;
+    t.types[GT_F16].vec_dot = vec_dot_f16_f32_avx2;
+    t.types[GT_F32].gemm = gemm_by_vec_dot<vec_dot_f32_f32_avx2>;
+    t.types[GT_F16].gemm = gemm_by_vec_dot<vec_dot_f16_f32_avx2>;
+
+    t.types[GT_Q8_0].from_float = from_float_q8_0_avx2;
+    t.types[GT_Q8_1].from_float = from_float_q8_1_avx2;
+    t.types[GT_Q8_K].from_float = from_float_q8_K_avx2;
+
+    t.types[GT_Q4_0].vec_dot = vec_dot_q32<Q4_0>;
+    t.types[GT_Q4_1].vec_dot = vec_dot_q32<Q4_1>;
+    t.types[GT_Q5_0].vec_dot = vec_dot_q32<Q5_0>;
+    t.types[GT_Q8_0].vec_dot = vec_dot_q32<Q8_0>;
+    t.types[GT_Q4_0].gemm = gemm_q32<Q4_0>;
+    t.types[GT_Q4_1].gemm = gemm_q32<Q4_1>;
+    t.types[GT_Q5_0].gemm = gemm_q32<Q5_0>;
+    t.types[GT_Q8_0].gemm = gemm_q32<Q8_0>;
+
+    t.types[GT_Q4_K].vec_dot = vec_dot_q4_K_q8_K_avx2;
+    t.types[GT_Q6_K].vec_dot = vec_dot_q6_K_q8_K_avx2;
+    t.types[GT_Q4_K].gemm = gemm_by_vec_dot<vec_dot_q4_K_q8_K_avx2>;
+    t.types[GT_Q6_K].gemm = gemm_by_vec_dot<vec_dot_q6_K_q8_K_avx2>;
+
+    t.dot_f16_f32 = dot_f16_f32_avx2;
+    t.axpy_f16_f32 = axpy_f16_f32_avx2;
+    t.f32_to_f16 = f32_to_f16_avx2;
+    t.f16_to_f32 = f16_to_f32_avx2;
+    return t;
+}
+
+}  // namespace
+
+const KernelTable* kernels_avx2() {
+    static const KernelTable table = make_avx2_table();
+    return &table;
+}
+
+}  // namespace ec
+
+#endif  // __x86_64__

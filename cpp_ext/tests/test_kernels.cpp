@@ -1,0 +1,448 @@
+// standalone kernel tests: every available kernel table against the scalar generic table and
+// against float64 dot products of the dequantized values. prints the max difference per check,
+// exits non-zero on any failure; the last line is `N passed, N failed`.
+//   test_kernels [--dump DIR]   (--dump: write raw blocks + generic dequantization for tests/test_kernels.py)
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../kernels/kernels.h"
+
+using namespace ec;
+
+// ---- named tolerances ----
+
+// float summation: a dot product accumulated in float over `terms` block results (or elements for
+// f32/f16) is off by at most about terms * FLT_EPSILON * sum|w x| (the standard gamma_n bound);
+// SUM_SLACK covers the roundings inside each term (scale products, int -> float) and the final
+// horizontal reduction of up to 32 lanes.
+constexpr double SUM_SLACK = 16.0;
+static double dot_tol(int terms, double l1) { return (terms + SUM_SLACK) * FLT_EPSILON * l1 + 1e-30; }
+
+// fp16 stores 11 significant bits: a round trip is off by at most half an ulp, 2^-11 relative
+constexpr double FP16_REL = 1.0 / 2048;
+
+// quantize -> dequantize round trips, as a fraction of the block's max |x| (normal random data):
+// q8_0/q8_1: half a step (1/254) plus the fp16 rounding of d times the largest quant (127 * 2^-11 / 127)
+constexpr double RT_Q8_0 = 0.5 / 127 + FP16_REL + 1e-4;
+// q8_K: d is f32; half a step of max/127
+constexpr double RT_Q8_K = 0.5 / 127 + 1e-4;
+// q4_0: d = max/-8, the far end clamps from +8 to +7 steps: one full step, 1/8, plus fp16 of d
+constexpr double RT_Q4_0 = 1.0 / 8 + 8 * FP16_REL;
+// q4_1: half a step of range/15 (range <= 2 max) plus fp16 of d and m
+constexpr double RT_Q4_1 = 1.0 / 15 + 17 * FP16_REL;
+// q5_0: d = max/-16, clamp from +16 to +15 steps: one step, 1/16, plus fp16 of d
+constexpr double RT_Q5_0 = 1.0 / 16 + 16 * FP16_REL;
+// q4_K: half a step (<= 1/15 of the super-block max) plus 6-bit quantization of the sub-block
+// scale (15 * max_scale/126 ~ 0.016) and min (max_min/126 ~ 0.008), plus fp16 of d/dmin
+constexpr double RT_Q4_K = 1.0 / 15 + 0.016 + 0.008 + 0.005;
+// q6_K: half a step (1/64 of the max), int8 scale quantization (32 * max_scale/256 = max/256),
+// plus fp16 of d
+constexpr double RT_Q6_K = 1.0 / 64 + 1.0 / 256 + 64 * FP16_REL;
+
+// ---- check bookkeeping ----
+
+static int n_passed = 0, n_failed = 0;
+
+static void check(const std::string& name, double max_diff, double tol, const char* unit = "") {
+    const bool ok = max_diff <= tol;  // nan fails
+    (ok ? n_passed : n_failed)++;
+    printf("%s %-58s max diff %.3e%s (tol %.3e)\n", ok ? "PASS" : "FAIL", name.c_str(), max_diff, unit, tol);
+}
+
+// for checks whose tolerance varies per case: pass when every diff/tol ratio <= 1; prints the diff
+// at the worst ratio and that ratio
+static void check_ratio(const std::string& name, double max_diff, double worst_ratio) {
+    const bool ok = worst_ratio <= 1.0;
+    (ok ? n_passed : n_failed)++;
+    printf("%s %-58s max diff %.3e (%.3f x tol)\n", ok ? "PASS" : "FAIL", name.c_str(), max_diff, worst_ratio);
+}
+
+static const char* type_name(int t) {
+    switch (t) {
+        case GT_F32: return "f32";
+        case GT_F16: return "f16";
+        case GT_Q4_0: return "q4_0";
+        case GT_Q4_1: return "q4_1";
+        case GT_Q5_0: return "q5_0";
+        case GT_Q8_0: return "q8_0";
+        case GT_Q8_1: return "q8_1";
+        case GT_Q4_K: return "q4_K";
+        case GT_Q6_K: return "q6_K";
+        case GT_Q8_K: return "q8_K";
+    }
+    return "?";
+}
+
+static const int WEIGHT_TYPES[] = {GT_F32, GT_F16, GT_Q4_0, GT_Q4_1, GT_Q5_0, GT_Q8_0, GT_Q4_K, GT_Q6_K};
+static const int ACT_TYPES[] = {GT_Q8_0, GT_Q8_1, GT_Q8_K};
+
+static std::mt19937 rng(1234);
+
+// normal data with a varying scale every 16 elements (exercises per-block scales)
+static std::vector<float> random_floats(int64_t n, float scale = 1.0f) {
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::uniform_real_distribution<float> ud(0.1f, 2.0f);
+    std::vector<float> v(n);
+    float s = scale;
+    for (int64_t i = 0; i < n; i++) {
+        if (i % 16 == 0) s = scale * ud(rng);
+        v[i] = s * nd(rng);
+    }
+    return v;
+}
+
+static std::vector<uint8_t> quantize(const TypeKernels& k, const std::vector<float>& x) {
+    std::vector<uint8_t> q(row_bytes(k, (int64_t)x.size()));
+    k.from_float(x.data(), q.data(), (int64_t)x.size());
+    return q;
+}
+
+static std::vector<float> dequantize(const TypeKernels& k, const void* q, int64_t n) {
+    std::vector<float> x(n);
+    k.to_float(q, x.data(), n);
+    return x;
+}
+
+// lengths: awkward multiples of the block; f32/f16 also 4097-ish
+static std::vector<int> test_lengths(int blck) {
+    if (blck == 1) return {1, 3, 17, 33, 255, 4097, 4103};
+    std::vector<int> v;
+    for (int nb : {1, 3, 17, 33}) v.push_back(nb * blck);
+    return v;
+}
+
+// float64 reference of a weight row (type wt) times an activation (its vec_type), both dequantized
+// with the generic table; l1 = sum |w x|. q4_1 x q8_1 uses the stored s = fp16(d * sum q) for the
+// min term, by definition of the format, so the reference does too.
+static double ref_dot(int wt, const void* w, const void* x, int n, double* l1) {
+    const KernelTable& g = kernels_generic();
+    const TypeKernels& kw = g.types[wt];
+    std::vector<float> wf = dequantize(kw, w, n);
+    std::vector<float> xf = dequantize(g.types[kw.vec_type], x, n);
+    double sum = 0.0, abs_sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        sum += (double)wf[i] * xf[i];
+        abs_sum += fabs((double)wf[i] * xf[i]);
+    }
+    if (wt == GT_Q4_1) {
+        const block_q4_1* a = (const block_q4_1*)w;
+        const block_q8_1* b = (const block_q8_1*)x;
+        for (int i = 0; i < n / QK4_1; i++) {
+            int qsum = 0;
+            for (int j = 0; j < QK8_1; j++) qsum += b[i].qs[j];
+            const double m = fp16_to_fp32(a[i].m);
+            sum += m * (fp16_to_fp32(b[i].s) - (double)fp16_to_fp32(b[i].d) * qsum);
+            abs_sum += fabs(m * fp16_to_fp32(b[i].s));
+        }
+    }
+    *l1 = abs_sum;
+    return sum;
+}
+
+// ---- checks ----
+
+static void test_fp16_scalar() {
+    // every half -> float -> half is the identity (nan stays nan)
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        const float f = fp16_to_fp32((half)h);
+        const half back = fp32_to_fp16(f);
+        const bool is_nan = (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+        if (is_nan ? !std::isnan(f) || (back & 0x7fff) <= 0x7c00 : back != h) bad++;
+    }
+    check("fp16 -> fp32 -> fp16 identity, all 65536 halfs", bad, 0, " mismatches");
+    // values exactly between two halfs round to even; checked against the compiler's conversion
+    // where it has one, else against the known neighbors
+    int bad_rne = 0;
+    for (uint32_t h = 0; h < 0x7bff; h++) {
+        const double lo = fp16_to_fp32((half)h), hi = fp16_to_fp32((half)(h + 1));
+        const float mid = (float)((lo + hi) / 2);  // exact in f32 (half has 11 bits)
+        const half want = (h & 1) ? (half)(h + 1) : (half)h;
+        if (fp32_to_fp16(mid) != want) bad_rne++;
+        if (fp32_to_fp16(-mid) != (half)(want | 0x8000)) bad_rne++;
+        // just above / below the midpoint
+        if (fp32_to_fp16(nextafterf(mid, 1e9f)) != (half)(h + 1)) bad_rne++;
+        if (fp32_to_fp16(nextafterf(mid, -1e9f)) != (half)h) bad_rne++;
+    }
+    check("fp32 -> fp16 round to nearest even at every midpoint", bad_rne, 0, " mismatches");
+    int bad_edge = 0;
+    bad_edge += fp32_to_fp16(65504.0f) != 0x7bff;
+    bad_edge += fp32_to_fp16(65519.99f) != 0x7bff;
+    bad_edge += fp32_to_fp16(65520.0f) != 0x7c00;  // ties to even -> inf
+    bad_edge += fp32_to_fp16(1e10f) != 0x7c00;
+    bad_edge += fp32_to_fp16(-INFINITY) != 0xfc00;
+    bad_edge += (fp32_to_fp16(NAN) & 0x7c00) != 0x7c00 || (fp32_to_fp16(NAN) & 0x3ff) == 0;
+    bad_edge += fp32_to_fp16(ldexpf(1.0f, -25)) != 0;       // tie between 0 and min subnormal -> 0
+    bad_edge += fp32_to_fp16(ldexpf(1.5f, -25)) != 1;       // above the tie -> min subnormal
+    bad_edge += fp32_to_fp16(ldexpf(1.0f, -24)) != 1;
+    bad_edge += fp32_to_fp16(ldexpf(3.0f, -25)) != 2;       // 1.5 subnormal steps: tie -> even (2)
+    bad_edge += fp32_to_fp16(ldexpf(1023.5f, -24)) != 0x400; // top subnormal tie rounds up to min normal
+    bad_edge += fp32_to_fp16(-0.0f) != 0x8000;
+#if defined(__FLT16_MAX__)
+    // the compiler's own conversion, on random bit patterns
+    std::uniform_int_distribution<uint32_t> ub;
+    for (int i = 0; i < 200000; i++) {
+        uint32_t bits = ub(rng);
+        float f;
+        memcpy(&f, &bits, 4);
+        if (std::isnan(f)) continue;
+        _Float16 c = (_Float16)f;
+        half want;
+        memcpy(&want, &c, 2);
+        bad_edge += fp32_to_fp16(f) != want;
+    }
+#endif
+    check("fp32 -> fp16 edges (overflow, subnormals, inf/nan, compiler)", bad_edge, 0, " mismatches");
+}
+
+static void test_f16_helpers(const KernelTable& t) {
+    const std::string isa = t.isa;
+    for (int n : {1, 3, 17, 33, 4097}) {
+        std::vector<float> x = random_floats(n, 3.0f);
+        x[0] = 65520.0f;  // an overflow and a subnormal in every run
+        if (n > 1) x[1] = 3e-7f;
+        std::vector<half> h(n), hg(n);
+        t.f32_to_f16(x.data(), h.data(), n);
+        kernels_generic().f32_to_f16(x.data(), hg.data(), n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += h[i] != hg[i] || h[i] != fp32_to_fp16(x[i]);
+        check(isa + " f32_to_f16 bit-exact n=" + std::to_string(n), bad, 0, " mismatches");
+
+        std::vector<float> y(n);
+        t.f16_to_f32(hg.data(), y.data(), n);
+        bad = 0;
+        for (int i = 0; i < n; i++) {
+            const float want = fp16_to_fp32(hg[i]);
+            bad += memcmp(&y[i], &want, 4) != 0;
+        }
+        check(isa + " f16_to_f32 bit-exact n=" + std::to_string(n), bad, 0, " mismatches");
+
+        hg[0] = fp32_to_fp16(100.0f);
+        std::vector<float> b = random_floats(n);
+        double ref = 0, l1 = 0;
+        for (int i = 0; i < n; i++) {
+            ref += (double)fp16_to_fp32(hg[i]) * b[i];
+            l1 += fabs((double)fp16_to_fp32(hg[i]) * b[i]);
+        }
+        const double got = t.dot_f16_f32(n, hg.data(), b.data());
+        check(isa + " dot_f16_f32 vs f64 n=" + std::to_string(n), fabs(got - ref), dot_tol(n, l1));
+
+        std::vector<float> acc = random_floats(n), acc0 = acc;
+        const float a = 0.37f;
+        t.axpy_f16_f32(n, a, hg.data(), acc.data());
+        double maxd = 0, maxtol = 0;
+        for (int i = 0; i < n; i++) {
+            const double want = (double)acc0[i] + (double)a * fp16_to_fp32(hg[i]);
+            const double mag = fabs(acc0[i]) + fabs(a * fp16_to_fp32(hg[i]));
+            maxd = std::max(maxd, fabs(acc[i] - want) / (mag + 1e-30));
+        }
+        maxtol = 2 * FLT_EPSILON;  // one product and one sum, each rounded (fma: fewer)
+        check(isa + " axpy_f16_f32 vs f64 n=" + std::to_string(n), maxd, maxtol, " rel");
+    }
+}
+
+// activation quantizers must be identical to generic (the same algorithm: ggml's reference rounding)
+static void test_act_quantizers(const KernelTable& t) {
+    const KernelTable& g = kernels_generic();
+    for (int at : ACT_TYPES) {
+        const TypeKernels& k = t.types[at];
+        for (int n : test_lengths(k.blck)) {
+            std::vector<float> x = random_floats(n);
+            // hard cases: a zero block, exact .5 ties after scaling, a constant block, a lone negative max
+            if (n >= 3 * k.blck) {
+                for (int j = 0; j < k.blck; j++) x[j] = 0.0f;
+                for (int j = 0; j < k.blck; j++) x[k.blck + j] = (float)((j % 9) - 4) * 0.5f + ((j == 0) ? 63.5f : 0.0f);
+                for (int j = 0; j < k.blck; j++) x[2 * k.blck + j] = (j == 5) ? -7.0f : 1.0f;
+            }
+            std::vector<uint8_t> qt = quantize(k, x), qg = quantize(g.types[at], x);
+            int bad = 0;
+            for (size_t i = 0; i < qt.size(); i++) bad += qt[i] != qg[i];
+            check(std::string(t.isa) + " from_float " + type_name(at) + " == generic n=" + std::to_string(n),
+                  bad, 0, " bytes");
+        }
+    }
+    // q8_1: s is fp16(d * sum q); q8_K: bsums are the sums of 16 quants (independent recount)
+    std::vector<float> x = random_floats(33 * QK_K);
+    std::vector<uint8_t> q1 = quantize(t.types[GT_Q8_1], x);
+    double maxd = 0;
+    for (int i = 0; i < 33 * QK_K / QK8_1; i++) {
+        const block_q8_1& b = ((const block_q8_1*)q1.data())[i];
+        int sum = 0;
+        for (int8_t q : b.qs) sum += q;
+        const double want = (double)fp16_to_fp32(b.d) * sum;
+        maxd = std::max(maxd, fabs(fp16_to_fp32(b.s) - want) / (fabs(want) + 1e-30));
+    }
+    // s rounds (unrounded d) * sum to fp16; the check multiplies by the stored fp16 d: two roundings
+    check(std::string(t.isa) + " q8_1 s == d * sum(q)", maxd, 2 * FP16_REL + FLT_EPSILON, " rel");
+    std::vector<uint8_t> qk = quantize(t.types[GT_Q8_K], x);
+    int bad = 0;
+    for (int i = 0; i < 33; i++) {
+        const block_q8_K& b = ((const block_q8_K*)qk.data())[i];
+        for (int j = 0; j < QK_K / 16; j++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += b.qs[16 * j + l];
+            bad += sum != b.bsums[j];
+        }
+    }
+    check(std::string(t.isa) + " q8_K bsums == sums of 16", bad, 0, " mismatches");
+}
+
+static double round_trip_tol(int ty) {
+    switch (ty) {
+        case GT_F32: return 0.0;
+        case GT_F16: return FP16_REL;
+        case GT_Q4_0: return RT_Q4_0;
+        case GT_Q4_1: return RT_Q4_1;
+        case GT_Q5_0: return RT_Q5_0;
+        case GT_Q8_0: case GT_Q8_1: return RT_Q8_0;
+        case GT_Q4_K: return RT_Q4_K;
+        case GT_Q6_K: return RT_Q6_K;
+        case GT_Q8_K: return RT_Q8_K;
+    }
+    return 0.0;
+}
+
+static void test_round_trips(const KernelTable& t) {
+    const KernelTable& g = kernels_generic();
+    for (int ty : {GT_F32, GT_F16, GT_Q4_0, GT_Q4_1, GT_Q5_0, GT_Q8_0, GT_Q8_1, GT_Q4_K, GT_Q6_K, GT_Q8_K}) {
+        const TypeKernels& k = t.types[ty];
+        const int n = 33 * std::max(k.blck, 32);
+        std::vector<float> x = random_floats(n);
+        std::vector<uint8_t> q = quantize(k, x);
+        std::vector<float> y = dequantize(k, q.data(), n), yg = dequantize(g.types[ty], q.data(), n);
+        const int blk = std::max(k.blck, 32);  // f32/f16: relative to the max of 32 elements
+        double maxd = 0;
+        int bad = 0;
+        for (int b = 0; b < n / blk; b++) {
+            double amax = 0;
+            for (int j = 0; j < blk; j++) amax = std::max(amax, (double)fabsf(x[b * blk + j]));
+            for (int j = 0; j < blk; j++) {
+                const int i = b * blk + j;
+                maxd = std::max(maxd, fabs((double)x[i] - y[i]) / amax);
+                bad += memcmp(&y[i], &yg[i], 4) != 0;
+            }
+        }
+        check(std::string(t.isa) + " round trip " + type_name(ty), maxd, round_trip_tol(ty), " of max");
+        check(std::string(t.isa) + " to_float " + type_name(ty) + " == generic", bad, 0, " mismatches");
+    }
+}
+
+static void test_vec_dot(const KernelTable& t) {
+    const KernelTable& g = kernels_generic();
+    for (int wt : WEIGHT_TYPES) {
+        const TypeKernels& k = t.types[wt];
+        const TypeKernels& kx = g.types[k.vec_type];
+        double max_g = 0, max_64 = 0, worst_g = 0, worst_64 = 0;  // diff / tol ratios
+        for (int n : test_lengths(k.blck)) {
+            std::vector<uint8_t> w = quantize(g.types[wt], random_floats(n));
+            std::vector<uint8_t> x = quantize(kx, random_floats(n));
+            double l1;
+            const double ref = ref_dot(wt, w.data(), x.data(), n, &l1);
+            float got, gen;
+            k.vec_dot(n, &got, w.data(), x.data());
+            g.types[wt].vec_dot(n, &gen, w.data(), x.data());
+            const double tol = dot_tol(n / k.blck, l1);
+            const double dg = fabs((double)got - gen), d64 = fabs((double)got - ref);
+            if (!(dg / tol < worst_g)) { worst_g = std::isnan(dg) ? INFINITY : dg / tol; max_g = dg; }
+            if (!(d64 / tol < worst_64)) { worst_64 = std::isnan(d64) ? INFINITY : d64 / tol; max_64 = d64; }
+        }
+        check_ratio(std::string(t.isa) + " vec_dot " + type_name(wt) + " vs generic", max_g, worst_g);
+        check_ratio(std::string(t.isa) + " vec_dot " + type_name(wt) + " vs f64", max_64, worst_64);
+    }
+}
+
+static void test_gemm(const KernelTable& t) {
+    const KernelTable& g = kernels_generic();
+    const int sizes[] = {1, 2, 3, 4, 5, 7};
+    for (int wt : WEIGHT_TYPES) {
+        const TypeKernels& k = t.types[wt];
+        const TypeKernels& kx = g.types[k.vec_type];
+        double worst = 0, max_diff = 0;
+        int bad_untouched = 0;
+        for (int n : test_lengths(k.blck)) {
+            if (n > 2048 && k.blck == 1) continue;  // keep the f32/f16 tiles quick
+            const int max_rc = 7;
+            // padded strides: one extra block per row / column, one extra float per y column
+            const size_t ldw = row_bytes(k, n) + k.bytes, ldx = row_bytes(kx, n) + kx.bytes;
+            std::vector<uint8_t> w(max_rc * ldw, 0xcd), x(max_rc * ldx, 0xcd);
+            for (int r = 0; r < max_rc; r++) {
+                std::vector<uint8_t> q = quantize(g.types[wt], random_floats(n));
+                memcpy(&w[r * ldw], q.data(), q.size());
+            }
+            for (int c = 0; c < max_rc; c++) {
+                std::vector<uint8_t> q = quantize(kx, random_floats(n));
+                memcpy(&x[c * ldx], q.data(), q.size());
+            }
+            for (int nr : sizes) {
+                for (int nc : sizes) {
+                    const size_t ldy = nr + 1;
+                    std::vector<float> y(nc * ldy, -12345.0f);
+                    k.gemm(n, nr, nc, w.data(), ldw, x.data(), ldx, y.data(), ldy);
+                    for (int c = 0; c < nc; c++) {
+                        bad_untouched += y[c * ldy + nr] != -12345.0f;
+                        for (int r = 0; r < nr; r++) {
+                            float gen;
+                            g.types[wt].vec_dot(n, &gen, &w[r * ldw], &x[c * ldx]);
+                            double l1;
+                            ref_dot(wt, &w[r * ldw], &x[c * ldx], n, &l1);
+                            const double diff = fabs((double)y[c * ldy + r] - gen);
+                            const double ratio = diff / dot_tol(n / k.blck, l1);
+                            if (!(ratio < worst)) { worst = std::isnan(ratio) ? INFINITY : ratio; max_diff = diff; }
+                        }
+                    }
+                }
+            }
+        }
+        check_ratio(std::string(t.isa) + " gemm " + type_name(wt) + " nr,nc in 1..7 vs generic vec_dot", max_diff,
+                    worst);
+        check(std::string(t.isa) + " gemm " + type_name(wt) + " writes only its tile", bad_untouched, 0, " cells");
+    }
+}
+
+// raw blocks + generic dequantization, for the python test's independent check against gguf.quants
+static void dump(const char* dir) {
+    const KernelTable& g = kernels_generic();
+    for (int ty : {GT_Q4_0, GT_Q4_1, GT_Q5_0, GT_Q8_0, GT_Q4_K, GT_Q6_K}) {
+        const TypeKernels& k = g.types[ty];
+        const int n = 8 * k.blck;
+        std::vector<float> x = random_floats(n);
+        std::vector<uint8_t> q = quantize(k, x);
+        std::vector<float> y = dequantize(k, q.data(), n);
+        const std::string base = std::string(dir) + "/" + type_name(ty);
+        FILE* f = fopen((base + ".blocks").c_str(), "wb");
+        fwrite(q.data(), 1, q.size(), f);
+        fclose(f);
+        f = fopen((base + ".f32").c_str(), "wb");
+        fwrite(y.data(), 4, y.size(), f);
+        fclose(f);
+        f = fopen((base + ".src").c_str(), "wb");
+        fwrite(x.data(), 4, x.size(), f);
+        fclose(f);
+    }
+}
+
+int main(int argc, char** argv) {
+    if (argc == 3 && strcmp(argv[1], "--dump") == 0) dump(argv[2]);
+    const KernelTable* tables[4];
+    const int n_tables = available_kernels(tables, 4);
+    printf("tables:");
+    for (int i = 0; i < n_tables; i++) printf(" %s", tables[i]->isa);
+    printf(" (selected: %s)\n", select_kernels().isa);
+
+    test_fp16_scalar();
+    for (int i = 0; i < n_tables; i++) {
+        const KernelTable& t = *tables[i];
+        test_f16_helpers(t);
+        test_act_quantizers(t);
+        test_round_trips(t);
+        test_vec_dot(t);
+        test_gemm(t);
+    }
+    printf("%d passed, %d failed\n", n_passed, n_failed);
+    return n_failed ? 1 : 0;
+}
