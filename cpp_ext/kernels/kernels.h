@@ -41,6 +41,8 @@ float fp16_to_fp32(half h);
 half fp32_to_fp16(float f);
 
 const KernelTable& kernels_generic();
+// kernels_avx2(): call only on a cpu with avx2+fma+f16c (its file is built with those flags);
+// select_kernels / available_kernels check that
 const KernelTable* kernels_avx2();   // nullptr when not compiled in
 const KernelTable* kernels_neon();   // nullptr when not compiled in
 

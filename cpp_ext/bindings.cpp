@@ -1,0 +1,160 @@
+// nanobind module edgechat._native: the model, its sink-ring cache and the kernel tables.
+// the gil is released around all compute.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+
+#include "kernels/kernels.h"
+#include "model.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+using ec::Model;
+
+using Bytes = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Tokens = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Logits = nb::ndarray<nb::numpy, float>;
+
+// a model plus the python objects (mmap views) its tensors point into
+struct PyModel {
+    std::unique_ptr<Model> model;
+    nb::list keepalive;
+    std::mutex mu;   // two python threads calling one engine are serialized
+};
+
+static ec::Config make_config(const nb::dict& d) {
+    ec::Config c;
+    c.arch = nb::cast<std::string>(d["arch"]);
+    c.n_layer = nb::cast<int>(d["n_layer"]);
+    c.n_embd = nb::cast<int>(d["n_embd"]);
+    c.n_head = nb::cast<int>(d["n_head"]);
+    c.n_head_kv = nb::cast<int>(d["n_head_kv"]);
+    c.head_dim = nb::cast<int>(d["head_dim"]);
+    c.n_ff = nb::cast<int>(d["n_ff"]);
+    c.n_vocab = nb::cast<int>(d["n_vocab"]);
+    c.n_rot = nb::cast<int>(d["n_rot"]);
+    c.eps = nb::cast<float>(d["eps"]);
+    c.rope_base = nb::cast<double>(d["rope_base"]);
+    c.rope_neox = nb::cast<bool>(d["rope_neox"]);
+    return c;
+}
+
+// tensors: list of (name, type, shape (ne0..), data view)
+static void init_model(PyModel* pm, const nb::dict& config, const nb::list& tensors, int ctx, int sinks,
+                       int threads) {
+    std::vector<std::pair<std::string, ec::Tensor>> ts;
+    for (nb::handle item : tensors) {
+        nb::tuple tup = nb::cast<nb::tuple>(item);
+        ec::Tensor t;
+        std::string name = nb::cast<std::string>(tup[0]);
+        t.type = nb::cast<int>(tup[1]);
+        std::vector<int64_t> shape = nb::cast<std::vector<int64_t>>(tup[2]);
+        if (shape.empty() || shape.size() > 4) throw nb::value_error(("bad shape for tensor " + name).c_str());
+        for (size_t i = 0; i < shape.size(); i++) t.ne[i] = shape[i];
+        Bytes data = nb::cast<Bytes>(tup[3]);
+        t.data = data.data();
+        t.nbytes = data.shape(0);
+        pm->keepalive.append(tup[3]);
+        ts.emplace_back(std::move(name), t);
+    }
+    ec::Config cfg = make_config(config);
+    {
+        nb::gil_scoped_release nogil;
+        pm->model = std::make_unique<Model>(cfg, ts, ctx, sinks, threads);
+    }
+}
+
+static Logits eval(PyModel& pm, Tokens tokens, bool all_logits) {
+    const int n = (int)tokens.shape(0);
+    const int vocab = pm.model->config().n_vocab;
+    if (n == 0) throw nb::value_error("eval needs at least one token");
+    std::vector<int32_t> ids(tokens.data(), tokens.data() + n);
+    size_t rows = all_logits ? (size_t)n : 1;
+    float* out = new float[rows * vocab];
+    nb::capsule owner(out, [](void* p) noexcept { delete[] (float*)p; });
+    {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(pm.mu);
+        pm.model->eval(ids.data(), n, all_logits, out);
+    }
+    if (all_logits) return Logits(out, {rows, (size_t)vocab}, owner);
+    return Logits(out, {(size_t)vocab}, owner);
+}
+
+static nb::dict cache_info(PyModel& pm) {
+    std::lock_guard<std::mutex> lock(pm.mu);
+    ec::KVRing& kv = pm.model->cache();
+    nb::dict d;
+    d["capacity"] = kv.ctx();
+    d["used"] = kv.used();
+    d["sinks"] = kv.sinks();
+    d["evicted"] = kv.evicted();
+    d["bytes"] = kv.bytes();
+    d["n_past"] = kv.n_past();
+    return d;
+}
+
+// kernel access for tests: run one type's kernels of one isa on raw bytes
+static const ec::KernelTable& table_for(const std::string& isa) {
+    const ec::KernelTable* tabs[4];
+    int n = ec::available_kernels(tabs, 4);
+    for (int i = 0; i < n; i++)
+        if (isa == tabs[i]->isa) return *tabs[i];
+    throw nb::value_error(("isa not available here: " + isa).c_str());
+}
+
+NB_MODULE(_native, m) {
+    m.doc() = "edgechat native engine";
+    nb::class_<PyModel>(m, "Model")
+        .def("__init__", [](PyModel* self, nb::dict config, nb::list tensors, int ctx, int sinks, int threads) {
+                 new (self) PyModel();
+                 init_model(self, config, tensors, ctx, sinks, threads);
+             }, "config"_a, "tensors"_a, "ctx"_a, "sinks"_a, "threads"_a)
+        .def("eval", &eval, "tokens"_a, "all_logits"_a = false)
+        .def("reset", [](PyModel& pm, int sinks) {
+                 std::lock_guard<std::mutex> lock(pm.mu);
+                 pm.model->cache().reset(sinks);
+             }, "sinks"_a)
+        .def("truncate", [](PyModel& pm, int64_t n) {
+                 std::lock_guard<std::mutex> lock(pm.mu);
+                 return pm.model->cache().truncate(n);
+             }, "n_past"_a)
+        .def("cache_info", &cache_info)
+        .def_prop_ro("isa", [](PyModel& pm) { return std::string(pm.model->isa()); })
+        .def_prop_ro("threads", [](PyModel& pm) { return pm.model->threads(); })
+        .def_prop_ro("n_vocab", [](PyModel& pm) { return pm.model->config().n_vocab; })
+        .def_prop_ro("n_ctx", [](PyModel& pm) { return pm.model->cache().ctx(); });
+
+    m.def("isa", []() { return std::string(ec::select_kernels().isa); });
+    m.def("available_isas", []() {
+        const ec::KernelTable* tabs[4];
+        int n = ec::available_kernels(tabs, 4);
+        std::vector<std::string> out;
+        for (int i = 0; i < n; i++) out.emplace_back(tabs[i]->isa);
+        return out;
+    });
+    m.def("supported_types", []() {
+        const ec::KernelTable& k = ec::select_kernels();
+        std::vector<int> out;
+        for (int t = 0; t < ec::GT_COUNT; t++)
+            if (k.types[t].vec_dot) out.push_back(t);
+        return out;
+    });
+    // dequantize raw bytes of `type` with a given isa's table (tests)
+    m.def("dequantize", [](const std::string& isa, int type, Bytes data, int64_t n) {
+        const ec::KernelTable& k = table_for(isa);
+        if (type < 0 || type >= ec::GT_COUNT || !k.types[type].to_float) throw nb::value_error("unknown type");
+        const ec::TypeKernels& tk = k.types[type];
+        if (n % tk.blck != 0 || ec::row_bytes(tk, n) > data.shape(0)) throw nb::value_error("size mismatch");
+        float* out = new float[n];
+        nb::capsule owner(out, [](void* p) noexcept { delete[] (float*)p; });
+        tk.to_float(data.data(), out, n);
+        return Logits(out, {(size_t)n}, owner);
+    });
+}

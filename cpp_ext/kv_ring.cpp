@@ -1,0 +1,39 @@
+#include "kv_ring.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace ec {
+
+KVRing::KVRing(int n_layer, int ctx, int kv_dim)
+    : n_layer_(n_layer), ctx_(ctx), kv_dim_(kv_dim),
+      k_((size_t)n_layer * ctx * kv_dim), v_((size_t)n_layer * ctx * kv_dim) {
+    reset(std::min(4, ctx - 1));
+}
+
+void KVRing::reset(int sinks) {
+    if (sinks < 0 || sinks >= ctx_) throw std::invalid_argument("sinks must be in [0, ctx)");
+    sinks_ = sinks;
+    n_past_ = 0;
+}
+
+int64_t KVRing::first_window(int64_t n) const {
+    return std::max<int64_t>(sinks_, n - window());
+}
+
+int KVRing::used() const {
+    if (n_past_ <= sinks_) return (int)n_past_;
+    return sinks_ + (int)(n_past_ - first_window(n_past_));
+}
+
+int64_t KVRing::evicted() const { return std::max<int64_t>(0, n_past_ - ctx_); }
+
+bool KVRing::truncate(int64_t n) {
+    if (n < 0 || n > n_past_) return false;
+    // the state after n tokens holds window positions [first_window(n), n); all must still be here
+    if (n > sinks_ && first_window(n) < first_window(n_past_)) return false;
+    n_past_ = n;
+    return true;
+}
+
+}  // namespace ec

@@ -1,0 +1,47 @@
+// ring-buffer kv cache with pinned attention sinks (StreamingLLM).
+// capacity `ctx` slots allocated once: slots [0, sinks) hold the first `sinks` tokens ever fed, forever;
+// slots [sinks, ctx) are a ring of W = ctx - sinks entries. the token at absolute position p >= sinks
+// lives in slot sinks + (p - sinks) % W, so a new token overwrites the oldest window entry in O(1).
+// keys are stored rotated at their absolute positions (sinks at 0..sinks-1); the model rotates each
+// query at its absolute position for window keys and at the re-indexed position for sink keys.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "blocks.h"
+
+namespace ec {
+
+class KVRing {
+public:
+    KVRing(int n_layer, int ctx, int kv_dim);
+    void reset(int sinks);          // empty; sinks in [0, ctx - 1]
+    bool truncate(int64_t n_past);  // roll back to the state after n_past tokens; false if evicted past it
+
+    int ctx() const { return ctx_; }
+    int sinks() const { return sinks_; }
+    int window() const { return ctx_ - sinks_; }
+    int64_t n_past() const { return n_past_; }
+    // entries held now (sinks filled + window length)
+    int used() const;
+    int64_t evicted() const;
+    // window entries held after n tokens were fed: absolute positions [first_window(n), n)
+    int64_t first_window(int64_t n) const;
+    size_t bytes() const { return (k_.size() + v_.size()) * sizeof(half); }
+
+    int slot(int64_t pos) const {
+        return pos < sinks_ ? (int)pos : sinks_ + (int)((pos - sinks_) % (ctx_ - sinks_));
+    }
+    half* k(int layer, int slot) { return k_.data() + ((size_t)layer * ctx_ + slot) * kv_dim_; }
+    half* v(int layer, int slot) { return v_.data() + ((size_t)layer * ctx_ + slot) * kv_dim_; }
+    void advance(int n) { n_past_ += n; }
+
+private:
+    int n_layer_, ctx_, kv_dim_;
+    int sinks_ = 4;
+    int64_t n_past_ = 0;     // tokens fed since reset (the next token's absolute position)
+    std::vector<half> k_;    // (layer, ctx, kv_dim)
+    std::vector<half> v_;    // (layer, ctx, kv_dim)
+};
+
+}  // namespace ec

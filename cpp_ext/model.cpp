@@ -1,0 +1,332 @@
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+
+namespace ec {
+
+static constexpr int kMaxBatch = 512;   // tokens per forward chunk (bounded further by the window)
+static constexpr int kRowBlock = 32;    // weight rows per gemm task
+static constexpr int kColBlock = 64;    // activation columns per gemm task
+static constexpr int kElemRows = 8;     // token rows per elementwise task
+
+using TensorMap = std::map<std::string, Tensor>;
+
+static std::string shape_str(const Tensor& t) {
+    return "[" + std::to_string(t.ne[0]) + ", " + std::to_string(t.ne[1]) + "]";
+}
+
+// look up a tensor, check its type is runnable and its 2-d shape is (cols, rows)
+static Tensor need(const TensorMap& m, const KernelTable& k, const std::string& name, int64_t cols,
+                   int64_t rows) {
+    auto it = m.find(name);
+    if (it == m.end()) throw std::invalid_argument("missing tensor " + name);
+    const Tensor& t = it->second;
+    if (t.type < 0 || t.type >= GT_COUNT || !k.types[t.type].vec_dot)
+        throw std::invalid_argument("tensor " + name + " has a type the native backend does not run (ggml type " +
+                                    std::to_string(t.type) + ")");
+    const TypeKernels& tk = k.types[t.type];
+    if (t.ne[0] != cols || t.ne[1] != rows || t.ne[2] != 1 || t.ne[3] != 1)
+        throw std::invalid_argument("tensor " + name + " has shape " + shape_str(t) + ", expected [" +
+                                    std::to_string(cols) + ", " + std::to_string(rows) + "]");
+    if (cols % tk.blck != 0 || t.nbytes != row_bytes(tk, cols) * (size_t)rows)
+        throw std::invalid_argument("tensor " + name + " has an inconsistent byte size");
+    return t;
+}
+
+// small tensors (norms, biases, rope factors) are dequantized to f32 once
+static std::vector<float> need_f32(const TensorMap& m, const KernelTable& k, const std::string& name,
+                                   int64_t n, bool optional) {
+    auto it = m.find(name);
+    if (it == m.end()) {
+        if (optional) return {};
+        throw std::invalid_argument("missing tensor " + name);
+    }
+    const Tensor& t = it->second;
+    int64_t count = t.ne[0] * t.ne[1] * t.ne[2] * t.ne[3];
+    if (count != n) throw std::invalid_argument("tensor " + name + " has " + std::to_string(count) +
+                                                " elements, expected " + std::to_string(n));
+    if (t.type < 0 || t.type >= GT_COUNT || !k.types[t.type].to_float || n % k.types[t.type].blck != 0 ||
+        t.nbytes != row_bytes(k.types[t.type], n))
+        throw std::invalid_argument("tensor " + name + " has an unsupported type or size");
+    std::vector<float> out(n);
+    k.types[t.type].to_float(t.data, out.data(), n);
+    return out;
+}
+
+Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
+             int sinks, int n_threads)
+    : cfg_(cfg), k_(select_kernels()), pool_(n_threads),
+      kv_(cfg.n_layer > 0 ? cfg.n_layer : 1, ctx, cfg.n_head_kv * cfg.head_dim) {
+    const Config& c = cfg_;
+    if (c.n_layer <= 0 || c.n_embd <= 0 || c.n_head <= 0 || c.n_head_kv <= 0 || c.head_dim <= 0 ||
+        c.n_ff <= 0 || c.n_vocab <= 0 || c.n_head % c.n_head_kv != 0 || c.n_rot <= 0 ||
+        c.n_rot > c.head_dim || c.n_rot % 2 != 0)
+        throw std::invalid_argument("inconsistent model hyperparameters");
+    if (ctx < 2) throw std::invalid_argument("ctx must be at least 2");
+    kv_.reset(sinks);
+    q_dim_ = c.n_head * c.head_dim;
+    kv_dim_ = c.n_head_kv * c.head_dim;
+
+    TensorMap m(tensors.begin(), tensors.end());
+    tok_embd_ = need(m, k_, "token_embd.weight", c.n_embd, c.n_vocab);
+    out_w_ = m.count("output.weight") ? need(m, k_, "output.weight", c.n_embd, c.n_vocab) : tok_embd_;
+    out_norm_ = need_f32(m, k_, "output_norm.weight", c.n_embd, false);
+    std::vector<float> freq_factors = need_f32(m, k_, "rope_freqs.weight", c.n_rot / 2, true);
+    for (int i = 0; i < c.n_rot / 2; i++) {
+        double f = std::pow(c.rope_base, -2.0 * i / c.n_rot);
+        inv_freq_.push_back(freq_factors.empty() ? f : f / freq_factors[i]);
+    }
+    for (int l = 0; l < c.n_layer; l++) {
+        std::string p = "blk." + std::to_string(l) + ".";
+        LayerW L;
+        L.attn_norm_f = need_f32(m, k_, p + "attn_norm.weight", c.n_embd, false);
+        L.ffn_norm_f = need_f32(m, k_, p + "ffn_norm.weight", c.n_embd, false);
+        L.wq = need(m, k_, p + "attn_q.weight", c.n_embd, q_dim_);
+        L.wk = need(m, k_, p + "attn_k.weight", c.n_embd, kv_dim_);
+        L.wv = need(m, k_, p + "attn_v.weight", c.n_embd, kv_dim_);
+        L.wo = need(m, k_, p + "attn_output.weight", q_dim_, c.n_embd);
+        L.w_gate = need(m, k_, p + "ffn_gate.weight", c.n_embd, c.n_ff);
+        L.w_up = need(m, k_, p + "ffn_up.weight", c.n_embd, c.n_ff);
+        L.w_down = need(m, k_, p + "ffn_down.weight", c.n_ff, c.n_embd);
+        L.bq = need_f32(m, k_, p + "attn_q.bias", q_dim_, true);
+        L.bk = need_f32(m, k_, p + "attn_k.bias", kv_dim_, true);
+        L.bv = need_f32(m, k_, p + "attn_v.bias", kv_dim_, true);
+        L.q_norm = need_f32(m, k_, p + "attn_q_norm.weight", c.head_dim, true);
+        L.k_norm = need_f32(m, k_, p + "attn_k_norm.weight", c.head_dim, true);
+        layers_.push_back(std::move(L));
+    }
+
+    max_batch_ = kMaxBatch;
+    const int B = max_batch_, T = pool_.size();
+    int widest = std::max({c.n_embd, q_dim_, c.n_ff});
+    x_.resize((size_t)B * c.n_embd);
+    xb_.resize((size_t)B * std::max(c.n_embd, q_dim_));
+    q_.resize((size_t)B * q_dim_);
+    k_cur_.resize((size_t)B * kv_dim_);
+    v_cur_.resize((size_t)B * kv_dim_);
+    att_.resize((size_t)B * q_dim_);
+    hb_.resize((size_t)B * c.n_ff);
+    hb2_.resize((size_t)B * c.n_ff);
+    // widest activation row in any vec_type: q8_K is 292 bytes per 256, q8_1 36 per 32, f32 4 per 1
+    xq_.resize((size_t)B * (widest * 4 + 512));
+    kb_.resize((size_t)B * kv_dim_);
+    vb_.resize((size_t)B * kv_dim_);
+    cs_abs_.resize((size_t)B * c.n_rot);
+    cs_sink_.resize((size_t)B * c.n_rot);
+    scores_.resize((size_t)T * (ctx + B));
+    q_sink_.resize((size_t)T * 2 * c.head_dim);
+}
+
+// ---- elementwise --------------------------------------------------------------------------------
+
+void Model::rmsnorm(float* y, const float* x, const float* w, int n_rows, int dim) const {
+    for (int r = 0; r < n_rows; r++) {
+        const float* xr = x + (size_t)r * dim;
+        float* yr = y + (size_t)r * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        float scale = (float)(1.0 / std::sqrt(ss / dim + cfg_.eps));
+        for (int i = 0; i < dim; i++) yr[i] = xr[i] * scale * w[i];
+    }
+}
+
+// rotate n_heads heads of head_dim in x; cs: (n_rot) interleaved cos, sin
+void Model::rope(float* x, int n_heads, const float* cs) const {
+    const int hd = cfg_.head_dim, half_rot = cfg_.n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float* xh = x + (size_t)h * hd;
+        for (int i = 0; i < half_rot; i++) {
+            float c = cs[2 * i], s = cs[2 * i + 1];
+            int a = cfg_.rope_neox ? i : 2 * i;
+            int b = cfg_.rope_neox ? i + half_rot : 2 * i + 1;
+            float x0 = xh[a], x1 = xh[b];
+            xh[a] = x0 * c - x1 * s;
+            xh[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+// cos/sin for each token of the chunk, at its absolute position and at its re-indexed sink-query
+// position; angles in float64 (absolute positions grow without bound in a long chat)
+void Model::rope_tables(int n, int64_t p0) {
+    const int64_t S = kv_.sinks(), W = kv_.window();
+    for (int t = 0; t < n; t++) {
+        int64_t p = p0 + t;
+        int64_t ps = p < S ? p : S + std::min<int64_t>(p + 1 - S, W) - 1;
+        for (size_t i = 0; i < inv_freq_.size(); i++) {
+            double a = (double)p * inv_freq_[i], b = (double)ps * inv_freq_[i];
+            cs_abs_[(size_t)t * cfg_.n_rot + 2 * i] = (float)std::cos(a);
+            cs_abs_[(size_t)t * cfg_.n_rot + 2 * i + 1] = (float)std::sin(a);
+            cs_sink_[(size_t)t * cfg_.n_rot + 2 * i] = (float)std::cos(b);
+            cs_sink_[(size_t)t * cfg_.n_rot + 2 * i + 1] = (float)std::sin(b);
+        }
+    }
+}
+
+void Model::embed(const int32_t* tokens, int n) {
+    const TypeKernels& tk = k_.types[tok_embd_.type];
+    size_t ld = row_bytes(tk, cfg_.n_embd);
+    for (int t = 0; t < n; t++)
+        tk.to_float(tok_embd_.data + (size_t)tokens[t] * ld, x_.data() + (size_t)t * cfg_.n_embd, cfg_.n_embd);
+}
+
+// ---- matmul -------------------------------------------------------------------------------------
+
+// y (n, rows) = x (n, cols) * w^T, activations quantized to the weight type's vec_type first
+void Model::matmul(const Tensor& w, const float* x, int n, float* y) {
+    const TypeKernels& tk = k_.types[w.type];
+    const TypeKernels& vk = k_.types[tk.vec_type];
+    const int cols = (int)w.ne[0], rows = (int)w.ne[1];
+    const size_t ldw = row_bytes(tk, cols), ldx = row_bytes(vk, cols);
+    const uint8_t* xq = reinterpret_cast<const uint8_t*>(x);
+    if (tk.vec_type != GT_F32) {
+        uint8_t* dst = xq_.data();
+        pool_.run(n, [&](int t, int) { vk.from_float(x + (size_t)t * cols, dst + (size_t)t * ldx, cols); });
+        xq = dst;
+    }
+    const int row_blocks = (rows + kRowBlock - 1) / kRowBlock;
+    const int col_blocks = (n + kColBlock - 1) / kColBlock;
+    pool_.run(row_blocks * col_blocks, [&](int task, int) {
+        int r0 = (task % row_blocks) * kRowBlock, c0 = (task / row_blocks) * kColBlock;
+        int nr = std::min(kRowBlock, rows - r0), nc = std::min(kColBlock, n - c0);
+        tk.gemm(cols, nr, nc, w.data + (size_t)r0 * ldw, ldw, xq + (size_t)c0 * ldx, ldx,
+                y + (size_t)c0 * rows + r0, rows);
+    });
+}
+
+// ---- attention ----------------------------------------------------------------------------------
+
+// softmax(q k^T / sqrt(d)) v for each token of the chunk and each head. a query at absolute position p
+// sees: the sinks in the cache, the window entries of the cache still inside its window
+// ([max(S, p-W+1), p0)), and the chunk's own tokens up to itself (the chunk is never longer than W).
+void Model::attention(int layer, int n, int64_t p0) {
+    const int hd = cfg_.head_dim, n_head = cfg_.n_head, group = cfg_.n_head / cfg_.n_head_kv;
+    const int64_t S = kv_.sinks(), W = kv_.window();
+    const float scale = 1.0f / std::sqrt((float)hd);
+    const int stride = kv_.ctx() + max_batch_;
+    pool_.run(n * n_head, [&](int task, int th) {
+        const int t = task / n_head, h = task % n_head, kvh = h / group;
+        const int64_t p = p0 + t;
+        float* qw = q_sink_.data() + (size_t)th * 2 * hd;   // query rotated for window keys
+        float* qs = qw + hd;                                 // query rotated for sink keys
+        std::memcpy(qw, q_.data() + (size_t)t * q_dim_ + (size_t)h * hd, hd * sizeof(float));
+        std::memcpy(qs, qw, hd * sizeof(float));
+        rope(qw, 1, cs_abs_.data() + (size_t)t * cfg_.n_rot);
+        rope(qs, 1, cs_sink_.data() + (size_t)t * cfg_.n_rot);
+        float* sc = scores_.data() + (size_t)th * stride;
+        const size_t off = (size_t)kvh * hd;
+
+        // gather scores: cache sinks, cache window, chunk
+        const int64_t n_sink_cache = std::min<int64_t>(S, p0);
+        const int64_t w_lo = std::max<int64_t>(S, p - W + 1), w_hi = p0;
+        int m = 0;
+        for (int64_t j = 0; j < n_sink_cache; j++) sc[m++] = k_.dot_f16_f32(hd, kv_.k(layer, (int)j) + off, qs);
+        for (int64_t a = w_lo; a < w_hi; a++) sc[m++] = k_.dot_f16_f32(hd, kv_.k(layer, kv_.slot(a)) + off, qw);
+        for (int i = 0; i <= t; i++)
+            sc[m++] = k_.dot_f16_f32(hd, kb_.data() + (size_t)i * kv_dim_ + off, p0 + i < S ? qs : qw);
+
+        float mx = -INFINITY;
+        for (int j = 0; j < m; j++) mx = std::max(mx, sc[j] *= scale);
+        double sum = 0.0;
+        for (int j = 0; j < m; j++) sum += (sc[j] = std::exp(sc[j] - mx));
+        const float inv = (float)(1.0 / sum);
+
+        float* out = att_.data() + (size_t)t * q_dim_ + (size_t)h * hd;
+        std::memset(out, 0, hd * sizeof(float));
+        m = 0;
+        for (int64_t j = 0; j < n_sink_cache; j++) k_.axpy_f16_f32(hd, sc[m++] * inv, kv_.v(layer, (int)j) + off, out);
+        for (int64_t a = w_lo; a < w_hi; a++) k_.axpy_f16_f32(hd, sc[m++] * inv, kv_.v(layer, kv_.slot(a)) + off, out);
+        for (int i = 0; i <= t; i++) k_.axpy_f16_f32(hd, sc[m++] * inv, vb_.data() + (size_t)i * kv_dim_ + off, out);
+    });
+}
+
+// ---- forward ------------------------------------------------------------------------------------
+
+void Model::output(int row0, int n_rows, float* out) {
+    float* xn = xb_.data();
+    rmsnorm(xn, x_.data() + (size_t)row0 * cfg_.n_embd, out_norm_.data(), n_rows, cfg_.n_embd);
+    matmul(out_w_, xn, n_rows, out);
+}
+
+void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out) {
+    const Config& c = cfg_;
+    const int64_t p0 = kv_.n_past();
+    const int rows_tasks = (n + kElemRows - 1) / kElemRows;
+    auto rows_run = [&](const std::function<void(int, int)>& f) {   // f(first row, row count)
+        pool_.run(rows_tasks, [&](int task, int) { f(task * kElemRows, std::min(kElemRows, n - task * kElemRows)); });
+    };
+    embed(tokens, n);
+    rope_tables(n, p0);
+    for (int l = 0; l < c.n_layer; l++) {
+        LayerW& L = layers_[l];
+        // attention block
+        rows_run([&](int r, int nr) { rmsnorm(xb_.data() + (size_t)r * c.n_embd, x_.data() + (size_t)r * c.n_embd,
+                                              L.attn_norm_f.data(), nr, c.n_embd); });
+        matmul(L.wq, xb_.data(), n, q_.data());
+        matmul(L.wk, xb_.data(), n, k_cur_.data());
+        matmul(L.wv, xb_.data(), n, v_cur_.data());
+        rows_run([&](int r0, int nr) {
+            for (int t = r0; t < r0 + nr; t++) {
+                float* q = q_.data() + (size_t)t * q_dim_;
+                float* k = k_cur_.data() + (size_t)t * kv_dim_;
+                float* v = v_cur_.data() + (size_t)t * kv_dim_;
+                if (!L.bq.empty()) for (int i = 0; i < q_dim_; i++) q[i] += L.bq[i];
+                if (!L.bk.empty()) for (int i = 0; i < kv_dim_; i++) k[i] += L.bk[i];
+                if (!L.bv.empty()) for (int i = 0; i < kv_dim_; i++) v[i] += L.bv[i];
+                if (!L.q_norm.empty()) rmsnorm(q, q, L.q_norm.data(), c.n_head, c.head_dim);
+                if (!L.k_norm.empty()) rmsnorm(k, k, L.k_norm.data(), c.n_head_kv, c.head_dim);
+                rope(k, c.n_head_kv, cs_abs_.data() + (size_t)t * c.n_rot);   // keys at absolute positions
+                k_.f32_to_f16(k, kb_.data() + (size_t)t * kv_dim_, kv_dim_);
+                k_.f32_to_f16(v, vb_.data() + (size_t)t * kv_dim_, kv_dim_);
+            }
+        });
+        attention(l, n, p0);
+        for (int t = 0; t < n; t++) {   // the chunk enters the ring, overwriting the oldest window entries
+            int s = kv_.slot(p0 + t);
+            std::memcpy(kv_.k(l, s), kb_.data() + (size_t)t * kv_dim_, kv_dim_ * sizeof(half));
+            std::memcpy(kv_.v(l, s), vb_.data() + (size_t)t * kv_dim_, kv_dim_ * sizeof(half));
+        }
+        matmul(L.wo, att_.data(), n, xb_.data());
+        rows_run([&](int r0, int nr) {
+            for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x_[i] += xb_[i];
+            rmsnorm(xb_.data() + (size_t)r0 * c.n_embd, x_.data() + (size_t)r0 * c.n_embd, L.ffn_norm_f.data(), nr, c.n_embd);
+        });
+        // feed-forward block: down(silu(gate(x)) * up(x))
+        matmul(L.w_gate, xb_.data(), n, hb_.data());
+        matmul(L.w_up, xb_.data(), n, hb2_.data());
+        rows_run([&](int r0, int nr) {
+            for (size_t i = (size_t)r0 * c.n_ff; i < (size_t)(r0 + nr) * c.n_ff; i++) {
+                float g = hb_[i];
+                hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
+            }
+        });
+        matmul(L.w_down, hb_.data(), n, xb_.data());
+        rows_run([&](int r0, int nr) {
+            for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x_[i] += xb_[i];
+        });
+    }
+    kv_.advance(n);
+    if (!out) return;
+    if (all_logits) output(0, n, out);
+    else output(n - 1, 1, out);
+}
+
+void Model::eval(const int32_t* tokens, int n, bool all_logits, float* out) {
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= cfg_.n_vocab)
+            throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary");
+    const int chunk = std::max(1, std::min(max_batch_, kv_.window()));
+    for (int done = 0; done < n;) {
+        int m = std::min(chunk, n - done);
+        bool last = done + m == n;
+        float* o = all_logits ? out + (size_t)done * cfg_.n_vocab : (last ? out : nullptr);
+        eval_chunk(tokens + done, m, all_logits, o);
+        done += m;
+    }
+}
+
+}  // namespace ec

@@ -1,0 +1,84 @@
+// llama-family forward pass: llama (smollm2, llama 3.x), qwen2 (qkv bias), qwen3 (qk-norm).
+// batched prefill (matrix x matrix) and single-token decode over a sink-ring kv cache.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "kv_ring.h"
+#include "pool.h"
+
+namespace ec {
+
+struct Tensor {
+    const uint8_t* data = nullptr;  // raw gguf bytes (read-only mmap), rows contiguous
+    int type = -1;                  // GType
+    int64_t ne[4] = {1, 1, 1, 1};   // ne[0] = row length (elements), ne[1] = rows
+    size_t nbytes = 0;
+    bool ok() const { return data != nullptr; }
+};
+
+struct Config {
+    std::string arch;          // llama | qwen2 | qwen3
+    int n_layer = 0, n_embd = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0;
+    int n_rot = 0;             // rotary dims (== head_dim for these archs)
+    float eps = 1e-5f;         // rmsnorm epsilon
+    double rope_base = 10000.0;
+    bool rope_neox = false;    // pairs (i, i + n_rot/2) instead of (2i, 2i+1)
+};
+
+struct LayerW {
+    Tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+    std::vector<float> bq, bk, bv;          // qwen2 biases (empty when absent)
+    std::vector<float> q_norm, k_norm;      // qwen3 per-head norms (head_dim)
+    std::vector<float> attn_norm_f, ffn_norm_f;
+};
+
+class Model {
+public:
+    // tensors named as in gguf ("blk.0.attn_q.weight" ...); throws std::invalid_argument on a bad set
+    Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
+          int sinks, int n_threads);
+
+    // append tokens to the cache; logits (n_out, n_vocab) into out, n_out = all_logits ? n : 1
+    void eval(const int32_t* tokens, int n, bool all_logits, float* out);
+
+    KVRing& cache() { return kv_; }
+    const Config& config() const { return cfg_; }
+    const char* isa() const { return k_.isa; }
+    int threads() const { return pool_.size(); }
+    int max_batch() const { return max_batch_; }
+
+private:
+    void eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out);
+    void matmul(const Tensor& w, const float* x, int n, float* y);   // y (n, rows) = x (n, cols) * w^T
+    void attention(int layer, int n, int64_t p0);
+    void rope_tables(int n, int64_t p0);
+    void rope(float* x, int n_heads, const float* cs) const;
+    void rmsnorm(float* y, const float* x, const float* w, int n_rows, int dim) const;
+    void embed(const int32_t* tokens, int n);
+    void output(int row0, int n_rows, float* out);
+
+    Config cfg_;
+    const KernelTable& k_;
+    Pool pool_;
+    KVRing kv_;
+    int max_batch_;                 // tokens per forward chunk (<= window)
+    int q_dim_, kv_dim_;
+    Tensor tok_embd_, out_w_;
+    std::vector<float> out_norm_;
+    std::vector<LayerW> layers_;
+    std::vector<double> inv_freq_;  // (n_rot/2) rope frequencies, freq factors applied
+
+    // scratch, sized for max_batch_ tokens
+    std::vector<float> x_, xb_, q_, k_cur_, v_cur_, att_, hb_, hb2_;   // (batch, dim) each
+    std::vector<uint8_t> xq_;       // (batch, quantized row of the widest input)
+    std::vector<half> kb_, vb_;     // (batch, kv_dim) this chunk's keys/values before they enter the ring
+    std::vector<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
+    std::vector<float> scores_;     // (threads, ctx + batch)
+    std::vector<float> q_sink_;     // (threads, head_dim)
+};
+
+}  // namespace ec
