@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.h"
 #include "kernels_internal.h"
@@ -307,67 +308,100 @@ void vec_dot_q32(int n, float* s, const void* vw, const void* vx) {
 }
 
 // ---- register-tiled gemm for the 32-element block types ----
-// RM weight rows x RN activation columns per pass: each unpacked weight block is reused for RN
-// columns and each activation block for RM rows; RM*RN accumulators live in registers.
+// 4 weight rows x RN activation columns per pass: each unpacked weight block is reused for RN
+// columns and each activation block for 4 rows. the 4 per-row int32x8 dots of a column are reduced
+// with 3 hadds to one vector [r0 r1 r2 r3 | r0 r1 r2 r3] (two partial sums per row), so a column
+// needs one cvt and one fma per block for all 4 rows, and one accumulator.
 
-template <class T, int RM, int RN>
-void gemm_tile_q32(int nb, const char* w, size_t ldw, const char* x, size_t ldx, float* y, size_t ldy) {
-    __m256 acc[RM][RN];
-    float extra[RM][RN];
-    for (int r = 0; r < RM; r++) {
-        for (int c = 0; c < RN; c++) { acc[r][c] = _mm256_setzero_ps(); extra[r][c] = 0.0f; }
+// 4 halves -> [f0 f1 f2 f3 | f0 f1 f2 f3]
+inline __m256 h4_to_f32x8(half h0, half h1, half h2, half h3) {
+    const __m128 f = _mm_cvtph_ps(_mm_setr_epi16(h0, h1, h2, h3, 0, 0, 0, 0));
+    return _mm256_set_m128(f, f);
+}
+
+// per weight type: scales of 4 rows for one block, as D = [d0..d3 | d0..d3] and (q4_1) M = [m0..m3 | 0]
+template <class T>
+struct RowScales;
+
+template <>
+struct RowScales<Q4_1> {
+    __m256 d, m;
+    RowScales(const block_q4_1* const b[4]) {
+        uint32_t dm[4];  // (d, m) pairs
+        for (int r = 0; r < 4; r++) memcpy(&dm[r], &b[r]->d, 4);
+        const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32(dm[0], dm[1], dm[2], dm[3]));  // d0 m0 d1 m1 ..
+        d = _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+        m = _mm256_blend_ps(_mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)),
+                            _mm256_setzero_ps(), 0xf0);  // low half only: counted once per row
     }
+};
+
+template <class T>
+struct RowScales {
+    __m256 d;
+    RowScales(const typename T::WB* const b[4]) { d = h4_to_f32x8(b[0]->d, b[1]->d, b[2]->d, b[3]->d); }
+};
+
+// 4 int32x8 -> [sum0 sum1 sum2 sum3 | sum0 sum1 sum2 sum3] (each: half of that vector's lanes)
+inline __m256i reduce4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+}
+
+template <class T, int RN>
+void gemm_tile_q32(int nb, const char* const wrow[4], const char* x, size_t ldx, float* y, size_t ldy, int rm) {
+    using WB = typename T::WB;
+    using XB = typename T::XB;
+    __m256 acc[RN];
+#pragma GCC unroll 4
+    for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        __m256i xq[RN];
-        float xd[RN];
-        const typename T::XB* xb[RN];
-        for (int c = 0; c < RN; c++) {
-            xb[c] = (const typename T::XB*)(x + c * ldx) + b;
-            xq[c] = _mm256_loadu_si256((const __m256i*)xb[c]->qs);
-            xd[c] = h2f(xb[c]->d);
+        const WB* wb[4];
+        typename T::W wq[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            wb[r] = (const WB*)wrow[r] + b;
+            wq[r] = T::load(*wb[r]);
         }
-        for (int r = 0; r < RM; r++) {
-            const auto wr = T::load(((const typename T::WB*)(w + r * ldw))[b]);
-            for (int c = 0; c < RN; c++) {
-                const __m256 p = _mm256_cvtepi32_ps(T::dot(wr, xq[c]));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wr.d * xd[c]), p, acc[r][c]);
-                extra[r][c] += T::extra(wr, *xb[c]);
+        const RowScales<T> rs(wb);
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            const XB* xb = (const XB*)(x + c * ldx) + b;
+            const __m256i xq = _mm256_loadu_si256((const __m256i*)xb->qs);
+            // 4 rows' int dots -> one vector, scaled by d_row * d_col
+            const __m256i h = reduce4(T::dot(wq[0], xq), T::dot(wq[1], xq), T::dot(wq[2], xq), T::dot(wq[3], xq));
+            const __m256 dx = _mm256_set1_ps(h2f(xb->d));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(rs.d, dx), acc[c]);
+            if constexpr (std::is_same<T, Q4_1>::value) {
+                acc[c] = _mm256_fmadd_ps(rs.m, _mm256_set1_ps(h2f(xb->s)), acc[c]);  // min term: m * s
             }
         }
     }
+#pragma GCC unroll 4
     for (int c = 0; c < RN; c++) {
-        for (int r = 0; r < RM; r++) y[c * ldy + r] = hsum_f32x8(acc[r][c]) + extra[r][c];
+        // halves -> 4 row sums
+        const __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
+        float out[4];
+        _mm_storeu_ps(out, v);
+        for (int r = 0; r < rm; r++) y[c * ldy + r] = out[r];
     }
 }
-
-using TileFn = void (*)(int nb, const char* w, size_t ldw, const char* x, size_t ldx, float* y, size_t ldy);
-
-// tiles of up to TM x TN; edges use the smaller instantiations
-constexpr int TM = 4, TN = 2;
-
-template <class T>
-struct Tiles {
-    template <int RM, int RN>
-    static constexpr TileFn fn() { return gemm_tile_q32<T, RM, RN>; }
-    // [rm - 1][rn - 1]
-    static constexpr TileFn table[TM][TN] = {
-        {fn<1, 1>(), fn<1, 2>()},
-        {fn<2, 1>(), fn<2, 2>()},
-        {fn<3, 1>(), fn<3, 2>()},
-        {fn<4, 1>(), fn<4, 2>()},
-    };
-};
 
 template <class T>
 void gemm_q32(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx, float* y,
               size_t ldy) {
     const int nb = n / 32;
-    for (int r0 = 0; r0 < nr; r0 += TM) {
-        const int rm = std::min(TM, nr - r0);
-        for (int c0 = 0; c0 < nc; c0 += TN) {
-            const int rn = std::min(TN, nc - c0);
-            Tiles<T>::table[rm - 1][rn - 1](nb, (const char*)w + r0 * ldw, ldw, (const char*)x + c0 * ldx, ldx,
-                                            y + c0 * ldy + r0, ldy);
+    for (int r0 = 0; r0 < nr; r0 += 4) {
+        const int rm = std::min(4, nr - r0);
+        const char* wrow[4];  // short edge tiles repeat the last row; its results are dropped
+        for (int r = 0; r < 4; r++) wrow[r] = (const char*)w + (r0 + std::min(r, rm - 1)) * ldw;
+        int c0 = 0;
+        for (; c0 + 4 <= nc; c0 += 4) gemm_tile_q32<T, 4>(nb, wrow, (const char*)x + c0 * ldx, ldx, y + c0 * ldy + r0, ldy, rm);
+        const char* xc = (const char*)x + c0 * ldx;
+        float* yc = y + c0 * ldy + r0;
+        switch (nc - c0) {
+            case 3: gemm_tile_q32<T, 3>(nb, wrow, xc, ldx, yc, ldy, rm); break;
+            case 2: gemm_tile_q32<T, 2>(nb, wrow, xc, ldx, yc, ldy, rm); break;
+            case 1: gemm_tile_q32<T, 1>(nb, wrow, xc, ldx, yc, ldy, rm); break;
         }
     }
 }
