@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "kernels.h"
 #include "kernels_internal.h"
@@ -313,34 +314,51 @@ void vec_dot_q32(int n, float* s, const void* vw, const void* vx) {
 // with 3 hadds to one vector [r0 r1 r2 r3 | r0 r1 r2 r3] (two partial sums per row), so a column
 // needs one cvt and one fma per block for all 4 rows, and one accumulator.
 
-// 4 halves -> [f0 f1 f2 f3 | f0 f1 f2 f3]
-inline __m256 h4_to_f32x8(half h0, half h1, half h2, half h3) {
-    const __m128 f = _mm_cvtph_ps(_mm_setr_epi16(h0, h1, h2, h3, 0, 0, 0, 0));
-    return _mm256_set_m128(f, f);
+// block scales, converted once per gemm call into scratch: per row group of 4 and block,
+// D = [d0 d1 d2 d3 | d0 d1 d2 d3] and (q4_1) M = [m0 m1 m2 m3 | 0 0 0 0] (min counted once per row);
+// per column and block, d (and q8_1's s) as floats
+struct GemmScratch {
+    std::vector<float> row_d, row_m;  // (block, 8)
+    std::vector<float> col_d, col_s;   // (column, block)
+};
+thread_local GemmScratch scratch;
+
+// 4 x 32 bits -> 8 halves -> 8 floats
+inline __m256 h8_to_f32(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+    __m128i v = _mm_cvtsi32_si128((int)a);
+    v = _mm_insert_epi32(v, (int)b, 1);
+    v = _mm_insert_epi32(v, (int)c, 2);
+    v = _mm_insert_epi32(v, (int)d, 3);
+    return _mm256_cvtph_ps(v);
 }
 
-// per weight type: scales of 4 rows for one block, as D = [d0..d3 | d0..d3] and (q4_1) M = [m0..m3 | 0]
 template <class T>
-struct RowScales;
-
-template <>
-struct RowScales<Q4_1> {
-    __m256 d, m;
-    RowScales(const block_q4_1* const b[4]) {
-        uint32_t dm[4];  // (d, m) pairs
-        for (int r = 0; r < 4; r++) memcpy(&dm[r], &b[r]->d, 4);
-        const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32(dm[0], dm[1], dm[2], dm[3]));  // d0 m0 d1 m1 ..
-        d = _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
-        m = _mm256_blend_ps(_mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)),
-                            _mm256_setzero_ps(), 0xf0);  // low half only: counted once per row
+void row_scales(int nb, const char* const wrow[4], float* d, float* m) {
+    using WB = typename T::WB;
+    for (int b = 0; b < nb; b++) {
+        uint32_t v[4];  // d (q4_1: d and m) of each row
+        for (int r = 0; r < 4; r++) memcpy(&v[r], &((const WB*)wrow[r] + b)->d, 4);
+        const __m256 f = h8_to_f32(v[0], v[1], v[2], v[3]);
+        if constexpr (std::is_same<T, Q4_1>::value) {  // f = d0 m0 d1 m1 ..
+            _mm256_storeu_ps(d + 8 * b, _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+            _mm256_storeu_ps(m + 8 * b, _mm256_blend_ps(_mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)),
+                                                        _mm256_setzero_ps(), 0xf0));
+        } else {  // f = d0 x d1 x ..: the x are the first quant bytes, ignored
+            _mm256_storeu_ps(d + 8 * b, _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+        }
     }
-};
+}
 
 template <class T>
-struct RowScales {
-    __m256 d;
-    RowScales(const typename T::WB* const b[4]) { d = h4_to_f32x8(b[0]->d, b[1]->d, b[2]->d, b[3]->d); }
-};
+void col_scales(int nb, int nc, const char* x, size_t ldx, float* d, float* s) {
+    for (int c = 0; c < nc; c++) {
+        const typename T::XB* xb = (const typename T::XB*)(x + c * ldx);
+        for (int b = 0; b < nb; b++) {
+            d[c * nb + b] = h2f(xb[b].d);
+            if constexpr (std::is_same<T, Q4_1>::value) s[c * nb + b] = h2f(xb[b].s);
+        }
+    }
+}
 
 // 4 int32x8 -> [sum0 sum1 sum2 sum3 | sum0 sum1 sum2 sum3] (each: half of that vector's lanes)
 inline __m256i reduce4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
@@ -348,31 +366,26 @@ inline __m256i reduce4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
 }
 
 template <class T, int RN>
-void gemm_tile_q32(int nb, const char* const wrow[4], const char* x, size_t ldx, float* y, size_t ldy, int rm) {
+void gemm_tile_q32(int nb, const char* const wrow[4], const float* rd, const float* rmin, const char* x,
+                   size_t ldx, const float* cd, const float* cs, float* y, size_t ldy, int rm) {
     using WB = typename T::WB;
     using XB = typename T::XB;
     __m256 acc[RN];
 #pragma GCC unroll 4
     for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        const WB* wb[4];
         typename T::W wq[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-            wb[r] = (const WB*)wrow[r] + b;
-            wq[r] = T::load(*wb[r]);
-        }
-        const RowScales<T> rs(wb);
+        for (int r = 0; r < 4; r++) wq[r] = T::load(((const WB*)wrow[r])[b]);
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) {
-            const XB* xb = (const XB*)(x + c * ldx) + b;
-            const __m256i xq = _mm256_loadu_si256((const __m256i*)xb->qs);
+            const __m256i xq = _mm256_loadu_si256((const __m256i*)((const XB*)(x + c * ldx) + b)->qs);
             // 4 rows' int dots -> one vector, scaled by d_row * d_col
             const __m256i h = reduce4(T::dot(wq[0], xq), T::dot(wq[1], xq), T::dot(wq[2], xq), T::dot(wq[3], xq));
-            const __m256 dx = _mm256_set1_ps(h2f(xb->d));
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(rs.d, dx), acc[c]);
+            const __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(rd + 8 * b), _mm256_broadcast_ss(&cd[c * nb + b]));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), scale, acc[c]);
             if constexpr (std::is_same<T, Q4_1>::value) {
-                acc[c] = _mm256_fmadd_ps(rs.m, _mm256_set1_ps(h2f(xb->s)), acc[c]);  // min term: m * s
+                acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(rmin + 8 * b), _mm256_broadcast_ss(&cs[c * nb + b]), acc[c]);  // m * s
             }
         }
     }
@@ -390,18 +403,32 @@ template <class T>
 void gemm_q32(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx, float* y,
               size_t ldy) {
     const int nb = n / 32;
+    GemmScratch& sc = scratch;
+    const bool q4_1 = std::is_same<T, Q4_1>::value;
+    if (sc.row_d.size() < (size_t)nb * 8) sc.row_d.resize((size_t)nb * 8);
+    if (q4_1 && sc.row_m.size() < (size_t)nb * 8) sc.row_m.resize((size_t)nb * 8);
+    if (sc.col_d.size() < (size_t)nb * nc) sc.col_d.resize((size_t)nb * nc);
+    if (q4_1 && sc.col_s.size() < (size_t)nb * nc) sc.col_s.resize((size_t)nb * nc);
+    col_scales<T>(nb, nc, (const char*)x, ldx, sc.col_d.data(), sc.col_s.data());
     for (int r0 = 0; r0 < nr; r0 += 4) {
         const int rm = std::min(4, nr - r0);
         const char* wrow[4];  // short edge tiles repeat the last row; its results are dropped
         for (int r = 0; r < 4; r++) wrow[r] = (const char*)w + (r0 + std::min(r, rm - 1)) * ldw;
+        row_scales<T>(nb, wrow, sc.row_d.data(), sc.row_m.data());
+        const float* rd = sc.row_d.data();
+        const float* rmin = sc.row_m.data();
         int c0 = 0;
-        for (; c0 + 4 <= nc; c0 += 4) gemm_tile_q32<T, 4>(nb, wrow, (const char*)x + c0 * ldx, ldx, y + c0 * ldy + r0, ldy, rm);
-        const char* xc = (const char*)x + c0 * ldx;
-        float* yc = y + c0 * ldy + r0;
+        const char* xc = (const char*)x;
+        const float* cd = sc.col_d.data();
+        const float* cs = q4_1 ? sc.col_s.data() : nullptr;
+        float* yc = y + r0;
+        for (; c0 + 4 <= nc; c0 += 4, xc += 4 * ldx, cd += 4 * nb, cs += q4_1 ? 4 * nb : 0, yc += 4 * ldy) {
+            gemm_tile_q32<T, 4>(nb, wrow, rd, rmin, xc, ldx, cd, cs, yc, ldy, rm);
+        }
         switch (nc - c0) {
-            case 3: gemm_tile_q32<T, 3>(nb, wrow, xc, ldx, yc, ldy, rm); break;
-            case 2: gemm_tile_q32<T, 2>(nb, wrow, xc, ldx, yc, ldy, rm); break;
-            case 1: gemm_tile_q32<T, 1>(nb, wrow, xc, ldx, yc, ldy, rm); break;
+            case 3: gemm_tile_q32<T, 3>(nb, wrow, rd, rmin, xc, ldx, cd, cs, yc, ldy, rm); break;
+            case 2: gemm_tile_q32<T, 2>(nb, wrow, rd, rmin, xc, ldx, cd, cs, yc, ldy, rm); break;
+            case 1: gemm_tile_q32<T, 1>(nb, wrow, rd, rmin, xc, ldx, cd, cs, yc, ldy, rm); break;
         }
     }
 }
