@@ -1,0 +1,196 @@
+"""The management commands: ``models``, ``pull`` and ``doctor``.
+
+``add_parsers(subparsers)`` adds them to the CLI; ``run(args)`` runs the chosen one and returns an
+exit code (0 ok, 1 runtime error, 2 usage). User errors print as one line: ``edgechat: <message>``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+
+from ..runtime.errors import EdgechatError
+
+DEFAULT_CTX = 2048
+
+
+# ---- parsers -------------------------------------------------------------------------------------
+
+def add_parsers(subparsers) -> None:
+    """Add ``models``, ``pull`` and ``doctor`` to an argparse subparsers object."""
+    p = subparsers.add_parser("models", help="list local models (packaged, pulled, Hugging Face cache)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(manage_cmd="models")
+
+    p = subparsers.add_parser("pull", help="download a GGUF from the Hugging Face Hub")
+    p.add_argument("target", metavar="NAME|REPO", help="a catalog name (see `edgechat models`) or owner/repo")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--file", help="the .gguf file in the repo")
+    which.add_argument("--quant", help="the quant to pick (default Q4_K_M)")
+    p.add_argument("--force", action="store_true", help="download again even if cached")
+    p.set_defaults(manage_cmd="pull")
+
+    p = subparsers.add_parser("doctor", help="check this machine and the model: CPU, RAM, GPU, backend")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--ctx", type=_positive_int, default=DEFAULT_CTX, help="context for the memory estimate")
+    p.add_argument("--model", "-m", help="model name or path (default: the packaged default)")
+    p.set_defaults(manage_cmd="doctor")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command ``add_parsers`` set up; returns the exit code."""
+    cmd = {"models": cmd_models, "pull": cmd_pull, "doctor": cmd_doctor}.get(getattr(args, "manage_cmd", None))
+    if cmd is None:
+        return _fail(f"not a management command: {getattr(args, 'manage_cmd', None)}", 2)
+    try:
+        return cmd(args)
+    except EdgechatError as e:
+        return _fail(str(e), getattr(e, "exit_code", 1))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"edgechat: {message}", file=sys.stderr)
+    return code
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+
+
+# ---- models --------------------------------------------------------------------------------------
+
+def cmd_models(args) -> int:
+    from ..models import catalog, local
+    models = local.list_models()
+    if args.json:
+        print(json.dumps([m.to_dict() for m in models], indent=2))
+        return 0
+    rows = [("NAME", "SIZE", "ARCH", "TYPES", "NATIVE", "SOURCE")]
+    rows += [(m.name, _size(m.size), m.arch or "?", ",".join(m.types) or "-",
+              "yes" if m.native else "no", m.source) for m in models]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for m in models:
+        if not m.native:
+            print(f"  {m.name}: {m.reason}" + ("" if m.arch is None else "; auto uses llama.cpp"))
+    have = {m.name for m in models}
+    more = [n for n in catalog.CATALOG if n not in have]
+    if more:
+        print(f"\npull more with `edgechat pull NAME`: {', '.join(more)}")
+    return 0
+
+
+# ---- pull ----------------------------------------------------------------------------------------
+
+def cmd_pull(args) -> int:
+    from ..models.pull import pull
+    r = pull(args.target, file=args.file, quant=args.quant, force=args.force)
+    check = ", sha256 verified" if r.sha256 else ""
+    print(f"{r.name}: {r.repo}/{r.file} ({_size(r.size)}{check})\n  {r.path}")
+    print(f"chat with: edgechat -m {r.name}")
+    return 0
+
+
+# ---- doctor --------------------------------------------------------------------------------------
+
+def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX) -> dict:
+    """Everything ``doctor`` shows, as a dict; ``problems`` lists what stops a chat."""
+    from ..models import local
+    from ..models.resolve import DEFAULT_NAME, resolve
+    from ..runtime import memory
+    from ..runtime.device import device_info
+    from ..runtime.engine import choose_backend
+    dev = device_info()
+    report = {"device": dev.to_dict(), "native_engine": _native_built(), "ctx": ctx,
+              "model": None, "memory": None, "backend": None, "problems": []}
+    problems = report["problems"]
+    if not report["native_engine"]:
+        problems.append("the native engine is not built (pip install --no-build-isolation -e .)")
+    try:
+        path = resolve(model)
+    except EdgechatError as e:
+        if model is not None:
+            raise
+        problems.append(str(e))
+        return report
+    m = local.describe(path, model or DEFAULT_NAME, "path")
+    report["model"] = m.to_dict()
+    if m.arch is None:                                     # the header did not parse
+        problems.append(f"{path}: {m.reason}")
+        return report
+    name, reason = choose_backend("auto", None if m.native else m.reason, 0)
+    report["backend"] = {"name": name, "reason": reason}
+    if not m.config:
+        problems.append(f"cannot estimate memory: {m.reason}")
+        return report
+    cfg = m.config
+    est = memory.estimate(m.size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"])
+    report["memory"] = memory.preflight(est, force=True, available=dev.ram_available)
+    if not report["memory"]["fits"]:
+        problems.append(f"not enough memory at --ctx {ctx}: {memory.describe(report['memory'])}")
+    return report
+
+
+def _native_built() -> bool:
+    try:
+        return importlib.util.find_spec("edgechat._native") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cmd_doctor(args) -> int:
+    report = doctor_report(args.model, args.ctx)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_doctor(report))
+    return 1 if report["problems"] else 0
+
+
+def format_doctor(r: dict) -> str:
+    """The doctor report as aligned text lines."""
+    from ..runtime import memory
+    d = r["device"]
+    gpu = f"yes ({d['gpu_kind'] or 'unknown kind'})" if d["gpu_offload"] else "no"
+    rows = [("system", f"{d['os']} {d['arch']}"),
+            ("cpu", d["cpu"] or "?"),
+            ("isa", " ".join(d["isa"]) or "none detected"),
+            ("cores", f"{d['cores_physical']} physical, {d['cores_logical']} logical"),
+            ("ram", f"{_size(d['ram_total'])} total, {_size(d['ram_available'])} available"),
+            ("gpu offload", gpu + (f" ({d['note']})" if d["note"] else "")),
+            ("llama.cpp", d["llama_cpp"] or "not installed"),
+            ("native engine", "built" if r["native_engine"] else "not built")]
+    m = r["model"]
+    if m:
+        rows += [("model", f"{m['name']}: {m['path']} ({_size(m['size'])})"),
+                 ("arch / types", f"{m['arch'] or '?'} / {', '.join(m['types']) or '?'}")]
+    if r["memory"]:
+        verdict = "fits" if r["memory"]["fits"] else "does NOT fit"
+        rows.append((f"memory @ ctx {r['ctx']}", f"{memory.describe(r['memory'])}: {verdict}"))
+    if r["backend"]:
+        rows.append(("backend (auto)", f"{r['backend']['name']}: {r['backend']['reason']}"))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    lines += [f"problem: {p}" for p in r["problems"]] or ["no problems found"]
+    return "\n".join(lines)

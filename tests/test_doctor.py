@@ -1,0 +1,130 @@
+"""Device facts and ``edgechat doctor``: ISA, cores, RAM, GPU offload, memory estimate, backend pick."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+
+import pytest
+
+from edgechat.app import manage
+from edgechat.models import resolve as resolve_mod
+from edgechat.runtime import device
+from edgechat.runtime.errors import ModelNotFound
+from hf_server import write_tiny_gguf
+from test_models import home, run_cli, run_manage  # noqa: F401  (home is a fixture)
+
+KNOWN_ISA = {"avx", "avx2", "fma", "f16c", "avx512f", "avx_vnni", "avx512_vnni",
+             "neon", "dotprod", "fp16", "i8mm", "sve"}
+
+
+def _kv_oracle(path, ctx: int) -> int:
+    """KV bytes from gguf.GGUFReader's metadata: 2 (K,V) * n_layer * ctx * n_head_kv * head_dim * 2."""
+    import gguf
+    r = gguf.GGUFReader(path)
+    arch = r.fields["general.architecture"].contents()
+    get = lambda k: r.fields[f"{arch}.{k}"].contents()            # noqa: E731
+    head_dim = get("embedding_length") // get("attention.head_count")
+    return 2 * get("block_count") * ctx * get("attention.head_count_kv") * head_dim * 2
+
+
+# ---- device --------------------------------------------------------------------------------------
+
+def test_device_info_is_sane():
+    import psutil
+    d = device.device_info()
+    assert d.os == platform.system() and d.arch
+    assert set(d.isa) <= KNOWN_ISA
+    assert d.cores_logical >= (d.cores_physical or 1) >= 1
+    assert 0 < d.ram_available <= d.ram_total == psutil.virtual_memory().total
+    if sys.platform.startswith("linux") and platform.machine() == "x86_64":
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+        assert ("avx2" in d.isa) == ("avx2" in flags) and ("fma" in d.isa) == ("fma" in flags)
+
+
+def test_cpu_isa_reads_arm_features(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimdhp asimddp\n"
+                       "CPU implementer\t: 0x41\n")
+    monkeypatch.setattr(device, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(device.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(device.platform, "machine", lambda: "aarch64")
+    assert device.cpu_isa()[1] == ["dotprod", "fp16", "neon"]
+
+
+def test_gpu_offload_agrees_with_llama_cpp():
+    import llama_cpp
+    offload, kind, version, note = device.gpu_offload()
+    assert offload == bool(llama_cpp.llama_supports_gpu_offload()) and version == llama_cpp.__version__
+    assert (kind is None and note) if not offload else kind in ("metal", "cuda", "rocm", "vulkan", "sycl", None)
+
+
+def test_gpu_offload_without_llama_cpp(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)             # import now raises ImportError
+    assert device.gpu_offload()[:3] == (False, None, None)
+
+
+# ---- doctor --------------------------------------------------------------------------------------
+
+def test_doctor_report_default_model(home):
+    r = manage.doctor_report(ctx=4096)
+    default = resolve_mod.default_model_path()
+    assert r["model"]["path"] == str(default) and r["model"]["size"] == default.stat().st_size
+    assert r["memory"]["kv"] == _kv_oracle(default, 4096) == 2 * 30 * 4096 * 3 * 64 * 2
+    assert r["memory"]["model"] == default.stat().st_size
+    assert r["memory"]["total"] > r["memory"]["model"] + r["memory"]["kv"]
+    assert r["memory"]["available"] == r["device"]["ram_available"]
+    assert r["backend"] == {"name": "native",
+                            "reason": "the native engine runs this arch and these tensor types"}
+    assert manage.doctor_report(ctx=8192)["memory"]["kv"] == 2 * r["memory"]["kv"]
+
+
+def test_doctor_report_unsupported_model_picks_llama_cpp(home, tmp_path):
+    path = write_tiny_gguf(tmp_path / "g.gguf", arch="gemma")
+    r = manage.doctor_report(str(path), ctx=1000)
+    assert r["backend"]["name"] == "llama.cpp" and "arch 'gemma'" in r["backend"]["reason"]
+    assert r["memory"]["kv"] == _kv_oracle(path, 1000)
+
+
+def test_doctor_report_without_default_model(home, monkeypatch):
+    def missing():
+        raise ModelNotFound("the default model is not installed")
+    monkeypatch.setattr(resolve_mod, "default_model_path", missing)
+    r = manage.doctor_report()
+    assert r["model"] is None and "the default model is not installed" in r["problems"]
+
+
+def test_doctor_command_text(home, capsys):
+    rc = run_manage("doctor", "--ctx", "1024")
+    out = capsys.readouterr().out
+    for label in ("system", "isa", "cores", "ram", "gpu offload", "model", "memory @ ctx 1024",
+                  "backend (auto)"):
+        assert any(line.startswith(label) for line in out.splitlines()), label
+    assert ("no problems found" in out) == (rc == 0)
+
+
+def test_doctor_command_errors(home, capsys):
+    assert run_manage("doctor", "--model", "no-such-model") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgechat: unknown model 'no-such-model'") and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_:
+        run_manage("doctor", "--ctx", "0")
+    assert exit_.value.code == 2
+
+
+def test_doctor_console_script_json_offline(home):
+    r = run_cli("doctor", "--json", "--ctx", "512", env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert r.returncode in (0, 1), r.stderr
+    report = json.loads(r.stdout)
+    assert report["ctx"] == 512 and report["model"]["name"] == "smollm2-135m"
+    assert report["memory"]["kv"] == 2 * 30 * 512 * 3 * 64 * 2
+    assert r.returncode == (1 if report["problems"] else 0)
+
+
+def test_doctor_report_bad_file_is_a_problem(home, tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf at all, just some bytes")
+    r = manage.doctor_report(str(bad))
+    assert r["backend"] is None and r["memory"] is None
+    assert any(p.startswith(f"{bad}: bad GGUF") for p in r["problems"])
