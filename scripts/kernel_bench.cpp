@@ -72,11 +72,12 @@ int main(int argc, char** argv) {
                 for (int r = 0; r < rows; r++) k.vec_dot(n, &y[r], &w[r * ldw], x.data());
             });
             const double bytes = (double)rows * ldw;
+            const double tgv = best_seconds(20, [&] { k.gemm(n, rows, 1, w.data(), ldw, x.data(), ldx, y.data(), rows); });
             printf("%-7s %-5s gemm %4dx%d x %3d cols: %7.2f GFLOP/s (%.3f ms)   vec_dot %4d rows: %6.2f GB/s "
-                   "(%.1f us)  check %.1e\n",
+                   "(%.1f us)  gemm nc=1: %6.2f GB/s  check %.1e\n",
                    tables[ti]->isa, (const char*[]){"f32", "f16", "q4_0", "q4_1", "", "", "q5_0", "", "q8_0", "",
                                                     "", "", "q4_K", "", "q6_K"}[wt],
-                   rows, n, gcols, flops / tg * 1e-9, tg * 1e3, rows, bytes / tv * 1e-9, tv * 1e6, maxrel);
+                   rows, n, gcols, flops / tg * 1e-9, tg * 1e3, rows, bytes / tv * 1e-9, tv * 1e6, bytes / tgv * 1e-9, maxrel);
         }
     }
     return 0;

@@ -19,7 +19,18 @@ namespace {
 
 // ---- helpers ----
 
-inline float h2f(half h) { return _cvtsh_ss(h); }
+// fp16 -> fp32 for block scales: a 256 KiB table (filled when the table is built) beats
+// vpinsrw + vcvtph2ps, whose shuffle-port uops bound the per-block cost of the vec_dots
+float f16_table[1 << 16];
+
+void fill_f16_table() {
+    for (int i = 0; i < (1 << 16); i += 8) {
+        __m128i h = _mm_add_epi16(_mm_set1_epi16((short)i), _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7));
+        _mm256_storeu_ps(f16_table + i, _mm256_cvtph_ps(h));
+    }
+}
+
+inline float h2f(half h) { return f16_table[h]; }
 
 inline float hsum_f32x8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -43,9 +54,10 @@ inline float hmax_f32x8(__m256 v) {
 }
 
 // 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..15, high nibbles in 16..31 (0..15 each)
+// (broadcast load + shift + blend: no shuffle-port uop, unlike an insert of the shifted half)
 inline __m256i bytes_from_nibbles_32(const uint8_t* p) {
-    const __m128i t = _mm_loadu_si128((const __m128i*)p);
-    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)p));
+    const __m256i b = _mm256_blend_epi32(t, _mm256_srli_epi16(t, 4), 0xf0);
     return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
 }
 
@@ -562,6 +574,7 @@ void vec_dot_q6_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
 KernelTable make_avx2_table() {
     KernelTable t = kernels_generic();  // anything not overridden stays generic
     t.isa = "avx2";
+    fill_f16_table();
     t.types[GT_F32].vec_dot = vec_dot_f32_f32_avx2;
     t.types[GT_F16].vec_dot = vec_dot_f16_f32_avx2;
     t.types[GT_F32].gemm = gemm_by_vec_dot<vec_dot_f32_f32_avx2>;
