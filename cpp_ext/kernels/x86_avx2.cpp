@@ -73,17 +73,6 @@ inline __m256i bytes_from_bits_32(const uint8_t* p) {
     return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
 }
 
-// unsigned bytes (<= 127, so pair sums fit int16) x signed bytes -> 8 int32 sums of 4 products
-inline __m256i dot_u8_i8(__m256i u, __m256i s) {
-    const __m256i p16 = _mm256_maddubs_epi16(u, s);       // u8 x i8 pairs -> int16
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));  // int16 pairs -> int32
-}
-
-// signed x signed bytes (neither -128) -> 8 int32: |a| times b with a's sign moved onto b
-inline __m256i dot_i8_i8(__m256i a, __m256i b) {
-    return dot_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-}
-
 // ---- f16 / f32 ----
 
 void f16_to_f32_avx2(const half* x, float* y, int64_t n) {
@@ -249,49 +238,67 @@ void from_float_q8_K_avx2(const float* src, void* dst, int64_t n) {
 // each weight type gives: a 32-byte quant vector for block b, its scale, and how it dots with an
 // activation block (int32 x8 partial sums, to be scaled by d_w * d_x)
 
+// signed weights: |w| as the unsigned maddubs operand, w's sign moved onto x
+struct SignedW { __m256i q, a; };
+inline SignedW signed_w(__m256i q) { return {q, _mm256_sign_epi8(q, q)}; }
+inline __m256i dot16_signed(const SignedW& w, __m256i xq) {
+    return _mm256_maddubs_epi16(w.a, _mm256_sign_epi8(xq, w.q));  // pairs -> int16
+}
+
+// SUM8_FITS_I16: a sum of 8 products (4 maddubs pairs) fits int16, so the gemm may add int16 lanes
+// before widening. q4_0: |q| <= 8, q5_0: <= 16, q4_1: <= 15, times |x| <= 127: 8 * 16 * 127 < 32768.
 struct Q4_0 {
     using WB = block_q4_0;
     using XB = block_q8_0;
-    struct W { __m256i q; float d; };
-    static W load(const WB& b) {
-        // 4-bit -> 8-bit, sub 8
-        return {_mm256_sub_epi8(bytes_from_nibbles_32(b.qs), _mm256_set1_epi8(8)), h2f(b.d)};
-    }
-    static __m256i dot(const W& w, __m256i xq) { return dot_i8_i8(w.q, xq); }
-    static float extra(const W&, const XB&) { return 0.0f; }
+    using W = SignedW;
+    static constexpr bool SUM8_FITS_I16 = true;
+    // 4-bit -> 8-bit, sub 8
+    static W load(const WB& b) { return signed_w(_mm256_sub_epi8(bytes_from_nibbles_32(b.qs), _mm256_set1_epi8(8))); }
+    static __m256i dot16(const W& w, __m256i xq) { return dot16_signed(w, xq); }
 };
 
 struct Q4_1 {
     using WB = block_q4_1;
     using XB = block_q8_1;
-    struct W { __m256i q; float d; float m; };
-    static W load(const WB& b) { return {bytes_from_nibbles_32(b.qs), h2f(b.d), h2f(b.m)}; }  // 4-bit -> 8-bit
-    static __m256i dot(const W& w, __m256i xq) { return dot_u8_i8(w.q, xq); }  // q in 0..15: no saturation
-    static float extra(const W& w, const XB& x) { return w.m * h2f(x.s); }       // min term: m * d_x * sum(q_x)
+    struct W { __m256i q; };
+    static constexpr bool SUM8_FITS_I16 = true;
+    static W load(const WB& b) { return {bytes_from_nibbles_32(b.qs)}; }  // 4-bit -> 8-bit
+    static __m256i dot16(const W& w, __m256i xq) { return _mm256_maddubs_epi16(w.q, xq); }  // u8 x i8 pairs
 };
 
 struct Q5_0 {
     using WB = block_q5_0;
     using XB = block_q8_0;
-    struct W { __m256i q; float d; };
+    using W = SignedW;
+    static constexpr bool SUM8_FITS_I16 = true;
     static W load(const WB& b) {
         // 4-bit -> 8-bit; where the 5th bit is clear, set the top nibble: (q | 0xf0) = q - 16 as int8
         const __m256i lo = bytes_from_nibbles_32(b.qs);
         const __m256i hi = _mm256_andnot_si256(bytes_from_bits_32(b.qh), _mm256_set1_epi8((char)0xf0));
-        return {_mm256_or_si256(lo, hi), h2f(b.d)};
+        return signed_w(_mm256_or_si256(lo, hi));
     }
-    static __m256i dot(const W& w, __m256i xq) { return dot_i8_i8(w.q, xq); }
-    static float extra(const W&, const XB&) { return 0.0f; }
+    static __m256i dot16(const W& w, __m256i xq) { return dot16_signed(w, xq); }
 };
 
 struct Q8_0 {
     using WB = block_q8_0;
     using XB = block_q8_0;
-    struct W { __m256i q; float d; };
-    static W load(const WB& b) { return {_mm256_loadu_si256((const __m256i*)b.qs), h2f(b.d)}; }
-    static __m256i dot(const W& w, __m256i xq) { return dot_i8_i8(w.q, xq); }
-    static float extra(const W&, const XB&) { return 0.0f; }
+    using W = SignedW;
+    static constexpr bool SUM8_FITS_I16 = false;
+    static W load(const WB& b) { return signed_w(_mm256_loadu_si256((const __m256i*)b.qs)); }
+    static __m256i dot16(const W& w, __m256i xq) { return dot16_signed(w, xq); }
 };
+
+// int16 pair sums -> int32 x8
+inline __m256i widen_sum(__m256i p16) { return _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); }
+
+// per-block min term of q4_1 (m * s = m * d_x * sum q_x); zero for the others
+template <class T>
+inline float min_term(const typename T::WB& w, const typename T::XB& x) {
+    if constexpr (std::is_same<T, Q4_1>::value) return h2f(w.m) * h2f(x.s);
+    (void)w, (void)x;
+    return 0.0f;
+}
 
 // ---- vec_dot for the 32-element block types: two blocks per step, two accumulators ----
 
@@ -305,17 +312,17 @@ void vec_dot_q32(int n, float* s, const void* vw, const void* vx) {
     int i = 0;
     for (; i + 2 <= nb; i += 2) {
         const auto w0 = T::load(w[i]), w1 = T::load(w[i + 1]);
-        const __m256 p0 = _mm256_cvtepi32_ps(T::dot(w0, _mm256_loadu_si256((const __m256i*)x[i].qs)));
-        const __m256 p1 = _mm256_cvtepi32_ps(T::dot(w1, _mm256_loadu_si256((const __m256i*)x[i + 1].qs)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(w0.d * h2f(x[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(w1.d * h2f(x[i + 1].d)), p1, acc1);
-        extra += T::extra(w0, x[i]) + T::extra(w1, x[i + 1]);
+        const __m256 p0 = _mm256_cvtepi32_ps(widen_sum(T::dot16(w0, _mm256_loadu_si256((const __m256i*)x[i].qs))));
+        const __m256 p1 = _mm256_cvtepi32_ps(widen_sum(T::dot16(w1, _mm256_loadu_si256((const __m256i*)x[i + 1].qs))));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(x[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i + 1].d) * h2f(x[i + 1].d)), p1, acc1);
+        extra += min_term<T>(w[i], x[i]) + min_term<T>(w[i + 1], x[i + 1]);
     }
     for (; i < nb; i++) {
         const auto w0 = T::load(w[i]);
-        const __m256 p0 = _mm256_cvtepi32_ps(T::dot(w0, _mm256_loadu_si256((const __m256i*)x[i].qs)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(w0.d * h2f(x[i].d)), p0, acc0);
-        extra += T::extra(w0, x[i]);
+        const __m256 p0 = _mm256_cvtepi32_ps(widen_sum(T::dot16(w0, _mm256_loadu_si256((const __m256i*)x[i].qs))));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(x[i].d)), p0, acc0);
+        extra += min_term<T>(w[i], x[i]);
     }
     *s = hsum_f32x8(_mm256_add_ps(acc0, acc1)) + extra;
 }
@@ -372,9 +379,16 @@ void col_scales(int nb, int nc, const char* x, size_t ldx, float* d, float* s) {
     }
 }
 
-// 4 int32x8 -> [sum0 sum1 sum2 sum3 | sum0 sum1 sum2 sum3] (each: half of that vector's lanes)
+// 4 rows' int16 pair sums -> int32 [sum0 sum1 sum2 sum3 | sum0 sum1 sum2 sum3] (each: half of
+// that row's lanes). adds int16 lanes first where 8 products fit int16 (one widening instead of 4)
+template <class T>
 inline __m256i reduce4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
-    return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+    if constexpr (T::SUM8_FITS_I16) {
+        return widen_sum(_mm256_hadd_epi16(_mm256_hadd_epi16(p0, p1), _mm256_hadd_epi16(p2, p3)));
+    } else {
+        return _mm256_hadd_epi32(_mm256_hadd_epi32(widen_sum(p0), widen_sum(p1)),
+                                 _mm256_hadd_epi32(widen_sum(p2), widen_sum(p3)));
+    }
 }
 
 template <class T, int RN>
@@ -393,7 +407,7 @@ void gemm_tile_q32(int nb, const char* const wrow[4], const float* rd, const flo
         for (int c = 0; c < RN; c++) {
             const __m256i xq = _mm256_loadu_si256((const __m256i*)((const XB*)(x + c * ldx) + b)->qs);
             // 4 rows' int dots -> one vector, scaled by d_row * d_col
-            const __m256i h = reduce4(T::dot(wq[0], xq), T::dot(wq[1], xq), T::dot(wq[2], xq), T::dot(wq[3], xq));
+            const __m256i h = reduce4<T>(T::dot16(wq[0], xq), T::dot16(wq[1], xq), T::dot16(wq[2], xq), T::dot16(wq[3], xq));
             const __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(rd + 8 * b), _mm256_broadcast_ss(&cd[c * nb + b]));
             acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), scale, acc[c]);
             if constexpr (std::is_same<T, Q4_1>::value) {
