@@ -327,6 +327,34 @@ void vec_dot_q32(int n, float* s, const void* vw, const void* vx) {
     *s = hsum_f32x8(_mm256_add_ps(acc0, acc1)) + extra;
 }
 
+// q4_1: (d, m) and (d_x, s) are adjacent halves: one f16c conversion each gives both products,
+// [d d_x, m s], and lane 1 accumulates the min terms (fewer loads than four scalar conversions)
+template <>
+void vec_dot_q32<Q4_1>(int n, float* s, const void* vw, const void* vx) {
+    const block_q4_1* w = (const block_q4_1*)vw;
+    const block_q8_1* x = (const block_q8_1*)vx;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // two chains each: add latency
+    __m128 acc_m[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    const int nb = n / QK4_1;
+    auto step = [&](int i, __m256& a, __m128& am) {
+        uint32_t wdm, xds;
+        memcpy(&wdm, &w[i].d, 4);
+        memcpy(&xds, &x[i].d, 4);
+        const __m128 prod = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)wdm)), _mm_cvtph_ps(_mm_cvtsi32_si128((int)xds)));
+        am = _mm_add_ps(am, prod);
+        // 4-bit -> 8-bit, u8 x i8 -> int32
+        const __m256i p = widen_sum(_mm256_maddubs_epi16(bytes_from_nibbles_32(w[i].qs), _mm256_loadu_si256((const __m256i*)x[i].qs)));
+        a = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), _mm256_cvtepi32_ps(p), a);
+    };
+    int i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        step(i, acc[0], acc_m[0]);
+        step(i + 1, acc[1], acc_m[1]);
+    }
+    if (i < nb) step(i, acc[0], acc_m[0]);
+    *s = hsum_f32x8(_mm256_add_ps(acc[0], acc[1])) + _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(acc_m[0], acc_m[1])));
+}
+
 // ---- register-tiled gemm for the 32-element block types ----
 // 4 weight rows x RN activation columns per pass: each unpacked weight block is reused for RN
 // columns and each activation block for 4 rows. the 4 per-row int32x8 dots of a column are reduced
