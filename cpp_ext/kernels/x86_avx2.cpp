@@ -494,16 +494,18 @@ inline __m256i scale_shuffle_k4(int i) {
     return _mm256_set1_epi16((short)((2 * i) | ((2 * i + 1) << 8)));
 }
 
-void vec_dot_q4_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
-    const block_q4_K* w = (const block_q4_K*)vw;
-    const block_q8_K* x = (const block_q8_K*)vx;
+// one q4_K row against RN q8_K columns: the row's nibbles and scales are unpacked once per
+// sub-block pair and reused for every column (RN = 1 is the vec_dot)
+template <int RN>
+void dot_q4_K_cols(int n, const block_q4_K* w, const block_q8_K* const x[RN], float* out) {
     const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256 acc = _mm256_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
+    __m256 acc[RN];
+    __m128 acc_m[RN];
+#pragma GCC unroll 4
+    for (int c = 0; c < RN; c++) { acc[c] = _mm256_setzero_ps(); acc_m[c] = _mm_setzero_ps(); }
     for (int i = 0; i < n / QK_K; i++) {
-        const float d = x[i].d * h2f(w[i].d);
-        const float dmin = -x[i].d * h2f(w[i].dmin);
+        const float wd = h2f(w[i].d), wdmin = h2f(w[i].dmin);
         // 12 packed bytes -> 8 scales (utmp[0..1]) and 8 mins (utmp[2..3]), as get_scale_min_k4
         uint32_t utmp[4];
         memcpy(utmp, w[i].scales, 12);
@@ -513,38 +515,76 @@ void vec_dot_q4_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
         utmp[2] = uaux;
         utmp[0] &= kmask1;
         const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(utmp[3], utmp[2], utmp[1], utmp[0]));
-        // mins: sum_j m_j * (q8 sum of sub-block j), from bsums (16 sums of 16 -> 8 sums of 32)
-        const __m256i q8sums = _mm256_loadu_si256((const __m256i*)x[i].bsums);
-        const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
-        const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        const __m128i mins = _mm256_extracti128_si256(mins_and_scales, 1);
         const __m128i sc128 = _mm256_castsi256_si128(mins_and_scales);
         const __m256i scales = _mm256_set_m128i(sc128, sc128);
-
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            // mins: sum_j m_j * (q8 sum of sub-block j), from bsums (16 sums of 16 -> 8 sums of 32)
+            const __m256i q8sums = _mm256_loadu_si256((const __m256i*)x[c][i].bsums);
+            const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
+            const __m128i prod = _mm_madd_epi16(mins, q8s);
+            acc_m[c] = _mm_fmadd_ps(_mm_set1_ps(-x[c][i].d * wdmin), _mm_cvtepi32_ps(prod), acc_m[c]);
+        }
+        __m256i sumi[RN];
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) sumi[c] = _mm256_setzero_si256();
         const uint8_t* q4 = w[i].qs;
-        const int8_t* q8 = x[i].qs;
-        __m256i sumi = _mm256_setzero_si256();
-        for (int j = 0; j < QK_K / 64; j++) {
+        for (int j = 0; j < QK_K / 64; j++, q4 += 32) {
             const __m256i scale_l = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 0));
             const __m256i scale_h = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 1));
             // 4-bit -> 8-bit: low nibbles = sub-block 2j, high = 2j+1
             const __m256i q4bits = _mm256_loadu_si256((const __m256i*)q4);
-            q4 += 32;
             const __m256i q4l = _mm256_and_si256(q4bits, m4);
             const __m256i q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
-            // u8 x i8 -> int16 pairs, times the sub-block scale -> int32
-            __m256i p16l = _mm256_maddubs_epi16(q4l, _mm256_loadu_si256((const __m256i*)q8));
-            p16l = _mm256_madd_epi16(scale_l, p16l);
-            __m256i p16h = _mm256_maddubs_epi16(q4h, _mm256_loadu_si256((const __m256i*)(q8 + 32)));
-            p16h = _mm256_madd_epi16(scale_h, p16h);
-            q8 += 64;
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+#pragma GCC unroll 4
+            for (int c = 0; c < RN; c++) {
+                const int8_t* q8 = x[c][i].qs + 64 * j;
+                // u8 x i8 -> int16 pairs, times the sub-block scale -> int32
+                const __m256i p16l = _mm256_maddubs_epi16(q4l, _mm256_loadu_si256((const __m256i*)q8));
+                const __m256i p16h = _mm256_maddubs_epi16(q4h, _mm256_loadu_si256((const __m256i*)(q8 + 32)));
+                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_madd_epi16(scale_l, p16l),
+                                                                     _mm256_madd_epi16(scale_h, p16h)));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(x[c][i].d * wd), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+        }
     }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    *s = hsum_f32x8(acc) + _mm_cvtss_f32(acc_m);
+#pragma GCC unroll 4
+    for (int c = 0; c < RN; c++) {
+        __m128 m = _mm_add_ps(acc_m[c], _mm_movehl_ps(acc_m[c], acc_m[c]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[c] = hsum_f32x8(acc[c]) + _mm_cvtss_f32(m);
+    }
+}
+
+void vec_dot_q4_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
+    const block_q8_K* x[1] = {(const block_q8_K*)vx};
+    dot_q4_K_cols<1>(n, (const block_q4_K*)vw, x, s);
+}
+
+// gemm for the k-quants: each row against 4 columns at a time
+template <class WB, void (*COLS4)(int, const WB*, const block_q8_K* const*, float*),
+          void (*COLS1)(int, const WB*, const block_q8_K* const*, float*)>
+void gemm_k_rows(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx, float* y,
+                 size_t ldy) {
+    for (int r = 0; r < nr; r++) {
+        const WB* wr = (const WB*)((const char*)w + r * ldw);
+        int c = 0;
+        for (; c + 4 <= nc; c += 4) {
+            const block_q8_K* xc[4];
+            float out[4];
+            for (int k = 0; k < 4; k++) xc[k] = (const block_q8_K*)((const char*)x + (c + k) * ldx);
+            COLS4(n, wr, xc, out);
+            for (int k = 0; k < 4; k++) y[(c + k) * ldy + r] = out[k];
+        }
+        for (; c < nc; c++) {
+            const block_q8_K* xc[1] = {(const block_q8_K*)((const char*)x + c * ldx)};
+            COLS1(n, wr, xc, &y[c * ldy + r]);
+        }
+    }
 }
 
 // ---- q6_K x q8_K ----
@@ -554,61 +594,69 @@ inline __m128i scale_shuffle_q6(int i) {
     return _mm_set_epi64x(0x0101010101010101LL * (2 * i + 1), 0x0101010101010101LL * (2 * i));
 }
 
-void vec_dot_q6_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
-    const block_q6_K* w = (const block_q6_K*)vw;
-    const block_q8_K* x = (const block_q8_K*)vx;
+// one q6_K row against RN q8_K columns (RN = 1 is the vec_dot). the -32 offset is applied once
+// per super-block from the bsums: sum_g sc_g * 32 * bsum_g
+template <int RN>
+void dot_q6_K_cols(int n, const block_q6_K* w, const block_q8_K* const x[RN], float* out) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i m2 = _mm256_set1_epi8(3);
-    const __m256i m32s = _mm256_set1_epi8(32);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[RN];
+#pragma GCC unroll 4
+    for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
-        const float d = x[i].d * h2f(w[i].d);
+        const float wd = h2f(w[i].d);
         const uint8_t* q4 = w[i].ql;
         const uint8_t* qh = w[i].qh;
-        const int8_t* q8 = x[i].qs;
         const __m128i scales = _mm_loadu_si128((const __m128i*)w[i].scales);
-        __m256i sumi = _mm256_setzero_si256();
-        for (int j = 0, is = 0; j < QK_K / 128; j++, is += 4) {
-            const __m128i scale_0 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 0));
-            const __m128i scale_1 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 1));
-            const __m128i scale_2 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 2));
-            const __m128i scale_3 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 3));
+        __m256i sumi[RN];
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            // offset: 32 * sum_g sc_g * bsum_g (16 groups of 16)
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)x[c][i].bsums);
+            sumi[c] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                       _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bs), 5));
+        }
+        for (int j = 0, is = 0; j < QK_K / 128; j++, is += 4, q4 += 64, qh += 32) {
+            const __m256i scale_0 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 0)));
+            const __m256i scale_1 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 1)));
+            const __m256i scale_2 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 2)));
+            const __m256i scale_3 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 3)));
             const __m256i q4bits1 = _mm256_loadu_si256((const __m256i*)q4);
             const __m256i q4bits2 = _mm256_loadu_si256((const __m256i*)(q4 + 32));
             const __m256i q4bitsH = _mm256_loadu_si256((const __m256i*)qh);
-            q4 += 64;
-            qh += 32;
             // 2 high bits -> bits 4..5
             const __m256i q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bitsH, m2), 4);
             const __m256i q4h_1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 2), m2), 4);
             const __m256i q4h_2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 4), m2), 4);
             const __m256i q4h_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 6), m2), 4);
-            // low 4 bits | high 2 bits -> 6-bit quants 0..63
+            // low 4 bits | high 2 bits -> 6-bit quants 0..63 (the offset is handled above)
             const __m256i q4_0 = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0);
             const __m256i q4_1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1);
             const __m256i q4_2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), q4h_2);
             const __m256i q4_3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3);
-            const __m256i q8_0 = _mm256_loadu_si256((const __m256i*)q8);
-            const __m256i q8_1 = _mm256_loadu_si256((const __m256i*)(q8 + 32));
-            const __m256i q8_2 = _mm256_loadu_si256((const __m256i*)(q8 + 64));
-            const __m256i q8_3 = _mm256_loadu_si256((const __m256i*)(q8 + 96));
-            q8 += 128;
-            // sub 32, done on the products: q*y - 32*y
-            __m256i p16_0 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_0, q8_0), _mm256_maddubs_epi16(m32s, q8_0));
-            __m256i p16_1 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_1, q8_1), _mm256_maddubs_epi16(m32s, q8_1));
-            __m256i p16_2 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_2, q8_2), _mm256_maddubs_epi16(m32s, q8_2));
-            __m256i p16_3 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_3, q8_3), _mm256_maddubs_epi16(m32s, q8_3));
-            // times the 16-element sub-block scales -> int32
-            p16_0 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_0), p16_0);
-            p16_1 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_1), p16_1);
-            p16_2 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_2), p16_2);
-            p16_3 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_3), p16_3);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_0, p16_1));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_2, p16_3));
+#pragma GCC unroll 4
+            for (int c = 0; c < RN; c++) {
+                const int8_t* q8 = x[c][i].qs + 128 * j;
+                // u8 x i8 -> int16 pairs (63 * 127 * 2 fits), times the 16-element sub-block scales -> int32
+                const __m256i p0 = _mm256_madd_epi16(scale_0, _mm256_maddubs_epi16(q4_0, _mm256_loadu_si256((const __m256i*)q8)));
+                const __m256i p1 = _mm256_madd_epi16(scale_1, _mm256_maddubs_epi16(q4_1, _mm256_loadu_si256((const __m256i*)(q8 + 32))));
+                const __m256i p2 = _mm256_madd_epi16(scale_2, _mm256_maddubs_epi16(q4_2, _mm256_loadu_si256((const __m256i*)(q8 + 64))));
+                const __m256i p3 = _mm256_madd_epi16(scale_3, _mm256_maddubs_epi16(q4_3, _mm256_loadu_si256((const __m256i*)(q8 + 96))));
+                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(x[c][i].d * wd), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+        }
     }
-    *s = hsum_f32x8(acc);
+#pragma GCC unroll 4
+    for (int c = 0; c < RN; c++) out[c] = hsum_f32x8(acc[c]);
+}
+
+void vec_dot_q6_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
+    const block_q8_K* x[1] = {(const block_q8_K*)vx};
+    dot_q6_K_cols<1>(n, (const block_q6_K*)vw, x, s);
 }
 
 // ---- table ----
@@ -637,8 +685,8 @@ KernelTable make_avx2_table() {
 
     t.types[GT_Q4_K].vec_dot = vec_dot_q4_K_q8_K_avx2;
     t.types[GT_Q6_K].vec_dot = vec_dot_q6_K_q8_K_avx2;
-    t.types[GT_Q4_K].gemm = gemm_by_vec_dot<vec_dot_q4_K_q8_K_avx2>;
-    t.types[GT_Q6_K].gemm = gemm_by_vec_dot<vec_dot_q6_K_q8_K_avx2>;
+    t.types[GT_Q4_K].gemm = gemm_k_rows<block_q4_K, dot_q4_K_cols<4>, dot_q4_K_cols<1>>;
+    t.types[GT_Q6_K].gemm = gemm_k_rows<block_q6_K, dot_q6_K_cols<4>, dot_q6_K_cols<1>>;
 
     t.dot_f16_f32 = dot_f16_f32_avx2;
     t.axpy_f16_f32 = axpy_f16_f32_avx2;
