@@ -53,7 +53,11 @@ void Pool::run(int n_tasks, const std::function<void(int, int)>& fn) {
     }
     cv_.notify_all();
     work(0);
-    while (pending_.load(std::memory_order_acquire) != 0) EC_PAUSE();
+    // wait for the workers; yield now and then so an oversubscribed machine still makes progress
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; spins++) {
+        if (spins < kSpinRounds) EC_PAUSE();
+        else std::this_thread::yield();
+    }
 }
 
 void Pool::worker(int id) {

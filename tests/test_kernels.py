@@ -2,6 +2,7 @@
 for NEON, cross-compiled for aarch64 and run under qemu; plus the generic block layouts checked
 against gguf's independent numpy dequantizers."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,6 +45,14 @@ def test_kernels_native(dump_dir):
     assert (dump_dir / "q4_1.blocks").exists()
 
 
+def test_isa_override(dump_dir):
+    """EDGECHAT_ISA=generic selects the scalar table."""
+    proc = subprocess.run([str(BUILD / "test_kernels_native")], capture_output=True, text=True,
+                          env={**os.environ, "EDGECHAT_ISA": "generic"}, timeout=300)
+    assert "(selected: generic)" in proc.stdout.splitlines()[0]
+    assert proc.returncode == 0
+
+
 def test_kernels_neon_qemu():
     """The NEON table (with and without dotprod) under qemu-aarch64."""
     missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64") if shutil.which(t) is None]
@@ -67,3 +76,17 @@ def test_block_layout_matches_gguf(dump_dir, name):
     np.testing.assert_allclose(ours, theirs, rtol=2e-7, atol=1e-7)
     src = np.fromfile(dump_dir / f"{name}.src", dtype=np.float32)
     assert np.abs(ours - src).max() <= 0.15 * np.abs(src).max()  # it is a quantization of src
+
+
+@pytest.mark.parametrize("name", ["q4_0", "q4_1", "q5_0", "q8_0"])
+def test_quantizer_matches_gguf(dump_dir, name):
+    """Our generic quantizers (q8_0: the activation quantizer) are bit-exact with gguf-py's port of
+    ggml's reference quantizers (roundf for q8_0, the +0.5/+8.5 truncations for the 4/5-bit types)."""
+    quants = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType
+
+    src = np.fromfile(dump_dir / f"{name}.src", dtype=np.float32)
+    ours = np.fromfile(dump_dir / f"{name}.blocks", dtype=np.uint8)
+    theirs = quants.quantize(src.reshape(1, -1), GGMLQuantizationType[name.upper()]).reshape(-1)
+    assert theirs.shape == ours.shape
+    assert int((ours != theirs).sum()) == 0

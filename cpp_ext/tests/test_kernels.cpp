@@ -414,8 +414,9 @@ static void dump(const char* dir) {
     const KernelTable& g = kernels_generic();
     for (int ty : {GT_Q4_0, GT_Q4_1, GT_Q5_0, GT_Q8_0, GT_Q4_K, GT_Q6_K}) {
         const TypeKernels& k = g.types[ty];
-        const int n = 8 * k.blck;
+        const int n = (k.blck == QK_K ? 8 : 64) * k.blck;
         std::vector<float> x = random_floats(n);
+        for (int i = 0; i < n; i += 37) x[i] = (float)(i % 11) * 0.5f - 2.5f;  // some exact .5 steps
         std::vector<uint8_t> q = quantize(k, x);
         std::vector<float> y = dequantize(k, q.data(), n);
         const std::string base = std::string(dir) + "/" + type_name(ty);
