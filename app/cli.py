@@ -1,0 +1,202 @@
+"""edgechat command line: the chat TUI by default, ``-p`` one-shot prompts, and management commands.
+
+Exit codes: 0 ok, 1 runtime error, 2 usage, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from ..runtime.errors import EdgechatError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
+
+
+def _float_at_least(low: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not value >= low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
+
+
+def _gpu_layers(text: str) -> int:
+    return -1 if text == "all" else _int_at_least(0)(text)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options that choose and load a model (shared by chat, one-shot and bench)."""
+    g = p.add_argument_group("model")
+    g.add_argument("-m", "--model", help="model name (see `edgechat models`) or path to a .gguf file "
+                                         "(default: the packaged SmolLM2-135M-Instruct)")
+    g.add_argument("--backend", choices=["auto", "native", "llama.cpp"], default="auto")
+    g.add_argument("--threads", type=_int_at_least(1), help="compute threads (default: physical cores)")
+    g.add_argument("--ctx", type=_int_at_least(2), default=2048, help="KV cache capacity in tokens")
+    g.add_argument("--sinks", type=_int_at_least(0), default=4, help="pinned attention-sink tokens")
+    g.add_argument("--pin-system", action="store_true", help="pin BOS + the whole system prompt as sinks")
+    g.add_argument("--gpu-layers", type=_gpu_layers, default=0, metavar="N|all",
+                   help="layers to offload to a GPU (llama.cpp built with Metal/CUDA)")
+    g.add_argument("--evict-chunk", type=_int_at_least(1), help="llama.cpp backend: tokens evicted at once")
+    g.add_argument("--force", action="store_true", help="load even if the memory preflight says no")
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--max-tokens", type=_int_at_least(1), default=512)
+    g.add_argument("--temp", type=_float_at_least(0.0), default=0.8)
+    g.add_argument("--top-k", type=_int_at_least(0), default=40)
+    g.add_argument("--top-p", type=_float_at_least(0.0), default=0.95)
+    g.add_argument("--min-p", type=_float_at_least(0.0), default=0.05)
+    g.add_argument("--repeat-penalty", type=_float_at_least(0.0), default=1.1)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--system", help="system prompt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import manage
+    p = argparse.ArgumentParser(prog="edgechat", description="Offline chat with small LLMs. With no "
+                                "arguments: the chat TUI. With -p (or a prompt on stdin): one answer.")
+    p.add_argument("-p", "--prompt", help="one-shot prompt ('-' reads stdin)")
+    p.add_argument("--json", action="store_true", help="one-shot: print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and why, and timings")
+    add_model_options(p)
+    add_sampling_options(p)
+    sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench}")
+    manage.add_parsers(sub)
+    b = sub.add_parser("bench", help="native vs llama.cpp speed on one GGUF (scripts/bench.py)")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for bench (see bench --help)")
+    return p
+
+
+def _read_prompt(args) -> str | None:
+    if args.prompt is not None and args.prompt != "-":
+        return args.prompt
+    if args.prompt == "-" or not sys.stdin.isatty():
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")   # invalid utf-8 replaced
+    return None
+
+
+def _load(args):
+    from ..runtime import load
+    return load(args.model, backend=args.backend, threads=args.threads, ctx=args.ctx, sinks=args.sinks,
+                gpu_layers=args.gpu_layers, pin_system=args.pin_system, evict_chunk=args.evict_chunk,
+                force=args.force)
+
+
+def sampling_kwargs(args) -> dict:
+    return dict(temp=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                repeat_penalty=args.repeat_penalty, seed=args.seed)
+
+
+def one_shot(args, prompt: str) -> int:
+    """Answer one prompt, streaming text to stdout (or one JSON object with --json)."""
+    from ..runtime.events import DoneEvent
+    if not prompt.strip():
+        print("edgechat: the prompt is empty", file=sys.stderr)
+        return EXIT_USAGE
+    engine = _load(args)
+    info = engine.info
+    if args.verbose:
+        print(f"edgechat: backend {info['backend']} ({info['reason']}); {info['name']} "
+              f"[{info['arch']}, {', '.join(info['types'])}], {info['threads']} threads, isa {info['isa']}",
+              file=sys.stderr)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
+        [{"role": "user", "content": prompt}]
+    parts, done, code = [], None, EXIT_OK
+    try:
+        for ev in engine.chat(messages, max_tokens=args.max_tokens, **sampling_kwargs(args)):
+            if isinstance(ev, DoneEvent):
+                done = ev
+            else:
+                parts.append(ev.text)
+                if not args.json:
+                    sys.stdout.write(ev.text)
+                    sys.stdout.flush()
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    text = done.text if done else "".join(parts)
+    if args.json:
+        print(json.dumps(_json_result(engine, text, done), ensure_ascii=False))
+    elif text and not text.endswith("\n"):
+        sys.stdout.write("\n")
+    if args.verbose and done:
+        s = done.stats
+        print(f"edgechat: {s.prompt_tokens} prompt tokens at {s.prefill_tps:.1f} tok/s, {s.completion_tokens} "
+              f"tokens at {s.decode_tps:.1f} tok/s, ttft {s.ttft_s:.3f} s, finish {done.finish_reason}, "
+              f"cache {done.cache['used']}/{done.cache['capacity']} evicted {done.cache['evicted']}",
+              file=sys.stderr)
+    engine.close()
+    return code
+
+
+def _json_result(engine, text: str, done) -> dict:
+    info = engine.info
+    s = done.stats if done else None
+    cache = done.cache if done else engine.cache_info()
+    return {
+        "text": text,
+        "model": info["name"],
+        "path": info["path"],
+        "backend": info["backend"],
+        "backend_reason": info["reason"],
+        "finish_reason": done.finish_reason if done else "cancelled",
+        "tokens": {"prompt": s.prompt_tokens if s else 0, "completion": s.completion_tokens if s else 0},
+        "timings": {"load_s": round(info.get("load_s", 0.0), 4), "ttft_s": round(s.ttft_s, 4) if s else None,
+                    "prefill_tps": round(s.prefill_tps, 2) if s else None,
+                    "decode_tps": round(s.decode_tps, 2) if s else None},
+        "cache": {k: cache[k] for k in ("capacity", "used", "sinks", "evicted")},
+    }
+
+
+def _run_bench(args) -> int:
+    from . import bench
+    return bench.main(args.bench_args)
+
+
+def main(argv=None) -> int:
+    """Console entry point."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.ctx <= args.sinks:
+        parser.error(f"--ctx ({args.ctx}) must be larger than --sinks ({args.sinks})")
+    try:
+        if args.command == "bench":
+            return _run_bench(args)
+        if args.command:
+            from . import manage
+            return manage.run(args)
+        prompt = _read_prompt(args)
+        if prompt is None:
+            if args.json:
+                parser.error("--json needs a prompt (-p TEXT or stdin)")
+            from .tui.app import run_tui
+            return run_tui(args)
+        return one_shot(args, prompt)
+    except EdgechatError as e:
+        print(f"edgechat: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
