@@ -530,6 +530,7 @@ void dot_q4_K_cols(int n, const block_q4_K* w, const block_q8_K* const x[RN], fl
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) sumi[c] = _mm256_setzero_si256();
         const uint8_t* q4 = w[i].qs;
+#pragma GCC unroll 4
         for (int j = 0; j < QK_K / 64; j++, q4 += 32) {
             const __m256i scale_l = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 0));
             const __m256i scale_h = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 1));
@@ -616,6 +617,7 @@ void dot_q6_K_cols(int n, const block_q6_K* w, const block_q8_K* const x[RN], fl
             sumi[c] = _mm256_sub_epi32(_mm256_setzero_si256(),
                                        _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bs), 5));
         }
+#pragma GCC unroll 2
         for (int j = 0, is = 0; j < QK_K / 128; j++, is += 4, q4 += 64, qh += 32) {
             const __m256i scale_0 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 0)));
             const __m256i scale_1 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 1)));
