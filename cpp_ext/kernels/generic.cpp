@@ -62,13 +62,10 @@ half fp32_to_fp16(float f) {
 
 static inline float h2f(half h) { return fp16_to_fp32(h); }
 
-// ggml's nearest_int: round half to even for |x| < 2^22
-static inline int nearest_int(float fval) {
-    float val = fval + 12582912.f;
-    int i;
-    memcpy(&i, &val, sizeof(int));
-    return (i & 0x007fffff) - 0x00400000;
-}
+// ggml's nearest_int (round half to even; ggml adds 1.5 * 2^23 and reads the mantissa). nearbyintf
+// gives the same result and cannot be fused with the multiply that produced fval, which
+// -ffp-contract=fast (gcc's default for gnu++ dialects) may do to the addition trick
+static inline int nearest_int(float fval) { return (int)nearbyintf(fval); }
 
 // ---- f32 / f16 ----
 
