@@ -1,11 +1,20 @@
-// single-thread kernel timing: gemm (prefill shape) and vec_dot (decode shape) per table.
-//   g++ -std=c++17 -O2 -I cpp_ext scripts/kernel_bench.cpp <kernel objects> -o kernel_bench
-//   kernel_bench [rows n cols]        (default 1536 576 512: a SmolLM2-135M ffn matrix, 512 tokens)
-// validates each tiled gemm against vec_dot first, warms up, then reports the best of N runs.
+// single-thread kernel timing, per table, side by side with llama.cpp's own vec_dot when available:
+// gemm (prefill: rows x n weights times 64-column slabs) and vec_dot over every row (decode).
+//   g++ -std=c++17 -O2 -I cpp_ext scripts/kernel_bench.cpp cpp_ext/kernels/*.cpp -ldl -o kernel_bench
+//   (x86_avx2.cpp needs -mavx2 -mfma -mf16c: build it as scripts/neon_test.sh does, or pass its .o)
+//   GGML_CPU=.venv/lib/python3.11/site-packages/llama_cpp/lib/libggml-cpu.so kernel_bench [rows n]
+// default 1536 x 576: a SmolLM2-135M ffn matrix. the peer row "ggml" is llama.cpp's vec_dot called
+// per (row, column) in 16x16 blocks, which is how llama.cpp multiplies types its tiled sgemm lacks
+// (q4_1 among them); it runs with whatever isa that library was built for (avx512/vnni included).
+// validates each gemm against vec_dot first, warms up, then reports the best of N runs (a shared
+// machine's noise hits long runs, so slabs are short and N is large).
+#include <dlfcn.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -14,8 +23,9 @@
 using namespace ec;
 using clk = std::chrono::steady_clock;
 
-template <class F>
-static double best_seconds(int reps, F&& f) {
+constexpr int SLAB = 64;  // activation columns per timed gemm
+
+static double best_seconds(int reps, const std::function<void()>& f) {
     f();  // warm up
     double best = 1e30;
     for (int i = 0; i < reps; i++) {
@@ -26,59 +36,86 @@ static double best_seconds(int reps, F&& f) {
     return best;
 }
 
+// ggml_vec_dot_<type>_<vec type>(n, s, bs, x, bx, y, by, nrc)
+using GgmlDot = void (*)(int, float*, size_t, const void*, size_t, const void*, size_t, int);
+
+struct Case {
+    GType type;
+    const char* name;
+    const char* ggml_symbol;
+};
+
 int main(int argc, char** argv) {
-    const int rows = argc > 3 ? atoi(argv[1]) : 1536, n = argc > 3 ? atoi(argv[2]) : 576;
-    const int cols = argc > 3 ? atoi(argv[3]) : 512;
+    const int rows = argc > 2 ? atoi(argv[1]) : 1536, n = argc > 2 ? atoi(argv[2]) : 576;
+    void* ggml = nullptr;
+    if (const char* path = getenv("GGML_CPU")) {
+        ggml = dlopen(path, RTLD_NOW);
+        if (!ggml) printf("GGML_CPU: %s (peer rows skipped)\n", dlerror());
+    }
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
-    std::vector<float> wf((size_t)rows * n), xf((size_t)cols * n);
+    std::vector<float> wf((size_t)rows * n), xf((size_t)SLAB * n);
     for (float& v : wf) v = nd(rng);
     for (float& v : xf) v = nd(rng);
 
     const KernelTable* tables[4];
     const int nt = available_kernels(tables, 4);
     const KernelTable& g = kernels_generic();
-    for (int wt : {GT_Q4_1, GT_Q8_0, GT_Q4_0, GT_Q5_0, GT_Q4_K, GT_Q6_K}) {
-        const TypeKernels& kw = g.types[wt];
+    const Case cases[] = {{GT_Q4_1, "q4_1", "ggml_vec_dot_q4_1_q8_1"}, {GT_Q8_0, "q8_0", "ggml_vec_dot_q8_0_q8_0"},
+                          {GT_Q4_0, "q4_0", "ggml_vec_dot_q4_0_q8_0"}, {GT_Q5_0, "q5_0", "ggml_vec_dot_q5_0_q8_0"},
+                          {GT_Q4_K, "q4_K", "ggml_vec_dot_q4_K_q8_K"}, {GT_Q6_K, "q6_K", "ggml_vec_dot_q6_K_q8_K"}};
+    printf("%d x %d weights, single thread; gemm: %d columns; vec_dot: every row, one column\n", rows, n, SLAB);
+    for (const Case& cs : cases) {
+        const TypeKernels& kw = g.types[cs.type];
         const TypeKernels& kx = g.types[kw.vec_type];
         if (n % kw.blck) {
-            printf("%d: n=%d is not a multiple of its block (%d): skipped\n", wt, n, kw.blck);
+            printf("%-5s skipped: n=%d is not a multiple of its block (%d)\n", cs.name, n, kw.blck);
             continue;
         }
         const size_t ldw = row_bytes(kw, n), ldx = row_bytes(kx, n);
-        std::vector<uint8_t> w(rows * ldw), x(cols * ldx);
+        std::vector<uint8_t> w(rows * ldw), x(SLAB * ldx);
         kw.from_float(wf.data(), w.data(), (int64_t)rows * n);
-        kx.from_float(xf.data(), x.data(), (int64_t)cols * n);
-        std::vector<float> y((size_t)rows * cols);
+        kx.from_float(xf.data(), x.data(), (int64_t)SLAB * n);
+        std::vector<float> y((size_t)rows * SLAB);
+        const double flops = 2.0 * rows * n * SLAB, bytes = (double)rows * ldw;
+        auto report = [&](const char* who, double tg, double tv, double check) {
+            printf("%-8s %-5s gemm %7.2f GFLOP/s (%6.3f ms)   vec_dot %6.2f GB/s (%6.1f us)   check %.1e\n", who,
+                   cs.name, flops / tg * 1e-9, tg * 1e3, bytes / tv * 1e-9, tv * 1e6, check);
+        };
         for (int ti = 0; ti < nt; ti++) {
-            const TypeKernels& k = tables[ti]->types[wt];
-            // validate: tiled gemm vs vec_dot on a corner
-            k.gemm(n, rows, cols, w.data(), ldw, x.data(), ldx, y.data(), rows);
+            const TypeKernels& k = tables[ti]->types[cs.type];
+            const bool slow = tables[ti] == &g;
+            // validate: gemm vs vec_dot on a corner
+            k.gemm(n, rows, SLAB, w.data(), ldw, x.data(), ldx, y.data(), rows);
             double maxrel = 0;
-            for (int c = 0; c < std::min(cols, 9); c++) {
+            for (int c = 0; c < 9; c++) {
                 for (int r = 0; r < std::min(rows, 9); r++) {
                     float ref;
                     k.vec_dot(n, &ref, &w[r * ldw], &x[c * ldx]);
                     maxrel = std::max(maxrel, (double)fabsf(ref - y[(size_t)c * rows + r]) / (fabsf(ref) + 1e-3));
                 }
             }
-            const bool slow = tables[ti] == &g;
-            // a shared machine's noise hits long runs: time 64-column slabs, best of many
-            const int gcols = slow ? std::min(cols, 16) : std::min(cols, 64);
-            const double tg = best_seconds(slow ? 1 : 60, [&] {
-                k.gemm(n, rows, gcols, w.data(), ldw, x.data(), ldx, y.data(), rows);
-            });
-            const double flops = 2.0 * rows * n * gcols;
-            const double tv = best_seconds(20, [&] {
+            const double tg = best_seconds(slow ? 2 : 60, [&] { k.gemm(n, rows, SLAB, w.data(), ldw, x.data(), ldx, y.data(), rows); });
+            const double tv = best_seconds(slow ? 2 : 60, [&] {
                 for (int r = 0; r < rows; r++) k.vec_dot(n, &y[r], &w[r * ldw], x.data());
             });
-            const double bytes = (double)rows * ldw;
-            const double tgv = best_seconds(20, [&] { k.gemm(n, rows, 1, w.data(), ldw, x.data(), ldx, y.data(), rows); });
-            printf("%-7s %-5s gemm %4dx%d x %3d cols: %7.2f GFLOP/s (%.3f ms)   vec_dot %4d rows: %6.2f GB/s "
-                   "(%.1f us)  gemm nc=1: %6.2f GB/s  check %.1e\n",
-                   tables[ti]->isa, (const char*[]){"f32", "f16", "q4_0", "q4_1", "", "", "q5_0", "", "q8_0", "",
-                                                    "", "", "q4_K", "", "q6_K"}[wt],
-                   rows, n, gcols, flops / tg * 1e-9, tg * 1e3, rows, bytes / tv * 1e-9, tv * 1e6, bytes / tgv * 1e-9, maxrel);
+            report(tables[ti]->isa, tg, tv, maxrel);
+        }
+        GgmlDot dot = ggml ? (GgmlDot)dlsym(ggml, cs.ggml_symbol) : nullptr;
+        if (dot) {
+            const double tg = best_seconds(60, [&] {
+                for (int r0 = 0; r0 < rows; r0 += 16) {
+                    for (int c = 0; c < SLAB; c++) {
+                        for (int r = r0; r < std::min(rows, r0 + 16); r++) {
+                            dot(n, &y[(size_t)c * rows + r], 0, &w[r * ldw], 0, &x[c * ldx], 0, 1);
+                        }
+                    }
+                }
+            });
+            const double tv = best_seconds(60, [&] {
+                for (int r = 0; r < rows; r++) dot(n, &y[r], 0, &w[r * ldw], 0, x.data(), 0, 1);
+            });
+            report("ggml", tg, tv, 0.0);
         }
     }
     return 0;
