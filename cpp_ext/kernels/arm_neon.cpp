@@ -230,14 +230,8 @@ void vec_dot_q4_K_q8_K_neon(int n, float* s, const void* vw, const void* vx) {
     const block_q8_K* x = (const block_q8_K*)vx;
     float sum = 0.0f;
     for (int i = 0; i < n / QK_K; i++) {
-        uint8_t sc[8], m[8];  // 6-bit scales and mins, unpacked as get_scale_min_k4
-        const uint8_t* p = w[i].scales;
-        for (int j = 0; j < 4; j++) {
-            sc[j] = p[j] & 63;
-            m[j] = p[j + 4] & 63;
-            sc[j + 4] = (p[j + 8] & 0xf) | ((p[j] >> 6) << 4);
-            m[j + 4] = (p[j + 8] >> 4) | ((p[j + 4] >> 6) << 4);
-        }
+        uint8_t sc[8], m[8];  // 6-bit scales and mins
+        for (int j = 0; j < 8; j++) get_scale_min_k4(j, w[i].scales, &sc[j], &m[j]);
         int sum_m = 0;
         for (int j = 0; j < 8; j++) sum_m += m[j] * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
         const uint8_t* q4 = w[i].qs;

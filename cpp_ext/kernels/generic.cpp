@@ -330,17 +330,6 @@ static void from_float_q8_1_generic(const float* src, void* dst, int64_t n) {
 
 // ---- q4_K ----
 
-// scale and min j (0..7) from the 12 packed bytes (ggml get_scale_min_k4)
-static inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
-    }
-}
-
 static void to_float_q4_K_generic(const void* src, float* dst, int64_t n) {
     const block_q4_K* b = (const block_q4_K*)src;
     for (int64_t i = 0; i < n / QK_K; i++) {

@@ -292,45 +292,31 @@ struct Q8_0 {
 // int16 pair sums -> int32 x8
 inline __m256i widen_sum(__m256i p16) { return _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); }
 
-// per-block min term of q4_1 (m * s = m * d_x * sum q_x); zero for the others
-template <class T>
-inline float min_term(const typename T::WB& w, const typename T::XB& x) {
-    if constexpr (std::is_same<T, Q4_1>::value) return h2f(w.m) * h2f(x.s);
-    (void)w, (void)x;
-    return 0.0f;
-}
-
 // ---- vec_dot for the 32-element block types: two blocks per step, two accumulators ----
+// (q4_0, q5_0, q8_0; q4_1 has its own below)
 
 template <class T>
 void vec_dot_q32(int n, float* s, const void* vw, const void* vx) {
     const typename T::WB* w = (const typename T::WB*)vw;
     const typename T::XB* x = (const typename T::XB*)vx;
     const int nb = n / 32;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float extra = 0.0f;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    auto step = [&](int i, __m256& a) {
+        const __m256 p = _mm256_cvtepi32_ps(widen_sum(T::dot16(T::load(w[i]), _mm256_loadu_si256((const __m256i*)x[i].qs))));
+        a = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(x[i].d)), p, a);
+    };
     int i = 0;
     for (; i + 2 <= nb; i += 2) {
-        const auto w0 = T::load(w[i]), w1 = T::load(w[i + 1]);
-        const __m256 p0 = _mm256_cvtepi32_ps(widen_sum(T::dot16(w0, _mm256_loadu_si256((const __m256i*)x[i].qs))));
-        const __m256 p1 = _mm256_cvtepi32_ps(widen_sum(T::dot16(w1, _mm256_loadu_si256((const __m256i*)x[i + 1].qs))));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(x[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i + 1].d) * h2f(x[i + 1].d)), p1, acc1);
-        extra += min_term<T>(w[i], x[i]) + min_term<T>(w[i + 1], x[i + 1]);
+        step(i, acc[0]);
+        step(i + 1, acc[1]);
     }
-    for (; i < nb; i++) {
-        const auto w0 = T::load(w[i]);
-        const __m256 p0 = _mm256_cvtepi32_ps(widen_sum(T::dot16(w0, _mm256_loadu_si256((const __m256i*)x[i].qs))));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(x[i].d)), p0, acc0);
-        extra += min_term<T>(w[i], x[i]);
-    }
-    *s = hsum_f32x8(_mm256_add_ps(acc0, acc1)) + extra;
+    if (i < nb) step(i, acc[0]);
+    *s = hsum_f32x8(_mm256_add_ps(acc[0], acc[1]));
 }
 
 // q4_1: (d, m) and (d_x, s) are adjacent halves: one f16c conversion each gives both products,
 // [d d_x, m s], and lane 1 accumulates the min terms (fewer loads than four scalar conversions)
-template <>
-void vec_dot_q32<Q4_1>(int n, float* s, const void* vw, const void* vx) {
+void vec_dot_q4_1_q8_1_avx2(int n, float* s, const void* vw, const void* vx) {
     const block_q4_1* w = (const block_q4_1*)vw;
     const block_q8_1* x = (const block_q8_1*)vx;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // two chains each: add latency
@@ -677,7 +663,7 @@ KernelTable make_avx2_table() {
     t.types[GT_Q8_K].from_float = from_float_q8_K_avx2;
 
     t.types[GT_Q4_0].vec_dot = vec_dot_q32<Q4_0>;
-    t.types[GT_Q4_1].vec_dot = vec_dot_q32<Q4_1>;
+    t.types[GT_Q4_1].vec_dot = vec_dot_q4_1_q8_1_avx2;
     t.types[GT_Q5_0].vec_dot = vec_dot_q32<Q5_0>;
     t.types[GT_Q8_0].vec_dot = vec_dot_q32<Q8_0>;
     t.types[GT_Q4_0].gemm = gemm_q32<Q4_0>;
