@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ def _ggufs():
     spec = importlib.util.spec_from_file_location("make_test_ggufs",
                                                   Path(__file__).parent.parent / "scripts" / "make_test_ggufs.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["make_test_ggufs"] = mod        # dataclasses look their module up by name
     spec.loader.exec_module(mod)
     return mod
 

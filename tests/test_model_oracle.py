@@ -1,0 +1,116 @@
+"""The native engine against llama.cpp on the same GGUF: teacher-forced logits, perplexity, greedy text.
+
+Oracle: llama.cpp (llama-cpp-python) with the same file and the same context; both see ≥2000 tokens of
+natural text with no eviction (ctx larger than the text).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import ppl_and_top1
+
+# llama.cpp and our engine both quantize activations to q8 and keep the cache in f16, but sum in a
+# different order (tiled gemm vs ggml's), convert q to f16 in attention (ggml) or not (us), use exact
+# vs approximated exp, and compute rope angles in float64 (us) vs float32 (ggml). On this 135M model the
+# q8 re-quantization of every matmul input amplifies any rounding difference to ~0.5 logit: measured,
+# two runs of OUR engine that differ only in float summation order (EDGECHAT_ISA=generic vs avx2, same
+# algorithm) agree on top-1 for 96.8% of 1024 tokens of this text (max |dlogit| 1.75). So bit-level
+# agreement is not on offer; what must hold:
+TOP1_MIN = 0.95            # overall top-1 agreement: the measured noise floor (96.8%) less a margin
+DECISIVE_MARGIN = 1.0      # logits: 2x the ~0.5 noise amplitude measured above
+DECISIVE_TOP1_MIN = 0.995  # where llama.cpp's top-1 leads its top-2 by > DECISIVE_MARGIN, we must agree
+PPL_REL_TOL = 0.01         # the issue's bar: perplexity within 1% of llama.cpp
+N_TOKENS = 2048          # teacher-forced tokens (>= 2000 asked)
+CTX = N_TOKENS + 64      # no eviction: this test is about the forward pass
+GOLDEN_TOKENS = 32
+GOLDEN_PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three prime numbers.",
+]
+
+
+def teacher_forced(backend_cls, path, ids, **kw):
+    from edgechat.runtime.ggufload import read_model
+    b = backend_cls(read_model(path), ctx=CTX, sinks=4, threads=2) if backend_cls.__name__ == "NativeBackend" \
+        else backend_cls(str(path), ctx=CTX, sinks=4, threads=2)
+    try:
+        return b.eval(ids, all_logits=True)
+    finally:
+        b.close()
+
+
+def compare(path, text, tokenizer):
+    from edgechat.runtime.backends.llama_cpp import LlamaCppBackend
+    from edgechat.runtime.backends.native import NativeBackend
+    ids = [tokenizer.bos_id] + tokenizer.tokenize(text)[:N_TOKENS - 1]
+    assert len(ids) == N_TOKENS
+    ours = teacher_forced(NativeBackend, path, ids)
+    ref = teacher_forced(LlamaCppBackend, path, ids)
+    assert ours.shape == ref.shape == (N_TOKENS, tokenizer.n_vocab)
+    ppl_o, top_o = ppl_and_top1(ours, ids)
+    ppl_r, top_r = ppl_and_top1(ref, ids)
+    agree = float((top_o == top_r).mean())
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > DECISIVE_MARGIN
+    agree_decisive = float((top_o == top_r)[decisive].mean())
+    rel = abs(ppl_o - ppl_r) / ppl_r
+    print(f"{path.name}: top1 agreement {agree:.4f} (decisive {agree_decisive:.4f} on {decisive.mean():.0%} "
+          f"of positions), ppl native {ppl_o:.4f} llama.cpp {ppl_r:.4f} (rel {rel:.4%}), "
+          f"max |dlogit| {np.abs(ours - ref).max():.4f}")
+    assert np.isfinite(ours).all()
+    assert agree >= TOP1_MIN
+    assert agree_decisive >= DECISIVE_TOP1_MIN
+    assert rel <= PPL_REL_TOL
+
+
+def test_default_q4_1_matches_llama_cpp(default_model, natural_text, tokenizer):
+    compare(default_model, natural_text, tokenizer)
+
+
+@pytest.mark.parametrize("ftype", ["Q4_0", "Q8_0", "Q4_K_M"])
+def test_requantized_default_matches_llama_cpp(ftype, quantized_default, natural_text, tokenizer):
+    compare(quantized_default(ftype), natural_text, tokenizer)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "llama"])
+def test_tiny_synthetic_arch_matches_llama_cpp(arch, tiny_gguf, natural_text, tokenizer):
+    compare(tiny_gguf(arch), natural_text, tokenizer)
+
+
+def greedy(engine, ids, n):
+    """n greedy tokens after ids, with the top-1 minus top-2 logit margin at each step."""
+    logits, toks, margins = engine.eval(ids), [], []
+    for _ in range(n):
+        top2 = np.sort(logits)[-2:]
+        toks.append(int(np.argmax(logits)))
+        margins.append(float(top2[1] - top2[0]))
+        logits = engine.eval([toks[-1]])
+    return toks, margins
+
+
+@pytest.mark.parametrize("prompt", GOLDEN_PROMPTS)
+def test_golden_greedy_text(prompt, default_model):
+    """Temperature 0, 32 tokens: the same tokens as llama.cpp up to its first near tie, and at every
+    later step where llama.cpp's choice is decisive (teacher-forced on llama.cpp's continuation)."""
+    from edgechat.runtime import load
+    from edgechat.runtime.template import ChatTemplate
+    engines = {b: load(default_model, backend=b, ctx=512, threads=2) for b in ("native", "llama.cpp")}
+    try:
+        tmpl = ChatTemplate.from_tokenizer(engines["native"]._tok._tok)
+        ids = tmpl.render_ids([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        ref, margins = greedy(engines["llama.cpp"], ids, GOLDEN_TOKENS)
+        ours, _ = greedy(engines["native"], ids, GOLDEN_TOKENS)
+        first_tie = next((i for i, m in enumerate(margins) if m <= DECISIVE_MARGIN), GOLDEN_TOKENS)
+        print(f"{prompt!r}: llama.cpp {engines['native'].detokenize(ref)!r}\n  native {engines['native'].detokenize(ours)!r}"
+              f"\n  first near tie at step {first_tie}")
+        assert ours[:first_tie + 1] == ref[:first_tie + 1] if first_tie < GOLDEN_TOKENS else ours == ref
+        engines["native"].reset()
+        forced = engines["native"].eval(ids + ref[:-1], all_logits=True)[len(ids) - 1:]
+        decisive = np.asarray(margins) > DECISIVE_MARGIN
+        assert decisive.sum() >= GOLDEN_TOKENS // 4          # the check below is not vacuous
+        assert (forced.argmax(axis=1)[decisive] == np.asarray(ref)[decisive]).all()
+    finally:
+        for e in engines.values():
+            e.close()
