@@ -1,0 +1,338 @@
+"""llama.cpp backend through llama-cpp-python's low-level API, with the StreamingLLM sink cache.
+
+The cache policy is the one in ``base.Backend`` and it is the oracle the native engine is tested
+against: capacity ``ctx`` entries, the first ``sinks`` tokens ever fed pinned at positions 0..S-1, the
+window after them. When the cache is full, before a token is added, the oldest ``evict_chunk`` window
+entries go (``seq_rm(S, S+k)``) and the rest of the window slides down (``seq_add(S+k, end, -k)``), so
+the positions stay 0..used-1 and the next token goes at position ``used``. With ``evict_chunk=1`` this
+is exact StreamingLLM; a larger chunk trades a little context for fewer K re-rotations.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ModelNotFound, UnsupportedModel
+
+SEQ = 0                      # the one sequence this backend uses
+MAX_BATCH = 512              # tokens per llama_decode call (n_batch = n_ubatch)
+DEFAULT_EVICT_CHUNK = 64     # window entries dropped per eviction unless asked otherwise
+GGML_TYPE_F16 = 1            # KV cache element type; 2 bytes
+GGML_LOG_LEVEL_ERROR = 4
+
+_L = None                    # llama_cpp.llama_cpp, imported and initialised once
+_log_cb = None               # the no-op-ish log callback: keep a reference or ctypes frees it
+_first_error = ""            # first error line llama.cpp logged since the last _clear_error()
+
+
+def _lib():
+    """The low-level llama_cpp module, with logging silenced and the backend initialised."""
+    global _L, _log_cb
+    if _L is None:
+        import llama_cpp.llama_cpp as L
+
+        def on_log(level, text, _user):
+            global _first_error
+            if level == GGML_LOG_LEVEL_ERROR and text and not _first_error:
+                _first_error = text.decode("utf-8", "replace").strip()
+
+        _log_cb = L.llama_log_callback(on_log)
+        L.llama_log_set(_log_cb, None)
+        L.llama_backend_init()
+        _L = L
+    return _L
+
+
+def _clear_error() -> None:
+    global _first_error
+    _first_error = ""
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil
+        n = psutil.cpu_count(logical=False)
+    except ImportError:
+        n = None
+    return n or os.cpu_count() or 1
+
+
+def _cpu_has_amx() -> bool:
+    """True on x86 CPUs with AMX tiles (Linux). On them llama.cpp picks its AMX matmul buffer type,
+    and with llama-cpp-python 0.3.36 every batched decode then dies of a general-protection fault in
+    ``ggml_backend_amx_mul_mat`` (ldtilecfg); turning llama.cpp's extra buffer types off avoids it.
+    Elsewhere they stay on: they are the CPU weight repacks (Q4_0 on AVX2 and NEON) that speed it up."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
+def _gpu_layers(gpu_layers) -> int:
+    """``-1`` / ``"all"`` -> every layer (llama.cpp's -1), else a non-negative layer count."""
+    if isinstance(gpu_layers, str):
+        if gpu_layers.strip().lower() == "all":
+            return -1
+        gpu_layers = int(gpu_layers)
+    if gpu_layers < -1:
+        raise ValueError(f"gpu_layers must be -1, 'all' or >= 0, got {gpu_layers}")
+    return gpu_layers
+
+
+class _Memory:
+    """Seq-0 KV-cache calls: ``llama_memory_*`` (llama.cpp mid-2025 on) or ``llama_kv_self_*`` before."""
+
+    def __init__(self, L, ctx):
+        if hasattr(L, "llama_get_memory"):
+            mem = L.llama_get_memory(ctx)
+            self._rm, self._add = L.llama_memory_seq_rm, L.llama_memory_seq_add
+            self.clear = lambda: L.llama_memory_clear(mem, True)
+            self.can_shift = bool(L.llama_memory_can_shift(mem))
+        else:
+            mem = ctx
+            self._rm, self._add = L.llama_kv_self_seq_rm, L.llama_kv_self_seq_add
+            self.clear = lambda: L.llama_kv_self_clear(ctx)
+            self.can_shift = bool(L.llama_kv_self_can_shift(ctx))
+        self._mem = mem
+
+    def rm(self, p0: int, p1: int) -> None:
+        """Drop positions [p0, p1) (p1 = -1: to the end)."""
+        if not self._rm(self._mem, SEQ, p0, p1):
+            raise RuntimeError(f"llama.cpp could not remove KV positions [{p0}, {p1})")
+
+    def shift(self, p0: int, delta: int) -> None:
+        """Add ``delta`` to every position >= p0 (the K re-rotation happens at the next decode)."""
+        self._add(self._mem, SEQ, p0, -1, delta)
+
+
+class LlamaCppBackend:
+    """A GGUF model run by llama.cpp, with the sink-ring cache policy of ``base.Backend``.
+
+    Args:
+        path: the GGUF file.
+        ctx: cache capacity in entries (tokens).
+        sinks: how many of the first tokens ever fed stay pinned.
+        threads: CPU threads for decode and prefill; default the physical core count.
+        gpu_layers: layers to offload (0 = none, -1 or "all" = every layer); ignored by a CPU-only build.
+        evict_chunk: window entries dropped per eviction; 1 = exact StreamingLLM. Default
+            ``min(64, window // 8)``; never more than the window ``ctx - sinks``.
+    """
+
+    name = "llama.cpp"
+
+    def __init__(self, path, *, ctx: int = 2048, sinks: int = 4, threads: int | None = None,
+                 gpu_layers=0, evict_chunk: int | None = None):
+        self._model = self._ctx = self._batch = None
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ModelNotFound(f"no such model file: {path}")
+        if ctx < 2:
+            raise ValueError(f"ctx must be >= 2, got {ctx}")
+        L = _lib()
+        self.n_ctx = ctx
+        self._evict_chunk_arg = evict_chunk
+        self._n_threads = threads or _physical_cores()
+        self._gpu_layers = _gpu_layers(gpu_layers)
+        self._load_model(L, path)
+        self._new_context(L)
+        self._new_batch(L)
+        self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self._model))
+        self._kv_bytes = self._kv_bytes_for(L, ctx)
+        self.info = {
+            "gpu_layers": self._gpu_layers,
+            "gpu_offload": bool(L.llama_supports_gpu_offload()),
+            "n_threads": self._n_threads,
+            "n_batch": self._n_batch,
+            "extra_bufts": not _cpu_has_amx(),
+            "kv_cells": L.llama_n_ctx(self._ctx),   # llama.cpp pads its cache; we use the first ctx
+            "llama_cpp": _version(),
+        }
+        self.reset(sinks)
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    def _load_model(self, L, path: str) -> None:
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = self._gpu_layers
+        mp.use_extra_bufts = not _cpu_has_amx()
+        _clear_error()
+        self._model = L.llama_model_load_from_file(path.encode(), mp)
+        if not self._model:
+            why = _first_error or "unknown architecture or a damaged file"
+            raise UnsupportedModel(f"llama.cpp cannot load {os.path.basename(path)}: {why}")
+
+    def _new_context(self, L) -> None:
+        self._n_batch = min(MAX_BATCH, self.n_ctx)
+        cp = L.llama_context_default_params()
+        cp.n_ctx = self.n_ctx
+        cp.n_batch = cp.n_ubatch = self._n_batch
+        cp.n_seq_max = 1
+        cp.n_threads = cp.n_threads_batch = self._n_threads
+        cp.type_k = cp.type_v = int(os.environ.get("EC_KV", GGML_TYPE_F16))  # TMP
+        cp.no_perf = True
+        cp.flash_attn_type = int(os.environ.get("EC_FA", cp.flash_attn_type))  # TMP
+        _clear_error()
+        self._ctx = L.llama_init_from_model(self._model, cp)
+        if not self._ctx:
+            self.close()
+            raise UnsupportedModel(f"llama.cpp cannot create a context: {_first_error or 'out of memory?'}")
+        self._mem = _Memory(L, self._ctx)
+        if not self._mem.can_shift:
+            self.close()
+            raise UnsupportedModel("llama.cpp cannot shift this model's cache, which the sink cache needs")
+
+    def _new_batch(self, L) -> None:
+        n = self._n_batch
+        self._batch = L.llama_batch_init(n, 0, 1)
+        b = self._batch
+        self._tok = np.ctypeslib.as_array(b.token, shape=(n,))        # tok: [n_batch] int32
+        self._pos = np.ctypeslib.as_array(b.pos, shape=(n,))          # pos: [n_batch] int32
+        self._want = np.ctypeslib.as_array(b.logits, shape=(n,))      # want: [n_batch] int8
+        np.ctypeslib.as_array(b.n_seq_id, shape=(n,))[:] = 1
+        for i in range(n):
+            b.seq_id[i][0] = SEQ
+
+    def _kv_bytes_for(self, L, cells: int) -> int:
+        """F16 K and V for ``cells`` entries: n_layer * cells * (k_dim + v_dim) * 2."""
+        n_layer = L.llama_model_n_layer(self._model)
+        n_head, n_head_kv = L.llama_model_n_head(self._model), L.llama_model_n_head_kv(self._model)
+        head = L.llama_model_n_embd(self._model) // max(n_head, 1)
+        arch = self._meta(L, "general.architecture") or ""
+        k_head = int(self._meta(L, f"{arch}.attention.key_length") or head)
+        v_head = int(self._meta(L, f"{arch}.attention.value_length") or head)
+        return n_layer * cells * n_head_kv * (k_head + v_head) * 2
+
+    def _meta(self, L, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = L.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n >= 0 else None
+
+    # -- the cache ----------------------------------------------------------------------------------
+
+    def reset(self, sinks: int | None = None) -> None:
+        """Empty the cache; optionally change the number of pinned sink entries."""
+        if sinks is not None:
+            if not 0 <= sinks < self.n_ctx:
+                raise ValueError(f"sinks must be in [0, {self.n_ctx - 1}], got {sinks}")
+            self._sinks = sinks
+            window = self.n_ctx - sinks
+            k = self._evict_chunk_arg or min(DEFAULT_EVICT_CHUNK, max(1, window // 8))
+            self._evict_chunk = max(1, min(int(k), window))
+        self._mem.clear()
+        self._used = 0           # entries in the cache; the next token goes at position used
+        self._n_past = 0         # tokens fed since reset
+        self._evicted = 0        # window entries evicted since reset
+        self._last_evict = -1    # n_past when the last eviction happened
+
+    def cache_info(self) -> dict:
+        """``capacity, used, sinks, evicted, bytes, n_past``: entries, except ``bytes`` (F16 K+V)."""
+        return {"capacity": self.n_ctx, "used": self._used, "sinks": self._sinks,
+                "evicted": self._evicted, "bytes": self._kv_bytes, "n_past": self._n_past,
+                "evict_chunk": self._evict_chunk}
+
+    def truncate(self, n_past: int) -> bool:
+        """Roll back to the state after the first ``n_past`` tokens fed since reset.
+
+        Returns False (and changes nothing) when an eviction happened at or after that point, since
+        it removed entries that state held.
+        """
+        if not 0 <= n_past <= self._n_past:
+            raise ValueError(f"n_past must be in [0, {self._n_past}], got {n_past}")
+        if self._last_evict >= n_past:
+            return False
+        drop = self._n_past - n_past
+        if drop:
+            self._mem.rm(self._used - drop, -1)
+            self._used -= drop
+            self._n_past = n_past
+        return True
+
+    def _evict(self) -> None:
+        """Drop the oldest ``evict_chunk`` window entries and slide the rest down over them."""
+        s, k = self._sinks, self._evict_chunk
+        self._mem.rm(s, s + k)
+        self._mem.shift(s + k, -k)
+        self._used -= k
+        self._evicted += k
+        self._last_evict = self._n_past
+
+    # -- eval -----------------------------------------------------------------------------------------
+
+    def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Append ``ids`` to the cache under the sink policy.
+
+        A batch is split at the batch size and at every eviction point, so it leaves the cache exactly
+        as feeding the tokens one by one would.
+
+        Returns:
+            float32 logits ``(len(ids), n_vocab)`` if ``all_logits``, else the last token's ``(n_vocab,)``.
+        """
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        n = len(ids)
+        if n == 0:
+            raise ValueError("eval needs at least one token")
+        if ids.min() < 0 or ids.max() >= self.n_vocab:
+            raise ValueError(f"token id out of range [0, {self.n_vocab})")
+        out = np.empty((n, self.n_vocab) if all_logits else (self.n_vocab,), np.float32)
+        i = 0
+        while i < n:
+            if self._used == self.n_ctx:
+                self._evict()
+            m = min(n - i, self.n_ctx - self._used, self._n_batch)
+            rows = out[i:i + m] if all_logits else (out[None] if i + m == n else None)
+            self._decode(ids[i:i + m], rows)
+            i += m
+        return out
+
+    def _decode(self, ids: np.ndarray, rows: np.ndarray | None) -> None:
+        """One llama_decode of ``ids`` at positions used..; logits of the last len(rows) tokens -> rows."""
+        L, m = _L, len(ids)
+        n_out = 0 if rows is None else len(rows)
+        self._tok[:m] = ids
+        self._pos[:m] = np.arange(self._used, self._used + m)
+        self._want[:m] = 0
+        self._want[m - n_out:m] = 1
+        self._batch.n_tokens = m
+        _clear_error()
+        rc = L.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed ({rc}): {_first_error}")
+        self._used += m
+        self._n_past += m
+        row_bytes = self.n_vocab * 4
+        for j in range(n_out):
+            src = L.llama_get_logits_ith(self._ctx, m - n_out + j)
+            ctypes.memmove(rows[j].ctypes.data, src, row_bytes)
+
+    def close(self) -> None:
+        """Free the batch, the context and the model (idempotent)."""
+        L = _L
+        if L is None:
+            return
+        if self._batch is not None:
+            L.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            L.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("llama_cpp_python")
+    except Exception:
+        return "?"

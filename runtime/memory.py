@@ -1,0 +1,75 @@
+"""Memory preflight: refuse, in one line, a model and cache that would not fit in RAM."""
+from __future__ import annotations
+
+import psutil
+
+from .errors import InsufficientMemory
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+# overhead = OVERHEAD_FIXED + OVERHEAD_MODEL_FRACTION * model:
+#   fixed: the Python interpreter, numpy, the TUI, the tokenizer's vocab (about 100 MiB RSS together);
+#   10% of the model: compute buffers (prefill activations, logits), dequantization scratch and
+#   allocator slack, which grow with the model's width and vocab.
+OVERHEAD_FIXED = 100 * MiB
+OVERHEAD_MODEL_FRACTION = 0.10
+
+
+def estimate(model_bytes: int, n_layer: int, n_ctx: int, n_kv_head: int, head_dim: int,
+             kv_bytes_per_elem: int = 2) -> dict:
+    """Bytes the model needs at run time.
+
+    Args:
+        model_bytes: size of the weights (the GGUF's tensor data).
+        n_layer: transformer blocks.
+        n_ctx: KV cache capacity in tokens.
+        n_kv_head: key/value heads (GQA).
+        head_dim: size of one head.
+        kv_bytes_per_elem: bytes per cached element (2 for f16).
+
+    Returns:
+        ``{"model", "kv", "overhead", "total"}`` in bytes.
+    """
+    kv = 2 * n_layer * n_ctx * n_kv_head * head_dim * kv_bytes_per_elem   # K and V: (layer, ctx, kv_dim)
+    overhead = OVERHEAD_FIXED + int(OVERHEAD_MODEL_FRACTION * model_bytes)
+    return {"model": int(model_bytes), "kv": int(kv), "overhead": overhead,
+            "total": int(model_bytes) + int(kv) + overhead}
+
+
+def available_bytes() -> int:
+    """RAM that can be had without swapping (psutil's ``available``)."""
+    return int(psutil.virtual_memory().available)
+
+
+def preflight(estimate: dict, force: bool = False, available: int | None = None) -> dict:
+    """Check an ``estimate`` against available RAM.
+
+    Args:
+        estimate: from ``estimate()``.
+        force: do not raise; the caller goes ahead anyway.
+        available: bytes available; default: measured now.
+
+    Returns:
+        the estimate with ``available`` and ``fits`` added.
+
+    Raises:
+        InsufficientMemory: when the total exceeds available RAM and not ``force``.
+    """
+    avail = available_bytes() if available is None else int(available)
+    result = dict(estimate, available=avail, fits=estimate["total"] <= avail)
+    if not result["fits"] and not force:
+        raise InsufficientMemory(describe(result) + "; --force to try anyway")
+    return result
+
+
+def describe(result: dict) -> str:
+    """``needs 1.2 GiB (model 0.9 + KV 0.2 + overhead 0.1), 0.5 GiB available``: in GiB when the
+    total reaches 1 GiB, else in MiB."""
+    unit, name, fmt = (GiB, "GiB", "{:.1f}") if result["total"] >= GiB else (MiB, "MiB", "{:.0f}")
+
+    def f(key):
+        return fmt.format(result[key] / unit)
+
+    return (f"needs {f('total')} {name} (model {f('model')} + KV {f('kv')} + overhead "
+            f"{f('overhead')}), {f('available')} {name} available")

@@ -1,0 +1,135 @@
+"""Token sampling: repetition penalty, top-k, top-p, min-p, temperature (llama.cpp's semantics).
+
+Built by ``make_sampler``; ``Sampler.sample(logits, history)`` picks one token. No full sort of the
+vocab in the usual settings: top-k uses argpartition, and min-p prunes before top-p sorts.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+_TOP_P_PROBE = 256    # top-p first tries the best this many candidates before sorting them all
+
+
+@dataclass
+class Sampler:
+    """One sampling configuration with its own random stream; see ``make_sampler``."""
+
+    temp: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    seed: int | None = None
+    rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temp <= 0
+
+    def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        """Pick the next token.
+
+        Args:
+            logits: float32 ``[vocab]`` scores of the next token; not modified.
+            history: token ids so far (prompt and reply), oldest first; the last
+                ``repeat_last_n`` are penalized.
+
+        Returns:
+            the token id.
+        """
+        if self.greedy:
+            return int(np.argmax(self._penalize(np.asarray(logits, dtype=np.float32), history)))
+        ids, z = self.candidates(logits, history)
+        return self._draw(ids, z)
+
+    def candidates(self, logits: np.ndarray, history: Sequence[int] = ()):
+        """The tokens left after penalty, top-k, top-p and min-p, and their penalized logits.
+
+        Returns:
+            ``(ids [n] int, z [n] float32)``, in no particular order; temperature not applied.
+        """
+        x = self._penalize(np.asarray(logits, dtype=np.float32), history)   # [vocab]
+        ids, z = self._top_k(x)                  # ids: [k] candidates; z: their logits
+        top = float(z.max())
+        w = np.exp((z - top).astype(np.float64))  # unnormalized probabilities at temp 1
+        total = float(w.sum())
+        # min-p and top-p each keep a best-first prefix of the candidates, so applying min-p first
+        # gives the same set as llama.cpp's top-p then min-p, and leaves top-p less to sort.
+        if self.min_p > 0:
+            keep = z >= top + math.log(self.min_p)
+            ids, z, w = ids[keep], z[keep], w[keep]
+        if self.top_p < 1:
+            ids, z = self._top_p(ids, z, w, total)
+        return ids, z
+
+    def _penalize(self, x: np.ndarray, history: Sequence[int]) -> np.ndarray:
+        """llama.cpp's repetition penalty on the distinct tokens of the last n: a positive logit
+        is divided by the penalty, a negative one multiplied."""
+        n = len(history) if self.repeat_last_n < 0 else min(self.repeat_last_n, len(history))
+        if self.repeat_penalty == 1 or n == 0:
+            return x
+        recent = np.unique(np.asarray(history[len(history) - n:], dtype=np.int64))
+        x = x.copy()
+        v = x[recent]
+        x[recent] = np.where(v > 0, v / self.repeat_penalty, v * self.repeat_penalty)
+        return x
+
+    def _top_k(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vocab = x.shape[0]
+        if 0 < self.top_k < vocab:
+            ids = np.argpartition(x, vocab - self.top_k)[vocab - self.top_k:]
+            return ids, x[ids]
+        return np.arange(vocab), x
+
+    def _top_p(self, ids, z, w, total) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the fewest best candidates whose probability (over the top-k set) reaches top_p."""
+        n = ids.shape[0]
+        if n > _TOP_P_PROBE:     # often the best few already reach top_p: sort only those
+            best = np.argpartition(z, n - _TOP_P_PROBE)[n - _TOP_P_PROBE:]
+            if w[best].sum() >= self.top_p * total:
+                ids, z, w = ids[best], z[best], w[best]
+        order = np.argsort(-z, kind="stable")
+        cum = np.cumsum(w[order]) / total
+        cut = min(int(np.searchsorted(cum, self.top_p)) + 1, order.shape[0])
+        keep = order[:cut]
+        return ids[keep], z[keep]
+
+    def _draw(self, ids: np.ndarray, z: np.ndarray) -> int:
+        p = np.exp((z.astype(np.float64) - float(z.max())) / self.temp)
+        cum = np.cumsum(p)
+        i = int(np.searchsorted(cum, self.rng.random() * cum[-1], side="right"))
+        return int(ids[min(i, ids.shape[0] - 1)])
+
+
+def make_sampler(temp: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 repeat_penalty: float = 1.1, repeat_last_n: int = 64,
+                 seed: int | None = None) -> Sampler:
+    """Build a sampler.
+
+    Order, as llama.cpp: repetition penalty, top-k, top-p, min-p, temperature, then a draw from a
+    numpy ``Generator(seed)``. ``temp <= 0`` is greedy: the penalty still applies (as in
+    llama.cpp's chain), then argmax, with no random draw; pass ``repeat_penalty=1`` for a plain
+    argmax.
+
+    Args:
+        temp: temperature; <= 0 for greedy.
+        top_k: keep the k best tokens; <= 0 keeps all.
+        top_p: keep the fewest best tokens whose probability reaches p; 1 keeps all.
+        min_p: drop tokens less likely than min_p times the best one; 0 keeps all.
+        repeat_penalty: penalty on recent tokens; 1 for none.
+        repeat_last_n: how many recent tokens are penalized; 0 for none, -1 for all.
+        seed: random seed; None for a fresh one. The same seed gives the same sequence.
+
+    Returns:
+        a ``Sampler``.
+    """
+    return Sampler(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
