@@ -161,7 +161,8 @@ class Engine:
         window = self._b.n_ctx - sinks
         tail_start = max(sinks, n - window // 2)      # leave half the window for what comes next
         refeed = keep[:sinks] + keep[tail_start:]
-        self._b.eval(refeed)
+        if refeed:
+            self._b.eval(refeed)
         self._stream, self._skip = keep, tail_start - sinks
         return len(refeed)
 
