@@ -1,0 +1,594 @@
+"""The edgechat TUI: saved chats, a streaming transcript with a context map, and a status bar.
+
+Replies are generated in a thread worker that posts a message per piece of text; the UI thread
+writes them to a ``MarkdownStream``. One engine is loaded at a time; a chat whose model or
+``pin_system`` differs from the loaded one reloads it (in a worker, the status bar says so).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+
+import psutil
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Footer, Label, Markdown, OptionList, Static
+from textual.widgets.markdown import MarkdownStream
+from textual.worker import get_current_worker
+
+from ...runtime.errors import EdgechatError
+from ...runtime.events import DoneEvent, TextEvent
+from ..store import Chat, Store, open_store
+from . import settings as chat_settings
+from .export import chat_markdown, default_name, write_export
+from .screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen, TextPrompt
+from .screens.model_picker import local_models
+from .widgets import ChatList, MessageView, PromptInput, StatusBar, Transcript
+
+NEW_TITLE = "New chat"
+TITLE_CHARS = 40
+RSS_EVERY_S = 2.0
+
+
+@dataclass(eq=False)
+class Reply:
+    """A reply being generated: where it goes and how to stop it."""
+
+    chat_id: int
+    view: MessageView
+    stream: MarkdownStream
+    messages: list[dict]                      # the conversation passed to Engine.chat
+    cancel: threading.Event = field(default_factory=threading.Event)
+    detached: bool = False                    # the user left the chat: store it, draw nothing
+
+
+@dataclass
+class ReplyChunk(Message):
+    """A piece of reply text from the worker."""
+
+    reply: Reply
+    text: str
+
+
+@dataclass
+class ReplyDone(Message):
+    """The worker's reply finished, hit the length limit or was stopped."""
+
+    reply: Reply
+    event: DoneEvent
+    spans: list
+
+
+@dataclass
+class ReplyFailed(Message):
+    """The engine raised while replying."""
+
+    reply: Reply
+    error: str
+
+
+@dataclass
+class EngineLoaded(Message):
+    """A model finished loading."""
+
+    engine: object
+    key: tuple
+
+
+@dataclass
+class EngineFailed(Message):
+    """A model could not be loaded."""
+
+    key: tuple
+    error: str
+
+
+class EdgechatApp(App[int]):
+    """Chat with a local model.
+
+    Args:
+        args: the CLI's argparse Namespace (model, backend, threads, ctx, sinks, pin_system,
+            gpu_layers, system, temp, top_k, top_p, min_p, repeat_penalty, seed, max_tokens).
+        store: the chat history (default: ``open_store()``).
+        engine: an engine already loaded for ``args.model`` (tests share one); not closed on exit.
+        volatile: draw timings and RSS; False keeps screenshots reproducible.
+    """
+
+    CSS_PATH = "edgechat.tcss"
+    TITLE = "edgechat"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS = [
+        Binding("escape", "stop", "Stop", priority=True),
+        Binding("ctrl+c", "stop", "Stop", show=False, priority=True),
+        Binding("ctrl+n", "new_chat", "New"),
+        Binding("ctrl+r", "regenerate", "Regen"),
+        Binding("ctrl+y", "copy_reply", "Copy"),
+        Binding("ctrl+s", "export", "Export"),
+        Binding("f3", "settings", "System"),
+        Binding("f4", "pick_model", "Model"),
+        Binding("ctrl+b", "toggle_sidebar", "Chats", show=False),
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, args, store: Store | None = None, engine=None, volatile: bool = True):
+        super().__init__()
+        self.args = args
+        self.store = store if store is not None else open_store()
+        self.engine = engine
+        self._engine_key = (args.model or "", bool(args.pin_system)) if engine is not None else None
+        self._own_engine = engine is None
+        self._engine_lock = threading.Lock()   # one user of the engine at a time: reply, load, close
+        self.volatile = volatile
+        self.chat: Chat | None = None
+        self.history = []                      # store.Message of the chat shown, in order
+        self.reply: Reply | None = None
+        self.last_stats: dict = {}
+        self._last_map: tuple | None = None    # (chat id, spans, cache) of the last reply
+
+    # ---- structure ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="sidebar"):
+                yield Label("edgechat", id="brand")
+                yield ChatList(id="chats")
+                yield Label("^N new · Del · F2 rename", id="sidebar-hint")
+            with Vertical(id="chat"):
+                yield Static(id="store-problem")
+                with Horizontal(id="chat-header"):
+                    yield Label(id="chat-title")
+                    yield Label(id="chat-model")
+                    yield Label(id="chat-settings")
+                yield Transcript(id="transcript")
+                yield PromptInput(id="prompt", placeholder="Message · /help for commands")
+        yield StatusBar(volatile=self.volatile, id="status")
+        yield Footer(show_command_palette=False)
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.query_one(Transcript)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    async def on_mount(self) -> None:
+        self.store.on_problem = self._show_store_problem
+        self._show_store_problem(self.store.problem)
+        await self._show_chat(self._initial_chat())
+        if self.engine is not None:
+            self._engine_ready()
+        prompt = self.query_one(PromptInput)
+        if self.volatile:
+            self._update_rss()
+            self.set_interval(RSS_EVERY_S, self._update_rss)
+        else:
+            prompt.cursor_blink = False
+        prompt.focus()
+
+    async def on_unmount(self) -> None:
+        if self.reply is not None:
+            self.reply.cancel.set()
+        if self._own_engine and self.engine is not None:
+            with self._engine_lock:             # waits for a reply to stop (within one token)
+                self.engine.close()
+            self.engine = None
+
+    # ---- chats ----------------------------------------------------------------------------------
+
+    def _initial_chat(self) -> Chat:
+        """The latest chat if it is still empty, else a new one; the command line sets its settings."""
+        fields = dict(model=self.args.model or "", system=self.args.system or "",
+                      settings=chat_settings.from_args(self.args))
+        chats = self.store.list_chats()
+        if chats and not self.store.messages(chats[0].id):
+            self.store.update_chat(chats[0].id, **fields)
+            return self.store.get_chat(chats[0].id)
+        return self.store.create_chat(NEW_TITLE, **fields)
+
+    async def _show_chat(self, chat: Chat) -> None:
+        """Show ``chat``: its messages, its settings, its model (loaded if another one is)."""
+        self.chat = chat
+        self.history = self.store.messages(chat.id)
+        views = [MessageView(m.role, m.content, finish=m.finish, message_id=m.id) for m in self.history]
+        if chat.system:
+            pinned = " · pinned as the attention sink" if chat.settings.get("pin_system") else ""
+            views.insert(0, MessageView("system", chat.system, label=f"System prompt{pinned}"))
+        await self.transcript.show(views)
+        if self._last_map and self._last_map[0] == chat.id:
+            self.transcript.map_window(*self._last_map[1:], self._pinned)
+        self._refresh_header()
+        self._refresh_chat_list()
+        self._ensure_engine()
+
+    def _refresh_header(self) -> None:
+        self.query_one("#chat-title", Label).update(self.chat.title)
+        model = self.chat.model or (self.engine.info.get("name") if self.engine else "default model")
+        self.query_one("#chat-model", Label).update(model)
+        self.query_one("#chat-settings", Label).update(f" · {chat_settings.summary(self.chat.settings)}")
+
+    def _refresh_chat_list(self) -> None:
+        self.query_one(ChatList).show(self.store.list_chats(), self.chat.id if self.chat else None)
+
+    @property
+    def _pinned(self) -> bool:
+        return bool(self.chat and self.chat.settings.get("pin_system"))
+
+    async def _switch_to(self, chat_id: int) -> None:
+        if self.chat and chat_id == self.chat.id:
+            return
+        chat = self.store.get_chat(chat_id)
+        if chat is not None:
+            await self._detach_reply()
+            await self._show_chat(chat)
+
+    async def _update_chat(self, **fields) -> None:
+        """Save fields of the current chat and show it again."""
+        self.store.update_chat(self.chat.id, **fields)
+        await self._show_chat(self.store.get_chat(self.chat.id))
+
+    def _show_store_problem(self, problem: str | None) -> None:
+        banner = self.query_one("#store-problem", Static)
+        banner.update(f"⚠ {problem}" if problem else "")
+        banner.display = bool(problem)
+
+    # ---- the engine -----------------------------------------------------------------------------
+
+    def _ensure_engine(self) -> None:
+        """Load the chat's model (with its pin_system) unless it is the one loaded or loading."""
+        key = (self.chat.model, bool(self.chat.settings.get("pin_system")))
+        if key == self._engine_key:
+            return
+        old = self.engine if self._own_engine else None
+        self.engine, self._engine_key, self._own_engine = None, key, True
+        status = self.status
+        status.model, status.state = key[0] or "default model", "loading"
+        self._load_engine(key, old)
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load_engine(self, key: tuple, old) -> None:
+        from ...runtime import load
+        a = self.args
+        with self._engine_lock:
+            if old is not None:
+                old.close()
+            try:
+                engine = load(key[0] or None, backend=a.backend, threads=a.threads, ctx=a.ctx,
+                              sinks=a.sinks, gpu_layers=a.gpu_layers, pin_system=key[1],
+                              evict_chunk=getattr(a, "evict_chunk", None),
+                              force=getattr(a, "force", False))
+            except EdgechatError as e:
+                self.post_message(EngineFailed(key, str(e)))
+                return
+        self.post_message(EngineLoaded(engine, key))
+
+    @on(EngineLoaded)
+    def _engine_loaded(self, message: EngineLoaded) -> None:
+        if message.key != self._engine_key:          # another model was asked for meanwhile
+            message.engine.close()
+            return
+        self.engine = message.engine
+        self._engine_ready()
+
+    @on(EngineFailed)
+    def _engine_failed(self, message: EngineFailed) -> None:
+        if message.key != self._engine_key:
+            return
+        self.status.state, self.status.error = "error", message.error
+        self.notify(f"{message.error}\nF4 picks another model.", title="Cannot load the model",
+                    severity="error", timeout=10)
+
+    def _engine_ready(self) -> None:
+        info = self.engine.info
+        status = self.status
+        status.model, status.backend, status.reason = info.get("name", ""), info["backend"], info["reason"]
+        status.cache = self.engine.cache_info()
+        status.state = "ready"
+        self._refresh_header()
+
+    def _update_rss(self) -> None:
+        self.status.rss = psutil.Process().memory_info().rss
+
+    # ---- sending and replies --------------------------------------------------------------------
+
+    @on(PromptInput.Submitted, "#prompt")
+    async def _submitted(self, event: PromptInput.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        prompt = self.query_one(PromptInput)
+        prompt.remember(text)
+        prompt.value = ""
+        if text.startswith("/"):
+            await self._command(text)
+        elif self._can_reply():
+            await self._send(text)
+        else:
+            prompt.value = text                       # keep what was typed
+
+    def _can_reply(self) -> bool:
+        if self.reply is not None:
+            self.notify("A reply is still coming: Esc stops it.", severity="warning")
+        elif self.engine is None:
+            self.notify("The model is not loaded yet.", severity="warning")
+        return self.reply is None and self.engine is not None
+
+    async def _send(self, text: str) -> None:
+        """Commit the user message, show it, and start the reply."""
+        message = self.store.add_message(self.chat.id, "user", text)
+        self.history.append(message)
+        if self.chat.title == NEW_TITLE:
+            title = text.splitlines()[0][:TITLE_CHARS].strip() or NEW_TITLE
+            self.store.update_chat(self.chat.id, title=title)
+            self.chat = self.store.get_chat(self.chat.id)
+            self._refresh_header()
+        self._refresh_chat_list()
+        await self.transcript.add(MessageView("user", text, message_id=message.id))
+        await self._start_reply()
+
+    def _engine_messages(self) -> list[dict]:
+        system = [{"role": "system", "content": self.chat.system}] if self.chat.system else []
+        return system + [{"role": m.role, "content": m.content} for m in self.history]
+
+    async def _start_reply(self) -> None:
+        view = await self.transcript.add(MessageView("assistant", pending=True))
+        reply = Reply(self.chat.id, view, Markdown.get_stream(view.markdown), self._engine_messages())
+        self._set_reply(reply)
+        self._generate(reply, chat_settings.chat_kwargs(self.chat.settings))
+
+    def _set_reply(self, reply: Reply | None) -> None:
+        self.reply = reply
+        self.query_one("#chat").set_class(reply is not None, "-replying")
+        self.refresh_bindings()
+
+    @work(thread=True, exclusive=True, group="reply")
+    def _generate(self, reply: Reply, kwargs: dict) -> None:
+        """Run Engine.chat; post each piece; stop within one token when cancelled."""
+        worker = get_current_worker()
+        with self._engine_lock:
+            engine = self.engine
+            try:
+                for event in engine.chat(reply.messages, cancel=reply.cancel, **kwargs):
+                    if worker.is_cancelled:
+                        reply.cancel.set()
+                    if isinstance(event, TextEvent):
+                        self.post_message(ReplyChunk(reply, event.text))
+                    else:
+                        self.post_message(ReplyDone(reply, event, engine.message_spans()))
+            except Exception as e:                   # shown in the chat; the app goes on
+                self.post_message(ReplyFailed(reply, f"{type(e).__name__}: {e}"))
+
+    @on(ReplyChunk)
+    async def _reply_chunk(self, message: ReplyChunk) -> None:
+        reply = message.reply
+        if not reply.detached:
+            await reply.stream.write(message.text)
+
+    @on(ReplyDone)
+    async def _reply_done(self, message: ReplyDone) -> None:
+        reply, event = message.reply, message.event
+        stored = None
+        if self.store.get_chat(reply.chat_id) is not None:        # not deleted meanwhile
+            stored = self.store.add_message(reply.chat_id, "assistant", event.text,
+                                            finish=event.finish_reason, stats=asdict(event.stats))
+        self.last_stats = asdict(event.stats)
+        self._last_map = (reply.chat_id, message.spans, event.cache)
+        status = self.status
+        status.prefill_tps, status.decode_tps = event.stats.prefill_tps, event.stats.decode_tps
+        status.cache = event.cache
+        if reply is self.reply:
+            self._set_reply(None)
+        if reply.detached:
+            if self.chat and reply.chat_id == self.chat.id:          # came back before it ended
+                await self._show_chat(self.chat)
+            return
+        await reply.stream.stop()
+        reply.view.finish_reply(event.text, event.finish_reason, stored.id if stored else None)
+        if stored is not None:
+            self.history.append(stored)
+        self.transcript.map_window(message.spans, event.cache, self._pinned)
+
+    @on(ReplyFailed)
+    async def _reply_failed(self, message: ReplyFailed) -> None:
+        reply = message.reply
+        if reply is self.reply:
+            self._set_reply(None)
+        if not reply.detached:
+            await reply.stream.stop()
+            await self.transcript.drop(reply.view)
+        self.notify(message.error, title="The reply failed", severity="error", timeout=10)
+
+    async def _detach_reply(self) -> None:
+        """Stop the reply and stop drawing it; it is still stored when the worker ends."""
+        reply = self.reply
+        if reply is None:
+            return
+        reply.cancel.set()
+        reply.detached = True
+        self._set_reply(None)
+        await reply.stream.stop()
+
+    # ---- actions --------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "stop":
+            return self.reply is not None and len(self.screen_stack) == 1
+        return True
+
+    def action_stop(self) -> None:
+        """Stop the reply within one token; the partial reply is kept."""
+        if self.reply is not None:
+            self.reply.cancel.set()
+
+    async def action_new_chat(self) -> None:
+        if self.chat and not self.history and self.chat.title == NEW_TITLE:
+            self.notify("This chat is already new.")
+            return
+        await self._detach_reply()
+        c = self.chat
+        await self._show_chat(self.store.create_chat(NEW_TITLE, model=c.model, system=c.system,
+                                                     settings=c.settings))
+
+    async def action_regenerate(self) -> None:
+        """Replace the last reply with a new one."""
+        if not self._can_reply():
+            return
+        if self.history and self.history[-1].role == "assistant":
+            self.store.delete_message(self.history.pop().id)
+            await self.transcript.drop(self.transcript.views[-1])
+        if not self.history or self.history[-1].role != "user":
+            self.notify("There is no message to answer yet.")
+            return
+        await self._start_reply()
+
+    def action_copy_reply(self) -> None:
+        text = next((m.content for m in reversed(self.history) if m.role == "assistant"), None)
+        if text is None:
+            self.notify("There is no reply to copy yet.")
+            return
+        self.copy_to_clipboard(text)
+        self.notify(f"Copied the last reply ({len(text):,} characters).")
+
+    def action_export(self, target: str | None = None) -> None:
+        name = self.engine.info.get("name", self.chat.model) if self.engine else self.chat.model
+        text = chat_markdown(self.chat, self.history, name or "default model")
+        try:
+            path = write_export(text, default_name(self.chat), target)
+        except OSError as e:
+            self.notify(str(e), title="Export failed", severity="error")
+            return
+        self.notify(f"Exported to {path}", title="Export")
+
+    def action_settings(self) -> None:
+        def saved(result: dict | None) -> None:
+            if result is not None:
+                self.call_later(self._update_chat, system=result["system"], settings=result["settings"])
+        self.push_screen(SettingsScreen(self.chat.title, self.chat.system, self.chat.settings), saved)
+
+    def action_pick_model(self) -> None:
+        def chosen(name: str | None) -> None:
+            if name is not None:
+                self.call_later(self._update_chat, model=name)
+        self.push_screen(ModelPicker(self.chat.model, local_models()), chosen)
+
+    def action_toggle_sidebar(self) -> None:
+        self.query_one("#sidebar").toggle_class("-hidden")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_stats(self) -> None:
+        info = self.engine.info if self.engine else {}
+        cache = self.engine.cache_info() if self.engine else {}
+        self.push_screen(StatsScreen(info, self.last_stats, cache, psutil.Process().memory_info().rss))
+
+    def action_rename_chat(self, chat_id: int | None = None) -> None:
+        chat = self.store.get_chat(chat_id if chat_id is not None else self.chat.id)
+
+        def renamed(title: str | None) -> None:
+            if title:
+                self.store.update_chat(chat.id, title=title)
+                if chat.id == self.chat.id:
+                    self.chat = self.store.get_chat(chat.id)
+                    self._refresh_header()
+                self._refresh_chat_list()
+        self.push_screen(TextPrompt("Rename the chat", chat.title), renamed)
+
+    def action_delete_chat(self, chat_id: int | None = None) -> None:
+        chat = self.store.get_chat(chat_id if chat_id is not None else self.chat.id)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call_later(self._delete_chat, chat.id)
+        self.push_screen(ConfirmScreen(f"Delete “{chat.title}” and its messages?"), answered)
+
+    async def _delete_chat(self, chat_id: int) -> None:
+        current = chat_id == self.chat.id
+        if current:
+            await self._detach_reply()
+        self.store.delete_chat(chat_id)
+        if not current:
+            self._refresh_chat_list()
+            return
+        rest = self.store.list_chats()
+        if rest:
+            await self._show_chat(rest[0])
+        else:
+            c = self.chat
+            await self._show_chat(self.store.create_chat(NEW_TITLE, model=c.model, system=c.system,
+                                                         settings=c.settings))
+
+    async def _clear_chat(self) -> None:
+        await self._detach_reply()
+        self.store.clear_messages(self.chat.id)
+        await self._show_chat(self.chat)
+
+    # ---- sidebar --------------------------------------------------------------------------------
+
+    @on(OptionList.OptionSelected, "#chats")
+    async def _chat_chosen(self, event: OptionList.OptionSelected) -> None:
+        await self._switch_to(int(event.option.id))
+        self.query_one(PromptInput).focus()
+
+    @on(ChatList.DeleteRequested)
+    def _delete_requested(self, message: ChatList.DeleteRequested) -> None:
+        self.action_delete_chat(message.chat_id)
+
+    @on(ChatList.RenameRequested)
+    def _rename_requested(self, message: ChatList.RenameRequested) -> None:
+        self.action_rename_chat(message.chat_id)
+
+    # ---- slash commands -------------------------------------------------------------------------
+
+    async def _command(self, text: str) -> None:
+        """Run ``/name [argument]``."""
+        name, _, arg = text.partition(" ")
+        arg = arg.strip()
+        if name == "/new":
+            await self.action_new_chat()
+        elif name == "/system":
+            if arg:
+                await self._update_chat(system=arg)
+            else:
+                self.action_settings()
+        elif name == "/model":
+            if arg:
+                await self._update_chat(model=arg)
+            else:
+                self.action_pick_model()
+        elif name == "/clear":
+            await self._clear_chat()
+        elif name == "/regen":
+            await self.action_regenerate()
+        elif name == "/export":
+            self.action_export(arg or None)
+        elif name == "/stats":
+            self.action_stats()
+        elif name == "/help":
+            self.action_help()
+        elif name == "/rename":
+            if arg:
+                await self._update_chat(title=arg)
+            else:
+                self.action_rename_chat()
+        elif name == "/delete":
+            self.action_delete_chat()
+        elif name == "/copy":
+            self.action_copy_reply()
+        else:
+            self.notify(f"Unknown command {name}: /help lists them.", severity="warning")
+
+
+def run_tui(args) -> int:
+    """Run the chat TUI until the user quits; returns the exit code."""
+    store = open_store()
+    try:
+        app = EdgechatApp(args, store)
+        code = app.run()
+    finally:
+        store.close()
+    return code or 0

@@ -1,0 +1,9 @@
+"""Modal screens: help, chat settings, model picker, text prompt, confirmation, stats."""
+from .confirm import ConfirmScreen
+from .help import HelpScreen
+from .model_picker import ModelPicker
+from .settings import SettingsScreen
+from .stats import StatsScreen
+from .text_prompt import TextPrompt
+
+__all__ = ["ConfirmScreen", "HelpScreen", "ModelPicker", "SettingsScreen", "StatsScreen", "TextPrompt"]

@@ -1,0 +1,61 @@
+"""A chat's system prompt (with the pin switch) and sampling settings."""
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Switch, TextArea
+
+from ..settings import FIELDS, defaults
+
+
+class SettingsScreen(ModalScreen[dict | None]):
+    """Dismisses with ``{"system": str, "settings": dict}``, or None on Escape."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "save", "Save")]
+
+    def __init__(self, title: str, system: str, settings: dict):
+        super().__init__()
+        self.chat_title, self.system, self.settings = title, system, settings
+
+    def compose(self) -> ComposeResult:
+        engine_defaults = defaults()
+        with Vertical(classes="dialog wide"):
+            yield Label(f"Settings of “{self.chat_title}”", classes="question")
+            yield Label("System prompt", classes="field-label")
+            yield TextArea(self.system, id="system", soft_wrap=True)
+            with Horizontal(id="pin-row"):
+                yield Switch(bool(self.settings.get("pin_system")), id="pin")
+                yield Label("Pin the system prompt as the attention sink: it never leaves the window")
+            with Grid(id="sampling"):
+                for key, (kind, label) in FIELDS.items():
+                    value = self.settings.get(key)
+                    yield Label(label, classes="field-label")
+                    yield Input("" if value is None else str(value), id=key,
+                                type="integer" if kind is int else "number",
+                                placeholder=f"default {engine_defaults.get(key)}")
+            with Horizontal(classes="buttons"):
+                yield Button("Save", variant="primary", id="save")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#system", TextArea).focus()
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        settings = {"pin_system": self.query_one("#pin", Switch).value}
+        for key, (kind, _) in FIELDS.items():
+            text = self.query_one(f"#{key}", Input).value.strip()
+            if text:
+                try:
+                    settings[key] = kind(text)
+                except ValueError:
+                    self.notify(f"{FIELDS[key][1]}: “{text}” is not a number", severity="error")
+                    return
+        self.dismiss({"system": self.query_one("#system", TextArea).text.strip(), "settings": settings})
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,50 @@
+"""A chat's settings: sampling parameters, reply length and --pin-system, kept per chat."""
+from __future__ import annotations
+
+import inspect
+
+# name -> (type, label); the values a chat does not set come from the sampler's own defaults
+FIELDS = {
+    "temp": (float, "Temperature"),
+    "top_k": (int, "Top-k"),
+    "top_p": (float, "Top-p"),
+    "min_p": (float, "Min-p"),
+    "repeat_penalty": (float, "Repeat penalty"),
+    "seed": (int, "Seed"),
+    "max_tokens": (int, "Max reply tokens"),
+}
+MAX_TOKENS = 512
+
+
+def defaults() -> dict:
+    """The engine's defaults for every field (``seed`` None: a fresh one each reply)."""
+    from ...runtime.sampler import make_sampler
+    params = inspect.signature(make_sampler).parameters
+    values = {k: params[k].default for k in FIELDS if k in params}
+    values["max_tokens"] = MAX_TOKENS
+    return values
+
+
+def from_args(args) -> dict:
+    """The settings given on the command line (those not given are left out)."""
+    settings = {k: getattr(args, k, None) for k in FIELDS}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    settings["pin_system"] = bool(getattr(args, "pin_system", False))
+    return settings
+
+
+def chat_kwargs(settings: dict) -> dict:
+    """Keyword arguments for ``Engine.chat``: what the chat sets, the engine's defaults otherwise."""
+    return {k: settings[k] for k in FIELDS if settings.get(k) is not None}
+
+
+def summary(settings: dict) -> str:
+    """A short line such as ``temp 0.7 · top-p 0.9 · seed 1 · pinned system``."""
+    shown = {**defaults(), **chat_kwargs(settings)}
+    parts = [f"temp {shown['temp']:g}", f"top-k {shown['top_k']}", f"top-p {shown['top_p']:g}"]
+    if shown.get("seed") is not None:
+        parts.append(f"seed {shown['seed']}")
+    parts.append(f"max {shown['max_tokens']}")
+    if settings.get("pin_system"):
+        parts.append("pinned system")
+    return " · ".join(parts)

@@ -1,0 +1,9 @@
+"""Widgets of the chat screen."""
+from .chat_list import ChatList
+from .context_divider import ContextDivider
+from .message_view import MessageView
+from .prompt_input import PromptInput
+from .status_bar import StatusBar
+from .transcript import Transcript
+
+__all__ = ["ChatList", "ContextDivider", "MessageView", "PromptInput", "StatusBar", "Transcript"]

@@ -1,0 +1,72 @@
+"""One message in the transcript: a role line and a Markdown body."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Label, Markdown
+
+FINISH_NOTES = {
+    "cancelled": "■ stopped: the partial reply is kept",
+    "length": "… cut at the reply length limit",
+}
+PENDING_NOTE = "▍ writing… Esc stops"
+WINDOW_NOTES = {
+    "evicted": "left the context window: the model no longer sees this",
+    "sinks": "left the context window, but for its first tokens, kept as attention sinks",
+    "partial": "its start has left the context window",
+}
+
+
+class MessageView(Vertical):
+    """A message of one role; ``-evicted``/``-partial`` dim it, ``-stopped``/``-pending`` mark a reply."""
+
+    def __init__(self, role: str, content: str = "", label: str | None = None,
+                 finish: str | None = None, message_id: int | None = None, pending: bool = False):
+        classes = [f"message -{role}"] + ["-pending"] * pending + ["-stopped"] * (finish == "cancelled")
+        super().__init__(classes=" ".join(classes))
+        self.role = role
+        self.content = content
+        self.label = label or {"user": "You", "assistant": "Assistant", "system": "System"}[role]
+        self.finish = finish
+        self.message_id = message_id
+        self.pending = pending                 # a reply still being written
+        self.window: str | None = None         # None (in the window), "evicted", "sinks", "partial"
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.label, classes="role")
+        yield Markdown(self.content)
+        yield Label(self._note(), classes="note")
+
+    def on_mount(self) -> None:
+        self._refresh_note()
+
+    @property
+    def markdown(self) -> Markdown:
+        return self.query_one(Markdown)
+
+    def finish_reply(self, content: str, finish: str, message_id: int | None) -> None:
+        """The reply is complete (or stopped): remember it and show how it ended."""
+        self.content, self.finish, self.message_id = content, finish, message_id
+        self.pending = False
+        self.set_class(finish == "cancelled", "-stopped")
+        self.remove_class("-pending")
+        self._refresh_note()
+
+    def set_window(self, window: str | None) -> None:
+        """Mark whether this message is in the context window (None), evicted or partly evicted."""
+        self.window = window
+        self.set_class(window in ("evicted", "sinks"), "-evicted")
+        self.set_class(window == "partial", "-partial")
+        self._refresh_note()
+
+    def _note(self) -> str:
+        if self.pending:
+            return PENDING_NOTE
+        notes = [FINISH_NOTES.get(self.finish or ""), WINDOW_NOTES.get(self.window or "")]
+        return " · ".join(n for n in notes if n)
+
+    def _refresh_note(self) -> None:
+        note = self._note()
+        label = self.query_one(".note", Label)
+        label.update(note)
+        label.display = bool(note)

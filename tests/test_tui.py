@@ -1,0 +1,244 @@
+"""The chat TUI driven with Textual's Pilot, on the real default model (greedy, short replies).
+
+The context map after eviction (a 256-token cache) is checked in test_tui_snapshots.py, in the same
+run that takes its screenshot.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from edgechat.app.store import DB_NAME, open_store
+from edgechat.app.tui.app import EdgechatApp
+from edgechat.app.tui.screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen
+from edgechat.app.tui.widgets import ChatList, StatusBar
+from tui_support import load_engine, make_args, send, wait_reply, wait_until
+
+SIZE = (100, 32)
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = load_engine(ctx=2048)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECHAT_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / DB_NAME
+
+
+def make_app(engine, db, **args) -> EdgechatApp:
+    return EdgechatApp(make_args(**args), open_store(db), engine=engine, volatile=False)
+
+
+def rows(db, sql: str, *params) -> list[tuple]:
+    """Committed rows, through a connection of our own."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def reference_reply(engine, messages, max_tokens: int) -> str:
+    """What the engine itself answers to ``messages``, greedy."""
+    *_, done = engine.chat(messages, max_tokens=max_tokens, temp=0.0)
+    return done.text
+
+
+async def test_send_streams_the_reply_and_commits_each_message(engine, db):
+    app = make_app(engine, db, max_tokens=24)
+    seen = []                                          # the reply's Markdown source as it streams
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Hi! What is your name?", wait=False)
+        # the user message is committed when sent, before the reply exists
+        assert rows(db, "SELECT role, content FROM messages") == [("user", "Hi! What is your name?")]
+        while app.reply is not None:
+            seen.append(app.reply.view.markdown.source)
+            await pilot.pause(0.01)
+        await wait_reply(app, pilot)
+        views = app.transcript.views
+        shown = views[-1].content
+        status = app.query_one(StatusBar)
+        assert status.state == "ready" and status.cache["used"] > 0
+    assert [v.role for v in views] == ["user", "assistant"]
+    assert shown and any(0 < len(s) < len(shown) and shown.startswith(s) for s in seen), \
+        "the reply was not drawn piece by piece"
+    stored = rows(db, "SELECT role, content, finish FROM messages ORDER BY id")
+    assert stored[1] == ("assistant", shown, views[-1].finish)
+    assert views[-1].finish in ("stop", "length")
+    assert shown == reference_reply(engine, [{"role": "user", "content": "Hi! What is your name?"}], 24)
+
+
+async def test_stop_keeps_the_partial_reply_and_the_next_turn_works(engine, db):
+    app = make_app(engine, db, max_tokens=200)
+    async with app.run_test(size=SIZE) as pilot:
+        for key, prompt in (("escape", "Write a long story about a brave dragon."),
+                            ("ctrl+c", "Now write a long poem about the sea.")):
+            await send(app, pilot, prompt, wait=False)
+            reply = app.reply
+            await wait_until(pilot, lambda r=reply: r.view.markdown.source)     # it has begun
+            await pilot.press(key)
+            await wait_reply(app, pilot, timeout=30)
+            assert reply.view.has_class("-stopped") and "stopped" in str(
+                reply.view.query_one(".note").render())
+        await send(app, pilot, "Thanks! Now say goodbye.")
+        shown = [(v.content, v.markdown.source) for v in app.transcript.views[1::2]]
+    stored = rows(db, "SELECT role, content, finish, stats FROM messages ORDER BY id")
+    assert [r[0] for r in stored] == ["user", "assistant"] * 3
+    for (_, content, finish, stats), (kept, drawn) in zip(stored[1::2][:2], shown[:2], strict=True):
+        assert finish == "cancelled" and content == kept and content
+        assert '"completion_tokens"' in stats and drawn.strip() == content.strip()
+    assert stored[5][2] in ("stop", "length") and stored[5][1]
+
+
+async def test_switching_chats_keeps_each_conversation_and_its_settings(engine, db):
+    app = make_app(engine, db, max_tokens=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Hello there")
+        first = app.chat.id
+        await send(app, pilot, "/new", wait=False)
+        await send(app, pilot, "/system You answer in one word.", wait=False)
+        await send(app, pilot, "What color is the sky?")
+        second = app.chat.id
+        assert first != second
+        assert [v.role for v in app.transcript.views] == ["system", "user", "assistant"]
+        # pick the first chat in the sidebar
+        chats = app.query_one(ChatList)
+        chats.focus()
+        chats.highlighted = chats.get_option_index(str(first))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.chat.id == first and app.chat.system == ""
+        assert [v.content for v in app.transcript.views][0] == "Hello there"
+        await send(app, pilot, "How are you?")
+        assert len(app.transcript.views) == 4
+    assert rows(db, "SELECT system FROM chats WHERE id = ?", second) == [("You answer in one word.",)]
+    assert rows(db, "SELECT count(*) FROM messages WHERE chat_id = ?", first) == [(4,)]
+    assert rows(db, "SELECT count(*) FROM messages WHERE chat_id = ?", second) == [(2,)]
+
+
+async def test_slash_commands(engine, db, tmp_path):
+    app = make_app(engine, db, max_tokens=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Name a fruit.")
+        first_reply = app.transcript.views[-1]
+
+        await send(app, pilot, "/regen")
+        assert app.transcript.views[-1] is not first_reply
+        assert app.transcript.views[-1].content == first_reply.content      # greedy: same words
+        assert len(rows(db, "SELECT id FROM messages")) == 2
+
+        await send(app, pilot, "/copy", wait=False)
+        assert app.clipboard == app.transcript.views[-1].content
+
+        await send(app, pilot, "/rename Fruit talk", wait=False)
+        assert app.chat.title == "Fruit talk"
+        assert "Fruit talk" in str(app.query_one(ChatList).get_option(str(app.chat.id)).prompt)
+
+        await send(app, pilot, "/export", wait=False)
+        exported = list(tmp_path.glob("edgechat-*-fruit-talk.md"))
+        assert len(exported) == 1
+        text = exported[0].read_text()
+        assert "# Fruit talk" in text and "Name a fruit." in text and first_reply.content in text
+
+        for command, screen in (("/stats", StatsScreen), ("/help", HelpScreen),
+                                ("/model", ModelPicker), ("/system", SettingsScreen)):
+            await send(app, pilot, command, wait=False)
+            assert isinstance(app.screen, screen), command
+            await pilot.press("escape")
+            assert len(app.screen_stack) == 1
+
+        await send(app, pilot, "/clear", wait=False)
+        assert app.transcript.views == [] and rows(db, "SELECT count(*) FROM messages") == [(0,)]
+
+        told = []
+        notify = app.notify
+        app.notify = lambda message, **kw: (told.append(message), notify(message, **kw))
+        await send(app, pilot, "/nonsense", wait=False)
+        assert any("Unknown command /nonsense" in m for m in told)
+
+        await send(app, pilot, "/delete", wait=False)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        assert rows(db, "SELECT title FROM chats") == [("New chat",)]
+
+
+async def test_settings_editor_saves_the_system_prompt_and_sampling(engine, db):
+    app = make_app(engine, db, max_tokens=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        assert isinstance(app.screen, SettingsScreen)
+        await pilot.press(*"You are terse.")
+        app.screen.query_one("#top_k").value = "5"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert len(app.screen_stack) == 1
+        assert app.chat.system == "You are terse." and app.chat.settings["top_k"] == 5
+        assert app.transcript.views[0].role == "system"
+        await send(app, pilot, "Hi")
+    assert rows(db, "SELECT system, settings FROM chats")[0][0] == "You are terse."
+
+
+async def test_chats_survive_a_restart(engine, db):
+    app = make_app(engine, db, max_tokens=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Remember the word apple.")
+        chat_id, reply = app.chat.id, app.transcript.views[-1].content
+    app.store.close()
+
+    app = make_app(engine, db, max_tokens=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.chat.id != chat_id and app.transcript.views == []     # a fresh chat opens
+        chats = app.query_one(ChatList)
+        listed = [o.id for o in chats.options]
+        assert str(chat_id) in listed
+        await pilot.click(chats, offset=(2, listed.index(str(chat_id))))
+        await wait_until(pilot, lambda: app.chat.id == chat_id)
+        await pilot.pause()
+        assert [(v.role, v.content) for v in app.transcript.views] == [
+            ("user", "Remember the word apple."), ("assistant", reply)]
+        # the conversation goes on where it stopped
+        await send(app, pilot, "Which word?")
+        assert len(app.transcript.views) == 4
+    app.store.close()
+
+
+async def test_input_history_recalls_sent_messages(engine, db):
+    app = make_app(engine, db, max_tokens=4)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "first")
+        await send(app, pilot, "second")
+        prompt = app.query_one("#prompt")
+        await pilot.press(*"draft")
+        await pilot.press("up")
+        assert prompt.value == "second"
+        await pilot.press("up", "up")
+        assert prompt.value == "first"
+        await pilot.press("down", "down")
+        assert prompt.value == "draft"
+
+
+async def test_broken_database_is_explained_and_the_chat_goes_on(engine, db):
+    db.write_bytes(b"not a database at all" * 50)
+    app = make_app(engine, db, max_tokens=4)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.query_one("#store-problem")
+        assert banner.display and "left untouched" in str(banner.render())
+        await send(app, pilot, "Hello")
+        assert [v.role for v in app.transcript.views] == ["user", "assistant"]
+    assert db.read_bytes() == b"not a database at all" * 50
+
+
+async def test_model_picker_lists_the_packaged_default():
+    from edgechat.app.tui.screens.model_picker import local_models
+    models = local_models()
+    assert models and models[0][0] == "" and "packaged" in models[0][1]
