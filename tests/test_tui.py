@@ -98,6 +98,41 @@ async def test_stop_keeps_the_partial_reply_and_the_next_turn_works(engine, db):
     assert stored[5][2] in ("stop", "length") and stored[5][1]
 
 
+async def test_quitting_mid_reply_commits_the_partial_reply(engine, db):
+    app = make_app(engine, db, max_tokens=200)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Write a long story about a brave dragon.", wait=False)
+        reply = app.reply
+        await wait_until(pilot, lambda: reply.view.markdown.source)
+        await pilot.press("ctrl+q")
+    stored = rows(db, "SELECT role, content, finish FROM messages ORDER BY id")
+    assert [(r[0], r[2]) for r in stored] == [("user", None), ("assistant", "cancelled")]
+    assert stored[1][1]
+
+
+async def test_transcript_follows_the_reply_only_when_at_the_bottom(engine, db):
+    app = make_app(engine, db, max_tokens=100)
+    async with app.run_test(size=(80, 16)) as pilot:
+        transcript = app.transcript
+        await send(app, pilot, "Write a long story about a brave dragon.", wait=False)
+        reply = app.reply
+        await wait_until(pilot, lambda: transcript.max_scroll_y > 2 or app.reply is None)
+        assert app.reply is not None, "the reply ended before it filled the screen"
+        assert transcript.scroll_y == transcript.max_scroll_y            # following
+        transcript.scroll_home(animate=False)                          # the user scrolls up
+        grown = transcript.max_scroll_y
+        await wait_until(pilot, lambda: transcript.max_scroll_y > grown + 1 or app.reply is None)
+        assert transcript.scroll_y == 0                                # left where the user put it
+        await pilot.press("escape")
+        await wait_reply(app, pilot)
+        assert transcript.scroll_y == 0 and reply.view.finish
+        await send(app, pilot, "Thanks", wait=False)                   # sending goes to the bottom
+        await pilot.pause()
+        assert transcript.scroll_y == transcript.max_scroll_y
+        await pilot.press("escape")
+        await wait_reply(app, pilot)
+
+
 async def test_switching_chats_keeps_each_conversation_and_its_settings(engine, db):
     app = make_app(engine, db, max_tokens=8)
     async with app.run_test(size=SIZE) as pilot:

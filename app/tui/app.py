@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 from ...runtime.errors import EdgechatError
 from ...runtime.events import DoneEvent, TextEvent
 from ..store import Chat, Store, open_store
+from ..store import Message as StoredMessage
 from . import settings as chat_settings
 from .export import chat_markdown, default_name, write_export
 from .screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen, TextPrompt
@@ -43,6 +44,7 @@ class Reply:
     messages: list[dict]                      # the conversation passed to Engine.chat
     cancel: threading.Event = field(default_factory=threading.Event)
     detached: bool = False                    # the user left the chat: store it, draw nothing
+    done: DoneEvent | None = None             # set by the worker when the reply has ended
 
 
 @dataclass
@@ -125,7 +127,8 @@ class EdgechatApp(App[int]):
         self.volatile = volatile
         self.chat: Chat | None = None
         self.history = []                      # store.Message of the chat shown, in order
-        self.reply: Reply | None = None
+        self.reply: Reply | None = None        # the reply drawn now
+        self._unsaved: list[Reply] = []        # replies whose end is not committed yet
         self.last_stats: dict = {}
         self._last_map: tuple | None = None    # (chat id, spans, cache) of the last reply
 
@@ -171,12 +174,15 @@ class EdgechatApp(App[int]):
         prompt.focus()
 
     async def on_unmount(self) -> None:
-        if self.reply is not None:
-            self.reply.cancel.set()
-        if self._own_engine and self.engine is not None:
-            with self._engine_lock:             # waits for a reply to stop (within one token)
+        """Quitting mid-reply stops it and still commits the partial reply."""
+        for reply in self._unsaved:
+            reply.cancel.set()
+        with self._engine_lock:                 # the worker stops within one token
+            if self._own_engine and self.engine is not None:
                 self.engine.close()
-            self.engine = None
+                self.engine = None
+        for reply in [r for r in self._unsaved if r.done is not None]:
+            self._save_reply(reply)
 
     # ---- chats ----------------------------------------------------------------------------------
 
@@ -327,6 +333,7 @@ class EdgechatApp(App[int]):
             self.chat = self.store.get_chat(self.chat.id)
             self._refresh_header()
         self._refresh_chat_list()
+        self.transcript.anchor()                      # follow the new turn, even if scrolled up
         await self.transcript.add(MessageView("user", text, message_id=message.id))
         await self._start_reply()
 
@@ -337,6 +344,7 @@ class EdgechatApp(App[int]):
     async def _start_reply(self) -> None:
         view = await self.transcript.add(MessageView("assistant", pending=True))
         reply = Reply(self.chat.id, view, Markdown.get_stream(view.markdown), self._engine_messages())
+        self._unsaved.append(reply)
         self._set_reply(reply)
         self._generate(reply, chat_settings.chat_kwargs(self.chat.settings))
 
@@ -358,6 +366,7 @@ class EdgechatApp(App[int]):
                     if isinstance(event, TextEvent):
                         self.post_message(ReplyChunk(reply, event.text))
                     else:
+                        reply.done = event
                         self.post_message(ReplyDone(reply, event, engine.message_spans()))
             except Exception as e:                   # shown in the chat; the app goes on
                 self.post_message(ReplyFailed(reply, f"{type(e).__name__}: {e}"))
@@ -371,10 +380,7 @@ class EdgechatApp(App[int]):
     @on(ReplyDone)
     async def _reply_done(self, message: ReplyDone) -> None:
         reply, event = message.reply, message.event
-        stored = None
-        if self.store.get_chat(reply.chat_id) is not None:        # not deleted meanwhile
-            stored = self.store.add_message(reply.chat_id, "assistant", event.text,
-                                            finish=event.finish_reason, stats=asdict(event.stats))
+        stored = self._save_reply(reply)
         self.last_stats = asdict(event.stats)
         self._last_map = (reply.chat_id, message.spans, event.cache)
         status = self.status
@@ -392,9 +398,19 @@ class EdgechatApp(App[int]):
             self.history.append(stored)
         self.transcript.map_window(message.spans, event.cache, self._pinned)
 
+    def _save_reply(self, reply: Reply) -> StoredMessage | None:
+        """Commit the ended reply; None if its chat was deleted meanwhile."""
+        self._unsaved.remove(reply)
+        if self.store.get_chat(reply.chat_id) is None:
+            return None
+        event = reply.done
+        return self.store.add_message(reply.chat_id, "assistant", event.text,
+                                      finish=event.finish_reason, stats=asdict(event.stats))
+
     @on(ReplyFailed)
     async def _reply_failed(self, message: ReplyFailed) -> None:
         reply = message.reply
+        self._unsaved.remove(reply)
         if reply is self.reply:
             self._set_reply(None)
         if not reply.detached:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Switch, TextArea
 
@@ -22,7 +22,7 @@ class SettingsScreen(ModalScreen[dict | None]):
 
     def compose(self) -> ComposeResult:
         engine_defaults = defaults()
-        with Vertical(classes="dialog wide"):
+        with VerticalScroll(classes="dialog wide"):
             yield Label(f"Settings of “{self.chat_title}”", classes="question")
             yield Label("System prompt", classes="field-label")
             yield TextArea(self.system, id="system", soft_wrap=True)
@@ -37,6 +37,7 @@ class SettingsScreen(ModalScreen[dict | None]):
                                 type="integer" if kind is int else "number",
                                 placeholder=f"default {engine_defaults.get(key)}")
             with Horizontal(classes="buttons"):
+                yield Label("Ctrl+S saves · Esc cancels", classes="hint")
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
 
