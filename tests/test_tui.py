@@ -6,6 +6,7 @@ run that takes its screenshot.
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from edgechat.app.store import DB_NAME, open_store
 from edgechat.app.tui.app import EdgechatApp
 from edgechat.app.tui.screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen
 from edgechat.app.tui.widgets import ChatList, StatusBar
+from edgechat.runtime.events import DoneEvent
 from tui_support import load_engine, make_args, send, wait_reply, wait_until
 
 SIZE = (100, 32)
@@ -52,13 +54,33 @@ def reference_reply(engine, messages, max_tokens: int) -> str:
     return done.text
 
 
+class Watched:
+    """The engine, seen from its worker thread: what the database holds when a reply starts and ends;
+    each piece is held back 20 ms so the test sees the reply drawn piece by piece."""
+
+    def __init__(self, engine, db):
+        self._engine, self._db = engine, db
+        self.at_start = self.at_end = None
+
+    def chat(self, messages, **kwargs):
+        self.at_start = rows(self._db, "SELECT role FROM messages")
+        for event in self._engine.chat(messages, **kwargs):
+            if isinstance(event, DoneEvent):
+                self.at_end = rows(self._db, "SELECT role FROM messages")
+            else:
+                time.sleep(0.02)
+            yield event
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
 async def test_send_streams_the_reply_and_commits_each_message(engine, db):
-    app = make_app(engine, db, max_tokens=24)
+    watched = Watched(engine, db)
+    app = make_app(watched, db, max_tokens=24)
     seen = []                                          # the reply's Markdown source as it streams
     async with app.run_test(size=SIZE) as pilot:
         await send(app, pilot, "Hi! What is your name?", wait=False)
-        # the user message is committed when sent, before the reply exists
-        assert rows(db, "SELECT role, content FROM messages") == [("user", "Hi! What is your name?")]
         while app.reply is not None:
             seen.append(app.reply.view.markdown.source)
             await pilot.pause(0.01)
@@ -67,6 +89,8 @@ async def test_send_streams_the_reply_and_commits_each_message(engine, db):
         shown = views[-1].content
         status = app.query_one(StatusBar)
         assert status.state == "ready" and status.cache["used"] > 0
+    # the user message is committed when sent; the reply only when it has ended
+    assert watched.at_start == watched.at_end == [("user",)]
     assert [v.role for v in views] == ["user", "assistant"]
     assert shown and any(0 < len(s) < len(shown) and shown.startswith(s) for s in seen), \
         "the reply was not drawn piece by piece"
@@ -108,6 +132,22 @@ async def test_quitting_mid_reply_commits_the_partial_reply(engine, db):
     stored = rows(db, "SELECT role, content, finish FROM messages ORDER BY id")
     assert [(r[0], r[2]) for r in stored] == [("user", None), ("assistant", "cancelled")]
     assert stored[1][1]
+
+
+async def test_changing_the_system_prompt_mid_reply_stops_and_keeps_it(engine, db):
+    app = make_app(engine, db, max_tokens=1000)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Write a long story about a brave dragon.", wait=False)
+        reply = app.reply
+        await wait_until(pilot, lambda: reply.view.markdown.source)
+        app.query_one("#prompt").value = "/system Be brief."         # at once: the reply is fast
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(rows(db, "SELECT id FROM messages")) == 2)
+        await wait_until(pilot, lambda: len(app.transcript.views) == 3)
+        views = app.transcript.views
+        assert [v.role for v in views] == ["system", "user", "assistant"]
+        assert views[0].content == "Be brief." and views[2].finish == "cancelled"
+    assert rows(db, "SELECT finish FROM messages WHERE role = 'assistant'") == [("cancelled",)]
 
 
 async def test_transcript_follows_the_reply_only_when_at_the_bottom(engine, db):

@@ -33,11 +33,21 @@ async def wait_reply(app, pilot, timeout: float = REPLY_TIMEOUT_S) -> None:
 
 
 async def send(app, pilot, text: str, wait: bool = True) -> None:
-    """Type ``text`` into the input key by key, press Enter, and (by default) wait for the reply."""
-    app.query_one("#prompt").focus()
-    await pilot.press(*text, "enter")
+    """Type ``text`` into the input key by key, submit it, and (by default) wait for the reply.
+
+    With ``wait=False`` the input's submit action runs instead of an Enter key press: a Pilot key
+    press waits until the process is idle (up to 1 s), and a reply keeps it busy.
+    """
+    prompt = app.query_one("#prompt")
+    prompt.focus()
+    await pilot.press(*text)
     if wait:
+        await pilot.press("enter")
         await wait_reply(app, pilot)
+    else:
+        await prompt.action_submit()
+        await wait_until(pilot, lambda: prompt.value == "", timeout=10)   # the app has taken it
+        await pilot.pause(0)                                             # and finished handling it
 
 
 async def wait_until(pilot, condition, timeout: float = REPLY_TIMEOUT_S) -> None:

@@ -233,9 +233,21 @@ class EdgechatApp(App[int]):
             await self._show_chat(chat)
 
     async def _update_chat(self, **fields) -> None:
-        """Save fields of the current chat and show it again."""
+        """Save the system prompt, settings or model of the current chat and show it again.
+
+        A reply in progress is stopped first; its partial text is kept.
+        """
+        await self._detach_reply()
         self.store.update_chat(self.chat.id, **fields)
+        self._last_map = None                  # the spans were of the conversation before
         await self._show_chat(self.store.get_chat(self.chat.id))
+
+    def _rename(self, chat_id: int, title: str) -> None:
+        self.store.update_chat(chat_id, title=title)
+        if chat_id == self.chat.id:
+            self.chat = self.store.get_chat(chat_id)
+            self._refresh_header()
+        self._refresh_chat_list()
 
     def _show_store_problem(self, problem: str | None) -> None:
         banner = self.query_one("#store-problem", Static)
@@ -328,11 +340,9 @@ class EdgechatApp(App[int]):
         message = self.store.add_message(self.chat.id, "user", text)
         self.history.append(message)
         if self.chat.title == NEW_TITLE:
-            title = text.splitlines()[0][:TITLE_CHARS].strip() or NEW_TITLE
-            self.store.update_chat(self.chat.id, title=title)
-            self.chat = self.store.get_chat(self.chat.id)
-            self._refresh_header()
-        self._refresh_chat_list()
+            self._rename(self.chat.id, text.splitlines()[0][:TITLE_CHARS].strip() or NEW_TITLE)
+        else:
+            self._refresh_chat_list()                 # the chat moves to the top
         self.transcript.anchor()                      # follow the new turn, even if scrolled up
         await self.transcript.add(MessageView("user", text, message_id=message.id))
         await self._start_reply()
@@ -507,11 +517,7 @@ class EdgechatApp(App[int]):
 
         def renamed(title: str | None) -> None:
             if title:
-                self.store.update_chat(chat.id, title=title)
-                if chat.id == self.chat.id:
-                    self.chat = self.store.get_chat(chat.id)
-                    self._refresh_header()
-                self._refresh_chat_list()
+                self._rename(chat.id, title)
         self.push_screen(TextPrompt("Rename the chat", chat.title), renamed)
 
     def action_delete_chat(self, chat_id: int | None = None) -> None:
@@ -588,7 +594,7 @@ class EdgechatApp(App[int]):
             self.action_help()
         elif name == "/rename":
             if arg:
-                await self._update_chat(title=arg)
+                self._rename(self.chat.id, arg)
             else:
                 self.action_rename_chat()
         elif name == "/delete":
