@@ -15,7 +15,7 @@ from edgechat.app.tui.app import EdgechatApp
 from edgechat.app.tui.screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen
 from edgechat.app.tui.widgets import ChatList, StatusBar
 from edgechat.runtime.events import DoneEvent
-from tui_support import load_engine, make_args, send, wait_reply, wait_until
+from tui_support import load_engine, make_args, send, start_reply, wait_reply, wait_until
 
 SIZE = (100, 32)
 pytestmark = pytest.mark.asyncio
@@ -105,9 +105,7 @@ async def test_stop_keeps_the_partial_reply_and_the_next_turn_works(engine, db):
     async with app.run_test(size=SIZE) as pilot:
         for key, prompt in (("escape", "Write a long story about a brave dragon."),
                             ("ctrl+c", "Now write a long poem about the sea.")):
-            await send(app, pilot, prompt, wait=False)
-            reply = app.reply
-            await wait_until(pilot, lambda r=reply: r.view.markdown.source)     # it has begun
+            reply = await start_reply(app, pilot, prompt)
             await pilot.press(key)
             await wait_reply(app, pilot, timeout=30)
             assert reply.view.has_class("-stopped") and "stopped" in str(
@@ -125,9 +123,7 @@ async def test_stop_keeps_the_partial_reply_and_the_next_turn_works(engine, db):
 async def test_quitting_mid_reply_commits_the_partial_reply(engine, db):
     app = make_app(engine, db, max_tokens=200)
     async with app.run_test(size=SIZE) as pilot:
-        await send(app, pilot, "Write a long story about a brave dragon.", wait=False)
-        reply = app.reply
-        await wait_until(pilot, lambda: reply.view.markdown.source)
+        await start_reply(app, pilot, "Write a long story about a brave dragon.")
         await pilot.press("ctrl+q")
     stored = rows(db, "SELECT role, content, finish FROM messages ORDER BY id")
     assert [(r[0], r[2]) for r in stored] == [("user", None), ("assistant", "cancelled")]
@@ -137,9 +133,7 @@ async def test_quitting_mid_reply_commits_the_partial_reply(engine, db):
 async def test_changing_the_system_prompt_mid_reply_stops_and_keeps_it(engine, db):
     app = make_app(engine, db, max_tokens=1000)
     async with app.run_test(size=SIZE) as pilot:
-        await send(app, pilot, "Write a long story about a brave dragon.", wait=False)
-        reply = app.reply
-        await wait_until(pilot, lambda: reply.view.markdown.source)
+        await start_reply(app, pilot, "Write a long story about a brave dragon.")
         app.query_one("#prompt").value = "/system Be brief."         # at once: the reply is fast
         await pilot.press("enter")
         await wait_until(pilot, lambda: len(rows(db, "SELECT id FROM messages")) == 2)

@@ -50,6 +50,14 @@ async def send(app, pilot, text: str, wait: bool = True) -> None:
         await pilot.pause(0)                                             # and finished handling it
 
 
+async def start_reply(app, pilot, text: str):
+    """Send ``text`` and return the Reply once its first piece is drawn."""
+    await send(app, pilot, text, wait=False)
+    reply = app.reply
+    await wait_until(pilot, lambda: reply.view.markdown.source)
+    return reply
+
+
 async def wait_until(pilot, condition, timeout: float = REPLY_TIMEOUT_S) -> None:
     start = time.monotonic()
     while not condition():
