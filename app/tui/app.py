@@ -423,9 +423,10 @@ class EdgechatApp(App[int]):
         self._unsaved.remove(reply)
         if reply is self.reply:
             self._set_reply(None)
-        if not reply.detached:
-            await reply.stream.stop()
-            await self.transcript.drop(reply.view)
+        if reply.detached:                       # the user had already left it
+            return
+        await reply.stream.stop()
+        await self.transcript.drop(reply.view)
         self.notify(message.error, title="The reply failed", severity="error", timeout=10)
 
     async def _detach_reply(self) -> None:
