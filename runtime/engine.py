@@ -228,8 +228,9 @@ class Engine:
             limit = min(len(target), len(self._stream))
             while common < limit and target[common] == self._stream[common]:
                 common += 1
-            if self._pin_system and common < self._b.cache_info()["sinks"] + self._skip:
-                self._reset(self._system_sinks(messages))     # the pinned system prompt changed
+            # the pinned system prompt changed (an edit past it, even in evicted history, is a rollback)
+            if self._pin_system and common < self._b.cache_info()["sinks"]:
+                self._reset(self._system_sinks(messages))
                 common = 0
             stats.rebuild_tokens = self._rollback(common)
             new = target[common:] or target[-1:]
