@@ -51,13 +51,18 @@ static void init_model(PyModel* pm, const nb::dict& config, const nb::list& tens
     std::vector<std::pair<std::string, ec::Tensor>> ts;
     for (nb::handle item : tensors) {
         nb::tuple tup = nb::cast<nb::tuple>(item);
+        if (tup.size() != 4) throw nb::value_error("a tensor is a tuple (name, type, shape, data)");
         ec::Tensor t;
         std::string name = nb::cast<std::string>(tup[0]);
         t.type = nb::cast<int>(tup[1]);
         std::vector<int64_t> shape = nb::cast<std::vector<int64_t>>(tup[2]);
         if (shape.empty() || shape.size() > 4) throw nb::value_error(("bad shape for tensor " + name).c_str());
         for (size_t i = 0; i < shape.size(); i++) t.ne[i] = shape[i];
-        Bytes data = nb::cast<Bytes>(tup[3]);
+        // no implicit conversion: a converted copy would be freed at the end of this iteration while
+        // t.data still pointed into it (keepalive holds the original object)
+        Bytes data;
+        if (!nb::try_cast<Bytes>(tup[3], data, /*convert=*/false))
+            throw nb::type_error(("tensor " + name + ": data must be a 1-d C-contiguous uint8 array").c_str());
         t.data = data.data();
         t.nbytes = data.shape(0);
         pm->keepalive.append(tup[3]);

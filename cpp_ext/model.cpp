@@ -46,7 +46,13 @@ static std::vector<float> need_f32(const TensorMap& m, const KernelTable& k, con
         throw std::invalid_argument("missing tensor " + name);
     }
     const Tensor& t = it->second;
-    int64_t count = t.ne[0] * t.ne[1] * t.ne[2] * t.ne[3];
+    // element count without signed overflow: every dimension positive, the running product at most n
+    int64_t count = 1;
+    for (int64_t d : t.ne) {
+        if (d < 1 || count > n / d)
+            throw std::invalid_argument("tensor " + name + " does not have " + std::to_string(n) + " elements");
+        count *= d;
+    }
     if (count != n) throw std::invalid_argument("tensor " + name + " has " + std::to_string(count) +
                                                 " elements, expected " + std::to_string(n));
     if (t.type < 0 || t.type >= GT_COUNT || !k.types[t.type].to_float || n % k.types[t.type].blck != 0 ||

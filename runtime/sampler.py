@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-_TOP_P_PROBE = 256    # top-p first tries the best this many candidates before sorting them all
+_TOP_P_PROBE = 256    # top-p tries the best 256, 2048, ... candidates before sorting them all
 
 
 @dataclass
@@ -92,10 +92,13 @@ class Sampler:
     def _top_p(self, ids, z, w, total) -> tuple[np.ndarray, np.ndarray]:
         """Keep the fewest best candidates whose probability (over the top-k set) reaches top_p."""
         n = ids.shape[0]
-        if n > _TOP_P_PROBE:     # often the best few already reach top_p: sort only those
-            best = np.argpartition(z, n - _TOP_P_PROBE)[n - _TOP_P_PROBE:]
+        k = _TOP_P_PROBE
+        while k < n:             # the best k often reach top_p already: sort only those
+            best = np.argpartition(z, n - k)[n - k:]
             if w[best].sum() >= self.top_p * total:
                 ids, z, w = ids[best], z[best], w[best]
+                break
+            k *= 8
         order = np.argsort(-z, kind="stable")
         cum = np.cumsum(w[order]) / total
         cut = min(int(np.searchsorted(cum, self.top_p)) + 1, order.shape[0])

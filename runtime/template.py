@@ -7,6 +7,15 @@ all plain text (content and the scaffolding's own plain text, joined where they 
 with ``special=False``. For content that holds no special-token strings the ids therefore equal
 llama.cpp's tokenization of the whole rendered prompt with special parsing on, which is how the
 model's own chat runs are tokenized.
+
+Prefix property (cache reuse across turns): ``render_ids(messages[:k], False)`` is a token prefix
+of ``render_ids(messages[:k+1], False)`` whenever each message ends with a special token and the
+plain text after it (ChatML's "\\n") reaches the next special token: true for ChatML (the default
+model, Qwen2.5) and Llama 3. It can fail for a template whose messages end in plain text that the
+next message continues ("User: ...\\n\\nAssistant: ..."), since BPE may merge across the join.
+With the generation prompt: ``render_ids(messages[:k], True)`` is a prefix of the same turn with
+the reply added, except for a reply that starts with 2+ spaces or "\\n\\n" (ChatML's header "\\n"
+merges with them); the engine keeps the sampled ids of a reply, so it does not rely on that one.
 """
 from __future__ import annotations
 

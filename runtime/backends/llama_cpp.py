@@ -5,12 +5,15 @@ against: capacity ``ctx`` entries, the first ``sinks`` tokens ever fed pinned at
 window after them. When the cache is full, before a token is added, the oldest ``evict_chunk`` window
 entries go (``seq_rm(S, S+k)``) and the rest of the window slides down (``seq_add(S+k, end, -k)``), so
 the positions stay 0..used-1 and the next token goes at position ``used``. With ``evict_chunk=1`` this
-is exact StreamingLLM; a larger chunk trades a little context for fewer K re-rotations.
+is exact StreamingLLM; a larger chunk trades a little context for fewer K re-rotations (each
+shift re-rotates the whole window once, and rounds the f16 keys once more).
 """
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import re
 from typing import Sequence
 
 import numpy as np
@@ -60,6 +63,7 @@ def _physical_cores() -> int:
     return n or os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=None)
 def _cpu_has_amx() -> bool:
     """True on x86 CPUs with AMX tiles (Linux). On them llama.cpp picks its AMX matmul buffer type,
     and with llama-cpp-python 0.3.36 every batched decode then dies of a general-protection fault in
@@ -90,7 +94,7 @@ class _Memory:
         if hasattr(L, "llama_get_memory"):
             mem = L.llama_get_memory(ctx)
             self._rm, self._add = L.llama_memory_seq_rm, L.llama_memory_seq_add
-            self.clear = lambda: L.llama_memory_clear(mem, True)
+            self.clear = lambda: L.llama_memory_clear(mem, False)    # cells only, no memset
             self.can_shift = bool(L.llama_memory_can_shift(mem))
         else:
             mem = ctx
@@ -162,7 +166,8 @@ class LlamaCppBackend:
         _clear_error()
         self._model = L.llama_model_load_from_file(path.encode(), mp)
         if not self._model:
-            why = _first_error or "unknown architecture or a damaged file"
+            why = re.sub(r"^(\w+: )+(error loading model: )?", "", _first_error) \
+                or "unknown architecture or a damaged file"
             raise UnsupportedModel(f"llama.cpp cannot load {os.path.basename(path)}: {why}")
 
     def _new_context(self, L) -> None:
@@ -172,9 +177,8 @@ class LlamaCppBackend:
         cp.n_batch = cp.n_ubatch = self._n_batch
         cp.n_seq_max = 1
         cp.n_threads = cp.n_threads_batch = self._n_threads
-        cp.type_k = cp.type_v = int(os.environ.get("EC_KV", GGML_TYPE_F16))  # TMP
+        cp.type_k = cp.type_v = GGML_TYPE_F16
         cp.no_perf = True
-        cp.flash_attn_type = int(os.environ.get("EC_FA", cp.flash_attn_type))  # TMP
         _clear_error()
         self._ctx = L.llama_init_from_model(self._model, cp)
         if not self._ctx:

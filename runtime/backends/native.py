@@ -5,8 +5,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import UnsupportedModel
+from ..errors import EdgechatError, InsufficientMemory, UnsupportedModel
 from ..ggufload import ModelFile
+
+MAX_CTX = 2**31 - 1      # the C++ engine counts cache slots in int
 
 
 class NativeBackend:
@@ -19,11 +21,15 @@ class NativeBackend:
         problem = model.native_problem()
         if problem:
             raise UnsupportedModel(problem)
+        if ctx > MAX_CTX:
+            raise EdgechatError(f"--ctx {ctx} is beyond the native backend's limit ({MAX_CTX})")
         tensors = [(t.name, t.type, list(t.shape), t.data) for t in model.tensors]
         try:
             self._m = _native.Model(model.config, tensors, ctx, sinks, threads)
         except ValueError as e:
             raise UnsupportedModel(f"native backend: {e}") from None
+        except MemoryError:
+            raise InsufficientMemory(f"native backend: cannot allocate the buffers for a {ctx}-token cache") from None
         self.n_vocab = int(model.config["n_vocab"])
         self.n_ctx = ctx
         self.info = {"isa": self._m.isa, "threads": self._m.threads}

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Soak: an endless multi-turn dialogue through Engine.chat, in constant memory and constant time.
+
+    .venv/bin/python scripts/soak.py [--tokens 100000] [--ctx 512,2048] [--max-tokens 96]
+        [--user-tokens 64] [--backend native] [--threads N] [--pin-system] [--json]
+
+Each --ctx runs in its own child process (so its RSS is its own). User turns are consecutive chunks of
+--user-tokens tokens of natural_text (Python's docs, pydoc_data.topics, cycled); replies are generated
+greedily (temp 0, the default repetition penalty) up to --max-tokens; the whole message list is passed to
+Engine.chat every turn, as the app does, until --tokens tokens have gone through the cache.
+
+Reported per ctx:
+- decode latency (ms/token) per 1k tokens of conversation, first vs last bucket (the table shows a few
+  buckets; --json has them all), and where the ring first became full;
+- RSS (psutil) after the first turn, at the end, and the largest seen;
+- time to first token of early turns (the first 10%) vs late turns (the last 10%), over turns with the
+  same number of new tokens (the commonest count), medians; and the same for prefill alone;
+- cache capacity/bytes (they must never change), evicted tokens, rebuilds.
+No pass/fail: numbers to read (the machine may be shared; say so when quoting them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+
+SYSTEM = "You are a helpful assistant. Answer briefly."
+EARLY_LATE_FRACTION = 0.10
+
+
+def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, backend: str, threads: int,
+             pin_system: bool, quiet: bool) -> dict:
+    from pydoc_data.topics import topics
+
+    import psutil
+    from edgechat.runtime import load
+    from edgechat.runtime.events import DoneEvent
+    proc = psutil.Process()
+    e = load(model, backend=backend, ctx=ctx, threads=threads, pin_system=pin_system)
+    text_ids = e.tokenize("\n\n".join(topics[k] for k in sorted(topics)))
+    info0 = e.cache_info()
+    msgs = [{"role": "system", "content": SYSTEM}]
+    turns, decode_marks = [], []          # decode_marks: (position of the reply, decode steps, seconds)
+    rss_first = rss_max = None
+    pos_text = 0
+    t_start = time.perf_counter()
+    bad = []
+    while True:
+        pos0 = turns[-1]["stream_end"] if turns else 0     # tokens of conversation so far
+        if pos0 >= tokens:
+            break
+        chunk = text_ids[pos_text:pos_text + user_tokens]
+        pos_text += user_tokens
+        if len(chunk) < user_tokens:
+            pos_text, chunk = user_tokens, text_ids[:user_tokens]
+        msgs.append({"role": "user", "content": e.detokenize(chunk)})
+        t_req = time.perf_counter()
+        done = None
+        for ev in e.chat(msgs, max_tokens=max_tokens, temp=0.0):
+            if isinstance(ev, DoneEvent):
+                done = ev
+        msgs.append({"role": "assistant", "content": done.text})
+        info = done.cache
+        stream_end = e.message_spans()[-1][1]              # logical end of the reply, evictions included
+        if info["capacity"] != info0["capacity"] or info["bytes"] != info0["bytes"]:
+            bad.append(f"turn {len(turns)}: capacity/bytes changed: {info}")
+        rss = proc.memory_info().rss
+        rss_first = rss if rss_first is None else rss_first
+        rss_max = max(rss_max or 0, rss)
+        s = done.stats
+        if s.completion_tokens:   # decode_s: from the first sampled token on, one eval + one sample each
+            decode_marks.append((pos0 + s.prompt_tokens, s.completion_tokens, s.decode_s))
+        turns.append({"turn": len(turns), "stream_start": pos0, "stream_end": stream_end,
+                      "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+                      "ttft_s": s.ttft_s, "prefill_s": s.prefill_s, "decode_s": s.decode_s,
+                      "turn_s": time.perf_counter() - t_req, "rebuild_tokens": s.rebuild_tokens,
+                      "finish": done.finish_reason, "evicted": info["evicted"], "used": info["used"],
+                      "rss": rss})
+        if not quiet and (sys.stderr.isatty() or stream_end * 10 // tokens != pos0 * 10 // tokens):
+            el = time.perf_counter() - t_start
+            print(f"\r  ctx {ctx}: {stream_end}/{tokens} tokens, {len(turns)} turns, {el:.0f}s, "
+                  f"rss {rss / 2**20:.0f} MiB   ", end="" if sys.stderr.isatty() else "\n",
+                  file=sys.stderr, flush=True)
+    if not quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    wall = time.perf_counter() - t_start
+    rss_last = proc.memory_info().rss
+    e.close()
+    return summarize(ctx, turns, decode_marks, rss_first, rss_last, rss_max, wall, info0, bad)
+
+
+def summarize(ctx, turns, decode_marks, rss_first, rss_last, rss_max, wall, info0, bad) -> dict:
+    buckets: dict[int, list[float]] = {}        # 1k bucket of the reply's start -> [steps, seconds]
+    for pos, steps, secs in decode_marks:
+        b = buckets.setdefault(pos // 1000, [0, 0.0])
+        b[0] += steps
+        b[1] += secs
+    per_1k = [{"from": k * 1000, "ms_per_token": 1000 * secs / steps, "n": steps}
+              for k, (steps, secs) in sorted(buckets.items())]
+    full_at = next((t["stream_end"] for t in turns if t["used"] >= ctx), None)
+    n_edge = max(1, int(len(turns) * EARLY_LATE_FRACTION))
+    early, late = turns[:n_edge], turns[-n_edge:]
+    # the commonest new-token count present in both groups: same prompt size, different history length
+    counts = {}
+    for t in turns:
+        counts[t["prompt_tokens"]] = counts.get(t["prompt_tokens"], 0) + 1
+    shared = [c for c in sorted(counts, key=counts.get, reverse=True)
+              if any(t["prompt_tokens"] == c for t in early) and any(t["prompt_tokens"] == c for t in late)]
+    ttft = None
+    if shared:
+        c = shared[0]
+        e_t = [t for t in early if t["prompt_tokens"] == c]
+        l_t = [t for t in late if t["prompt_tokens"] == c]
+        ttft = {"new_tokens": c, "early_turns": len(e_t), "late_turns": len(l_t),
+                "early_ttft_ms": 1000 * statistics.median(t["ttft_s"] for t in e_t),
+                "late_ttft_ms": 1000 * statistics.median(t["ttft_s"] for t in l_t),
+                "early_prefill_ms": 1000 * statistics.median(t["prefill_s"] for t in e_t),
+                "late_prefill_ms": 1000 * statistics.median(t["prefill_s"] for t in l_t)}
+    return {"ctx": ctx, "turns": len(turns), "tokens": turns[-1]["stream_end"] if turns else 0,
+            "wall_s": wall, "capacity": info0["capacity"], "cache_bytes": info0["bytes"],
+            "evicted": turns[-1]["evicted"] if turns else 0, "ring_full_at": full_at,
+            "rebuilds": sum(1 for t in turns if t["rebuild_tokens"]),
+            "decode_tokens": sum(m[1] for m in decode_marks),
+            "decode_ms_first_1k": per_1k[0]["ms_per_token"] if per_1k else None,
+            "decode_ms_last_1k": per_1k[-1]["ms_per_token"] if per_1k else None,
+            "decode_per_1k": per_1k,
+            "rss_first_mib": rss_first / 2**20 if rss_first else None, "rss_last_mib": rss_last / 2**20,
+            "rss_max_mib": rss_max / 2**20 if rss_max else None, "ttft": ttft,
+            "invariant_violations": bad, "per_turn": turns}
+
+
+def _child(args, ctx, q):
+    try:
+        q.put(soak_one(args.model, ctx, args.tokens, args.max_tokens, args.user_tokens, args.backend,
+                       args.threads, args.pin_system, args.quiet))
+    except BaseException as e:  # report, don't hang the parent
+        q.put({"ctx": ctx, "error": f"{type(e).__name__}: {e}"})
+        raise
+
+
+def run_ctx(args, ctx) -> dict:
+    mc = mp.get_context("spawn")
+    q = mc.Queue()
+    p = mc.Process(target=_child, args=(args, ctx, q))
+    p.start()
+    res = q.get()
+    p.join()
+    return res
+
+
+def table(results: list[dict], args) -> str:
+    lines = [f"soak: {args.tokens} tokens of dialogue per ctx, user turns of {args.user_tokens} tokens, "
+             f"greedy replies <= {args.max_tokens} tokens, backend {args.backend}, threads {args.threads}"
+             + (", --pin-system" if args.pin_system else "")]
+    for r in results:
+        if "error" in r:
+            lines.append(f"ctx {r['ctx']}: ERROR {r['error']}")
+            continue
+        lines += ["", (f"ctx {r['ctx']}: {r['turns']} turns, {r['tokens']} tokens in {r['wall_s']:.0f}s; "
+                       f"ring full at token {r['ring_full_at']}; evicted {r['evicted']}; rebuilds {r['rebuilds']}; "
+                       f"cache {r['cache_bytes'] / 2**20:.1f} MiB, capacity {r['capacity']} "
+                       f"({'unchanged' if not r['invariant_violations'] else 'CHANGED'})")]
+        per = r["decode_per_1k"]
+        if per:
+            step = max(1, len(per) // 8)
+            shown = per[::step] + ([per[-1]] if (len(per) - 1) % step else [])
+            lines.append("  decode ms/token by conversation position: " +
+                         ", ".join(f"{b['from'] // 1000}k {b['ms_per_token']:.1f}" for b in shown))
+            lines.append(f"  decode first 1k {r['decode_ms_first_1k']:.1f} ms/token, last 1k "
+                         f"{r['decode_ms_last_1k']:.1f} ms/token ({r['decode_tokens']} decode steps)")
+        lines.append(f"  RSS first turn {r['rss_first_mib']:.1f} MiB, last {r['rss_last_mib']:.1f} MiB, "
+                     f"max {r['rss_max_mib']:.1f} MiB")
+        t = r["ttft"]
+        if t:
+            lines.append(f"  TTFT, turns with {t['new_tokens']} new tokens: early {t['early_ttft_ms']:.0f} ms "
+                         f"(median of {t['early_turns']}), late {t['late_ttft_ms']:.0f} ms (median of "
+                         f"{t['late_turns']}); prefill alone {t['early_prefill_ms']:.0f} -> {t['late_prefill_ms']:.0f} ms")
+        else:
+            lines.append("  TTFT: no new-token count shared by early and late turns (too few turns)")
+        for v in r["invariant_violations"][:3]:
+            lines.append(f"  ! {v}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", help="model name or path (default: the packaged model)")
+    p.add_argument("--tokens", type=int, default=100_000, help="tokens of dialogue per ctx (default 100000)")
+    p.add_argument("--ctx", default="512,2048", help="comma-separated cache sizes (default 512,2048)")
+    p.add_argument("--max-tokens", type=int, default=96, help="reply length limit (default 96)")
+    p.add_argument("--user-tokens", type=int, default=64, help="tokens of text per user turn (default 64)")
+    p.add_argument("--backend", default="native", choices=["native", "llama.cpp", "auto"])
+    p.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    p.add_argument("--pin-system", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", action="store_true", help="everything, per-turn records included")
+    args = p.parse_args(argv)
+    if args.threads is None:
+        from edgechat.runtime.engine import default_threads
+        args.threads = default_threads()
+    results = [run_ctx(args, int(c)) for c in args.ctx.split(",") if c.strip()]
+    if args.json:
+        print(json.dumps({"args": vars(args), "results": results}, indent=1))
+    else:
+        print(table(results, args))
+    return 1 if any("error" in r or r.get("invariant_violations") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

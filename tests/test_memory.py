@@ -1,0 +1,58 @@
+"""Memory preflight: the estimate's arithmetic and the one-line refusal."""
+import pytest
+
+from edgechat.runtime import memory
+from edgechat.runtime.errors import EdgechatError, InsufficientMemory
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def test_kv_bytes_smollm2():
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64; K and V in f16 over 2048 positions
+    est = memory.estimate(98_362_432, n_layer=30, n_ctx=2048, n_kv_head=3, head_dim=64)
+    assert est["kv"] == 2 * 30 * 2048 * 3 * 64 * 2 == 47_185_920
+    assert est["model"] == 98_362_432
+    assert est["overhead"] == memory.OVERHEAD_FIXED + int(0.10 * 98_362_432)
+    assert est["total"] == est["model"] + est["kv"] + est["overhead"]
+
+
+def test_kv_scales_with_element_size():
+    f16 = memory.estimate(0, 32, 4096, 8, 128)
+    f32 = memory.estimate(0, 32, 4096, 8, 128, kv_bytes_per_elem=4)
+    assert f32["kv"] == 2 * f16["kv"] == GiB
+
+
+def test_preflight_passes_when_it_fits():
+    est = memory.estimate(100 * MiB, 30, 2048, 3, 64)
+    out = memory.preflight(est, available=8 * GiB)
+    assert out["fits"] and out["available"] == 8 * GiB and out["total"] == est["total"]
+
+
+def test_preflight_refuses_in_one_line():
+    est = {"model": int(0.9 * GiB), "kv": int(0.2 * GiB), "overhead": int(0.1 * GiB)}
+    est["total"] = sum(est.values())
+    with pytest.raises(InsufficientMemory) as e:
+        memory.preflight(est, available=GiB // 2)
+    msg = str(e.value)
+    assert msg == ("needs 1.2 GiB (model 0.9 + KV 0.2 + overhead 0.1), 0.5 GiB available; "
+                   "--force to try anyway")
+    assert "\n" not in msg and isinstance(e.value, EdgechatError)
+
+
+def test_small_figures_in_mib():
+    est = memory.estimate(98_362_432, 30, 2048, 3, 64)
+    with pytest.raises(InsufficientMemory, match=r"^needs 248 MiB \(model 94 \+ KV 45 \+ overhead 109\), "
+                                                 r"50 MiB available; --force to try anyway$"):
+        memory.preflight(est, available=50 * MiB)
+
+
+def test_force_goes_on():
+    est = memory.estimate(10 * GiB, 32, 4096, 8, 128)
+    out = memory.preflight(est, force=True, available=GiB)
+    assert out["fits"] is False
+
+
+def test_measures_available_ram():
+    assert memory.available_bytes() > 0
+    memory.preflight(memory.estimate(1, 1, 1, 1, 1))     # a few bytes fit on any machine
