@@ -63,16 +63,30 @@ static std::vector<float> need_f32(const TensorMap& m, const KernelTable& k, con
     return out;
 }
 
-Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
-             int sinks, int n_threads)
-    : cfg_(cfg), k_(select_kernels()), pool_(n_threads),
-      kv_(cfg.n_layer > 0 ? cfg.n_layer : 1, ctx, cfg.n_head_kv * cfg.head_dim) {
-    const Config& c = cfg_;
+// the cache is allocated before the weights are checked, so its row width (n_head_kv * head_dim) is
+// checked here first: consistent hyperparameters, computed without overflow, and equal to the rows of
+// blk.0.attn_k.weight (so a hostile header cannot make the cache larger than the file allows)
+static int checked_kv_dim(const Config& c, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx) {
     if (c.n_layer <= 0 || c.n_embd <= 0 || c.n_head <= 0 || c.n_head_kv <= 0 || c.head_dim <= 0 ||
         c.n_ff <= 0 || c.n_vocab <= 0 || c.n_head % c.n_head_kv != 0 || c.n_rot <= 0 ||
-        c.n_rot > c.head_dim || c.n_rot % 2 != 0)
+        c.n_rot > c.head_dim || c.n_rot % 2 != 0 || (int64_t)c.n_head * c.head_dim > INT32_MAX)
         throw std::invalid_argument("inconsistent model hyperparameters");
     if (ctx < 2) throw std::invalid_argument("ctx must be at least 2");
+    const int64_t kv_dim = (int64_t)c.n_head_kv * c.head_dim;
+    for (const auto& [name, t] : tensors)
+        if (name == "blk.0.attn_k.weight") {
+            if (t.ne[1] != kv_dim)
+                throw std::invalid_argument("tensor blk.0.attn_k.weight has " + std::to_string(t.ne[1]) +
+                                            " rows, expected n_head_kv * head_dim = " + std::to_string(kv_dim));
+            return (int)kv_dim;
+        }
+    throw std::invalid_argument("missing tensor blk.0.attn_k.weight");
+}
+
+Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
+             int sinks, int n_threads)
+    : cfg_(cfg), k_(select_kernels()), pool_(n_threads), kv_(cfg.n_layer, ctx, checked_kv_dim(cfg, tensors, ctx)) {
+    const Config& c = cfg_;
     kv_.reset(sinks);
     q_dim_ = c.n_head * c.head_dim;
     kv_dim_ = c.n_head_kv * c.head_dim;
@@ -123,7 +137,7 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
     vb_.resize((size_t)B * kv_dim_);
     cs_abs_.resize((size_t)B * c.n_rot);
     cs_sink_.resize((size_t)B * c.n_rot);
-    scores_.resize((size_t)T * (ctx + B));
+    scores_.resize((size_t)T * ((size_t)ctx + B));
     q_sink_.resize((size_t)T * 2 * c.head_dim);
 }
 
@@ -213,7 +227,7 @@ void Model::attention(int layer, int n, int64_t p0) {
     const int hd = cfg_.head_dim, n_head = cfg_.n_head, group = cfg_.n_head / cfg_.n_head_kv;
     const int64_t S = kv_.sinks(), W = kv_.window();
     const float scale = 1.0f / std::sqrt((float)hd);
-    const int stride = kv_.ctx() + max_batch_;
+    const size_t stride = (size_t)kv_.ctx() + max_batch_;
     pool_.run(n * n_head, [&](int task, int th) {
         const int t = task / n_head, h = task % n_head, kvh = h / group;
         const int64_t p = p0 + t;

@@ -1,6 +1,7 @@
 """Read a GGUF file into a model description: hyperparameters, metadata and zero-copy tensor views."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,12 +76,27 @@ def read_model(path: str | Path) -> ModelFile:
     return ModelFile(path, summary.arch, meta, make_config(summary.arch, meta, tensors), tensors)
 
 
+MAX_HPARAM = 2**31 - 1      # the C++ engine holds hyperparameters in int
+
+
 def make_config(arch: str, meta: dict, tensors: list[TensorView]) -> dict:
-    """Hyperparameters of a llama-family model from its metadata."""
+    """Hyperparameters of a llama-family model from its metadata.
+
+    Raises:
+        GGUFError: one is missing, not a number, or out of range (counts in 1..2^31-1; eps finite and
+            >= 0; the rope base finite and > 0).
+    """
     def get(key, default=None):
         value = meta.get(f"{arch}.{key}", default)
         if value is None:
             raise GGUFError(f"{arch}.{key}", "missing")
+        if isinstance(value, (str, bytes)) or not isinstance(value, (int, float)):
+            raise GGUFError(f"{arch}.{key}", f"{value!r} is not a number")
+        if key in ("attention.layer_norm_rms_epsilon", "rope.freq_base"):
+            if not (math.isfinite(value) and (value > 0 or (value == 0 and key.endswith("epsilon")))):
+                raise GGUFError(f"{arch}.{key}", f"{value!r} is out of range")
+        elif not math.isfinite(value) or value != int(value) or not 1 <= value <= MAX_HPARAM:
+            raise GGUFError(f"{arch}.{key}", f"{value!r} is out of range (1..{MAX_HPARAM})")
         return value
     n_embd = int(get("embedding_length"))
     n_head = int(get("attention.head_count"))

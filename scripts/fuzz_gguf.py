@@ -5,7 +5,13 @@ gguf.GGUFReader and agrees with it.
 Mutations: bit flips, byte overwrites, integer header fields (counts, lengths, types, dims, offsets)
 overwritten with extremes, truncation, insertion and deletion of bytes; 1-4 per input.
 
-    python scripts/fuzz_gguf.py --seconds 60 [--seed N] [--crashes DIR]
+``--target native`` fuzzes the whole native load path instead: a complete tiny model (2 layers, every
+type the native kernels run but the k-quants, 8-token vocabulary) is mutated, and every file that passes
+check_gguf goes through read_model, the C++ engine's constructor and a short eval, which must end in a
+result or an EdgechatError (one line for the user), never another exception. A crash of the C++ ends
+the process: run this target in a child process (tests/test_fuzz_gguf.py does) or under ASan.
+
+    python scripts/fuzz_gguf.py --seconds 60 [--target check|native] [--seed N] [--crashes DIR]
 """
 from __future__ import annotations
 
@@ -76,7 +82,62 @@ def int_fields(data: bytes) -> list[tuple[int, int]]:
         return sorted(out)
 
 
+def native_mini() -> bytes:
+    """A complete llama model the native engine runs: 2 layers, n_embd 64, 4 heads of 16 (2 kv heads),
+    n_ff 128, tied output; tensors in F32, F16, Q4_0, Q4_1, Q5_0 and Q8_0; 8-token vocabulary."""
+    from gguf import quants
+    T = gguf.GGMLQuantizationType
+    rng = np.random.default_rng(1)
+    n_embd, n_ff, kv = 64, 128, 32
+
+    def q(shape, qtype):
+        w = (rng.standard_normal(shape) * 0.1).astype(np.float32)
+        if qtype == T.F32:
+            return w, None
+        if qtype == T.F16:
+            return w.astype(np.float16), None
+        return quants.quantize(w, qtype), qtype
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "n.gguf"
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_block_count(2)
+        w.add_context_length(64)
+        w.add_embedding_length(n_embd)
+        w.add_feed_forward_length(n_ff)
+        w.add_head_count(4)
+        w.add_head_count_kv(2)
+        w.add_rope_dimension_count(16)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_rope_freq_base(10000.0)
+        w.add_tokenizer_model("gpt2")
+        w.add_token_list(make_bad_ggufs.VOCAB)
+        w.add_token_types([1] * len(make_bad_ggufs.VOCAB))
+        w.add_token_merges(["a b", "b c"])
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+        tensors = {"token_embd.weight": ((8, n_embd), T.Q8_0), "output_norm.weight": ((n_embd,), T.F32)}
+        for i in range(2):
+            b = f"blk.{i}."
+            tensors |= {b + "attn_norm.weight": ((n_embd,), T.F32), b + "ffn_norm.weight": ((n_embd,), T.F32),
+                        b + "attn_q.weight": ((n_embd, n_embd), T.Q4_0), b + "attn_k.weight": ((kv, n_embd), T.Q4_1),
+                        b + "attn_v.weight": ((kv, n_embd), T.Q5_0), b + "attn_output.weight": ((n_embd, n_embd), T.F16),
+                        b + "ffn_gate.weight": ((n_ff, n_embd), T.Q8_0), b + "ffn_up.weight": ((n_ff, n_embd), T.Q4_0),
+                        b + "ffn_down.weight": ((n_embd, n_ff), T.F32)}
+        for name, (shape, qtype) in tensors.items():
+            data, raw = q(shape, qtype)
+            w.add_tensor(name, data, raw_dtype=raw) if raw is not None else w.add_tensor(name, data)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return path.read_bytes()
+
+
 BASES = [make_bad_ggufs.mini().to_bytes(), writer_mini()]
+NATIVE_BASE = len(BASES)          # index of native_mini in BASES (the native target's only base)
+BASES.append(native_mini())
 FIELDS = [int_fields(b) for b in BASES]
 
 
@@ -102,7 +163,9 @@ _op = st.one_of(
     st.tuples(st.just("insert"), _pos, st.binary(min_size=1, max_size=16)),
     st.tuples(st.just("delete"), _pos, st.integers(1, 16)),
 )
-MUTATIONS = st.tuples(st.integers(0, len(BASES) - 1), st.lists(_op, min_size=1, max_size=4))
+MUTATIONS = st.tuples(st.integers(0, NATIVE_BASE - 1), st.lists(_op, min_size=1, max_size=4))
+NATIVE_MUTATIONS = st.tuples(st.just(NATIVE_BASE), st.lists(_op, min_size=1, max_size=4))
+NATIVE_CTX, NATIVE_SINKS = 16, 2     # a cache the 8 fed tokens wrap around
 
 
 def mutate(base: int, ops) -> bytes:
@@ -166,6 +229,7 @@ def assert_matches_reader(s: GGUFSummary, path: Path) -> None:
 class Stats:
     executions: int = 0
     passed: int = 0
+    ran: int = 0                # native target: files the engine loaded and evaluated
     rejected: int = 0
     max_ms: float = 0.0
     fields: dict[str, int] = field(default_factory=dict)
@@ -205,10 +269,47 @@ def run_one(data: bytes, path: Path, stats: Stats) -> None:
             stats.record_crash(data, "passed check_gguf, but GGUFReader:\n" + traceback.format_exc())
 
 
+def run_one_native(data: bytes, path: Path, stats: Stats) -> None:
+    """Load one input the way the native backend does and evaluate 8 tokens; a crash is any exception
+    but an EdgechatError (check_gguf's rejections are counted as in ``run_one``)."""
+    from edgechat.runtime.backends.native import NativeBackend
+    from edgechat.runtime.errors import EdgechatError
+    from edgechat.runtime.ggufload import read_model
+    path.write_bytes(data)
+    stats.executions += 1
+    stage = "check_gguf"
+    try:
+        check_gguf(path)
+        stats.passed += 1
+        stage = "read_model"
+        mf = read_model(path)
+        problem = mf.native_problem()
+        if problem:
+            raise EdgechatError(problem)
+        stage = "the native engine"
+        b = NativeBackend(mf, ctx=NATIVE_CTX, sinks=NATIVE_SINKS, threads=1)
+        try:
+            b.eval([i % b.n_vocab for i in range(8)], all_logits=True)
+        finally:
+            b.close()
+        stats.ran += 1
+    except GGUFError as e:
+        stats.rejected += 1
+        key = f"{stage}: {e.field}" if e.field in KNOWN_FIELDS else f"{stage}: (a mutated name)"
+        stats.fields[key] = stats.fields.get(key, 0) + 1
+    except EdgechatError as e:
+        key = f"{stage}: {type(e).__name__}"
+        stats.fields[key] = stats.fields.get(key, 0) + 1
+    except Exception:
+        stats.record_crash(data, f"{stage} raised:\n" + traceback.format_exc())
+
+
 def fuzz(seconds: float = float("inf"), master_seed: int | None = None, executions: int | None = None,
-         batch: int = 300) -> Stats:
+         batch: int = 300, target: str = "check") -> Stats:
     """Run hypothesis batches of ``batch`` inputs until ``seconds`` have passed or about
-    ``executions`` inputs have run (whole batches)."""
+    ``executions`` inputs have run (whole batches). ``target``: "check" (check_gguf against
+    GGUFReader) or "native" (the whole native load path, see the module doc)."""
+    one, strategy = (run_one, MUTATIONS) if target == "check" else (run_one_native, NATIVE_MUTATIONS)
     stats = Stats()
     rng = random.Random(master_seed)
     deadline = time.monotonic() + seconds
@@ -217,12 +318,12 @@ def fuzz(seconds: float = float("inf"), master_seed: int | None = None, executio
 
         @settings(max_examples=batch, deadline=None, database=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
-        @given(MUTATIONS)
-        def target(m):
-            run_one(mutate(*m), path, stats)
+        @given(strategy)
+        def run(m):
+            one(mutate(*m), path, stats)
 
         while time.monotonic() < deadline and (executions is None or stats.executions < executions):
-            seed(rng.getrandbits(64))(target)()
+            seed(rng.getrandbits(64))(run)()
     return stats
 
 
@@ -231,13 +332,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--executions", type=int, default=None, help="stop after about this many inputs")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--target", choices=["check", "native"], default="check")
     ap.add_argument("--crashes", type=Path, default=None, help="write crashing inputs here")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    s = fuzz(args.seconds, args.seed, args.executions)
+    s = fuzz(args.seconds, args.seed, args.executions, target=args.target)
     wall = time.monotonic() - t0
-    print(f"executions {s.executions} in {wall:.1f} s ({s.executions / wall:.0f}/s); passed {s.passed}, "
-          f"rejected {s.rejected}, crashes {len(s.crashes)}; slowest check {s.max_ms:.2f} ms")
+    ran = f", ran in the engine {s.ran}" if args.target == "native" else ""
+    print(f"target {args.target}: executions {s.executions} in {wall:.1f} s ({s.executions / wall:.0f}/s); "
+          f"passed check_gguf {s.passed}{ran}, rejected {s.rejected}, crashes {len(s.crashes)}; "
+          f"slowest check {s.max_ms:.2f} ms")
     print("rejections by field:", dict(sorted(s.fields.items(), key=lambda kv: -kv[1])))
     for i, (data, what) in enumerate(s.crashes[:5]):
         print(f"--- crash {i}: {what}")

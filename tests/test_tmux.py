@@ -1,9 +1,13 @@
-"""The real `edgechat` console script in a real terminal (tmux): type, see the reply, quit, find the chat."""
+"""The real `edgechat` console script in a real terminal (tmux): type, see the reply, quit, find the chat;
+and kill -9 in the middle of a reply: the database opens, passes integrity_check, and holds every
+message that was committed before the kill."""
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sqlite3
+import signal
 import subprocess
 import sys
 import time
@@ -49,23 +53,46 @@ class Tmux:
         raise AssertionError(f"timed out waiting for {what}; the screen:\n{self.screen()}")
 
 
-def test_edgechat_in_tmux(tmp_path):
+def start_edgechat(tmp_path, *args: str) -> tuple[Tmux, Path]:
+    """Start the real edgechat (its data in tmp_path) in a tmux session "chat"; wait until it is ready.
+
+    Returns:
+        The tmux server and the file the shell writes edgechat's exit code to.
+    """
     tmux = Tmux(f"edgechat-test-{tmp_path.name}")
     rc_file = tmp_path / "rc"
     command = (f"cd {shlex.quote(str(tmp_path))} && EDGECHAT_HOME={shlex.quote(str(tmp_path))} "
-               f"{shlex.quote(edgechat_script())} --temp 0 --max-tokens 16; echo $? > {rc_file}")
-    tmux("new-session", "-d", "-s", "chat", "-x", "100", "-y", "30", command)
+               f"exec {shlex.quote(edgechat_script())} {shlex.join(args)}")
+    tmux("new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
+         f"sh -c {shlex.quote(command)}; echo $? > {rc_file}")
     try:
         tmux.wait_for(lambda s: "● SmolLM2" in s and "KV" in s, "the model to load")
-        tmux("send-keys", "-t", "chat", "-l", QUESTION)
-        tmux("send-keys", "-t", "chat", "Enter")
+    except BaseException:
+        tmux("kill-server")
+        raise
+    return tmux, rc_file
+
+
+def send(tmux: Tmux, text: str) -> None:
+    tmux("send-keys", "-t", "chat", "-l", text)
+    tmux("send-keys", "-t", "chat", "Enter")
+
+
+def quit_with_ctrl_q(tmux: Tmux) -> None:
+    tmux("send-keys", "-t", "chat", "C-q")
+    start = time.monotonic()
+    while tmux.alive() and time.monotonic() - start < 30:
+        time.sleep(0.2)
+    assert not tmux.alive(), "Ctrl-Q did not quit"
+
+
+def test_edgechat_in_tmux(tmp_path):
+    tmux, rc_file = start_edgechat(tmp_path, "--temp", "0", "--max-tokens", "16")
+    try:
+        send(tmux, QUESTION)
         screen = tmux.wait_for(lambda s: "Assistant" in s and "writing…" not in s, "the reply")
         assert "You" in screen and QUESTION in screen
-        tmux("send-keys", "-t", "chat", "C-q")
-        start = time.monotonic()
-        while tmux.alive() and time.monotonic() - start < 30:
-            time.sleep(0.2)
-        assert not tmux.alive(), "Ctrl-Q did not quit"
+        quit_with_ctrl_q(tmux)
     finally:
         tmux("kill-server")
     assert rc_file.read_text().strip() == "0"
@@ -80,3 +107,54 @@ def test_edgechat_in_tmux(tmp_path):
     assert reply and messages[1][2] in ("stop", "length")
     first_words = " ".join(reply.split()[:3])
     assert first_words in " ".join(screen.split()), f"the reply {reply!r} was not on the screen"
+
+
+def edgechat_pid(tmux: Tmux) -> int:
+    """The edgechat process: the child of the pane's shell (sh -c execs it)."""
+    import psutil
+    shell = psutil.Process(int(tmux("display-message", "-p", "-t", "chat", "#{pane_pid}").strip()))
+    found = [p for p in shell.children(recursive=True) if "edgechat" in " ".join(p.cmdline())]
+    assert len(found) == 1, [p.cmdline() for p in shell.children(recursive=True)]
+    return found[0].pid
+
+
+def test_kill_9_mid_reply_loses_no_committed_message(tmp_path):
+    """Turn 1 finishes (user + reply committed); turn 2 is killed with SIGKILL while its reply streams
+    (its user message was committed when sent; the reply was not finished, so it is not there)."""
+    tmux, _ = start_edgechat(tmp_path, "--temp", "0", "--max-tokens", "16")
+    try:
+        send(tmux, QUESTION)
+        tmux.wait_for(lambda s: "Assistant" in s and "writing…" not in s, "the first reply")
+        quit_with_ctrl_q(tmux)
+    finally:
+        tmux("kill-server")
+    # a second run with long replies, killed while one streams
+    tmux, rc_file = start_edgechat(tmp_path, "--temp", "0", "--max-tokens", "2000", "--ctx", "256")
+    second = "Write a very long story about a lighthouse keeper."
+    try:
+        tmux("send-keys", "-t", "chat", "C-n")
+        send(tmux, second)
+        tmux.wait_for(lambda s: "writing…" in s, "the second reply to stream")
+        time.sleep(1.0)
+        assert "writing…" in tmux.screen(), "the reply ended before the kill"
+        os.kill(edgechat_pid(tmux), signal.SIGKILL)
+        start = time.monotonic()
+        while not rc_file.exists() and time.monotonic() - start < 30:
+            time.sleep(0.1)
+    finally:
+        tmux("kill-server")
+    assert rc_file.read_text().strip() == str(128 + signal.SIGKILL)
+
+    db = tmp_path / "chats.db"
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = conn.execute("SELECT c.title, m.role, m.content, m.finish FROM messages m "
+                        "JOIN chats c ON c.id = m.chat_id ORDER BY m.id").fetchall()
+    conn.close()
+    assert [(r[0], r[1]) for r in rows] == [(QUESTION, "user"), (QUESTION, "assistant"), (second, "user")]
+    assert rows[0][2] == QUESTION and rows[1][2] and rows[1][3] in ("stop", "length") and rows[2][2] == second
+    # edgechat itself opens it again, with no problem to report
+    from edgechat.app.store import open_store
+    store = open_store(db)
+    assert store.problem is None and [len(store.messages(c.id)) for c in store.list_chats()] == [1, 2]
+    store.close()
