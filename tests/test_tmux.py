@@ -61,6 +61,7 @@ def start_edgechat(tmp_path, *args: str) -> tuple[Tmux, Path]:
     """
     tmux = Tmux(f"edgechat-test-{tmp_path.name}")
     rc_file = tmp_path / "rc"
+    rc_file.unlink(missing_ok=True)
     command = (f"cd {shlex.quote(str(tmp_path))} && EDGECHAT_HOME={shlex.quote(str(tmp_path))} "
                f"exec {shlex.quote(edgechat_script())} {shlex.join(args)}")
     tmux("new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
@@ -130,7 +131,7 @@ def test_kill_9_mid_reply_loses_no_committed_message(tmp_path):
         tmux("kill-server")
     # a second run with long replies, killed while one streams
     tmux, rc_file = start_edgechat(tmp_path, "--temp", "0", "--max-tokens", "2000", "--ctx", "256")
-    second = "Write a very long story about a lighthouse keeper."
+    second = "Tell me a long story about the sea."      # shorter than a title
     try:
         tmux("send-keys", "-t", "chat", "C-n")
         send(tmux, second)
