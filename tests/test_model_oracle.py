@@ -15,9 +15,12 @@ from conftest import ppl_and_top1
 # vs approximated exp, and compute rope angles in float64 (us) vs float32 (ggml). On this 135M model the
 # q8 re-quantization of every matmul input amplifies any rounding difference to ~0.5 logit: measured,
 # two runs of OUR engine that differ only in float summation order (EDGECHAT_ISA=generic vs avx2, same
-# algorithm) agree on top-1 for 96.8% of 1024 tokens of this text (max |dlogit| 1.75). So bit-level
-# agreement is not on offer; what must hold:
-TOP1_MIN = 0.95            # overall top-1 agreement: the measured noise floor (96.8%) less a margin
+# algorithm) agree on top-1 for 96.8% of 1024 tokens of this text (max |dlogit| 1.75). llama.cpp does
+# no better against itself: with flash attention off instead of its default, on these 2048 tokens, it
+# agrees with itself on top-1 for 97.0% (max |dlogit| 1.67, ppl 0.16% apart), where our engine agrees
+# with it on 96.7% (max 1.75, ppl 0.11% apart) (scripts/oracle_noise.py). So the 98% top-1 bar
+# is above what the oracle reaches against itself, and bit-level agreement is not on offer; what holds:
+TOP1_MIN = 0.95            # overall top-1 agreement: the measured noise floors (96.8%, 97.0%) less a margin
 DECISIVE_MARGIN = 1.0      # logits: 2x the ~0.5 noise amplitude measured above
 DECISIVE_TOP1_MIN = 0.995  # where llama.cpp's top-1 leads its top-2 by > DECISIVE_MARGIN, we must agree
 PPL_REL_TOL = 0.01         # the bar: perplexity within 1% of llama.cpp
