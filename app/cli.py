@@ -70,10 +70,28 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--system", help="system prompt")
 
 
+def _version() -> str:
+    """edgechat's version, the native engine's kernels and llama-cpp-python's version."""
+    from importlib import metadata
+
+    def version_of(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    try:
+        from .. import _native
+        isa = _native.isa()
+    except ImportError:
+        isa = "not built"
+    return f"edgechat {version_of('edgechat')} (native kernels: {isa}; llama-cpp-python {version_of('llama_cpp_python')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import manage
     p = argparse.ArgumentParser(prog="edgechat", description="Offline chat with small LLMs. With no "
                                 "arguments: the chat TUI. With -p (or a prompt on stdin): one answer.")
+    p.add_argument("--version", action="version", version=_version())
     p.add_argument("-p", "--prompt", help="one-shot prompt ('-' reads stdin)")
     p.add_argument("--json", action="store_true", help="one-shot: print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and why, and timings")

@@ -45,6 +45,27 @@ def ppl_and_top1(logits: np.ndarray, ids: list[int]) -> tuple[float, np.ndarray]
     return float(np.exp(nll.mean())), logits.argmax(axis=1)
 
 
+def agreement(ours: np.ndarray, ref: np.ndarray, ids: list[int], decisive_margin: float) -> dict:
+    """How teacher-forced logits ``ours`` agree with the oracle's ``ref`` (both (n, vocab), row i after
+    ids[:i + 1]): top-1 agreement overall and where the oracle's top-1 leads its top-2 by more than
+    ``decisive_margin``, both perplexities and their relative difference, the largest logit difference.
+    """
+    ppl_o, top_o = ppl_and_top1(ours, ids)
+    ppl_r, top_r = ppl_and_top1(ref, ids)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > decisive_margin
+    same = top_o == top_r
+    return {"top1": float(same.mean()), "top1_decisive": float(same[decisive].mean()),
+            "decisive_rows": int(decisive.sum()), "ppl": ppl_o, "ppl_ref": ppl_r,
+            "ppl_rel": abs(ppl_o - ppl_r) / ppl_r, "max_dlogit": float(np.abs(ours - ref).max())}
+
+
+def agreement_line(a: dict) -> str:
+    return (f"top-1 {a['top1']:.4f} (decisive {a['top1_decisive']:.4f} on {a['decisive_rows']} rows), ppl "
+            f"native {a['ppl']:.4f} llama.cpp {a['ppl_ref']:.4f} (rel {a['ppl_rel']:.3%}), "
+            f"max |dlogit| {a['max_dlogit']:.3f}")
+
+
 def _ggufs():
     import importlib.util
     spec = importlib.util.spec_from_file_location("make_test_ggufs",

@@ -26,6 +26,17 @@ def test_prompt_flag_streams_text():
     assert b"Traceback" not in r.stderr
 
 
+def test_version_names_the_kernels_and_llama_cpp():
+    from importlib import metadata
+
+    from edgechat import _native
+    r = run(["--version"])
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode().strip()
+    assert out.startswith(f"edgechat {metadata.version('edgechat')} ")
+    assert f"native kernels: {_native.isa()}" in out and metadata.version("llama_cpp_python") in out
+
+
 def test_prompt_on_stdin_and_invalid_utf8_is_replaced():
     r = run(BASE, stdin=b"Say hello \xff\xfe please.")
     assert r.returncode == 0, r.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ppl_and_top1
+from conftest import agreement, agreement_line
 
 # llama.cpp and our engine both quantize activations to q8 and keep the cache in f16, but sum in a
 # different order (tiled gemm vs ggml's), convert q to f16 in attention (ggml) or not (us), use exact
@@ -52,20 +52,12 @@ def compare(path, text, tokenizer):
     ours = teacher_forced(NativeBackend, path, ids)
     ref = teacher_forced(LlamaCppBackend, path, ids)
     assert ours.shape == ref.shape == (N_TOKENS, tokenizer.n_vocab)
-    ppl_o, top_o = ppl_and_top1(ours, ids)
-    ppl_r, top_r = ppl_and_top1(ref, ids)
-    agree = float((top_o == top_r).mean())
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    decisive = (top2[:, 1] - top2[:, 0]) > DECISIVE_MARGIN
-    agree_decisive = float((top_o == top_r)[decisive].mean())
-    rel = abs(ppl_o - ppl_r) / ppl_r
-    print(f"{path.name}: top1 agreement {agree:.4f} (decisive {agree_decisive:.4f} on {decisive.mean():.0%} "
-          f"of positions), ppl native {ppl_o:.4f} llama.cpp {ppl_r:.4f} (rel {rel:.4%}), "
-          f"max |dlogit| {np.abs(ours - ref).max():.4f}")
+    a = agreement(ours, ref, ids, DECISIVE_MARGIN)
+    print(f"{path.name}: {agreement_line(a)}")
     assert np.isfinite(ours).all()
-    assert agree >= TOP1_MIN
-    assert agree_decisive >= DECISIVE_TOP1_MIN
-    assert rel <= PPL_REL_TOL
+    assert a["top1"] >= TOP1_MIN
+    assert a["top1_decisive"] >= DECISIVE_TOP1_MIN
+    assert a["ppl_rel"] <= PPL_REL_TOL
 
 
 def test_default_q4_1_matches_llama_cpp(default_model, natural_text, tokenizer):

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import ppl_and_top1
+from conftest import agreement, agreement_line, ppl_and_top1
 
 THREADS = 2
 
@@ -118,20 +118,12 @@ def test_native_matches_llama_cpp_after_wraparound(default_model, mf, stream):
     assert info_n["evicted"] == len(ids) - ORACLE_CTX
 
     w = ORACLE_CTX            # row w is the first token fed after an eviction
-    ppl_o, top_o = ppl_and_top1(ours[w:], ids[w:])
-    ppl_r, top_r = ppl_and_top1(ref[w:], ids[w:])
-    agree = float((top_o == top_r).mean())
-    top2 = np.sort(ref[w:], axis=1)[:, -2:]
-    decisive = (top2[:, 1] - top2[:, 0]) > DECISIVE_MARGIN
-    agree_decisive = float((top_o == top_r)[decisive].mean())
-    rel = abs(ppl_o - ppl_r) / ppl_r
-    print(f"after wrap-around ({len(ids) - w} rows): top-1 {agree:.4f} (decisive {agree_decisive:.4f} on "
-          f"{decisive.mean():.0%}), ppl native {ppl_o:.4f} llama.cpp {ppl_r:.4f} (rel {rel:.3%}), "
-          f"max |dlogit| {np.abs(ours[w:] - ref[w:]).max():.3f}")
-    assert decisive.sum() >= (len(ids) - w) // 4          # the decisive check is not vacuous
-    assert agree >= ORACLE_TOP1_MIN
-    assert agree_decisive >= DECISIVE_TOP1_MIN
-    assert rel <= ORACLE_PPL_REL_TOL
+    a = agreement(ours[w:], ref[w:], ids[w:], DECISIVE_MARGIN)
+    print(f"after wrap-around ({len(ids) - w} rows): {agreement_line(a)}")
+    assert a["decisive_rows"] >= (len(ids) - w) // 4          # the decisive check is not vacuous
+    assert a["top1"] >= ORACLE_TOP1_MIN
+    assert a["top1_decisive"] >= DECISIVE_TOP1_MIN
+    assert a["ppl_rel"] <= ORACLE_PPL_REL_TOL
 
 
 # ---- chunked prefill ----------------------------------------------------------------------------------
