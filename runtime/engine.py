@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -13,6 +14,13 @@ from .errors import EdgechatError, UnsupportedModel
 from .events import DoneEvent, Stats, TextEvent
 
 BACKENDS = ("auto", "native", "llama.cpp")
+# A turn renders only a window of the conversation (the first message, the last cached ones and the
+# new ones), so its cost does not grow with the history. That is right for templates that write each
+# message on its own (ChatML, Llama 3, Mistral, ...): the window rendering is compared with a whole
+# rendering while conversations are this short, and must have matched once before a longer one is
+# rendered by window; one mismatch turns the window off for the engine's lifetime.
+WINDOW_CHECK_MESSAGES = 24
+MEMO_PIECES = 2048          # memoized tokenizations of template pieces (message contents, scaffolding)
 
 
 def default_threads() -> int:
@@ -54,7 +62,7 @@ class _MemoTokenizer:
 
     def __init__(self, tok):
         self._tok = tok
-        self.tokenize = lru_cache(maxsize=8192)(self._tokenize)
+        self.tokenize = lru_cache(maxsize=MEMO_PIECES)(self._tokenize)
 
     def _tokenize(self, text: str, special: bool = False) -> tuple[int, ...]:
         return tuple(self._tok.tokenize(text, special=special))
@@ -78,11 +86,13 @@ class Engine:
         self._pin_system = pin_system
         self._sinks = sinks
         self._lock = threading.RLock()
-        self._stream: list[int] = []      # logical tokens the cache represents, in order
+        self._stream = array("i")         # logical tokens the cache represents, in order (4 bytes each)
         self._skip = 0                    # logical tokens skipped by a rebuild (after the sinks)
         self._msgs: list[dict] = []       # messages whose tokens are in the stream
         self._ends: list[int] = []        # logical end of each message in the stream
         self._spans: list[tuple[int, int]] = []
+        self._window_checked = False      # a window rendering has matched a whole one
+        self._window_ok = True            # no window rendering has ever differed from a whole one
 
     # ---- the contract ---------------------------------------------------------------------------
 
@@ -133,7 +143,7 @@ class Engine:
 
     def _reset(self, sinks: int) -> None:
         self._b.reset(sinks)
-        self._stream, self._skip, self._msgs, self._ends = [], 0, [], []
+        self._stream, self._skip, self._msgs, self._ends = array("i"), 0, [], []
 
     def _window_start(self, info: dict) -> int:
         n_backend = info["n_past"]
@@ -175,27 +185,65 @@ class Engine:
 
     # ---- chat -----------------------------------------------------------------------------------
 
-    def _target(self, messages: list[dict]) -> tuple[list[int], list[int], int]:
-        """Tokens the cache should hold for ``messages`` + generation prompt, the message ends, and k,
-        the number of leading messages reused as fed (their exact tokens, e.g. sampled replies)."""
+    def _target(self, messages: list[dict]) -> tuple[list[int], list[int], int, int]:
+        """Tokens the cache should hold for ``messages`` + generation prompt, the message ends, k (the
+        number of leading messages reused as fed: their exact tokens, e.g. sampled replies) and how
+        many leading tokens of the target are the cached stream's by construction."""
         k = 0
         while k < min(len(messages), len(self._msgs)) and messages[k] == self._msgs[k]:
             k += 1
+        if k:
+            new = self._new_ids(messages, k)
+            if new is not None:
+                base = self._ends[k - 1]
+                suffix, rel_ends = new
+                target = list(self._stream[:base]) + suffix
+                return target, self._ends[:k] + [base + e for e in rel_ends], k, base
         full = self._tmpl.render_ids(messages, add_generation_prompt=True)
-        prefix = self._tmpl.render_ids(messages[:k], add_generation_prompt=False) if k else []
-        if k and list(full[:len(prefix)]) == list(prefix):
-            base = self._ends[k - 1]
-            target = self._stream[:base] + list(full[len(prefix):])
+        ends = [len(self._tmpl.render_ids(messages[:i + 1], add_generation_prompt=False))
+                for i in range(len(messages))]
+        return list(full), ends, 0, 0
+
+    @staticmethod
+    def _view_start(k: int) -> int:
+        """First message after messages[0] in the window for new messages from k on: one cached message
+        before them at least, and an odd index, so each message keeps its index's parity (templates
+        that check user/assistant alternation)."""
+        j = k - 1 if (k - 1) % 2 == 1 else k - 2
+        return max(j, 1)
+
+    def _rendered_suffix(self, msgs: list[dict], k: int) -> tuple[list[int], list[int]] | None:
+        """ids that ``msgs[k:]`` + generation prompt add after ``msgs[:k]``, and where each new message
+        ends (relative); None if the rendering of msgs[:k] is not a token prefix of the whole."""
+        r = self._tmpl.render_ids
+        prefix = r(msgs[:k], add_generation_prompt=False)
+        full = r(msgs, add_generation_prompt=True)
+        if list(full[:len(prefix)]) != list(prefix):
+            return None
+        ends = [len(r(msgs[:i + 1], add_generation_prompt=False)) - len(prefix) for i in range(k, len(msgs))]
+        return list(full[len(prefix):]), ends
+
+    def _new_ids(self, messages: list[dict], k: int) -> tuple[list[int], list[int]] | None:
+        """``_rendered_suffix`` of the whole conversation, computed on a window of it once that is
+        known to give the same (see WINDOW_CHECK_MESSAGES)."""
+        j = self._view_start(k)
+        if j <= 1 or not self._window_ok:
+            return self._rendered_suffix(messages, k)
+        view = messages[:1] + messages[j:]
+        windowed = self._rendered_suffix(view, k - j + 1)
+        if self._window_checked and len(messages) > WINDOW_CHECK_MESSAGES:
+            return windowed
+        whole = self._rendered_suffix(messages, k)
+        if windowed == whole:
+            self._window_checked = True
         else:
-            k, base, prefix, target = 0, 0, [], list(full)
-        ends = self._ends[:k]
-        for i in range(k, len(messages)):
-            n = len(self._tmpl.render_ids(messages[:i + 1], add_generation_prompt=False))
-            ends.append(base + n - len(prefix))
-        return target, ends, k
+            self._window_ok = False
+        return whole
 
     def _closing_ids(self, messages: list[dict], reply: str) -> list[int]:
         """Scaffolding the template puts after an assistant message (e.g. <|im_end|> and a newline)."""
+        if self._window_checked and self._window_ok and len(messages) > WINDOW_CHECK_MESSAGES:
+            messages = messages[:1] + messages[self._view_start(len(messages)):]
         sentinel = "\u2063edgechat-reply-end\u2063"
         text = self._tmpl.render_text(messages + [{"role": "assistant", "content": sentinel}],
                                       add_generation_prompt=False)
@@ -223,8 +271,7 @@ class Engine:
             stats = Stats(load_s=self.info.get("load_s", 0.0))
             if self._pin_system and not self._stream:
                 self._reset(self._system_sinks(messages))
-            target, ends, k = self._target(messages)
-            common = 0
+            target, ends, k, common = self._target(messages)
             limit = min(len(target), len(self._stream))
             while common < limit and target[common] == self._stream[common]:
                 common += 1

@@ -273,3 +273,57 @@ def test_editing_an_evicted_message_rebuilds_only_the_tail(engine, sampled_logit
     held = target[:sinks] + target[ws:]
     np.testing.assert_allclose(sampled_logits[-1][0], fresh_logits(engine, ctx, held), rtol=0,
                                atol=CHAT_LOGIT_ATOL)
+
+
+# ---- rendering by window ----------------------------------------------------------------------------
+
+def chat_with_render_spy(e, natural_text, turns: int) -> tuple[list[dict], list[int]]:
+    """``turns`` short turns; returns the conversation and the length of every message list the
+    template rendered to ids during the last turn."""
+    msgs, spy = [], []
+    real = e._tmpl.render_ids
+
+    def counting(messages, *a, **kw):
+        spy.append(len(messages))
+        return real(messages, *a, **kw)
+    for i, _ in enumerate(long_chat(e, natural_text, turns, user_tokens=12, max_tokens=3, msgs=msgs)):
+        if i == turns - 2:
+            e._tmpl.render_ids = counting          # watch the last turn
+    del e._tmpl.render_ids
+    return msgs, spy
+
+
+def test_a_long_chat_renders_only_a_window_and_it_equals_the_whole(engine, natural_text):
+    """Past WINDOW_CHECK_MESSAGES a turn renders the first message, the last cached ones and the new
+    ones, not the whole history (so a turn's cost does not grow with the chat); what that gives for the
+    new messages equals what rendering the whole conversation gives."""
+    from edgechat.runtime.engine import WINDOW_CHECK_MESSAGES
+    e = engine(2048)
+    turns = WINDOW_CHECK_MESSAGES        # 2 * turns + 1 messages: well past the check
+    msgs, spy = chat_with_render_spy(e, natural_text, turns)
+    assert e._window_checked and e._window_ok
+    assert spy and max(spy) <= 4, spy    # the first message, one cached, the new one (+ its prefix)
+    msgs.append({"role": "user", "content": "And then?"})
+    k = len(msgs) - 1
+    assert e._new_ids(msgs, k) == e._rendered_suffix(msgs, k)
+
+
+def test_a_template_that_numbers_messages_is_rendered_whole(engine, natural_text):
+    """A template whose output for a message depends on its place in the list (here: a running number)
+    fails the window check on the first turns; from then on every turn renders the whole conversation,
+    and the cache holds exactly what that rendering gives."""
+    from edgechat.runtime.template import ChatTemplate
+    numbered = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ loop.index }}\n{{ m['content'] }}"
+                "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    e = engine(2048)
+    e._tmpl = ChatTemplate(numbered, e._tok)
+    msgs, spy = chat_with_render_spy(e, natural_text, 8)
+    assert not e._window_ok and max(spy) == len(msgs) - 1     # the whole list, generation prompt on
+    msgs.append({"role": "user", "content": "And then?"})
+    k = len(msgs) - 1
+    assert e._new_ids(msgs, k) == e._rendered_suffix(msgs, k)
+    done, _ = chat(e, msgs, max_tokens=1)
+    whole = rendered(e, msgs)
+    start = e.message_spans()[k - 1][1]                 # the end of the last cached reply
+    assert list(e._stream[start:start + len(whole) - len(rendered(e, msgs[:k], gen=False))]) == \
+        whole[len(rendered(e, msgs[:k], gen=False)):]

@@ -129,7 +129,7 @@ def reply_ids(engine, done: DoneEvent) -> list[int]:
     token stream (which has no public accessor)."""
     start = done.stats.prompt_tokens
     assert done.cache["evicted"] == 0
-    return engine._stream[start:start + done.stats.completion_tokens]
+    return list(engine._stream[start:start + done.stats.completion_tokens])
 
 
 # prompts after which the default model writes emoji, CJK or kana (seen at temp 0)
