@@ -279,7 +279,11 @@ def run_one_native(data: bytes, path: Path, stats: Stats) -> None:
     stats.executions += 1
     stage = "check_gguf"
     try:
-        check_gguf(path)
+        t0 = time.perf_counter()
+        try:
+            check_gguf(path)
+        finally:
+            stats.max_ms = max(stats.max_ms, (time.perf_counter() - t0) * 1e3)
         stats.passed += 1
         stage = "read_model"
         mf = read_model(path)
