@@ -311,3 +311,14 @@ async def test_model_picker_lists_the_packaged_default():
     from edgechat.app.tui.screens.model_picker import local_models
     models = local_models()
     assert models and models[0][0] == "" and "packaged" in models[0][1]
+
+
+async def test_empty_or_whitespace_input_is_not_sent(engine, db):
+    app = make_app(engine, db, max_tokens=4)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"   ", "enter")
+        await pilot.pause()
+        assert app.reply is None and app.history == []
+        assert rows(db, "SELECT role FROM messages") == []
+        await send(app, pilot, "hi")
+        assert [m.role for m in app.history] == ["user", "assistant"]
