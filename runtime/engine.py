@@ -200,8 +200,14 @@ class Engine:
                 target = list(self._stream[:base]) + suffix
                 return target, self._ends[:k] + [base + e for e in rel_ends], k, base
         full = self._tmpl.render_ids(messages, add_generation_prompt=True)
-        ends = [len(self._tmpl.render_ids(messages[:i + 1], add_generation_prompt=False))
-                for i in range(len(messages))]
+        ends, end = [], 0
+        for i in range(len(messages)):      # message by message, by window where it is known to be right
+            new = self._new_ids(messages[:i + 1], i) if i and self._window_ok else None
+            if new is None:
+                end = len(self._tmpl.render_ids(messages[:i + 1], add_generation_prompt=False))
+            else:
+                end += new[1][0]
+            ends.append(end)
         return list(full), ends, 0, 0
 
     @staticmethod

@@ -327,3 +327,20 @@ def test_a_template_that_numbers_messages_is_rendered_whole(engine, natural_text
     start = e.message_spans()[k - 1][1]                 # the end of the last cached reply
     assert list(e._stream[start:start + len(whole) - len(rendered(e, msgs[:k], gen=False))]) == \
         whole[len(rendered(e, msgs[:k], gen=False)):]
+
+
+def test_a_long_conversation_given_at_once_gets_the_same_message_ends(engine, natural_text):
+    """A long saved chat opened on a fresh engine (nothing cached): its message ends are computed
+    message by message, by window past the check; they equal the lengths of whole renderings."""
+    from edgechat.runtime.engine import WINDOW_CHECK_MESSAGES
+    e = engine(4096)
+    words = natural_text.split()
+    msgs = [{"role": "system", "content": SYSTEM}]
+    for t in range(WINDOW_CHECK_MESSAGES + 6):
+        msgs += [{"role": "user", "content": " ".join(words[20 * t:20 * t + 12])},
+                 {"role": "assistant", "content": " ".join(words[20 * t + 12:20 * t + 20])}]
+    msgs.append({"role": "user", "content": "And then?"})
+    target, ends, k, common = e._target(msgs)
+    assert e._window_checked and e._window_ok
+    assert (k, common) == (0, 0) and target == rendered(e, msgs)
+    assert ends == [len(rendered(e, msgs[:i + 1], gen=False)) for i in range(len(msgs))]
