@@ -218,6 +218,10 @@ class Engine:
         j = k - 1 if (k - 1) % 2 == 1 else k - 2
         return max(j, 1)
 
+    def _by_window(self, n_messages: int) -> bool:
+        """Render a conversation of this length by window (see WINDOW_CHECK_MESSAGES)?"""
+        return self._window_checked and self._window_ok and n_messages > WINDOW_CHECK_MESSAGES
+
     def _rendered_suffix(self, msgs: list[dict], k: int) -> tuple[list[int], list[int]] | None:
         """ids that ``msgs[k:]`` + generation prompt add after ``msgs[:k]``, and where each new message
         ends (relative); None if the rendering of msgs[:k] is not a token prefix of the whole."""
@@ -237,7 +241,7 @@ class Engine:
             return self._rendered_suffix(messages, k)
         view = messages[:1] + messages[j:]
         windowed = self._rendered_suffix(view, k - j + 1)
-        if self._window_checked and len(messages) > WINDOW_CHECK_MESSAGES:
+        if self._by_window(len(messages)):
             return windowed
         whole = self._rendered_suffix(messages, k)
         if windowed == whole:
@@ -248,7 +252,7 @@ class Engine:
 
     def _closing_ids(self, messages: list[dict], reply: str) -> list[int]:
         """Scaffolding the template puts after an assistant message (e.g. <|im_end|> and a newline)."""
-        if self._window_checked and self._window_ok and len(messages) > WINDOW_CHECK_MESSAGES:
+        if self._by_window(len(messages)):
             messages = messages[:1] + messages[self._view_start(len(messages)):]
         sentinel = "\u2063edgechat-reply-end\u2063"
         text = self._tmpl.render_text(messages + [{"role": "assistant", "content": sentinel}],

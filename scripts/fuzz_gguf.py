@@ -235,9 +235,20 @@ class Stats:
     fields: dict[str, int] = field(default_factory=dict)
     crashes: list[tuple[bytes, str]] = field(default_factory=list)
 
+    def reject(self, key: str) -> None:
+        self.rejected += 1
+        self.fields[key] = self.fields.get(key, 0) + 1
+
     def record_crash(self, data: bytes, what: str) -> None:
         if len(self.crashes) < 100:
             self.crashes.append((data, what))
+
+
+def field_key(e: GGUFError) -> str:
+    """The field a rejection names, indices folded ("tensor[i].name"); a mutated key or tensor name
+    (not in the valid bases) is counted as one."""
+    return re.sub(r"\[\d+\]", "[i]", e.field) if e.field in KNOWN_FIELDS or "[" in e.field \
+        else "(a mutated name)"
 
 
 def run_one(data: bytes, path: Path, stats: Stats) -> None:
@@ -249,10 +260,7 @@ def run_one(data: bytes, path: Path, stats: Stats) -> None:
     try:
         summary = check_gguf(path)
     except GGUFError as e:
-        stats.rejected += 1
-        key = re.sub(r"\[\d+\]", "[i]", e.field) if e.field in KNOWN_FIELDS or "[" in e.field \
-            else "(a mutated name)"
-        stats.fields[key] = stats.fields.get(key, 0) + 1
+        stats.reject(field_key(e))
         summary = None
     except Exception:
         stats.record_crash(data, "check_gguf raised:\n" + traceback.format_exc())
@@ -298,9 +306,7 @@ def run_one_native(data: bytes, path: Path, stats: Stats) -> None:
             b.close()
         stats.ran += 1
     except GGUFError as e:
-        stats.rejected += 1
-        key = f"{stage}: {e.field}" if e.field in KNOWN_FIELDS else f"{stage}: (a mutated name)"
-        stats.fields[key] = stats.fields.get(key, 0) + 1
+        stats.reject(f"{stage}: {field_key(e)}")
     except EdgechatError as e:
         key = f"{stage}: {type(e).__name__}"
         stats.fields[key] = stats.fields.get(key, 0) + 1

@@ -19,7 +19,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import ppl_and_top1  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import agreement  # noqa: E402
+from streaming_ppl import natural_ids  # noqa: E402
+
+DECISIVE_MARGIN = 1.0      # as tests/test_model_oracle.py: rows where the reference's top-1 leads by more
 
 
 def llama_cpp_logits(path: str, ids: list[int], threads: int, flash_attn: int | None = None,
@@ -46,8 +50,6 @@ def llama_cpp_logits(path: str, ids: list[int], threads: int, flash_attn: int | 
 
 
 def main(argv=None) -> int:
-    from pydoc_data.topics import topics
-
     from edgechat.models.resolve import resolve
     from edgechat.runtime.backends.native import NativeBackend
     from edgechat.runtime.ggufload import read_model
@@ -59,21 +61,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     path = str(resolve(args.model))
     tok = Tokenizer(path)
-    text = "\n\n".join(topics[k] for k in sorted(topics))
-    ids = [tok.bos_id] + tok.tokenize(text)[:args.tokens - 1]
+    ids = natural_ids(tok, args.tokens)
     ref = llama_cpp_logits(path, ids, args.threads)
     native = NativeBackend(read_model(path), ctx=len(ids) + 64, sinks=4, threads=args.threads)
     runs = {"llama.cpp, flash attention off": llama_cpp_logits(path, ids, args.threads, flash_attn=0),
             "llama.cpp, 64-token batches": llama_cpp_logits(path, ids, args.threads, batch=64),
             "native engine": native.eval(ids, all_logits=True)}
     native.close()
-    ppl_ref, top_ref = ppl_and_top1(ref, ids)
-    print(f"{Path(path).name}, {len(ids)} tokens; reference: llama.cpp as the backend runs it (ppl {ppl_ref:.4f})")
-    print(f"{'':34}{'top-1 agree':>12}{'ppl':>10}{'ppl rel':>9}{'max |dlogit|':>14}")
+    print(f"{Path(path).name}, {len(ids)} tokens; reference: llama.cpp as the backend runs it")
+    print(f"{'':34}{'top-1 agree':>12}{'decisive':>10}{'ppl':>10}{'ref ppl':>10}{'ppl rel':>9}{'max |dlogit|':>14}")
     for name, lg in runs.items():
-        ppl, top = ppl_and_top1(lg, ids)
-        print(f"{name:34}{np.mean(top == top_ref):12.4f}{ppl:10.4f}{abs(ppl - ppl_ref) / ppl_ref:9.4%}"
-              f"{np.abs(lg - ref).max():14.3f}")
+        a = agreement(lg, ref, ids, DECISIVE_MARGIN)
+        print(f"{name:34}{a['top1']:12.4f}{a['top1_decisive']:10.4f}{a['ppl']:10.4f}{a['ppl_ref']:10.4f}"
+              f"{a['ppl_rel']:9.4%}{a['max_dlogit']:14.3f}")
     return 0
 
 
