@@ -240,27 +240,46 @@ void Model::attention(int layer, int n, int64_t p0) {
         float* sc = scores_.data() + (size_t)th * stride;
         const size_t off = (size_t)kvh * hd;
 
-        // gather scores: cache sinks, cache window, chunk
-        const int64_t n_sink_cache = std::min<int64_t>(S, p0);
-        const int64_t w_lo = std::max<int64_t>(S, p - W + 1), w_hi = p0;
-        int m = 0;
-        for (int64_t j = 0; j < n_sink_cache; j++) sc[m++] = k_.dot_f16_f32(hd, kv_.k(layer, (int)j) + off, qs);
-        for (int64_t a = w_lo; a < w_hi; a++) sc[m++] = k_.dot_f16_f32(hd, kv_.k(layer, kv_.slot(a)) + off, qw);
-        for (int i = 0; i <= t; i++)
-            sc[m++] = k_.dot_f16_f32(hd, kb_.data() + (size_t)i * kv_dim_ + off, p0 + i < S ? qs : qw);
+        // the keys (and values) this query sees, as runs of consecutive rows kv_dim_ apart: the cache's
+        // sinks, its window (at most two runs: the ring wraps once), the chunk's sinks (a chunk at the
+        // very start), the chunk's window tokens up to this one
+        struct Run { const half* k; const half* v; int n; const float* q; };
+        Run runs[5];
+        int n_runs = 0;
+        auto add = [&](const half* k, const half* v, int64_t len, const float* q) {
+            if (len > 0) runs[n_runs++] = {k + off, v + off, (int)len, q};
+        };
+        add(kv_.k(layer, 0), kv_.v(layer, 0), std::min<int64_t>(S, p0), qs);
+        for (int64_t a = std::max<int64_t>(S, p - W + 1); a < p0;) {
+            const int s0 = kv_.slot(a);
+            const int64_t len = std::min<int64_t>(p0 - a, kv_.ctx() - s0);
+            add(kv_.k(layer, s0), kv_.v(layer, s0), len, qw);
+            a += len;
+        }
+        const int64_t chunk_sinks = std::clamp<int64_t>(S - p0, 0, t + 1);
+        add(kb_.data(), vb_.data(), chunk_sinks, qs);
+        add(kb_.data() + (size_t)chunk_sinks * kv_dim_, vb_.data() + (size_t)chunk_sinks * kv_dim_,
+            t + 1 - chunk_sinks, qw);
 
+        int m = 0;
+        for (int r = 0; r < n_runs; r++) {
+            k_.scores_f16(runs[r].n, hd, runs[r].k, kv_dim_, runs[r].q, sc + m);
+            m += runs[r].n;
+        }
         float mx = -INFINITY;
         for (int j = 0; j < m; j++) mx = std::max(mx, sc[j] *= scale);
         double sum = 0.0;
         for (int j = 0; j < m; j++) sum += (sc[j] = std::exp(sc[j] - mx));
         const float inv = (float)(1.0 / sum);
+        for (int j = 0; j < m; j++) sc[j] *= inv;
 
         float* out = att_.data() + (size_t)t * q_dim_ + (size_t)h * hd;
         std::memset(out, 0, hd * sizeof(float));
         m = 0;
-        for (int64_t j = 0; j < n_sink_cache; j++) k_.axpy_f16_f32(hd, sc[m++] * inv, kv_.v(layer, (int)j) + off, out);
-        for (int64_t a = w_lo; a < w_hi; a++) k_.axpy_f16_f32(hd, sc[m++] * inv, kv_.v(layer, kv_.slot(a)) + off, out);
-        for (int i = 0; i <= t; i++) k_.axpy_f16_f32(hd, sc[m++] * inv, vb_.data() + (size_t)i * kv_dim_ + off, out);
+        for (int r = 0; r < n_runs; r++) {
+            k_.wsum_f16(runs[r].n, hd, sc + m, runs[r].v, kv_dim_, out);
+            m += runs[r].n;
+        }
     });
 }
 

@@ -15,6 +15,8 @@ namespace ec {
 // between two matmuls of one token, shorter than python's sampling between tokens
 static constexpr int kSpinRounds = 20000;
 
+static uint32_t job_of(uint64_t ticket) { return (uint32_t)(ticket >> 32); }
+
 Pool::Pool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
     for (int i = 1; i < n_threads_; i++) threads_.emplace_back([this, i] { worker(i); });
 }
@@ -23,17 +25,25 @@ Pool::~Pool() {
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_.store(true);
-        generation_.fetch_add(1);
+        ticket_.store((uint64_t)(job_of(ticket_.load()) + 1) << 32);
     }
     cv_.notify_all();
     for (auto& t : threads_) t.join();
 }
 
-void Pool::work(int id) {
+// take and run tasks of `job` until it has none left (or a newer job has started)
+void Pool::work(uint32_t job, int id) {
+    uint64_t cur = ticket_.load(std::memory_order_acquire);
     for (;;) {
-        int t = next_task_.fetch_add(1, std::memory_order_relaxed);
-        if (t >= n_tasks_) break;
-        (*fn_)(t, id);
+        if (job_of(cur) != job) return;
+        const uint32_t task = (uint32_t)cur;
+        if ((int)task >= n_tasks_[job & 1].load(std::memory_order_relaxed)) return;
+        if (!ticket_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+            continue;   // cur now holds the fresh value
+        // the job cannot finish (and fn_ change) before this task is counted done
+        (*fn_.load(std::memory_order_relaxed))((int)task, id);
+        done_.fetch_add(1, std::memory_order_release);
+        cur = ticket_.load(std::memory_order_acquire);
     }
 }
 
@@ -43,40 +53,40 @@ void Pool::run(int n_tasks, const std::function<void(int, int)>& fn) {
         for (int t = 0; t < n_tasks; t++) fn(t, 0);
         return;
     }
-    fn_ = &fn;
-    n_tasks_ = n_tasks;
-    next_task_.store(0, std::memory_order_relaxed);
-    pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+    // only this thread starts jobs, so the next job number is known before it is published
+    const uint32_t job = job_of(ticket_.load(std::memory_order_relaxed)) + 1;
+    fn_.store(&fn, std::memory_order_relaxed);
+    n_tasks_[job & 1].store(n_tasks, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
     {
         std::lock_guard<std::mutex> lock(mu_);
-        generation_.fetch_add(1, std::memory_order_release);
+        ticket_.store((uint64_t)job << 32, std::memory_order_release);
     }
     cv_.notify_all();
-    work(0);
-    // wait for the workers; yield now and then so an oversubscribed machine still makes progress
-    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; spins++) {
+    work(job, 0);
+    // wait for tasks other threads took; yield now and then so an oversubscribed machine still progresses
+    for (int spins = 0; done_.load(std::memory_order_acquire) != n_tasks; spins++) {
         if (spins < kSpinRounds) EC_PAUSE();
         else std::this_thread::yield();
     }
 }
 
 void Pool::worker(int id) {
-    unsigned seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-        // wait for a new generation: spin, then sleep
+        // wait for a new job: spin, then sleep
         int spins = 0;
-        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinRounds) {
+        while (job_of(ticket_.load(std::memory_order_acquire)) == seen && spins < kSpinRounds) {
             EC_PAUSE();
             spins++;
         }
-        if (generation_.load(std::memory_order_acquire) == seen) {
+        if (job_of(ticket_.load(std::memory_order_acquire)) == seen) {
             std::unique_lock<std::mutex> lock(mu_);
-            cv_.wait(lock, [&] { return generation_.load() != seen; });
+            cv_.wait(lock, [&] { return job_of(ticket_.load()) != seen; });
         }
-        seen = generation_.load(std::memory_order_acquire);
+        seen = job_of(ticket_.load(std::memory_order_acquire));
         if (stop_.load()) return;
-        work(id);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
+        work(seen, id);
     }
 }
 

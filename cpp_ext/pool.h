@@ -1,7 +1,10 @@
 // persistent worker threads: the caller's thread takes part; workers spin briefly, then sleep.
+// a job is done when its tasks are done, not when every worker has checked in: a worker the OS has
+// not scheduled (a busy machine) costs the job nothing but its share of the tasks.
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -19,15 +22,18 @@ public:
 
 private:
     void worker(int id);
-    void work(int id);
+    void work(uint32_t job, int id);
 
     int n_threads_;
     std::vector<std::thread> threads_;
-    const std::function<void(int, int)>* fn_ = nullptr;
-    int n_tasks_ = 0;
-    std::atomic<int> next_task_{0};
-    std::atomic<int> pending_{0};      // workers still inside the current job
-    std::atomic<unsigned> generation_{0};
+    // the current job: (job number << 32) | next task index. a thread takes a task by compare-and-swap,
+    // so one still holding an old job number never takes (or runs) a task of a newer job
+    std::atomic<uint64_t> ticket_{0};
+    std::atomic<const std::function<void(int, int)>*> fn_{nullptr};
+    // task count by job parity: the next job's count is written while the ticket still names this
+    // job, and a thread still working on this one must not read it
+    std::atomic<int> n_tasks_[2] = {0, 0};
+    std::atomic<int> done_{0};         // tasks of the current job finished
     std::atomic<bool> stop_{false};
     std::mutex mu_;
     std::condition_variable cv_;

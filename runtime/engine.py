@@ -20,7 +20,10 @@ BACKENDS = ("auto", "native", "llama.cpp")
 # rendering while conversations are this short, and must have matched once before a longer one is
 # rendered by window; one mismatch turns the window off for the engine's lifetime.
 WINDOW_CHECK_MESSAGES = 24
-MEMO_PIECES = 2048          # memoized tokenizations of template pieces (message contents, scaffolding)
+# memoized tokenizations of template pieces (message contents, scaffolding): a turn renders a window
+# of a few messages three times, and the first WINDOW_CHECK_MESSAGES turns render it all
+MEMO_PIECES = 4 * WINDOW_CHECK_MESSAGES
+MEMO_PIECES_WHOLE = 2048    # ... and when every turn renders the whole conversation (no window)
 
 
 def default_threads() -> int:
@@ -60,9 +63,13 @@ def choose_backend(requested: str, model_problem: str | None, gpu_layers: int) -
 class _MemoTokenizer:
     """Memoizes piece tokenization, so re-rendering a long conversation each turn stays cheap."""
 
-    def __init__(self, tok):
+    def __init__(self, tok, size: int = MEMO_PIECES):
         self._tok = tok
-        self.tokenize = lru_cache(maxsize=MEMO_PIECES)(self._tokenize)
+        self.resize(size)
+
+    def resize(self, size: int) -> None:
+        """Start over with room for ``size`` pieces."""
+        self.tokenize = lru_cache(maxsize=size)(self._tokenize)
 
     def _tokenize(self, text: str, special: bool = False) -> tuple[int, ...]:
         return tuple(self._tok.tokenize(text, special=special))
@@ -185,10 +192,11 @@ class Engine:
 
     # ---- chat -----------------------------------------------------------------------------------
 
-    def _target(self, messages: list[dict]) -> tuple[list[int], list[int], int, int]:
-        """Tokens the cache should hold for ``messages`` + generation prompt, the message ends, k (the
-        number of leading messages reused as fed: their exact tokens, e.g. sampled replies) and how
-        many leading tokens of the target are the cached stream's by construction."""
+    def _target(self, messages: list[dict]) -> tuple[int, list[int], list[int]]:
+        """What the cache should hold for ``messages`` + generation prompt: the cached stream's first
+        ``base`` tokens (the leading messages reused as fed: their exact tokens, e.g. sampled replies)
+        then ``suffix``; and the message ends. The stream's part is not copied: it grows with the
+        conversation, and a copy each turn would cost time and memory in proportion to it."""
         k = 0
         while k < min(len(messages), len(self._msgs)) and messages[k] == self._msgs[k]:
             k += 1
@@ -197,8 +205,7 @@ class Engine:
             if new is not None:
                 base = self._ends[k - 1]
                 suffix, rel_ends = new
-                target = list(self._stream[:base]) + suffix
-                return target, self._ends[:k] + [base + e for e in rel_ends], k, base
+                return base, suffix, self._ends[:k] + [base + e for e in rel_ends]
         full = self._tmpl.render_ids(messages, add_generation_prompt=True)
         ends, end = [], 0
         for i in range(len(messages)):      # message by message, by window where it is known to be right
@@ -208,7 +215,7 @@ class Engine:
             else:
                 end += new[1][0]
             ends.append(end)
-        return list(full), ends, 0, 0
+        return 0, list(full), ends
 
     @staticmethod
     def _view_start(k: int) -> int:
@@ -248,6 +255,7 @@ class Engine:
             self._window_checked = True
         else:
             self._window_ok = False
+            self._tok.resize(MEMO_PIECES_WHOLE)
         return whole
 
     def _closing_ids(self, messages: list[dict], reply: str) -> list[int]:
@@ -281,18 +289,22 @@ class Engine:
             stats = Stats(load_s=self.info.get("load_s", 0.0))
             if self._pin_system and not self._stream:
                 self._reset(self._system_sinks(messages))
-            target, ends, k, common = self._target(messages)
-            limit = min(len(target), len(self._stream))
-            while common < limit and target[common] == self._stream[common]:
+            base, suffix, ends = self._target(messages)
+            stream, common = self._stream, base
+            limit = min(base + len(suffix), len(stream))
+            while common < limit and suffix[common - base] == stream[common]:
                 common += 1
             # the pinned system prompt changed (an edit past it, even in evicted history, is a rollback)
             if self._pin_system and common < self._b.cache_info()["sinks"]:
                 self._reset(self._system_sinks(messages))
                 common = 0
+            # the target's last token, for when it is all cached: its logits are needed, so it is re-fed
+            last = suffix[-1:] or list(stream[base - 1:base])
             stats.rebuild_tokens = self._rollback(common)
-            new = target[common:] or target[-1:]
-            if not target[common:]:
-                self._rollback(len(target) - 1)                # need logits: re-feed the last token
+            new = suffix[common - base:] if common >= base else list(stream[common:base]) + suffix
+            if not new:
+                self._rollback(base + len(suffix) - 1)
+                new = last
             self._msgs, self._ends = messages, ends
             logits = self._feed(new)
             stats.prompt_tokens = len(new)

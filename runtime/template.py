@@ -33,6 +33,10 @@ from .errors import EdgechatError
 from .tokenizer import Tokenizer
 
 _log = logging.getLogger("edgechat.template")
+# stands in for message content when the template is rendered as a skeleton: letters and digits only,
+# matched ignoring case, so it survives trim, tojson, upper and lower; compiled once (a pattern per
+# call, with the nonce in it, would fill re's cache)
+_SENTINEL = re.compile(r"ECSENT([0-9a-f]+)N([0-9]+)E", re.IGNORECASE)
 
 # Used when the GGUF has no tokenizer.chat_template.
 CHATML_TEMPLATE = (
@@ -185,8 +189,6 @@ class ChatTemplate:
     def _pieces(self, messages, add_generation_prompt, kwargs) -> list[tuple[str, bool]]:
         """The rendered prompt cut into (text, is_content) pieces, in order."""
         nonce = secrets.token_hex(8)
-        # letters and digits only, matched ignoring case: survives trim, tojson, upper, lower
-        sentinel = re.compile(f"ECSENT{nonce}N([0-9]+)E", re.IGNORECASE)
         contents: list[str] = []
         masked = []
         for m in messages:
@@ -198,10 +200,13 @@ class ChatTemplate:
             masked.append(m)
         skeleton = self.render_text(masked, add_generation_prompt, **kwargs)
         full = self.render_text(messages, add_generation_prompt, **kwargs)
-        # parts: scaffold, index, scaffold, index, ..., scaffold
-        parts = sentinel.split(skeleton)
-        scaffold = parts[0::2]
-        slots = [contents[int(i)] for i in parts[1::2]]
+        scaffold, slots, pos = [], [], 0
+        for m in _SENTINEL.finditer(skeleton):
+            if m.group(1).lower() == nonce and int(m.group(2)) < len(contents):
+                scaffold.append(skeleton[pos:m.start()])
+                slots.append(contents[int(m.group(2))])
+                pos = m.end()
+        scaffold.append(skeleton[pos:])
         if slots:
             slots = _align(full, scaffold, slots)
         pieces = [(scaffold[0], False)]

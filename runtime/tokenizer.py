@@ -9,6 +9,7 @@ import codecs
 import ctypes
 import logging
 import os
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from .errors import ModelNotFound
@@ -18,6 +19,8 @@ _log_callback = None    # the ctypes callback must outlive every llama.cpp call:
 _backend_ready = False
 
 # Tokens that end a turn in the chat formats we know, when present in a vocab as one special token.
+# token pieces kept decoded: a reply's tokens are mostly common ones, and a miss is one llama.cpp call
+PIECE_CACHE = 4096
 _EOT_NAMES = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|end_of_text|>",
               "<end_of_turn>", "<|end|>", "</s>")
 
@@ -68,7 +71,8 @@ class Tokenizer:
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.path = path
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        self._pieces: dict[tuple[int, bool], bytes] = {}   # (id, special) -> bytes, filled lazily
+        # (id, special) -> bytes: bounded, so a long conversation does not grow it toward the vocab size
+        self._cached_piece = lru_cache(maxsize=PIECE_CACHE)(self._piece)
         self._eot_ids = self._find_eot_ids()
 
     # -- properties ---------------------------------------------------------------------------
@@ -153,14 +157,9 @@ class Tokenizer:
 
         A byte-fallback token or a byte-level BPE token can be a part of a UTF-8 character.
         """
-        key = (token_id, special)
-        piece = self._pieces.get(key)
-        if piece is None:
-            if not 0 <= token_id < self._n_vocab:
-                raise ValueError(f"token id {token_id} out of range 0..{self._n_vocab - 1}")
-            piece = self._piece(token_id, special)
-            self._pieces[key] = piece
-        return piece
+        if not 0 <= token_id < self._n_vocab:
+            raise ValueError(f"token id {token_id} out of range 0..{self._n_vocab - 1}")
+        return self._cached_piece(token_id, special)
 
     def _piece(self, token_id: int, special: bool) -> bytes:
         size = 64

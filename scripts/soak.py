@@ -26,9 +26,41 @@ import multiprocessing as mp
 import statistics
 import sys
 import time
+from array import array
 
 SYSTEM = "You are a helpful assistant. Answer briefly."
 EARLY_LATE_FRACTION = 0.10
+
+
+class TurnLog:
+    """Per-turn records kept as float64 columns (8 bytes a field), so the soak's own bookkeeping stays
+    out of the RSS it measures; reads back as dicts."""
+    INTS = ("turn", "stream_start", "stream_end", "prompt_tokens", "completion_tokens", "rebuild_tokens",
+            "evicted", "used", "rss")
+    FLOATS = ("ttft_s", "prefill_s", "decode_s", "turn_s")
+    FINISH = ("stop", "length", "cancelled")
+
+    def __init__(self):
+        self._cols = {f: array("d") for f in self.INTS + self.FLOATS + ("finish",)}
+
+    def append(self, rec: dict) -> None:
+        for f, col in self._cols.items():
+            col.append(self.FINISH.index(rec[f]) if f == "finish" else rec[f])
+
+    def __len__(self) -> int:
+        return len(self._cols["turn"])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        c = self._cols
+        rec = {f: int(c[f][i]) for f in self.INTS}
+        rec.update({f: c[f][i] for f in self.FLOATS})
+        rec["finish"] = self.FINISH[int(c["finish"][i])]
+        return rec
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
 
 def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, backend: str, threads: int,
@@ -43,7 +75,7 @@ def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, ba
     text_ids = e.tokenize("\n\n".join(topics[k] for k in sorted(topics)))
     info0 = e.cache_info()
     msgs = [{"role": "system", "content": SYSTEM}]
-    turns, decode_marks = [], []          # decode_marks: (position of the reply, decode steps, seconds)
+    turns = TurnLog()
     rss_first = rss_max = None
     pos_text = 0
     t_start = time.perf_counter()
@@ -71,8 +103,6 @@ def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, ba
         rss_first = rss if rss_first is None else rss_first
         rss_max = max(rss_max or 0, rss)
         s = done.stats
-        if s.completion_tokens:   # decode_s: from the first sampled token on, one eval + one sample each
-            decode_marks.append((pos0 + s.prompt_tokens, s.completion_tokens, s.decode_s))
         turns.append({"turn": len(turns), "stream_start": pos0, "stream_end": stream_end,
                       "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
                       "ttft_s": s.ttft_s, "prefill_s": s.prefill_s, "decode_s": s.decode_s,
@@ -89,10 +119,14 @@ def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, ba
     wall = time.perf_counter() - t_start
     rss_last = proc.memory_info().rss
     e.close()
-    return summarize(ctx, turns, decode_marks, rss_first, rss_last, rss_max, wall, info0, bad)
+    return summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad)
 
 
-def summarize(ctx, turns, decode_marks, rss_first, rss_last, rss_max, wall, info0, bad) -> dict:
+def summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad) -> dict:
+    turns = list(turns)
+    # decode_s: from the first sampled token on, one eval + one sample each; keyed by the reply's start
+    decode_marks = [(t["stream_start"] + t["prompt_tokens"], t["completion_tokens"], t["decode_s"])
+                    for t in turns if t["completion_tokens"]]
     buckets: dict[int, list[float]] = {}        # 1k bucket of the reply's start -> [steps, seconds]
     for pos, steps, secs in decode_marks:
         b = buckets.setdefault(pos // 1000, [0, 0.0])

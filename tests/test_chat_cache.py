@@ -340,7 +340,7 @@ def test_a_long_conversation_given_at_once_gets_the_same_message_ends(engine, na
         msgs += [{"role": "user", "content": " ".join(words[20 * t:20 * t + 12])},
                  {"role": "assistant", "content": " ".join(words[20 * t + 12:20 * t + 20])}]
     msgs.append({"role": "user", "content": "And then?"})
-    target, ends, k, common = e._target(msgs)
+    base, target, ends = e._target(msgs)
     assert e._window_checked and e._window_ok
-    assert (k, common) == (0, 0) and target == rendered(e, msgs)
+    assert base == 0 and target == rendered(e, msgs)
     assert ends == [len(rendered(e, msgs[:i + 1], gen=False)) for i in range(len(msgs))]

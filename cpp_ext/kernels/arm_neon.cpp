@@ -64,6 +64,49 @@ void axpy_f16_f32_neon(int n, float a, const half* x, float* y) {
     for (; i < n; i++) y[i] += a * h2f(x[i]);
 }
 
+// attention runs: for the common head sizes the query (scores) or the output (wsum) stays in registers
+// across all rows; other sizes go row by row through dot/axpy
+template <int HD>
+void scores_f16_hd(int n, const half* k, size_t ld, const float* q, float* s) {
+    constexpr int R = HD / 4;
+    float32x4_t qv[R];
+    for (int r = 0; r < R; r++) qv[r] = vld1q_f32(q + 4 * r);
+    for (int j = 0; j < n; j++) {
+        const half* kj = k + (size_t)j * ld;
+        float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0);
+        for (int r = 0; r < R; r += 2) {
+            a0 = vfmaq_f32(a0, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(kj + 4 * r))), qv[r]);
+            a1 = vfmaq_f32(a1, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(kj + 4 * r + 4))), qv[r + 1]);
+        }
+        s[j] = vaddvq_f32(vaddq_f32(a0, a1));
+    }
+}
+
+template <int HD>
+void wsum_f16_hd(int n, const float* w, const half* v, size_t ld, float* y) {
+    constexpr int R = HD / 4;
+    float32x4_t acc[R];
+    for (int r = 0; r < R; r++) acc[r] = vld1q_f32(y + 4 * r);
+    for (int j = 0; j < n; j++) {
+        const half* vj = v + (size_t)j * ld;
+        for (int r = 0; r < R; r++)
+            acc[r] = vfmaq_n_f32(acc[r], vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(vj + 4 * r))), w[j]);
+    }
+    for (int r = 0; r < R; r++) vst1q_f32(y + 4 * r, acc[r]);
+}
+
+void scores_f16_neon(int n, int hd, const half* k, size_t ld, const float* q, float* s) {
+    if (hd == 64) return scores_f16_hd<64>(n, k, ld, q, s);
+    if (hd == 128) return scores_f16_hd<128>(n, k, ld, q, s);
+    for (int j = 0; j < n; j++) s[j] = dot_f16_f32_neon(hd, k + (size_t)j * ld, q);
+}
+
+void wsum_f16_neon(int n, int hd, const float* w, const half* v, size_t ld, float* y) {
+    if (hd == 64) return wsum_f16_hd<64>(n, w, v, ld, y);
+    if (hd == 128) return wsum_f16_hd<128>(n, w, v, ld, y);
+    for (int j = 0; j < n; j++) axpy_f16_f32_neon(hd, w[j], v + (size_t)j * ld, y);
+}
+
 void vec_dot_f32_f32_neon(int n, float* s, const void* w, const void* x) {
     const float* a = (const float*)w;
     const float* b = (const float*)x;
@@ -312,6 +355,8 @@ KernelTable make_neon_table() {
 
     t.dot_f16_f32 = dot_f16_f32_neon;
     t.axpy_f16_f32 = axpy_f16_f32_neon;
+    t.scores_f16 = scores_f16_neon;
+    t.wsum_f16 = wsum_f16_neon;
     t.f32_to_f16 = f32_to_f16_neon;
     t.f16_to_f32 = f16_to_f32_neon;
     return t;

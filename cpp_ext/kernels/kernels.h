@@ -32,6 +32,10 @@ struct KernelTable {
     // attention / elementwise helpers (kv cache is fp16)
     float (*dot_f16_f32)(int n, const half* a, const float* b) = nullptr;       // sum a[i]*b[i]
     void (*axpy_f16_f32)(int n, float a, const half* x, float* y) = nullptr;   // y += a * x
+    // attention over a run of n fp16 rows `ld` halfs apart (one kv head, consecutive cache slots),
+    // each row hd long: s[j] = dot(row j, q); and y += w[j] * row j for j = 0, 1, ... in order
+    void (*scores_f16)(int n, int hd, const half* k, size_t ld, const float* q, float* s) = nullptr;
+    void (*wsum_f16)(int n, int hd, const float* w, const half* v, size_t ld, float* y) = nullptr;
     void (*f32_to_f16)(const float* x, half* y, int64_t n) = nullptr;
     void (*f16_to_f32)(const half* x, float* y, int64_t n) = nullptr;
 };

@@ -120,6 +120,50 @@ void axpy_f16_f32_avx2(int n, float a, const half* x, float* y) {
     for (; i < n; i++) y[i] += a * h2f(x[i]);
 }
 
+// attention runs. for the common head sizes the query (scores) or the output (wsum) stays in registers
+// across all rows; other sizes go row by row through dot/axpy
+template <int HD>
+void scores_f16_hd(int n, const half* k, size_t ld, const float* q, float* s) {
+    constexpr int R = HD / 8;
+    __m256 qv[R];
+    for (int r = 0; r < R; r++) qv[r] = _mm256_loadu_ps(q + 8 * r);
+    for (int j = 0; j < n; j++) {
+        const half* kj = k + (size_t)j * ld;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int r = 0; r < R; r += 2) {
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(kj + 8 * r))), qv[r], a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(kj + 8 * r + 8))), qv[r + 1], a1);
+        }
+        s[j] = hsum_f32x8(_mm256_add_ps(a0, a1));
+    }
+}
+
+template <int HD>
+void wsum_f16_hd(int n, const float* w, const half* v, size_t ld, float* y) {
+    constexpr int R = HD / 8;
+    __m256 acc[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_loadu_ps(y + 8 * r);
+    for (int j = 0; j < n; j++) {
+        const half* vj = v + (size_t)j * ld;
+        const __m256 wj = _mm256_set1_ps(w[j]);
+        for (int r = 0; r < R; r++)
+            acc[r] = _mm256_fmadd_ps(wj, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(vj + 8 * r))), acc[r]);
+    }
+    for (int r = 0; r < R; r++) _mm256_storeu_ps(y + 8 * r, acc[r]);
+}
+
+void scores_f16_avx2(int n, int hd, const half* k, size_t ld, const float* q, float* s) {
+    if (hd == 64) return scores_f16_hd<64>(n, k, ld, q, s);
+    if (hd == 128) return scores_f16_hd<128>(n, k, ld, q, s);
+    for (int j = 0; j < n; j++) s[j] = dot_f16_f32_avx2(hd, k + (size_t)j * ld, q);
+}
+
+void wsum_f16_avx2(int n, int hd, const float* w, const half* v, size_t ld, float* y) {
+    if (hd == 64) return wsum_f16_hd<64>(n, w, v, ld, y);
+    if (hd == 128) return wsum_f16_hd<128>(n, w, v, ld, y);
+    for (int j = 0; j < n; j++) axpy_f16_f32_avx2(hd, w[j], v + (size_t)j * ld, y);
+}
+
 void vec_dot_f32_f32_avx2(int n, float* s, const void* w, const void* x) {
     const float* a = (const float*)w;
     const float* b = (const float*)x;
@@ -678,6 +722,8 @@ KernelTable make_avx2_table() {
 
     t.dot_f16_f32 = dot_f16_f32_avx2;
     t.axpy_f16_f32 = axpy_f16_f32_avx2;
+    t.scores_f16 = scores_f16_avx2;
+    t.wsum_f16 = wsum_f16_avx2;
     t.f32_to_f16 = f32_to_f16_avx2;
     t.f16_to_f32 = f16_to_f32_avx2;
     return t;

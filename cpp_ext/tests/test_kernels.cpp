@@ -251,6 +251,49 @@ static void test_f16_helpers(const KernelTable& t) {
     }
 }
 
+// attention runs: rows of fp16 keys/values `ld` apart (a kv head inside the cache's rows), against
+// float64; head sizes with a register path (64, 128) and without (40)
+static void test_attention_runs(const KernelTable& t) {
+    const std::string isa = t.isa;
+    for (int hd : {40, 64, 128}) {
+        const int n = 300;
+        const size_t ld = (size_t)hd * 3 + 8;   // three kv heads and some padding per row
+        std::vector<float> kf = random_floats((int64_t)n * ld, 2.0f), q = random_floats(hd);
+        std::vector<half> kh(kf.size());
+        for (size_t i = 0; i < kf.size(); i++) kh[i] = fp32_to_fp16(kf[i]);
+        const half* k = kh.data() + hd;          // the second head
+        std::vector<float> s(n);
+        t.scores_f16(n, hd, k, ld, q.data(), s.data());
+        double worst = 0, worst_d = 0;
+        for (int j = 0; j < n; j++) {
+            double ref = 0, l1 = 0;
+            for (int i = 0; i < hd; i++) {
+                const double term = (double)fp16_to_fp32(k[(size_t)j * ld + i]) * q[i];
+                ref += term;
+                l1 += fabs(term);
+            }
+            const double d = fabs(s[j] - ref);
+            if (d / dot_tol(hd, l1) > worst) worst = d / dot_tol(hd, l1), worst_d = d;
+        }
+        check_ratio(isa + " scores_f16 vs f64 hd=" + std::to_string(hd), worst_d, worst);
+
+        std::vector<float> w = random_floats(n), y = random_floats(hd), y0 = y;
+        t.wsum_f16(n, hd, w.data(), k, ld, y.data());
+        worst = worst_d = 0;
+        for (int i = 0; i < hd; i++) {
+            double ref = y0[i], l1 = fabs(y0[i]);
+            for (int j = 0; j < n; j++) {
+                const double term = (double)w[j] * fp16_to_fp32(k[(size_t)j * ld + i]);
+                ref += term;
+                l1 += fabs(term);
+            }
+            const double d = fabs(y[i] - ref), tol = dot_tol(n + 1, l1);
+            if (d / tol > worst) worst = d / tol, worst_d = d;
+        }
+        check_ratio(isa + " wsum_f16 vs f64 hd=" + std::to_string(hd), worst_d, worst);
+    }
+}
+
 // activation quantizers must be identical to generic (the same algorithm: ggml's reference rounding)
 static void test_act_quantizers(const KernelTable& t) {
     const KernelTable& g = kernels_generic();
@@ -444,6 +487,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < n_tables; i++) {
         const KernelTable& t = *tables[i];
         test_f16_helpers(t);
+        test_attention_runs(t);
         test_act_quantizers(t);
         test_round_trips(t);
         test_vec_dot(t);
