@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
-"""Soak: an endless multi-turn dialogue through Engine.chat, in constant memory and constant time.
+"""Soak: an endless multi-turn dialogue through Engine.chat, in constant memory and constant time,
+native and llama.cpp side by side.
 
     .venv/bin/python scripts/soak.py [--tokens 100000] [--ctx 512,2048] [--max-tokens 96]
-        [--user-tokens 64] [--backend native] [--threads N] [--pin-system] [--json]
+        [--user-tokens 64] [--backends native,llama.cpp] [--evict-chunk N] [--threads N]
+        [--pin-system] [--json]
 
-Each --ctx runs in its own child process (so its RSS is its own). User turns are consecutive chunks of
---user-tokens tokens of natural_text (Python's docs, pydoc_data.topics, cycled); replies are generated
-greedily (temp 0, the default repetition penalty) up to --max-tokens; the whole message list is passed to
-Engine.chat every turn, as the app does, until --tokens tokens have gone through the cache.
+Each (backend, ctx) runs in its own child process (so its RSS is its own), one after the other. User
+turns are consecutive chunks of --user-tokens tokens of natural_text (Python's docs,
+pydoc_data.topics, cycled); replies are generated greedily (temp 0, the default repetition penalty) up
+to --max-tokens; the whole message list is passed to Engine.chat every turn, as the app does, until
+--tokens tokens have gone through the cache. llama.cpp evicts --evict-chunk entries at a time (default:
+the backend's default, as the app runs it).
 
-Reported per ctx:
-- decode latency (ms/token) per 1k tokens of conversation, first vs last bucket (the table shows a few
-  buckets; --json has them all), and where the ring first became full;
+Reported per backend and ctx:
+- decode latency (ms/token) per 1k tokens of conversation: the first bucket, the first bucket that
+  starts once the ring is full (attention over a full cache costs more than over a filling one), and
+  the last (the table shows a few buckets; --json has them all);
 - RSS (psutil) after the first turn, at the end, and the largest seen;
 - time to first token of early turns (the first 10%) vs late turns (the last 10%), over turns with the
   same number of new tokens (the commonest count), medians; and the same for prefill alone;
 - cache capacity/bytes (they must never change), evicted tokens, rebuilds.
-No pass/fail: numbers to read (the machine may be shared; say so when quoting them).
+With both backends, the table ends with native / llama.cpp ratios. No pass/fail: numbers to read (the
+machine may be shared; say so when quoting them).
 """
 from __future__ import annotations
 
@@ -64,14 +70,14 @@ class TurnLog:
 
 
 def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, backend: str, threads: int,
-             pin_system: bool, quiet: bool) -> dict:
+             pin_system: bool, quiet: bool, evict_chunk: int | None = None) -> dict:
     from pydoc_data.topics import topics
 
     import psutil
     from edgechat.runtime import load
     from edgechat.runtime.events import DoneEvent
     proc = psutil.Process()
-    e = load(model, backend=backend, ctx=ctx, threads=threads, pin_system=pin_system)
+    e = load(model, backend=backend, ctx=ctx, threads=threads, pin_system=pin_system, evict_chunk=evict_chunk)
     text_ids = e.tokenize("\n\n".join(topics[k] for k in sorted(topics)))
     info0 = e.cache_info()
     msgs = [{"role": "system", "content": SYSTEM}]
@@ -111,15 +117,16 @@ def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, ba
                       "rss": rss})
         if not quiet and (sys.stderr.isatty() or stream_end * 10 // tokens != pos0 * 10 // tokens):
             el = time.perf_counter() - t_start
-            print(f"\r  ctx {ctx}: {stream_end}/{tokens} tokens, {len(turns)} turns, {el:.0f}s, "
+            print(f"\r  {backend} ctx {ctx}: {stream_end}/{tokens} tokens, {len(turns)} turns, {el:.0f}s, "
                   f"rss {rss / 2**20:.0f} MiB   ", end="" if sys.stderr.isatty() else "\n",
                   file=sys.stderr, flush=True)
     if not quiet and sys.stderr.isatty():
         print(file=sys.stderr)
     wall = time.perf_counter() - t_start
     rss_last = proc.memory_info().rss
+    result = {"backend": e.info["backend"], **summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad)}
     e.close()
-    return summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad)
+    return result
 
 
 def summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad) -> dict:
@@ -134,7 +141,9 @@ def summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad) -> dic
         b[1] += secs
     per_1k = [{"from": k * 1000, "ms_per_token": 1000 * secs / steps, "n": steps}
               for k, (steps, secs) in sorted(buckets.items())]
-    full_at = next((t["stream_end"] for t in turns if t["used"] >= ctx), None)
+    # llama.cpp evicts a chunk at a time, so "full" is "has evicted", or used == capacity
+    full_at = next((t["stream_end"] for t in turns if t["used"] >= ctx or t["evicted"]), None)
+    full_1k = next((b for b in per_1k if full_at is not None and b["from"] >= full_at), None)
     n_edge = max(1, int(len(turns) * EARLY_LATE_FRACTION))
     early, late = turns[:n_edge], turns[-n_edge:]
     # the commonest new-token count present in both groups: same prompt size, different history length
@@ -160,40 +169,47 @@ def summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad) -> dic
             "decode_tokens": sum(m[1] for m in decode_marks),
             "decode_ms_first_1k": per_1k[0]["ms_per_token"] if per_1k else None,
             "decode_ms_last_1k": per_1k[-1]["ms_per_token"] if per_1k else None,
+            "decode_ms_first_full_1k": full_1k["ms_per_token"] if full_1k else None,
+            "decode_first_full_from": full_1k["from"] if full_1k else None,
             "decode_per_1k": per_1k,
             "rss_first_mib": rss_first / 2**20 if rss_first else None, "rss_last_mib": rss_last / 2**20,
             "rss_max_mib": rss_max / 2**20 if rss_max else None, "ttft": ttft,
             "invariant_violations": bad, "per_turn": turns}
 
 
-def _child(args, ctx, q):
+def _child(args, backend, ctx, q):
     try:
-        q.put(soak_one(args.model, ctx, args.tokens, args.max_tokens, args.user_tokens, args.backend,
-                       args.threads, args.pin_system, args.quiet))
+        q.put(soak_one(args.model, ctx, args.tokens, args.max_tokens, args.user_tokens, backend,
+                       args.threads, args.pin_system, args.quiet, args.evict_chunk))
     except BaseException as e:  # report, don't hang the parent
-        q.put({"ctx": ctx, "error": f"{type(e).__name__}: {e}"})
+        q.put({"backend": backend, "ctx": ctx, "error": f"{type(e).__name__}: {e}"})
         raise
 
 
-def run_ctx(args, ctx) -> dict:
+def run_one(args, backend, ctx) -> dict:
     mc = mp.get_context("spawn")
     q = mc.Queue()
-    p = mc.Process(target=_child, args=(args, ctx, q))
+    p = mc.Process(target=_child, args=(args, backend, ctx, q))
     p.start()
     res = q.get()
     p.join()
     return res
 
 
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+
 def table(results: list[dict], args) -> str:
-    lines = [f"soak: {args.tokens} tokens of dialogue per ctx, user turns of {args.user_tokens} tokens, "
-             f"greedy replies <= {args.max_tokens} tokens, backend {args.backend}, threads {args.threads}"
+    lines = [f"soak: {args.tokens} tokens of dialogue per run, user turns of {args.user_tokens} tokens, "
+             f"greedy replies <= {args.max_tokens} tokens, threads {args.threads}"
              + (", --pin-system" if args.pin_system else "")]
     for r in results:
+        head = f"{r['backend']} ctx {r['ctx']}"
         if "error" in r:
-            lines.append(f"ctx {r['ctx']}: ERROR {r['error']}")
+            lines.append(f"{head}: ERROR {r['error']}")
             continue
-        lines += ["", (f"ctx {r['ctx']}: {r['turns']} turns, {r['tokens']} tokens in {r['wall_s']:.0f}s; "
+        lines += ["", (f"{head}: {r['turns']} turns, {r['tokens']} tokens in {r['wall_s']:.0f}s; "
                        f"ring full at token {r['ring_full_at']}; evicted {r['evicted']}; rebuilds {r['rebuilds']}; "
                        f"cache {r['cache_bytes'] / 2**20:.1f} MiB, capacity {r['capacity']} "
                        f"({'unchanged' if not r['invariant_violations'] else 'CHANGED'})")]
@@ -203,39 +219,59 @@ def table(results: list[dict], args) -> str:
             shown = per[::step] + ([per[-1]] if (len(per) - 1) % step else [])
             lines.append("  decode ms/token by conversation position: " +
                          ", ".join(f"{b['from'] // 1000}k {b['ms_per_token']:.1f}" for b in shown))
-            lines.append(f"  decode first 1k {r['decode_ms_first_1k']:.1f} ms/token, last 1k "
-                         f"{r['decode_ms_last_1k']:.1f} ms/token ({r['decode_tokens']} decode steps)")
-        lines.append(f"  RSS first turn {r['rss_first_mib']:.1f} MiB, last {r['rss_last_mib']:.1f} MiB, "
-                     f"max {r['rss_max_mib']:.1f} MiB")
+            full = (f"first 1k with the ring full ({r['decode_first_full_from'] // 1000}k) "
+                    f"{r['decode_ms_first_full_1k']:.1f}, " if r["decode_ms_first_full_1k"] else "")
+            lines.append(f"  decode ms/token: first 1k {r['decode_ms_first_1k']:.1f}, {full}last 1k "
+                         f"{r['decode_ms_last_1k']:.1f} ({r['decode_tokens']} decode steps); last / first "
+                         f"{_ratio(r['decode_ms_last_1k'], r['decode_ms_first_1k'])}, last / first full "
+                         f"{_ratio(r['decode_ms_last_1k'], r['decode_ms_first_full_1k'])}")
+        lines.append(f"  RSS first turn {r['rss_first_mib']:.1f} MiB, last {r['rss_last_mib']:.1f} MiB "
+                     f"({100 * (r['rss_last_mib'] / r['rss_first_mib'] - 1):+.1f}%), max {r['rss_max_mib']:.1f} MiB")
         t = r["ttft"]
         if t:
             lines.append(f"  TTFT, turns with {t['new_tokens']} new tokens: early {t['early_ttft_ms']:.0f} ms "
                          f"(median of {t['early_turns']}), late {t['late_ttft_ms']:.0f} ms (median of "
-                         f"{t['late_turns']}); prefill alone {t['early_prefill_ms']:.0f} -> {t['late_prefill_ms']:.0f} ms")
+                         f"{t['late_turns']}), late / early {_ratio(t['late_ttft_ms'], t['early_ttft_ms'])}; "
+                         f"prefill alone {t['early_prefill_ms']:.0f} -> {t['late_prefill_ms']:.0f} ms")
         else:
             lines.append("  TTFT: no new-token count shared by early and late turns (too few turns)")
         for v in r["invariant_violations"][:3]:
             lines.append(f"  ! {v}")
+    by = {(r["backend"], r["ctx"]): r for r in results if "error" not in r}
+    pairs = [(by[("native", c)], by[("llama.cpp", c)]) for (b, c) in by if b == "native" and ("llama.cpp", c) in by]
+    if pairs:
+        lines += ["", "native / llama.cpp (below 1 is native faster or smaller):"]
+        for n, l in pairs:
+            tt = (n["ttft"] or {}).get("late_ttft_ms"), (l["ttft"] or {}).get("late_ttft_ms")
+            lines.append(f"  ctx {n['ctx']}: decode last 1k {_ratio(n['decode_ms_last_1k'], l['decode_ms_last_1k'])}, "
+                         f"late TTFT {_ratio(*tt)}, RSS last {_ratio(n['rss_last_mib'], l['rss_last_mib'])}, "
+                         f"wall {_ratio(n['wall_s'], l['wall_s'])}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-m", "--model", help="model name or path (default: the packaged model)")
-    p.add_argument("--tokens", type=int, default=100_000, help="tokens of dialogue per ctx (default 100000)")
+    p.add_argument("--tokens", type=int, default=100_000, help="tokens of dialogue per run (default 100000)")
     p.add_argument("--ctx", default="512,2048", help="comma-separated cache sizes (default 512,2048)")
     p.add_argument("--max-tokens", type=int, default=96, help="reply length limit (default 96)")
     p.add_argument("--user-tokens", type=int, default=64, help="tokens of text per user turn (default 64)")
-    p.add_argument("--backend", default="native", choices=["native", "llama.cpp", "auto"])
+    p.add_argument("--backends", default="native,llama.cpp",
+                   help="comma-separated: native, llama.cpp, auto (default native,llama.cpp)")
+    p.add_argument("--evict-chunk", type=int, default=None, help="llama.cpp eviction chunk (default: the backend's)")
     p.add_argument("--threads", type=int, default=None, help="default: physical cores")
     p.add_argument("--pin-system", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--json", action="store_true", help="everything, per-turn records included")
     args = p.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    bad = [b for b in backends if b not in ("native", "llama.cpp", "auto")]
+    if bad:
+        p.error(f"unknown backend {bad[0]!r} (choose from native, llama.cpp, auto)")
     if args.threads is None:
         from edgechat.runtime.engine import default_threads
         args.threads = default_threads()
-    results = [run_ctx(args, int(c)) for c in args.ctx.split(",") if c.strip()]
+    results = [run_one(args, b, int(c)) for c in args.ctx.split(",") if c.strip() for b in backends]
     if args.json:
         print(json.dumps({"args": vars(args), "results": results}, indent=1))
     else:
