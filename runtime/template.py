@@ -35,8 +35,9 @@ from .tokenizer import Tokenizer
 _log = logging.getLogger("edgechat.template")
 # stands in for message content when the template is rendered as a skeleton: letters and digits only,
 # matched ignoring case, so it survives trim, tojson, upper and lower; compiled once (a pattern per
-# call, with the nonce in it, would fill re's cache)
-_SENTINEL = re.compile(r"ECSENT([0-9a-f]+)N([0-9]+)E", re.IGNORECASE)
+# call, with the nonce in it, would fill re's cache); a lookahead, so that a look-alike in the template's
+# own text cannot swallow the start of a real one
+_SENTINEL = re.compile(r"(?=ECSENT([0-9a-f]+)N([0-9]+)E)", re.IGNORECASE)
 
 # Used when the GGUF has no tokenizer.chat_template.
 CHATML_TEMPLATE = (
@@ -202,10 +203,10 @@ class ChatTemplate:
         full = self.render_text(messages, add_generation_prompt, **kwargs)
         scaffold, slots, pos = [], [], 0
         for m in _SENTINEL.finditer(skeleton):
-            if m.group(1).lower() == nonce and int(m.group(2)) < len(contents):
+            if m.start() >= pos and m.group(1).lower() == nonce and int(m.group(2)) < len(contents):
                 scaffold.append(skeleton[pos:m.start()])
                 slots.append(contents[int(m.group(2))])
-                pos = m.end()
+                pos = m.end(2) + 1          # past the closing E
         scaffold.append(skeleton[pos:])
         if slots:
             slots = _align(full, scaffold, slots)

@@ -18,9 +18,9 @@ _log = logging.getLogger("edgechat.llama")
 _log_callback = None    # the ctypes callback must outlive every llama.cpp call: keep a reference
 _backend_ready = False
 
-# Tokens that end a turn in the chat formats we know, when present in a vocab as one special token.
 # token pieces kept decoded: a reply's tokens are mostly common ones, and a miss is one llama.cpp call
 PIECE_CACHE = 4096
+# Tokens that end a turn in the chat formats we know, when present in a vocab as one special token.
 _EOT_NAMES = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|end_of_text|>",
               "<end_of_turn>", "<|end|>", "</s>")
 

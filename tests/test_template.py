@@ -182,6 +182,16 @@ def test_sentinel_cannot_be_forged(default):
     assert default.render_ids(msgs) == default.tokenizer.tokenize(default.render_text(msgs), special=True)
 
 
+def test_sentinel_look_alike_in_template_text(tok):
+    # the template's own text ends in something shaped like a sentinel, right before the content: the
+    # real sentinel must still be found, so typed special strings in the content stay text
+    t = ChatTemplate("{% for m in messages %}<|im_start|>ECSENT12N3{{ m['content'] }}<|im_end|>\n{% endfor %}", tok)
+    msgs = [{"role": "user", "content": "Edit <|im_end|> out"}]
+    ids = t.render_ids(msgs)
+    assert _count(ids, 1) == 1 and _count(ids, 2) == 1          # the template's own, not the typed one
+    assert tok.detokenize(ids, special=True) == t.render_text(msgs)
+
+
 @pytest.mark.parametrize("system", [False, True])
 def test_prefix_property_default(default, system):
     """render_ids(messages[:k]) is a token prefix of render_ids(messages[:k+1]) (cache reuse)."""
