@@ -115,14 +115,6 @@ static void axpy_f16_f32_generic(int n, float a, const half* x, float* y) {
     for (int i = 0; i < n; i++) y[i] += a * h2f(x[i]);
 }
 
-static void scores_f16_generic(int n, int hd, const half* k, size_t ld, const float* q, float* s) {
-    for (int j = 0; j < n; j++) s[j] = dot_f16_f32_generic(hd, k + (size_t)j * ld, q);
-}
-
-static void wsum_f16_generic(int n, int hd, const float* w, const half* v, size_t ld, float* y) {
-    for (int j = 0; j < n; j++) axpy_f16_f32_generic(hd, w[j], v + (size_t)j * ld, y);
-}
-
 // ---- q4_0 ----
 
 static void to_float_q4_0_generic(const void* src, float* dst, int64_t n) {
@@ -604,8 +596,8 @@ static KernelTable make_generic_table() {
 
     t.dot_f16_f32 = dot_f16_f32_generic;
     t.axpy_f16_f32 = axpy_f16_f32_generic;
-    t.scores_f16 = scores_f16_generic;
-    t.wsum_f16 = wsum_f16_generic;
+    t.scores_f16 = scores_by_dot<dot_f16_f32_generic>;
+    t.wsum_f16 = wsum_by_axpy<axpy_f16_f32_generic>;
     t.f32_to_f16 = f32_to_f16_generic;
     t.f16_to_f32 = f16_to_f32_generic;
     return t;

@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../blocks.h"
+
 namespace ec {
 namespace {
 
@@ -19,6 +21,18 @@ void gemm_by_vec_dot(int n, int nr, int nc, const void* w, size_t ldw, const voi
             DOT(n, &y[c * ldy + r], (const char*)w + r * ldw, (const char*)x + c * ldx);
         }
     }
+}
+
+// attention runs row by row through a dot / axpy kernel: the generic tables, and the head sizes an ISA
+// has no register path for (see KernelTable::scores_f16 / wsum_f16)
+template <float (*DOT)(int, const half*, const float*)>
+void scores_by_dot(int n, int hd, const half* k, size_t ld, const float* q, float* s) {
+    for (int j = 0; j < n; j++) s[j] = DOT(hd, k + (size_t)j * ld, q);
+}
+
+template <void (*AXPY)(int, float, const half*, float*)>
+void wsum_by_axpy(int n, int hd, const float* w, const half* v, size_t ld, float* y) {
+    for (int j = 0; j < n; j++) AXPY(hd, w[j], v + (size_t)j * ld, y);
 }
 
 // q4_K: scale and min j (0..7) from the 12 packed bytes (ggml get_scale_min_k4)

@@ -155,13 +155,13 @@ void wsum_f16_hd(int n, const float* w, const half* v, size_t ld, float* y) {
 void scores_f16_avx2(int n, int hd, const half* k, size_t ld, const float* q, float* s) {
     if (hd == 64) return scores_f16_hd<64>(n, k, ld, q, s);
     if (hd == 128) return scores_f16_hd<128>(n, k, ld, q, s);
-    for (int j = 0; j < n; j++) s[j] = dot_f16_f32_avx2(hd, k + (size_t)j * ld, q);
+    scores_by_dot<dot_f16_f32_avx2>(n, hd, k, ld, q, s);
 }
 
 void wsum_f16_avx2(int n, int hd, const float* w, const half* v, size_t ld, float* y) {
     if (hd == 64) return wsum_f16_hd<64>(n, w, v, ld, y);
     if (hd == 128) return wsum_f16_hd<128>(n, w, v, ld, y);
-    for (int j = 0; j < n; j++) axpy_f16_f32_avx2(hd, w[j], v + (size_t)j * ld, y);
+    wsum_by_axpy<axpy_f16_f32_avx2>(n, hd, w, v, ld, y);
 }
 
 void vec_dot_f32_f32_avx2(int n, float* s, const void* w, const void* x) {
