@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Kernel tests (cpp_ext/tests/test_kernels.cpp): a native build + run, then the NEON table
-# cross-compiled for aarch64 (static) and run under qemu-aarch64, without and with dotprod.
+# Kernel tests (cpp_ext/tests/test_kernels.cpp): a native build + run, then the NEON tables
+# cross-compiled for aarch64 (armv8-a, static; the dotprod / i8mm files with their own -march) and run
+# under qemu-aarch64 on cpu models without dotprod, with dotprod, and with i8mm: each run must detect
+# exactly its tables at run time.
 #   bash scripts/neon_test.sh [all|native|aarch64] [BUILD_DIR] [ARGS...]
 #     default: all, tests/.cache/kernels; ARGS go to the native test program (e.g. --dump DIR)
 # needs g++; the aarch64 part needs g++-aarch64-linux-gnu and qemu-user (Debian packages) and exits
@@ -15,12 +17,22 @@ src=cpp_ext/kernels
 test_src=cpp_ext/tests/test_kernels.cpp
 flags=(-std=c++17 -O2 -Wall -Wextra -Werror)
 
+# -march of each file in an aarch64 build: armv8-a, except the files of the extension tables
+arm_march() {
+  case $1 in
+    arm_neon_dotprod) echo armv8.2-a+dotprod ;;
+    arm_neon_i8mm) echo armv8.2-a+dotprod+i8mm ;;
+    *) echo armv8-a ;;
+  esac
+}
+
 native() {
   echo "== native ($(uname -m))"
   local objs=() f extra
-  for f in generic dispatch x86_avx2 arm_neon; do
+  for f in generic dispatch x86_avx2 arm_neon arm_neon_dotprod arm_neon_i8mm; do
     extra=()
     [ "$f" = x86_avx2 ] && [ "$(uname -m)" = x86_64 ] && extra=(-mavx2 -mfma -mf16c)
+    [ "$(uname -m)" = aarch64 ] && extra=(-march="$(arm_march "$f")")
     g++ "${flags[@]}" "${extra[@]}" -c "$src/$f.cpp" -o "$out/native_$f.o"
     objs+=("$out/native_$f.o")
   done
@@ -29,17 +41,31 @@ native() {
 }
 
 aarch64() {
-  local cross=aarch64-linux-gnu-g++ arch bin
+  local cross=aarch64-linux-gnu-g++ bin="$out/test_kernels_aarch64" objs=() pids=() f p spec cpu isa want sel got
   if ! command -v "$cross" >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
     echo "neon_test: SKIP aarch64: $cross or qemu-aarch64 missing (apt-get install g++-aarch64-linux-gnu qemu-user)" >&2
     exit 77
   fi
-  for arch in armv8-a armv8.2-a+dotprod; do
-    echo "== aarch64 -march=$arch under qemu-aarch64"
-    bin="$out/test_kernels_aarch64_${arch//[^a-z0-9]/_}"
-    "$cross" "${flags[@]}" -march="$arch" -static "$test_src" "$src/generic.cpp" "$src/arm_neon.cpp" \
-      "$src/dispatch.cpp" -o "$bin"
-    qemu-aarch64 -cpu max "$bin"
+  for f in generic dispatch arm_neon arm_neon_dotprod arm_neon_i8mm; do
+    "$cross" "${flags[@]}" -march="$(arm_march "$f")" -c "$src/$f.cpp" -o "$out/aarch64_$f.o" &
+    objs+=("$out/aarch64_$f.o") pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done  # each compile's status (set -e)
+  "$cross" "${flags[@]}" -march=armv8-a -static "$test_src" "${objs[@]}" -o "$bin"
+  # qemu cpu model [EDGECHAT_ISA] : the tables it must detect (best last) and select
+  for spec in "cortex-a53:generic neon:neon" \
+              "neoverse-n1:generic neon neon_dotprod:neon_dotprod" \
+              "max:generic neon neon_dotprod neon_i8mm:neon_i8mm" \
+              "max neon_dotprod:generic neon neon_dotprod neon_i8mm:neon_dotprod"; do
+    IFS=: read -r cpu want sel <<<"$spec"
+    read -r cpu isa <<<"$cpu"
+    echo "== aarch64 under qemu-aarch64 -cpu $cpu${isa:+ EDGECHAT_ISA=$isa}"
+    EDGECHAT_ISA=${isa:-} qemu-aarch64 -cpu "$cpu" "$bin" | tee "$out/aarch64_$cpu${isa:+_$isa}.log"
+    got=$(head -n 1 "$out/aarch64_$cpu${isa:+_$isa}.log")
+    if [ "$got" != "tables: $want (selected: $sel)" ]; then
+      echo "neon_test: -cpu $cpu${isa:+ EDGECHAT_ISA=$isa}: got '$got', want 'tables: $want (selected: $sel)'" >&2
+      exit 1
+    fi
   done
 }
 

@@ -1,6 +1,8 @@
-// neon kernels (aarch64; neon is baseline there). int8 dots use sdot behind __ARM_FEATURE_DOTPROD,
-// else vmull_s8 + vpadalq_s16. same arithmetic as generic.cpp; float sums may be reassociated.
-// layout: helpers, f16/f32, activation quantizers, vec_dots, table. gemm loops vec_dot.
+// neon kernels (aarch64; neon is baseline there): f16/f32, activation quantizers, the table, and the
+// run-time choice of the dotprod / i8mm tables. the int8 kernels (vec_dot, tiled gemm) live in
+// arm_neon_int8.inc, built here for armv8-a and again in arm_neon_dotprod.cpp / arm_neon_i8mm.cpp with
+// those extensions. same arithmetic as generic.cpp; float sums may be reassociated.
+// layout: f16/f32, activation quantizers, tables, cpu features.
 #if defined(__aarch64__)
 
 #include <arm_neon.h>
@@ -8,26 +10,23 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
 #include "kernels.h"
 #include "kernels_internal.h"
+#include "arm_neon_int8.inc"  // h2f, dot_i8x16, set_int8_kernels (armv8-a build)
 
 namespace ec {
+
+// the int8 kernels built with +dotprod / +dotprod+i8mm (call only on a cpu that has them)
+void set_neon_dotprod_kernels(KernelTable& t);
+void set_neon_i8mm_kernels(KernelTable& t);
+
 namespace {
-
-// ---- helpers ----
-
-inline float h2f(half h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
-
-// acc + 4 int32 sums of 4 int8 products each
-inline int32x4_t dot_i8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
-#if defined(__ARM_FEATURE_DOTPROD)
-    return vdotq_s32(acc, a, b);
-#else
-    const int16x8_t p0 = vmull_s8(vget_low_s8(a), vget_low_s8(b));  // i8 x i8 -> i16 (|p| <= 2^14)
-    const int16x8_t p1 = vmull_high_s8(a, b);
-    return vpadalq_s16(vpadalq_s16(acc, p0), p1);                    // i16 pairs -> i32
-#endif
-}
 
 // ---- f16 / f32 ----
 
@@ -196,137 +195,6 @@ void from_float_q8_K_neon(const float* src, void* dst, int64_t n) {
     }
 }
 
-// ---- vec_dot: 32-element block types ----
-
-void vec_dot_q4_0_q8_0_neon(int n, float* s, const void* vw, const void* vx) {
-    const block_q4_0* w = (const block_q4_0*)vw;
-    const block_q8_0* x = (const block_q8_0*)vx;
-    float32x4_t acc = vdupq_n_f32(0);
-    for (int i = 0; i < n / QK4_0; i++) {
-        const uint8x16_t q4 = vld1q_u8(w[i].qs);
-        // 4-bit -> 8-bit, sub 8
-        const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q4, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
-        const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q4, 4)), vdupq_n_s8(8));
-        int32x4_t p = dot_i8x16(vdupq_n_s32(0), lo, vld1q_s8(x[i].qs));
-        p = dot_i8x16(p, hi, vld1q_s8(x[i].qs + 16));
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(p), h2f(w[i].d) * h2f(x[i].d));
-    }
-    *s = vaddvq_f32(acc);
-}
-
-void vec_dot_q4_1_q8_1_neon(int n, float* s, const void* vw, const void* vx) {
-    const block_q4_1* w = (const block_q4_1*)vw;
-    const block_q8_1* x = (const block_q8_1*)vx;
-    float32x4_t acc = vdupq_n_f32(0);
-    float summs = 0.0f;
-    for (int i = 0; i < n / QK4_1; i++) {
-        const uint8x16_t q4 = vld1q_u8(w[i].qs);
-        // 4-bit -> 8-bit (0..15, fine as int8)
-        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q4, vdupq_n_u8(0x0f)));
-        const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(q4, 4));
-        int32x4_t p = dot_i8x16(vdupq_n_s32(0), lo, vld1q_s8(x[i].qs));
-        p = dot_i8x16(p, hi, vld1q_s8(x[i].qs + 16));
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(p), h2f(w[i].d) * h2f(x[i].d));
-        summs += h2f(w[i].m) * h2f(x[i].s);  // min term: m * d_x * sum(q_x)
-    }
-    *s = vaddvq_f32(acc) + summs;
-}
-
-void vec_dot_q5_0_q8_0_neon(int n, float* s, const void* vw, const void* vx) {
-    const block_q5_0* w = (const block_q5_0*)vw;
-    const block_q8_0* x = (const block_q8_0*)vx;
-    const uint8x16_t bit = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
-    float32x4_t acc = vdupq_n_f32(0);
-    for (int i = 0; i < n / QK5_0; i++) {
-        uint32_t qh;
-        memcpy(&qh, w[i].qh, 4);
-        // 5th bits -> 0x10 per byte: bit j for element j
-        const uint8x16_t h_lo = vandq_u8(vtstq_u8(vcombine_u8(vdup_n_u8(qh), vdup_n_u8(qh >> 8)), bit), vdupq_n_u8(0x10));
-        const uint8x16_t h_hi = vandq_u8(vtstq_u8(vcombine_u8(vdup_n_u8(qh >> 16), vdup_n_u8(qh >> 24)), bit), vdupq_n_u8(0x10));
-        const uint8x16_t q4 = vld1q_u8(w[i].qs);
-        // 4-bit | 5th bit -> 8-bit, sub 16
-        const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q4, vdupq_n_u8(0x0f)), h_lo)), vdupq_n_s8(16));
-        const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q4, 4), h_hi)), vdupq_n_s8(16));
-        int32x4_t p = dot_i8x16(vdupq_n_s32(0), lo, vld1q_s8(x[i].qs));
-        p = dot_i8x16(p, hi, vld1q_s8(x[i].qs + 16));
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(p), h2f(w[i].d) * h2f(x[i].d));
-    }
-    *s = vaddvq_f32(acc);
-}
-
-void vec_dot_q8_0_q8_0_neon(int n, float* s, const void* vw, const void* vx) {
-    const block_q8_0* w = (const block_q8_0*)vw;
-    const block_q8_0* x = (const block_q8_0*)vx;
-    float32x4_t acc = vdupq_n_f32(0);
-    for (int i = 0; i < n / QK8_0; i++) {
-        int32x4_t p = dot_i8x16(vdupq_n_s32(0), vld1q_s8(w[i].qs), vld1q_s8(x[i].qs));
-        p = dot_i8x16(p, vld1q_s8(w[i].qs + 16), vld1q_s8(x[i].qs + 16));
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(p), h2f(w[i].d) * h2f(x[i].d));
-    }
-    *s = vaddvq_f32(acc);
-}
-
-// ---- vec_dot: k-quants ----
-
-void vec_dot_q4_K_q8_K_neon(int n, float* s, const void* vw, const void* vx) {
-    const block_q4_K* w = (const block_q4_K*)vw;
-    const block_q8_K* x = (const block_q8_K*)vx;
-    float sum = 0.0f;
-    for (int i = 0; i < n / QK_K; i++) {
-        uint8_t sc[8], m[8];  // 6-bit scales and mins
-        for (int j = 0; j < 8; j++) get_scale_min_k4(j, w[i].scales, &sc[j], &m[j]);
-        int sum_m = 0;
-        for (int j = 0; j < 8; j++) sum_m += m[j] * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
-        const uint8_t* q4 = w[i].qs;
-        const int8_t* q8 = x[i].qs;
-        int sum_q = 0;
-        for (int j = 0; j < 4; j++, q4 += 32, q8 += 64) {
-            const uint8x16_t b0 = vld1q_u8(q4), b1 = vld1q_u8(q4 + 16);
-            // 4-bit -> 8-bit: low nibbles = sub-block 2j, high = 2j+1
-            int32x4_t pl = dot_i8x16(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(b0, vdupq_n_u8(0x0f))), vld1q_s8(q8));
-            pl = dot_i8x16(pl, vreinterpretq_s8_u8(vandq_u8(b1, vdupq_n_u8(0x0f))), vld1q_s8(q8 + 16));
-            int32x4_t ph = dot_i8x16(vdupq_n_s32(0), vreinterpretq_s8_u8(vshrq_n_u8(b0, 4)), vld1q_s8(q8 + 32));
-            ph = dot_i8x16(ph, vreinterpretq_s8_u8(vshrq_n_u8(b1, 4)), vld1q_s8(q8 + 48));
-            sum_q += sc[2 * j] * vaddvq_s32(pl) + sc[2 * j + 1] * vaddvq_s32(ph);
-        }
-        sum += x[i].d * (h2f(w[i].d) * sum_q - h2f(w[i].dmin) * sum_m);
-    }
-    *s = sum;
-}
-
-void vec_dot_q6_K_q8_K_neon(int n, float* s, const void* vw, const void* vx) {
-    const block_q6_K* w = (const block_q6_K*)vw;
-    const block_q8_K* x = (const block_q8_K*)vx;
-    const uint8x16_t m4 = vdupq_n_u8(0x0f), m3 = vdupq_n_u8(0x30);
-    float sum = 0.0f;
-    for (int i = 0; i < n / QK_K; i++) {
-        const uint8_t* ql = w[i].ql;
-        const uint8_t* qh = w[i].qh;
-        const int8_t* sc = w[i].scales;
-        const int8_t* q8 = x[i].qs;
-        int sumi = 0;
-        for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8, q8 += 128) {
-            for (int k = 0; k < 2; k++) {  // 16 lanes l = 16k..16k+15 of the 32
-                const uint8x16_t l0 = vld1q_u8(ql + 16 * k), l1 = vld1q_u8(ql + 32 + 16 * k);
-                const uint8x16_t hb = vld1q_u8(qh + 16 * k);
-                // low 4 bits | 2 high bits << 4 -> 0..63, sub 32
-                int8x16_t q[4];
-                q[0] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(hb, 4), m3)));
-                q[1] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(hb, 2), m3)));
-                q[2] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(hb, m3)));
-                q[3] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(hb, 2), m3)));
-                for (int g = 0; g < 4; g++) {  // group g: elements 32g + 16k.., scale sc[2g + k]
-                    const int8x16_t qs = vsubq_s8(q[g], vdupq_n_s8(32));
-                    const int32x4_t p = dot_i8x16(vdupq_n_s32(0), qs, vld1q_s8(q8 + 32 * g + 16 * k));
-                    sumi += sc[2 * g + k] * vaddvq_s32(p);
-                }
-            }
-        }
-        sum += h2f(w[i].d) * x[i].d * sumi;
-    }
-    *s = sum;
-}
-
 // ---- table ----
 
 KernelTable make_neon_table() {
@@ -337,35 +205,74 @@ KernelTable make_neon_table() {
     t.types[GT_Q8_0].from_float = from_float_q8_0_neon;
     t.types[GT_Q8_1].from_float = from_float_q8_1_neon;
     t.types[GT_Q8_K].from_float = from_float_q8_K_neon;
-    t.types[GT_Q4_0].vec_dot = vec_dot_q4_0_q8_0_neon;
-    t.types[GT_Q4_1].vec_dot = vec_dot_q4_1_q8_1_neon;
-    t.types[GT_Q5_0].vec_dot = vec_dot_q5_0_q8_0_neon;
-    t.types[GT_Q8_0].vec_dot = vec_dot_q8_0_q8_0_neon;
-    t.types[GT_Q4_K].vec_dot = vec_dot_q4_K_q8_K_neon;
-    t.types[GT_Q6_K].vec_dot = vec_dot_q6_K_q8_K_neon;
+    set_int8_kernels(t);
 
     t.types[GT_F32].gemm = gemm_by_vec_dot<vec_dot_f32_f32_neon>;
     t.types[GT_F16].gemm = gemm_by_vec_dot<vec_dot_f16_f32_neon>;
-    t.types[GT_Q4_0].gemm = gemm_by_vec_dot<vec_dot_q4_0_q8_0_neon>;
-    t.types[GT_Q4_1].gemm = gemm_by_vec_dot<vec_dot_q4_1_q8_1_neon>;
-    t.types[GT_Q5_0].gemm = gemm_by_vec_dot<vec_dot_q5_0_q8_0_neon>;
-    t.types[GT_Q8_0].gemm = gemm_by_vec_dot<vec_dot_q8_0_q8_0_neon>;
-    t.types[GT_Q4_K].gemm = gemm_by_vec_dot<vec_dot_q4_K_q8_K_neon>;
-    t.types[GT_Q6_K].gemm = gemm_by_vec_dot<vec_dot_q6_K_q8_K_neon>;
 
     t.dot_f16_f32 = dot_f16_f32_neon;
     t.axpy_f16_f32 = axpy_f16_f32_neon;
     t.scores_f16 = scores_f16_neon;
     t.wsum_f16 = wsum_f16_neon;
+    t.scores_f16_g = scores_g_by_head<scores_f16_neon>;
+    t.wsum_f16_g = wsum_g_by_head<wsum_f16_neon>;
     t.f32_to_f16 = f32_to_f16_neon;
     t.f16_to_f32 = f16_to_f32_neon;
     return t;
 }
 
+// the neon table with another file's int8 kernels
+KernelTable derived_table(const char* isa, void (*set_int8)(KernelTable&)) {
+    KernelTable t = *kernels_neon();
+    t.isa = isa;
+    set_int8(t);
+    return t;
+}
+
+// ---- cpu features: read at run time (hwcap on linux, sysctl on macos), never from -march ----
+
+#if defined(__linux__)
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#ifndef AT_HWCAP2
+#define AT_HWCAP2 26
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+bool cpu_has_dotprod() { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+bool cpu_has_i8mm() { return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0; }
+#elif defined(__APPLE__)
+bool sysctl_on(const char* name) {
+    int v = 0;
+    size_t len = sizeof(v);
+    return sysctlbyname(name, &v, &len, nullptr, 0) == 0 && v != 0;
+}
+bool cpu_has_dotprod() { return sysctl_on("hw.optional.arm.FEAT_DotProd"); }
+bool cpu_has_i8mm() { return sysctl_on("hw.optional.arm.FEAT_I8MM"); }
+#else
+bool cpu_has_dotprod() { return false; }
+bool cpu_has_i8mm() { return false; }
+#endif
+
 }  // namespace
 
 const KernelTable* kernels_neon() {
     static const KernelTable table = make_neon_table();
+    return &table;
+}
+
+const KernelTable* kernels_neon_dotprod() {
+    if (!cpu_has_dotprod()) return nullptr;
+    static const KernelTable table = derived_table("neon_dotprod", set_neon_dotprod_kernels);
+    return &table;
+}
+
+// the i8mm file's vec_dots use sdot too
+const KernelTable* kernels_neon_i8mm() {
+    if (!cpu_has_dotprod() || !cpu_has_i8mm()) return nullptr;
+    static const KernelTable table = derived_table("neon_i8mm", set_neon_i8mm_kernels);
     return &table;
 }
 
