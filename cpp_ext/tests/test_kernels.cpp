@@ -452,6 +452,40 @@ static void test_gemm(const KernelTable& t) {
     }
 }
 
+// wide tiles: more columns than any table's column tile (several tiles and a ragged last one) and a
+// row count that leaves a short row group, against the generic vec_dot
+static void test_gemm_wide(const KernelTable& t) {
+    const KernelTable& g = kernels_generic();
+    const int nr = 6, nc = 37;
+    for (int wt : WEIGHT_TYPES) {
+        const TypeKernels& k = t.types[wt];
+        const TypeKernels& kx = g.types[k.vec_type];
+        const int n = 3 * std::max(k.blck, 32);
+        const size_t ldw = row_bytes(k, n), ldx = row_bytes(kx, n), ldy = nr + 1;
+        std::vector<uint8_t> w(nr * ldw), x(nc * ldx);
+        for (int r = 0; r < nr; r++) g.types[wt].from_float(random_floats(n).data(), &w[r * ldw], n);
+        for (int c = 0; c < nc; c++) kx.from_float(random_floats(n).data(), &x[c * ldx], n);
+        std::vector<float> y(nc * ldy, -12345.0f);
+        k.gemm(n, nr, nc, w.data(), ldw, x.data(), ldx, y.data(), ldy);
+        double worst = 0, max_diff = 0;
+        int bad_untouched = 0;
+        for (int c = 0; c < nc; c++) {
+            bad_untouched += y[c * ldy + nr] != -12345.0f;
+            for (int r = 0; r < nr; r++) {
+                float gen;
+                g.types[wt].vec_dot(n, &gen, &w[r * ldw], &x[c * ldx]);
+                double l1;
+                ref_dot(wt, &w[r * ldw], &x[c * ldx], n, &l1);
+                const double diff = fabs((double)y[c * ldy + r] - gen), ratio = diff / dot_tol(n / k.blck, l1);
+                if (!(ratio < worst)) { worst = std::isnan(ratio) ? INFINITY : ratio; max_diff = diff; }
+            }
+        }
+        check_ratio(std::string(t.isa) + " gemm " + type_name(wt) + " nr=6 nc=37 vs generic vec_dot", max_diff, worst);
+        check(std::string(t.isa) + " gemm " + type_name(wt) + " nr=6 nc=37 writes only its tile", bad_untouched, 0,
+              " cells");
+    }
+}
+
 // raw blocks + generic dequantization, for the python test's independent check against gguf.quants
 static void dump(const char* dir) {
     const KernelTable& g = kernels_generic();
@@ -492,6 +526,7 @@ int main(int argc, char** argv) {
         test_round_trips(t);
         test_vec_dot(t);
         test_gemm(t);
+        test_gemm_wide(t);
     }
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
