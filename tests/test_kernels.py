@@ -54,7 +54,8 @@ def test_isa_override(dump_dir):
 
 
 def test_kernels_neon_qemu():
-    """The NEON table (with and without dotprod) under qemu-aarch64."""
+    """The NEON tables (armv8-a, dotprod, i8mm; chosen at run time) under qemu-aarch64 cpu models
+    without dotprod, with dotprod and with i8mm, each checked for the tables it detects."""
     missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64") if shutil.which(t) is None]
     if missing:
         pytest.skip(f"{' and '.join(missing)} not installed (apt-get install g++-aarch64-linux-gnu qemu-user)")
