@@ -6,9 +6,11 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "kernels/kernels.h"
 #include "model.h"
@@ -42,6 +44,7 @@ static ec::Config make_config(const nb::dict& d) {
     c.eps = nb::cast<float>(d["eps"]);
     c.rope_base = nb::cast<double>(d["rope_base"]);
     c.rope_neox = nb::cast<bool>(d["rope_neox"]);
+    c.release_source = d.contains("release_source") && nb::cast<bool>(d["release_source"]);
     return c;
 }
 
@@ -93,22 +96,28 @@ static Logits eval(PyModel& pm, Tokens tokens, bool all_logits) {
 }
 
 static nb::dict cache_info(PyModel& pm) {
-    std::lock_guard<std::mutex> lock(pm.mu);
-    ec::KVRing& kv = pm.model->cache();
+    int64_t v[6];
+    {
+        nb::gil_scoped_release nogil;   // an eval in another thread holds the mutex: wait without the GIL
+        std::lock_guard<std::mutex> lock(pm.mu);
+        ec::KVRing& kv = pm.model->cache();
+        v[0] = kv.ctx(), v[1] = kv.used(), v[2] = kv.sinks();
+        v[3] = kv.evicted(), v[4] = (int64_t)kv.bytes(), v[5] = kv.n_past();
+    }
     nb::dict d;
-    d["capacity"] = kv.ctx();
-    d["used"] = kv.used();
-    d["sinks"] = kv.sinks();
-    d["evicted"] = kv.evicted();
-    d["bytes"] = kv.bytes();
-    d["n_past"] = kv.n_past();
+    d["capacity"] = v[0];
+    d["used"] = v[1];
+    d["sinks"] = v[2];
+    d["evicted"] = v[3];
+    d["bytes"] = v[4];
+    d["n_past"] = v[5];
     return d;
 }
 
 // kernel access for tests: run one type's kernels of one isa on raw bytes
 static const ec::KernelTable& table_for(const std::string& isa) {
-    const ec::KernelTable* tabs[4];
-    int n = ec::available_kernels(tabs, 4);
+    const ec::KernelTable* tabs[ec::kMaxTables];
+    int n = ec::available_kernels(tabs, ec::kMaxTables);
     for (int i = 0; i < n; i++)
         if (isa == tabs[i]->isa) return *tabs[i];
     throw nb::value_error(("isa not available here: " + isa).c_str());
@@ -123,10 +132,12 @@ NB_MODULE(_native, m) {
              }, "config"_a, "tensors"_a, "ctx"_a, "sinks"_a, "threads"_a)
         .def("eval", &eval, "tokens"_a, "all_logits"_a = false)
         .def("reset", [](PyModel& pm, int sinks) {
+                 nb::gil_scoped_release nogil;
                  std::lock_guard<std::mutex> lock(pm.mu);
                  pm.model->cache().reset(sinks);
              }, "sinks"_a)
         .def("truncate", [](PyModel& pm, int64_t n) {
+                 nb::gil_scoped_release nogil;
                  std::lock_guard<std::mutex> lock(pm.mu);
                  return pm.model->cache().truncate(n);
              }, "n_past"_a)
@@ -138,8 +149,8 @@ NB_MODULE(_native, m) {
 
     m.def("isa", []() { return std::string(ec::select_kernels().isa); });
     m.def("available_isas", []() {
-        const ec::KernelTable* tabs[4];
-        int n = ec::available_kernels(tabs, 4);
+        const ec::KernelTable* tabs[ec::kMaxTables];
+        int n = ec::available_kernels(tabs, ec::kMaxTables);
         std::vector<std::string> out;
         for (int i = 0; i < n; i++) out.emplace_back(tabs[i]->isa);
         return out;
@@ -162,4 +173,39 @@ NB_MODULE(_native, m) {
         tk.to_float(data.data(), out, n);
         return Logits(out, {(size_t)n}, owner);
     });
+    // dram read limit (bench): `threads` threads sum their slices of a `mib` MiB buffer, far larger
+    // than the l3 cache; one warm-up pass, then the best of five. returns GB/s (1e9 bytes/s)
+    m.def("read_bandwidth", [](int threads, int mib) {
+        if (threads < 1 || mib < 1) throw nb::value_error("threads and mib must be >= 1");
+        const size_t n = (size_t)mib << 17;                     // uint64 words
+        std::vector<uint64_t> buf;                              // buf: (n,)
+        {
+            nb::gil_scoped_release nogil;
+            buf.assign(n, 1);                                   // touch every page
+            std::vector<uint64_t> sums(threads);
+            auto pass = [&]() {
+                std::vector<std::thread> ts;
+                auto t0 = std::chrono::steady_clock::now();
+                for (int t = 0; t < threads; t++)
+                    ts.emplace_back([&, t]() {
+                        const uint64_t* p = buf.data() + n * t / threads;
+                        const uint64_t* e = buf.data() + n * (t + 1) / threads;
+                        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;     // 4 chains: not latency bound
+                        for (; p + 4 <= e; p += 4) { s0 += p[0]; s1 += p[1]; s2 += p[2]; s3 += p[3]; }
+                        for (; p < e; p++) s0 += *p;
+                        sums[t] = s0 + s1 + s2 + s3;
+                    });
+                for (auto& th : ts) th.join();
+                double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                uint64_t total = 0;
+                for (uint64_t v : sums) total += v;
+                if (total != n) throw std::runtime_error("read_bandwidth: bad sum");   // reads are used
+                return (double)(n * sizeof(uint64_t)) / s / 1e9;
+            };
+            pass();                                             // warm up
+            double best = 0;
+            for (int i = 0; i < 5; i++) best = std::max(best, pass());
+            return best;
+        }
+    }, "threads"_a, "mib"_a = 1024);
 }

@@ -6,12 +6,18 @@
 #include <map>
 #include <stdexcept>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 namespace ec {
 
 static constexpr int kMaxBatch = 512;   // tokens per forward chunk (bounded further by the window)
-static constexpr int kRowBlock = 32;    // weight rows per gemm task
+static constexpr int kRowBlock = 32;    // weight rows per gemm task (a multiple of every pack_rows)
 static constexpr int kColBlock = 64;    // activation columns per gemm task
 static constexpr int kElemRows = 8;     // token rows per elementwise task
+static constexpr int kMaxSplitTokens = 4;  // attention of chunks up to this many tokens splits the keys
+static constexpr int kMaxSplits = 16;      // at most this many splits per kv head
+static constexpr int kMinSplitKeys = 256;  // and at least this many keys per split
 
 using TensorMap = std::map<std::string, Tensor>;
 
@@ -120,6 +126,8 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
         layers_.push_back(std::move(L));
     }
 
+    pack_weights();
+
     max_batch_ = kMaxBatch;
     const int B = max_batch_, T = pool_.size();
     int widest = std::max({c.n_embd, q_dim_, c.n_ff});
@@ -137,8 +145,58 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
     vb_.resize((size_t)B * kv_dim_);
     cs_abs_.resize((size_t)B * c.n_rot);
     cs_sink_.resize((size_t)B * c.n_rot);
-    scores_.resize((size_t)T * ((size_t)ctx + B));
-    q_sink_.resize((size_t)T * 2 * c.head_dim);
+    const int G = c.n_head / c.n_head_kv;
+    scores_.resize((size_t)T * G * ((size_t)ctx + B));
+    q_sink_.resize((size_t)T * 2 * G * c.head_dim);
+    part_.resize((size_t)kMaxSplitTokens * c.n_head_kv * kMaxSplits * G * (c.head_dim + 2));
+}
+
+// ---- weight repacking --------------------------------------------------------------------------
+
+// hand back the pages of [p, p + n) that lie wholly inside it (a file mapping refaults them on use)
+static void release_pages(const uint8_t* p, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a) madvise((void*)a, b - a, MADV_DONTNEED);
+}
+
+// every matmul weight whose type has a packed layout in the chosen table (and whose rows fill whole
+// groups) is repacked once, in parallel, into one aligned buffer. a tied output keeps the plain
+// token_embd for the embedding lookups and gets a packed copy.
+void Model::pack_weights() {
+    std::vector<Tensor*> todo;
+    auto want = [&](Tensor& t) {
+        const TypeKernels& tk = k_.types[t.type];
+        if (tk.pack && t.ne[1] % tk.pack_rows == 0) todo.push_back(&t);
+    };
+    for (LayerW& L : layers_)
+        for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) want(*t);
+    want(out_w_);
+    if (todo.empty()) return;
+    size_t total = 0;
+    std::vector<size_t> offs;
+    for (Tensor* t : todo) offs.push_back(total), total += (t->nbytes + 63) & ~(size_t)63;
+    void* buf = nullptr;
+    if (posix_memalign(&buf, 64, total) != 0) throw std::bad_alloc();
+    packed_.reset((uint8_t*)buf);
+    for (size_t i = 0; i < todo.size(); i++) {
+        Tensor& t = *todo[i];
+        const TypeKernels& tk = k_.types[t.type];
+        const size_t rb = row_bytes(tk, t.ne[0]);
+        const int64_t groups = t.ne[1] / tk.pack_rows, per_task = std::max<int64_t>(1, 64 / tk.pack_rows);
+        uint8_t* dst = packed_.get() + offs[i];
+        pool_.run((int)((groups + per_task - 1) / per_task), [&](int task, int) {
+            const int64_t g0 = task * per_task, ng = std::min(per_task, groups - g0);
+            const size_t off = (size_t)g0 * tk.pack_rows * rb;
+            tk.pack(t.data + off, rb, dst + off, ng * tk.pack_rows, t.ne[0]);
+        });
+        const bool shared = &t == &out_w_ && t.data == tok_embd_.data;  // still read by embed()
+        if (cfg_.release_source && !shared) release_pages(t.data, t.nbytes);
+        t.data = dst;
+        t.packed = true;
+    }
+    if (cfg_.release_source && out_w_.packed && tok_embd_.data != out_w_.data)
+        release_pages(tok_embd_.data, tok_embd_.nbytes);   // embed() faults in only the rows it reads
 }
 
 // ---- elementwise --------------------------------------------------------------------------------
@@ -210,11 +268,12 @@ void Model::matmul(const Tensor& w, const float* x, int n, float* y) {
     }
     const int row_blocks = (rows + kRowBlock - 1) / kRowBlock;
     const int col_blocks = (n + kColBlock - 1) / kColBlock;
+    const auto gemm = w.packed ? tk.gemm_packed : tk.gemm;   // packed: row blocks are whole groups
     pool_.run(row_blocks * col_blocks, [&](int task, int) {
         int r0 = (task % row_blocks) * kRowBlock, c0 = (task / row_blocks) * kColBlock;
         int nr = std::min(kRowBlock, rows - r0), nc = std::min(kColBlock, n - c0);
-        tk.gemm(cols, nr, nc, w.data + (size_t)r0 * ldw, ldw, xq + (size_t)c0 * ldx, ldx,
-                y + (size_t)c0 * rows + r0, rows);
+        gemm(cols, nr, nc, w.data + (size_t)r0 * ldw, ldw, xq + (size_t)c0 * ldx, ldx,
+             y + (size_t)c0 * rows + r0, rows);
     });
 }
 
@@ -223,31 +282,46 @@ void Model::matmul(const Tensor& w, const float* x, int n, float* y) {
 // softmax(q k^T / sqrt(d)) v for each token of the chunk and each head. a query at absolute position p
 // sees: the sinks in the cache, the window entries of the cache still inside its window
 // ([max(S, p-W+1), p0)), and the chunk's own tokens up to itself (the chunk is never longer than W).
+// one task takes the G query heads of one kv head (each key/value row is read once for all of them)
+// for one token; with few tokens (decode) each kv head's keys are also split over several tasks,
+// whose partial softmaxes (max, sum, unnormalized output) are merged afterwards.
 void Model::attention(int layer, int n, int64_t p0) {
-    const int hd = cfg_.head_dim, n_head = cfg_.n_head, group = cfg_.n_head / cfg_.n_head_kv;
+    const int hd = cfg_.head_dim, n_kv = cfg_.n_head_kv, G = cfg_.n_head / n_kv;
     const int64_t S = kv_.sinks(), W = kv_.window();
     const float scale = 1.0f / std::sqrt((float)hd);
-    const size_t stride = (size_t)kv_.ctx() + max_batch_;
-    pool_.run(n * n_head, [&](int task, int th) {
-        const int t = task / n_head, h = task % n_head, kvh = h / group;
+    const size_t lds = (size_t)kv_.ctx() + max_batch_;   // scores row stride (per query head)
+    const int T = pool_.size();
+    // splits: enough tasks for every thread (4 each), at least kMinSplitKeys keys per split
+    const int64_t keys = std::min<int64_t>(p0 + n, kv_.ctx());
+    int splits = 1;
+    if (n <= kMaxSplitTokens)
+        splits = (int)std::clamp<int64_t>(std::min<int64_t>((4 * T + n * n_kv - 1) / (n * n_kv), keys / kMinSplitKeys),
+                                          1, kMaxSplits);
+    const size_t part_stride = (size_t)G * (hd + 2);      // per task: G x (out[hd], max, sum)
+    pool_.run(n * n_kv * splits, [&](int task, int th) {
+        const int sp = task % splits, kvh = (task / splits) % n_kv, t = task / (splits * n_kv);
         const int64_t p = p0 + t;
-        float* qw = q_sink_.data() + (size_t)th * 2 * hd;   // query rotated for window keys
-        float* qs = qw + hd;                                 // query rotated for sink keys
-        std::memcpy(qw, q_.data() + (size_t)t * q_dim_ + (size_t)h * hd, hd * sizeof(float));
-        std::memcpy(qs, qw, hd * sizeof(float));
-        rope(qw, 1, cs_abs_.data() + (size_t)t * cfg_.n_rot);
-        rope(qs, 1, cs_sink_.data() + (size_t)t * cfg_.n_rot);
-        float* sc = scores_.data() + (size_t)th * stride;
+        float* qw = q_sink_.data() + (size_t)th * 2 * G * hd;   // G queries rotated for window keys
+        float* qs = qw + (size_t)G * hd;                        // and for sink keys
+        for (int g = 0; g < G; g++) {
+            const float* src = q_.data() + (size_t)t * q_dim_ + (size_t)(kvh * G + g) * hd;
+            std::memcpy(qw + g * hd, src, hd * sizeof(float));
+            std::memcpy(qs + g * hd, src, hd * sizeof(float));
+            rope(qw + g * hd, 1, cs_abs_.data() + (size_t)t * cfg_.n_rot);
+            rope(qs + g * hd, 1, cs_sink_.data() + (size_t)t * cfg_.n_rot);
+        }
+        float* sc = scores_.data() + (size_t)th * G * lds;
         const size_t off = (size_t)kvh * hd;
 
         // the keys (and values) this query sees, as runs of consecutive rows kv_dim_ apart: the cache's
         // sinks, its window (at most two runs: the ring wraps once), the chunk's sinks (a chunk at the
         // very start), the chunk's window tokens up to this one
-        struct Run { const half* k; const half* v; int n; const float* q; };
+        struct Run { const half* k; const half* v; int64_t n; const float* q; };
         Run runs[5];
         int n_runs = 0;
+        int64_t total = 0;
         auto add = [&](const half* k, const half* v, int64_t len, const float* q) {
-            if (len > 0) runs[n_runs++] = {k + off, v + off, (int)len, q};
+            if (len > 0) runs[n_runs++] = {k + off, v + off, len, q}, total += len;
         };
         add(kv_.k(layer, 0), kv_.v(layer, 0), std::min<int64_t>(S, p0), qs);
         for (int64_t a = std::max<int64_t>(S, p - W + 1); a < p0;) {
@@ -261,26 +335,65 @@ void Model::attention(int layer, int n, int64_t p0) {
         add(kb_.data() + (size_t)chunk_sinks * kv_dim_, vb_.data() + (size_t)chunk_sinks * kv_dim_,
             t + 1 - chunk_sinks, qw);
 
-        int m = 0;
-        for (int r = 0; r < n_runs; r++) {
-            k_.scores_f16(runs[r].n, hd, runs[r].k, kv_dim_, runs[r].q, sc + m);
-            m += runs[r].n;
+        // this split's keys: [k0, k1) of the runs laid end to end
+        const int64_t per = (total + splits - 1) / splits, k0 = std::min(total, sp * per), k1 = std::min(total, k0 + per);
+        const int m = (int)(k1 - k0);
+        auto each_run = [&](const std::function<void(const Run&, int64_t, int64_t, int64_t)>& f) {
+            int64_t base = 0;   // f(run, first row in the run, rows, position in this split's scores)
+            for (int r = 0; r < n_runs; r++) {
+                const int64_t a = std::max(k0, base), b = std::min(k1, base + runs[r].n);
+                if (a < b) f(runs[r], a - base, b - a, a - k0);
+                base += runs[r].n;
+            }
+        };
+        each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
+            k_.scores_f16_g((int)len, hd, G, r.k + first * kv_dim_, kv_dim_, r.q, sc + at, lds);
+        });
+        float* part = part_.data() + (size_t)task * part_stride;
+        float* out = splits == 1 ? nullptr : part;
+        for (int g = 0; g < G; g++) {
+            float* sg = sc + g * lds;
+            float mx = -INFINITY;
+            for (int j = 0; j < m; j++) mx = std::max(mx, sg[j] *= scale);
+            const float sum = m ? k_.exp_sum(m, sg, mx) : 0.0f;
+            float* o = splits == 1 ? att_.data() + (size_t)t * q_dim_ + (size_t)(kvh * G + g) * hd : out + g * hd;
+            std::memset(o, 0, hd * sizeof(float));
+            if (splits == 1) {
+                for (int j = 0; j < m; j++) sg[j] /= sum;   // normalized weights: one pass over the values
+            } else {
+                part[G * hd + 2 * g] = mx;
+                part[G * hd + 2 * g + 1] = sum;
+            }
         }
-        float mx = -INFINITY;
-        for (int j = 0; j < m; j++) mx = std::max(mx, sc[j] *= scale);
-        double sum = 0.0;
-        for (int j = 0; j < m; j++) sum += (sc[j] = std::exp(sc[j] - mx));
-        const float inv = (float)(1.0 / sum);
-        for (int j = 0; j < m; j++) sc[j] *= inv;
-
-        float* out = att_.data() + (size_t)t * q_dim_ + (size_t)h * hd;
-        std::memset(out, 0, hd * sizeof(float));
-        m = 0;
-        for (int r = 0; r < n_runs; r++) {
-            k_.wsum_f16(runs[r].n, hd, sc + m, runs[r].v, kv_dim_, out);
-            m += runs[r].n;
-        }
+        // values: G outputs side by side; with one split they are the rows of att_ for this kv head
+        float* y = splits == 1 ? att_.data() + (size_t)t * q_dim_ + (size_t)kvh * G * hd : out;
+        each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
+            k_.wsum_f16_g((int)len, hd, G, sc + at, lds, r.v + first * kv_dim_, kv_dim_, y);
+        });
     });
+    if (splits == 1) return;
+    // merge the splits of each (token, query head): rescale each partial to the common max
+    for (int t = 0; t < n; t++)
+        for (int kvh = 0; kvh < n_kv; kvh++) {
+            const float* part0 = part_.data() + (size_t)((t * n_kv + kvh) * splits) * part_stride;
+            for (int g = 0; g < G; g++) {
+                float mx = -INFINITY;
+                for (int s = 0; s < splits; s++) mx = std::max(mx, part0[s * part_stride + G * hd + 2 * g]);
+                float* o = att_.data() + (size_t)t * q_dim_ + (size_t)(kvh * G + g) * hd;
+                std::memset(o, 0, hd * sizeof(float));
+                double total = 0.0;
+                for (int s = 0; s < splits; s++) {
+                    const float* ps = part0 + s * part_stride;
+                    const float smx = ps[G * hd + 2 * g], ssum = ps[G * hd + 2 * g + 1];
+                    if (ssum == 0.0f) continue;   // an empty split
+                    const float f = std::exp(smx - mx);
+                    total += (double)ssum * f;
+                    for (int i = 0; i < hd; i++) o[i] += f * ps[g * hd + i];
+                }
+                const float inv = (float)(1.0 / total);
+                for (int i = 0; i < hd; i++) o[i] *= inv;
+            }
+        }
 }
 
 // ---- forward ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // batched prefill (matrix x matrix) and single-token decode over a sink-ring kv cache.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@ struct Tensor {
     int type = -1;                  // GType
     int64_t ne[4] = {1, 1, 1, 1};   // ne[0] = row length (elements), ne[1] = rows
     size_t nbytes = 0;
+    bool packed = false;            // data is the kernel table's packed layout (Model owns it)
     bool ok() const { return data != nullptr; }
 };
 
@@ -27,6 +29,9 @@ struct Config {
     float eps = 1e-5f;         // rmsnorm epsilon
     double rope_base = 10000.0;
     bool rope_neox = false;    // pairs (i, i + n_rot/2) instead of (2i, 2i+1)
+    // tensor data are views of a read-only file mapping: once a weight is repacked, its source pages
+    // are handed back (madvise) so they do not count twice in the resident set
+    bool release_source = false;
 };
 
 struct LayerW {
@@ -59,6 +64,7 @@ private:
     void rope(float* x, int n_heads, const float* cs) const;
     void rmsnorm(float* y, const float* x, const float* w, int n_rows, int dim) const;
     void embed(const int32_t* tokens, int n);
+    void pack_weights();
     void output(int row0, int n_rows, float* out);
 
     Config cfg_;
@@ -71,14 +77,16 @@ private:
     std::vector<float> out_norm_;
     std::vector<LayerW> layers_;
     std::vector<double> inv_freq_;  // (n_rot/2) rope frequencies, freq factors applied
+    std::unique_ptr<uint8_t, void (*)(void*)> packed_{nullptr, std::free};  // repacked weights, 64-byte aligned
 
     // scratch, sized for max_batch_ tokens
     std::vector<float> x_, xb_, q_, k_cur_, v_cur_, att_, hb_, hb2_;   // (batch, dim) each
     std::vector<uint8_t> xq_;       // (batch, quantized row of the widest input)
     std::vector<half> kb_, vb_;     // (batch, kv_dim) this chunk's keys/values before they enter the ring
     std::vector<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
-    std::vector<float> scores_;     // (threads, ctx + batch)
-    std::vector<float> q_sink_;     // (threads, head_dim)
+    std::vector<float> scores_;     // (threads, group, ctx + batch) one row per query head of a kv head
+    std::vector<float> q_sink_;     // (threads, 2, group, head_dim) queries rotated for window / sink keys
+    std::vector<float> part_;       // (tokens, kv heads, splits, group, head_dim + 2) split partials
 };
 
 }  // namespace ec

@@ -58,8 +58,8 @@ int main(int argc, char** argv) {
     for (float& v : wf) v = nd(rng);
     for (float& v : xf) v = nd(rng);
 
-    const KernelTable* tables[4];
-    const int nt = available_kernels(tables, 4);
+    const KernelTable* tables[kMaxTables];
+    const int nt = available_kernels(tables, kMaxTables);
     const KernelTable& g = kernels_generic();
     const Case cases[] = {{GT_Q4_1, "q4_1", "ggml_vec_dot_q4_1_q8_1"}, {GT_Q8_0, "q8_0", "ggml_vec_dot_q8_0_q8_0"},
                           {GT_Q4_0, "q4_0", "ggml_vec_dot_q4_0_q8_0"}, {GT_Q5_0, "q5_0", "ggml_vec_dot_q5_0_q8_0"},

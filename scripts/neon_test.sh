@@ -29,10 +29,17 @@ arm_march() {
 native() {
   echo "== native ($(uname -m))"
   local objs=() f extra
-  for f in generic dispatch x86_avx2 arm_neon arm_neon_dotprod arm_neon_i8mm; do
+  for f in generic dispatch x86_avx2 x86_avxvnni x86_avx512 arm_neon arm_neon_dotprod arm_neon_i8mm; do
     extra=()
-    [ "$f" = x86_avx2 ] && [ "$(uname -m)" = x86_64 ] && extra=(-mavx2 -mfma -mf16c)
-    [ "$(uname -m)" = aarch64 ] && extra=(-march="$(arm_march "$f")")
+    if [ "$(uname -m)" = x86_64 ]; then
+      case $f in
+        x86_avx2) extra=(-mavx2 -mfma -mf16c) ;;
+        x86_avxvnni) extra=(-mavx2 -mfma -mf16c -mavxvnni) ;;
+        x86_avx512) extra=(-mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni) ;;
+      esac
+    elif [ "$(uname -m)" = aarch64 ]; then
+      extra=(-march="$(arm_march "$f")")
+    fi
     g++ "${flags[@]}" "${extra[@]}" -c "$src/$f.cpp" -o "$out/native_$f.o"
     objs+=("$out/native_$f.o")
   done

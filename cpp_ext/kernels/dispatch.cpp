@@ -1,4 +1,4 @@
-// kernel table selection: chosen once from cpu features (EDGECHAT_ISA=generic|avx2|neon overrides).
+// kernel table selection: chosen once from cpu features (EDGECHAT_ISA=<table name> overrides).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -9,33 +9,49 @@ namespace ec {
 
 #if !defined(__x86_64__)
 const KernelTable* kernels_avx2() { return nullptr; }
+const KernelTable* kernels_avxvnni() { return nullptr; }
+const KernelTable* kernels_avx512() { return nullptr; }
 #endif
 #if !defined(__aarch64__)
 const KernelTable* kernels_neon() { return nullptr; }
+const KernelTable* kernels_neon_dotprod() { return nullptr; }
+const KernelTable* kernels_neon_i8mm() { return nullptr; }
 #endif
 
-// the avx2 table may only be touched on a cpu that runs avx2 code (its file is built with -mavx2)
-static bool cpu_has_avx2() {
+// an x86 table may only be touched on a cpu that runs its file's instructions
 #if defined(__x86_64__)
+static bool cpu_has(const char* feature) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-#else
+    if (strcmp(feature, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (strcmp(feature, "avxvnni") == 0) return cpu_has("avx2") && __builtin_cpu_supports("avxvnni");
+    if (strcmp(feature, "avx512") == 0)
+        return cpu_has("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
     return false;
-#endif
 }
+#endif
 
 int available_kernels(const KernelTable** out, int max) {
     int n = 0;
-    if (n < max) out[n++] = &kernels_generic();
-    if (n < max && cpu_has_avx2() && kernels_avx2()) out[n++] = kernels_avx2();
-    if (n < max && kernels_neon()) out[n++] = kernels_neon();  // neon is baseline on aarch64
+    auto add = [&](const KernelTable* t) {
+        if (t && n < max) out[n++] = t;
+    };
+    add(&kernels_generic());
+#if defined(__x86_64__)
+    if (cpu_has("avx2")) add(kernels_avx2());
+    if (cpu_has("avxvnni")) add(kernels_avxvnni());
+    if (cpu_has("avx512")) add(kernels_avx512());
+#endif
+    add(kernels_neon());  // neon is baseline on aarch64
+    add(kernels_neon_dotprod());
+    add(kernels_neon_i8mm());
     return n;
 }
 
 static const KernelTable& choose_kernels() {
-    const KernelTable* tables[4];
-    const int n = available_kernels(tables, 4);
+    const KernelTable* tables[kMaxTables];
+    const int n = available_kernels(tables, kMaxTables);
     const char* want = getenv("EDGECHAT_ISA");
     if (want && *want) {
         for (int i = 0; i < n; i++) {

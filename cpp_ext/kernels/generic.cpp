@@ -115,6 +115,12 @@ static void axpy_f16_f32_generic(int n, float a, const half* x, float* y) {
     for (int i = 0; i < n; i++) y[i] += a * h2f(x[i]);
 }
 
+static float exp_sum_generic(int n, float* x, float mx) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (x[i] = std::exp(x[i] - mx));
+    return (float)sum;
+}
+
 // ---- q4_0 ----
 
 static void to_float_q4_0_generic(const void* src, float* dst, int64_t n) {
@@ -598,6 +604,9 @@ static KernelTable make_generic_table() {
     t.axpy_f16_f32 = axpy_f16_f32_generic;
     t.scores_f16 = scores_by_dot<dot_f16_f32_generic>;
     t.wsum_f16 = wsum_by_axpy<axpy_f16_f32_generic>;
+    t.scores_f16_g = scores_g_by_head<scores_by_dot<dot_f16_f32_generic>>;
+    t.wsum_f16_g = wsum_g_by_head<wsum_by_axpy<axpy_f16_f32_generic>>;
+    t.exp_sum = exp_sum_generic;
     t.f32_to_f16 = f32_to_f16_generic;
     t.f16_to_f32 = f16_to_f32_generic;
     return t;

@@ -24,6 +24,18 @@ struct TypeKernels {
     // ldw / ldx are bytes between consecutive rows of w / columns of x; ldy is in floats.
     void (*gemm)(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx,
                  float* y, size_t ldy) = nullptr;
+
+    // repacked weights (optional, the layout is the table's own): groups of pack_rows rows are
+    // interleaved at load so that one stream feeds pack_rows outputs at once (no horizontal sums).
+    // a packed group takes exactly the bytes of its plain rows, so row r0 (a multiple of pack_rows)
+    // still starts at r0 * row_bytes. tensors whose row count is not a multiple stay plain.
+    int pack_rows = 0;  // 0: this table has no packed layout for the type
+    // src: `rows` plain rows `ld_src` bytes apart (rows % pack_rows == 0); dst: rows * row_bytes
+    void (*pack)(const void* src, size_t ld_src, void* dst, int64_t rows, int64_t cols) = nullptr;
+    // as gemm, on packed weights: w points at a group start, nr is a multiple of pack_rows, ldw is
+    // row_bytes (group g starts at w + g * pack_rows * ldw)
+    void (*gemm_packed)(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx,
+                        float* y, size_t ldy) = nullptr;
 };
 
 struct KernelTable {
@@ -36,6 +48,14 @@ struct KernelTable {
     // each row hd long: s[j] = dot(row j, q); and y += w[j] * row j for j = 0, 1, ... in order
     void (*scores_f16)(int n, int hd, const half* k, size_t ld, const float* q, float* s) = nullptr;
     void (*wsum_f16)(int n, int hd, const float* w, const half* v, size_t ld, float* y) = nullptr;
+    // grouped-query attention: the G query heads of one kv head read each key / value row once.
+    // q and y are G x hd contiguous; s[g * lds + j] = dot(row j, q_g); y_g += sum_j w[g * ldw + j] * row j
+    void (*scores_f16_g)(int n, int hd, int G, const half* k, size_t ld, const float* q, float* s,
+                         size_t lds) = nullptr;
+    void (*wsum_f16_g)(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld,
+                       float* y) = nullptr;
+    // softmax numerator: x[i] = exp(x[i] - mx) for i < n; returns their sum
+    float (*exp_sum)(int n, float* x, float mx) = nullptr;
     void (*f32_to_f16)(const float* x, half* y, int64_t n) = nullptr;
     void (*f16_to_f32)(const half* x, float* y, int64_t n) = nullptr;
 };
@@ -45,14 +65,21 @@ float fp16_to_fp32(half h);
 half fp32_to_fp16(float f);
 
 const KernelTable& kernels_generic();
-// kernels_avx2(): call only on a cpu with avx2+fma+f16c (its file is built with those flags);
-// select_kernels / available_kernels check that
-const KernelTable* kernels_avx2();   // nullptr when not compiled in
-const KernelTable* kernels_neon();   // nullptr when not compiled in
+// x86: each file is built with its isa's flags; call a table only on a cpu that has them
+// (available_kernels / select_kernels check cpuid first). nullptr when not compiled in.
+const KernelTable* kernels_avx2();     // avx2 + fma + f16c
+const KernelTable* kernels_avxvnni();  // + avx-vnni (vex vpdpbusd: alder lake, zen 5)
+const KernelTable* kernels_avx512();   // + avx512 f/bw/vl/vnni (evex vpdpbusd, 32 registers: zen 4, ice lake+)
+// arm: neon is baseline on aarch64; the dotprod / i8mm tables check the cpu themselves (hwcap on
+// linux, sysctl on macos) and return nullptr when it lacks the extension or they are not compiled in
+const KernelTable* kernels_neon();
+const KernelTable* kernels_neon_dotprod();
+const KernelTable* kernels_neon_i8mm();
 
-// best table for this cpu, chosen on first call (env EDGECHAT_ISA=generic|avx2|neon overrides)
+constexpr int kMaxTables = 8;
+// best table for this cpu, chosen on first call (env EDGECHAT_ISA=<name> forces any listed table)
 const KernelTable& select_kernels();
-// list of tables usable on this cpu (for tests): generic first
+// tables usable on this cpu, worst first (generic), best last
 int available_kernels(const KernelTable** out, int max);
 
 inline size_t row_bytes(const TypeKernels& t, int64_t n) { return (size_t)(n / t.blck) * t.bytes; }

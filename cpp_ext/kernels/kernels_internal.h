@@ -35,6 +35,17 @@ void wsum_by_axpy(int n, int hd, const float* w, const half* v, size_t ld, float
     for (int j = 0; j < n; j++) AXPY(hd, w[j], v + (size_t)j * ld, y);
 }
 
+// grouped-query runs as G single-query runs (the generic tables; any table without its own)
+template <void (*SCORES)(int, int, const half*, size_t, const float*, float*)>
+void scores_g_by_head(int n, int hd, int G, const half* k, size_t ld, const float* q, float* s, size_t lds) {
+    for (int g = 0; g < G; g++) SCORES(n, hd, k, ld, q + (size_t)g * hd, s + g * lds);
+}
+
+template <void (*WSUM)(int, int, const float*, const half*, size_t, float*)>
+void wsum_g_by_head(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld, float* y) {
+    for (int g = 0; g < G; g++) WSUM(n, hd, w + g * ldw, v, ld, y + (size_t)g * hd);
+}
+
 // q4_K: scale and min j (0..7) from the 12 packed bytes (ggml get_scale_min_k4)
 inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
     if (j < 4) {

@@ -1,11 +1,21 @@
 // avx2 + fma + f16c kernels (built with -mavx2 -mfma -mf16c; used only when the cpu has all three).
+// x86_avxvnni.cpp and x86_avx512.cpp include this file with EC_X86_VNNI set (1: vex vpdpbusd,
+// 2: evex vpdpbusd on ymm, 32 registers) and their own flags: the same kernels, int8 dots in one
+// instruction, wider column tiles; each file's copy lives in its own anonymous namespace.
 // same arithmetic as generic.cpp; float sums may be reassociated, integer block dots are exact.
 // layout: helpers, f16/f32, activation quantizers, vec_dots, tiled gemm, table.
 #if defined(__x86_64__)
 
+#ifndef EC_X86_VNNI
+#define EC_X86_VNNI 0
+#define EC_X86_ISA "avx2"
+#define EC_X86_TABLE kernels_avx2
+#endif
+
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -162,6 +172,118 @@ void wsum_f16_avx2(int n, int hd, const float* w, const half* v, size_t ld, floa
     if (hd == 64) return wsum_f16_hd<64>(n, w, v, ld, y);
     if (hd == 128) return wsum_f16_hd<128>(n, w, v, ld, y);
     wsum_by_axpy<axpy_f16_f32_avx2>(n, hd, w, v, ld, y);
+}
+
+// grouped-query attention runs: 4 rows at a time against each of the G queries, the 4 dots reduced
+// together (hadd tree); the rows stay in L1 while the G queries pass over them
+template <int HD>
+void scores_g_hd(int n, int G, const half* k, size_t ld, const float* q, float* s, size_t lds) {
+    constexpr int R = HD / 8;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const half* k0 = k + (size_t)j * ld;
+        for (int g = 0; g < G; g++) {
+            const float* qg = q + g * HD;
+            __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (int r = 0; r < R; r++) {
+                const __m256 qv = _mm256_loadu_ps(qg + 8 * r);
+                for (int i = 0; i < 4; i++)
+                    a[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(k0 + i * ld + 8 * r))), qv, a[i]);
+            }
+            // 4 x 8 lanes -> 4 sums
+            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+            _mm_storeu_ps(s + g * lds + j, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+        }
+    }
+    if (j < n)
+        for (int g = 0; g < G; g++) scores_f16_hd<HD>(n - j, k + (size_t)j * ld, ld, q + g * HD, s + g * lds + j);
+}
+
+// y (GN heads x 16 floats at `y`, head stride HD) += sum_j w_g[j] * v[j][0..16): 2 x GN accumulators
+template <int GN>
+inline void wsum_g_slice(int n, const float* w, size_t ldw, const half* v, size_t ld, float* y, int hd) {
+    __m256 acc[GN][2];
+    for (int g = 0; g < GN; g++) acc[g][0] = _mm256_loadu_ps(y + g * hd), acc[g][1] = _mm256_loadu_ps(y + g * hd + 8);
+    for (int j = 0; j < n; j++) {
+        const half* vj = v + (size_t)j * ld;
+        const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)vj));
+        const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(vj + 8)));
+        for (int g = 0; g < GN; g++) {
+            const __m256 wj = _mm256_broadcast_ss(w + g * ldw + j);
+            acc[g][0] = _mm256_fmadd_ps(wj, v0, acc[g][0]);
+            acc[g][1] = _mm256_fmadd_ps(wj, v1, acc[g][1]);
+        }
+    }
+    for (int g = 0; g < GN; g++) _mm256_storeu_ps(y + g * hd, acc[g][0]), _mm256_storeu_ps(y + g * hd + 8, acc[g][1]);
+}
+
+// rows in blocks that stay in L1 while each 16-wide slice of the head, for up to 4 queries, passes
+void wsum_g_16(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld, float* y) {
+    constexpr int JB = 64;
+    for (int j0 = 0; j0 < n; j0 += JB) {
+        const int jn = std::min(JB, n - j0);
+        for (int g0 = 0; g0 < G; g0 += 4) {
+            const int gn = std::min(4, G - g0);
+            for (int c = 0; c < hd; c += 16) {
+                const float* wg = w + g0 * ldw + j0;
+                const half* vj = v + (size_t)j0 * ld + c;
+                float* yg = y + (size_t)g0 * hd + c;
+                switch (gn) {
+                    case 4: wsum_g_slice<4>(jn, wg, ldw, vj, ld, yg, hd); break;
+                    case 3: wsum_g_slice<3>(jn, wg, ldw, vj, ld, yg, hd); break;
+                    case 2: wsum_g_slice<2>(jn, wg, ldw, vj, ld, yg, hd); break;
+                    default: wsum_g_slice<1>(jn, wg, ldw, vj, ld, yg, hd); break;
+                }
+            }
+        }
+    }
+}
+
+void scores_f16_g_avx2(int n, int hd, int G, const half* k, size_t ld, const float* q, float* s, size_t lds) {
+    if (hd == 64) return scores_g_hd<64>(n, G, k, ld, q, s, lds);
+    if (hd == 128) return scores_g_hd<128>(n, G, k, ld, q, s, lds);
+    scores_g_by_head<scores_f16_avx2>(n, hd, G, k, ld, q, s, lds);
+}
+
+void wsum_f16_g_avx2(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld, float* y) {
+    if (hd % 16 == 0) return wsum_g_16(n, hd, G, w, ldw, v, ld, y);
+    wsum_g_by_head<wsum_f16_avx2>(n, hd, G, w, ldw, v, ld, y);
+}
+
+// exp for x <= 0 (softmax numerators): 2^k * p(r), k = round(x / ln 2), r = x - k ln 2 (two-part
+// ln 2), p the cephes expf polynomial (about 1 ulp); below -87 (2^-126, the smallest normal) -> 0
+inline __m256 exp_neg(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    // 2^k: k + 127 into the exponent field
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+float exp_sum_avx2(int n, float* x, float mx) {
+    const __m256 vm = _mm256_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float sum = hsum_f32x8(acc);
+    for (; i < n; i++) sum += (x[i] = std::exp(x[i] - mx));
+    return sum;
 }
 
 void vec_dot_f32_f32_avx2(int n, float* s, const void* w, const void* x) {
@@ -691,11 +813,430 @@ void vec_dot_q6_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
     dot_q6_K_cols<1>(n, (const block_q6_K*)vw, x, s);
 }
 
+// ---- packed x8 layouts: 8 rows interleaved, one int32 lane per row ----
+// pack() rearranges 8 plain rows so that one 32-byte load holds 4 consecutive quant bytes of each of
+// the 8 rows (a "chunk": bytes 4j..4j+3 of a block, rows 0..7). a vpdpbusd (or maddubs + madd) of a
+// chunk against 4 activation bytes broadcast to every lane adds 4 products to each row's lane: the
+// 8 row sums come out in one vector, the 8 row scales load as one vector, and no horizontal sum is
+// ever needed. a group takes exactly the bytes of its 8 plain rows.
+//   q4_0 block (144 B): d[8] | 4 chunks: rows' qs[4j..4j+3] (low nibbles: elements 4j.., high: 16+4j..)
+//   q4_1 block (160 B): d[8] | m[8] | 4 chunks as q4_0
+//   q8_0 block (272 B): d[8] | 8 chunks: rows' qs[4j..4j+3]
+//   q4_K super-block (1152 B): d[8] | dmin[8] | scales as 3 x 8 uint32 (row r's scale bytes 0-3,
+//     4-7, 8-11) | per 64-element group p: 8 chunks of rows' qs[32p+4j..] (low nibbles: sub-block
+//     2p, high: 2p+1)
+//   q6_K super-block (1680 B): d[8] | scales as 8 pairs x 8 rows x (sc[2k], sc[2k+1]) | per 16-element
+//     sub-block s: ql A (chunk 0 low nibbles, chunk 1 high), ql B (chunks 2, 3), qh (2 bits per chunk,
+//     chunk c at bits 2c..2c+1)
+constexpr int PACK = 8;
+
+// rows are plain blocks `ld` bytes apart; block b of row r
+inline const uint8_t* row_block(const void* src, size_t ld, int r, size_t block_bytes, int64_t b) {
+    return (const uint8_t*)src + r * ld + b * block_bytes;
+}
+
+// 4 bytes of each of the 8 rows (at byte offset `off` of their block b) -> 32 bytes
+inline void put_chunk(uint8_t* dst, const void* src, size_t ld, size_t block_bytes, int64_t b, size_t off) {
+    for (int r = 0; r < PACK; r++) memcpy(dst + 4 * r, row_block(src, ld, r, block_bytes, b) + off, 4);
+}
+
+// one field (2 bytes at `off`) of each of the 8 rows -> 16 bytes
+inline void put_half(uint8_t* dst, const void* src, size_t ld, size_t block_bytes, int64_t b, size_t off) {
+    for (int r = 0; r < PACK; r++) memcpy(dst + 2 * r, row_block(src, ld, r, block_bytes, b) + off, 2);
+}
+
+template <class WB>
+void pack_q32(const void* src, size_t ld, void* vdst, int64_t rows, int64_t cols) {
+    constexpr bool has_m = std::is_same<WB, block_q4_1>::value;
+    constexpr int qbytes = std::is_same<WB, block_q8_0>::value ? 32 : 16;
+    const int64_t nb = cols / 32;
+    uint8_t* dst = (uint8_t*)vdst;
+    for (int64_t g = 0; g < rows / PACK; g++) {
+        const uint8_t* s = (const uint8_t*)src + g * PACK * ld;
+        for (int64_t b = 0; b < nb; b++) {
+            put_half(dst, s, ld, sizeof(WB), b, 0), dst += 16;
+            if (has_m) put_half(dst, s, ld, sizeof(WB), b, 2), dst += 16;
+            for (int j = 0; j < qbytes / 4; j++, dst += 32) put_chunk(dst, s, ld, sizeof(WB), b, offsetof(WB, qs) + 4 * j);
+        }
+    }
+}
+
+void pack_q4_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / QK_K;
+    const size_t bb = sizeof(block_q4_K);
+    uint8_t* dst = (uint8_t*)vdst;
+    for (int64_t g = 0; g < rows / PACK; g++) {
+        const uint8_t* s = (const uint8_t*)src + g * PACK * ld;
+        for (int64_t b = 0; b < nb; b++) {
+            put_half(dst, s, ld, bb, b, offsetof(block_q4_K, d)), dst += 16;
+            put_half(dst, s, ld, bb, b, offsetof(block_q4_K, dmin)), dst += 16;
+            for (int k = 0; k < 3; k++, dst += 32) put_chunk(dst, s, ld, bb, b, offsetof(block_q4_K, scales) + 4 * k);
+            for (int p = 0; p < 4; p++)
+                for (int j = 0; j < 8; j++, dst += 32) put_chunk(dst, s, ld, bb, b, offsetof(block_q4_K, qs) + 32 * p + 4 * j);
+        }
+    }
+}
+
+void pack_q6_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / QK_K;
+    uint8_t* dst = (uint8_t*)vdst;
+    for (int64_t g = 0; g < rows / PACK; g++) {
+        const uint8_t* s = (const uint8_t*)src + g * PACK * ld;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q6_K* rb[PACK];
+            for (int r = 0; r < PACK; r++) rb[r] = (const block_q6_K*)row_block(s, ld, r, sizeof(block_q6_K), b);
+            for (int r = 0; r < PACK; r++) memcpy(dst + 2 * r, &rb[r]->d, 2);
+            dst += 16;
+            for (int k = 0; k < 8; k++)
+                for (int r = 0; r < PACK; r++, dst += 2) dst[0] = rb[r]->scales[2 * k], dst[1] = rb[r]->scales[2 * k + 1];
+            for (int sb = 0; sb < 16; sb++) {
+                // element e of the super-block: 6 bits from (ql, qh) as in to_float_q6_K_generic
+                for (int c = 0; c < 4; c++)
+                    for (int r = 0; r < PACK; r++)
+                        for (int i = 0; i < 4; i++) {
+                            const int e = 16 * sb + 4 * c + i, h = e / 128, l = e % 32, quarter = (e % 128) / 32;
+                            const uint8_t* ql = rb[r]->ql + 64 * h;
+                            const uint8_t qlb = ql[l + (quarter & 1) * 32];
+                            const int lo = quarter < 2 ? (qlb & 0xf) : (qlb >> 4);
+                            const int hi = (rb[r]->qh[32 * h + l] >> (2 * quarter)) & 3;
+                            uint8_t* a = dst + (c < 2 ? 0 : 32) + 4 * r + i;     // ql A / B
+                            if (c % 2 == 0) *a = (uint8_t)lo; else *a |= (uint8_t)(lo << 4);
+                            uint8_t* q = dst + 64 + 4 * r + i;                   // qh
+                            if (c == 0) *q = 0;
+                            *q |= (uint8_t)(hi << (2 * c));
+                        }
+                dst += 96;
+            }
+        }
+    }
+}
+
+// int8 dots into int32 lanes, 4 products a lane: u (unsigned, < 128 except q8_0's |w| = 128) x s.
+// VNNI: vpdpbusd, exact. otherwise maddubs into int16 pair sums, widened by madd: the kernels add at
+// most as many maddubs results in int16 as their value range allows (noted at each)
+#if EC_X86_VNNI == 2
+inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+#elif EC_X86_VNNI == 1
+inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+#endif
+
+inline __m256i bcast4(const int8_t* p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+inline __m256i low_nibbles(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0f)); }
+inline __m256i high_nibbles(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f)); }
+
+// the largest column tile: 16 ymm registers (avx2) hold 4 columns' accumulators, 32 (avx512vl) 8
+#if EC_X86_VNNI == 2
+constexpr int MAX_RN = 8;
+#else
+constexpr int MAX_RN = 4;
+#endif
+
+// per-call column data, computed once for all row groups of a gemm call (thread_local scratch)
+struct PackScratch {
+    std::vector<float> d;      // (column, block) activation scale
+    std::vector<float> s;      // (column, block) q4_1: q8_1's s; q4_0: 8 * sum(q) as exact float
+    std::vector<int32_t> sp;   // (column, super-block, 4) q4_K: pairs of 32-element sums as int16 x2
+};
+thread_local PackScratch pscratch;
+
+// q4_0 / q4_1 / q8_0: 8 rows x RN columns over all blocks
+template <class WB, int RN>
+void tile_q32(int nb, const uint8_t* wg, const int8_t* const xq[RN], size_t xstride, const float* cd,
+              const float* cs, float* y, size_t ldy) {
+    constexpr bool q4_1 = std::is_same<WB, block_q4_1>::value, q8 = std::is_same<WB, block_q8_0>::value;
+    constexpr size_t head = q4_1 ? 32 : 16, block = 8 * sizeof(WB);
+    __m256 acc[RN];
+    for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t* blk = wg + b * block;
+        __m256i sum[RN];
+        for (int c = 0; c < RN; c++) sum[c] = _mm256_setzero_si256();
+        if constexpr (q8) {
+            for (int j = 0; j < 8; j++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i*)(blk + head + 32 * j));
+                const __m256i a = _mm256_sign_epi8(w, w);  // |w|; w's sign moves onto x
+                for (int c = 0; c < RN; c++) {
+                    const __m256i xs = _mm256_sign_epi8(bcast4(xq[c] + b * xstride + 4 * j), w);
+#if EC_X86_VNNI
+                    sum[c] = dpbusd(sum[c], a, xs);
+#else
+                    sum[c] = _mm256_add_epi32(sum[c], widen_sum(_mm256_maddubs_epi16(a, xs)));  // 2*127*127 fits int16
+#endif
+                }
+            }
+        } else {
+            for (int j = 0; j < 4; j++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i*)(blk + head + 32 * j));
+                const __m256i lo = low_nibbles(w), hi = high_nibbles(w);   // elements 4j.. and 16+4j..
+                for (int c = 0; c < RN; c++) {
+                    const int8_t* x = xq[c] + b * xstride;
+#if EC_X86_VNNI
+                    sum[c] = dpbusd(dpbusd(sum[c], lo, bcast4(x + 4 * j)), hi, bcast4(x + 16 + 4 * j));
+#else
+                    // int16 pair sums: 8 maddubs of 2 * 15 * 127 each stay below 32768
+                    sum[c] = _mm256_add_epi16(sum[c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(x + 4 * j)),
+                                                                       _mm256_maddubs_epi16(hi, bcast4(x + 16 + 4 * j))));
+#endif
+                }
+            }
+#if !EC_X86_VNNI
+            for (int c = 0; c < RN; c++) sum[c] = widen_sum(sum[c]);
+#endif
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
+        for (int c = 0; c < RN; c++) {
+            const float dx = cd[c * nb + b];
+            __m256 p = _mm256_cvtepi32_ps(sum[c]);
+            if constexpr (!q4_1 && !q8) p = _mm256_sub_ps(p, _mm256_set1_ps(cs[c * nb + b]));  // q - 8: exact ints
+            acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[c]);
+            if constexpr (q4_1) {  // + m * s
+                const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(blk + 16)));
+                acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(cs[c * nb + b]), acc[c]);
+            }
+        }
+    }
+    for (int c = 0; c < RN; c++) _mm256_storeu_ps(y + c * ldy, acc[c]);
+}
+
+template <class WB>
+void prep_q32(int nb, int nc, const void* x, size_t ldx) {
+    using XB = std::conditional_t<std::is_same<WB, block_q4_1>::value, block_q8_1, block_q8_0>;
+    PackScratch& sc = pscratch;
+    sc.d.resize((size_t)nc * nb);
+    sc.s.resize((size_t)nc * nb);
+    for (int c = 0; c < nc; c++) {
+        const XB* xb = (const XB*)((const char*)x + c * ldx);
+        for (int b = 0; b < nb; b++) {
+            sc.d[c * nb + b] = h2f(xb[b].d);
+            if constexpr (std::is_same<XB, block_q8_1>::value) {
+                sc.s[c * nb + b] = h2f(xb[b].s);
+            } else {
+                // 8 * sum(q): the q4_0 offset, an exact integer (|8 * 32 * 127| < 2^24)
+                const __m256i q = _mm256_loadu_si256((const __m256i*)xb[b].qs);
+                sc.s[c * nb + b] = 8.0f * hsum_i32x8(widen_sum(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q)));
+            }
+        }
+    }
+}
+
+template <class WB>
+void gemm_packed_q32(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx, float* y,
+                     size_t ldy) {
+    using XB = std::conditional_t<std::is_same<WB, block_q4_1>::value, block_q8_1, block_q8_0>;
+    const int nb = n / 32;
+    prep_q32<WB>(nb, nc, x, ldx);
+    auto run = [&](auto rn, const uint8_t* wg, int c0, float* yg) {
+        constexpr int RN = decltype(rn)::value;
+        const int8_t* q[RN];
+        for (int c = 0; c < RN; c++) q[c] = ((const XB*)((const char*)x + (c0 + c) * ldx))->qs;
+        tile_q32<WB, RN>(nb, wg, q, sizeof(XB), pscratch.d.data() + c0 * nb, pscratch.s.data() + c0 * nb,
+                         yg + c0 * ldy, ldy);
+    };
+    for (int g = 0; g < nr / PACK; g++) {
+        const uint8_t* wg = (const uint8_t*)w + (size_t)g * PACK * ldw;
+        float* yg = y + g * PACK;
+        int c0 = 0;
+        for (; c0 + MAX_RN <= nc; c0 += MAX_RN) run(std::integral_constant<int, MAX_RN>(), wg, c0, yg);
+        for (; c0 + 2 <= nc; c0 += 2) run(std::integral_constant<int, 2>(), wg, c0, yg);
+        for (; c0 < nc; c0++) run(std::integral_constant<int, 1>(), wg, c0, yg);  // decode: one column
+    }
+}
+
+// ---- q4_K x8 ----
+
+// 6-bit scales and mins of 8 rows (lanes) from the 3 x 8 packed uint32 (as get_scale_min_k4):
+// sc[0] bytes = scales 0..3, sc[1] = 4..7, mn[0] = mins 0..3, mn[1] = 4..7
+inline void q4_K_scales(const uint8_t* p, __m256i sc[2], __m256i mn[2]) {
+    const __m256i u0 = _mm256_loadu_si256((const __m256i*)p), u1 = _mm256_loadu_si256((const __m256i*)(p + 32));
+    const __m256i u2 = _mm256_loadu_si256((const __m256i*)(p + 64));
+    const __m256i m6 = _mm256_set1_epi32(0x3f3f3f3f), m4 = _mm256_set1_epi32(0x0f0f0f0f), m2 = _mm256_set1_epi32(0x03030303);
+    sc[0] = _mm256_and_si256(u0, m6);
+    mn[0] = _mm256_and_si256(u1, m6);
+    // high 2 bits of scales / mins 4..7 sit in the top bits of bytes 0..3 / 4..7
+    sc[1] = _mm256_or_si256(_mm256_and_si256(u2, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), m2), 4));
+    mn[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), m4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), m2), 4));
+}
+
+// byte k of each lane as int32
+inline __m256i lane_byte(__m256i v, int k) { return _mm256_and_si256(_mm256_srli_epi32(v, 8 * k), _mm256_set1_epi32(0xff)); }
+
+// bytes (2k, 2k+1) of each lane as an int16 pair (for madd against a pair of activation sums)
+inline __m256i lane_byte_pair(__m256i v, int k) {
+    const __m256i lo = lane_byte(v, 2 * k), hi = lane_byte(v, 2 * k + 1);
+    return _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16));
+}
+
+// int32 row sums += dot of 8 chunks (32 elements of one sub-block) with the activation, times the
+// sub-block scale `s32` (int32 per row, < 64)
+template <int RN>
+inline void q4_K_subblock(const uint8_t* q, bool high, const int8_t* const x[RN], __m256i s32, __m256i sumi[RN]) {
+    __m256i d[RN];
+    for (int c = 0; c < RN; c++) d[c] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; j++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * j));
+        const __m256i u = high ? high_nibbles(v) : low_nibbles(v);
+        for (int c = 0; c < RN; c++) {
+#if EC_X86_VNNI
+            d[c] = dpbusd(d[c], u, bcast4(x[c] + 4 * j));
+#else
+            d[c] = _mm256_add_epi16(d[c], _mm256_maddubs_epi16(u, bcast4(x[c] + 4 * j)));  // 8 * 2 * 15 * 127 < 32768
+#endif
+        }
+    }
+#if EC_X86_VNNI
+    for (int c = 0; c < RN; c++) sumi[c] = _mm256_add_epi32(sumi[c], _mm256_mullo_epi32(d[c], s32));
+#else
+    const __m256i s16 = _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16));  // the scale in both int16 halves
+    for (int c = 0; c < RN; c++) sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(d[c], s16));
+#endif
+}
+
+template <int RN>
+void tile_q4_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], const int32_t* sp, float* y, size_t ldy) {
+    __m256 acc[RN];
+    for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t* blk = wg + (size_t)b * 8 * sizeof(block_q4_K);
+        __m256i sc[2], mn[2];
+        q4_K_scales(blk + 32, sc, mn);
+        __m256i sumi[RN], summ[RN];
+        const int8_t* x[RN];
+        for (int c = 0; c < RN; c++) {
+            sumi[c] = summ[c] = _mm256_setzero_si256();
+            x[c] = xb[c][b].qs;
+        }
+        // mins: sum over sub-blocks of m * (activation sum of the sub-block), by int16 pairs
+        for (int k = 0; k < 4; k++) {
+            const __m256i mp = lane_byte_pair(mn[k / 2], k % 2);
+            for (int c = 0; c < RN; c++)
+                summ[c] = _mm256_add_epi32(summ[c], _mm256_madd_epi16(mp, _mm256_set1_epi32(sp[(c * nb + b) * 4 + k])));
+        }
+        const uint8_t* q = blk + 128;
+        for (int p = 0; p < 4; p++, q += 256) {
+            const int8_t* xp[RN];
+            for (int c = 0; c < RN; c++) xp[c] = x[c] + 64 * p;
+            q4_K_subblock<RN>(q, false, xp, lane_byte(sc[p / 2], (2 * p) % 4), sumi);
+            for (int c = 0; c < RN; c++) xp[c] += 32;
+            q4_K_subblock<RN>(q, true, xp, lane_byte(sc[p / 2], (2 * p + 1) % 4), sumi);
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(blk + 16)));
+        for (int c = 0; c < RN; c++) {
+            const __m256 dx = _mm256_set1_ps(xb[c][b].d);
+            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+            acc[c] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(summ[c]), acc[c]);
+        }
+    }
+    for (int c = 0; c < RN; c++) _mm256_storeu_ps(y + c * ldy, acc[c]);
+}
+
+// q8_K activation: per super-block, the 8 sums of 32 (bsums pairs) as 4 int16 pairs
+void prep_q8_K_pairs(int nb, int nc, const void* x, size_t ldx) {
+    std::vector<int32_t>& sp = pscratch.sp;
+    sp.resize((size_t)nc * nb * 4);
+    for (int c = 0; c < nc; c++) {
+        const block_q8_K* xb = (const block_q8_K*)((const char*)x + c * ldx);
+        for (int b = 0; b < nb; b++)
+            for (int k = 0; k < 4; k++) {
+                const int16_t* bs = xb[b].bsums + 4 * k;  // sub-blocks 2k, 2k+1 = bsums 4k..4k+3
+                const uint16_t s0 = (uint16_t)(bs[0] + bs[1]), s1 = (uint16_t)(bs[2] + bs[3]);
+                sp[((size_t)c * nb + b) * 4 + k] = (int32_t)((uint32_t)s0 | ((uint32_t)s1 << 16));
+            }
+    }
+}
+
+// ---- q6_K x8 ----
+
+template <int RN>
+void tile_q6_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], float* y, size_t ldy) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    __m256 acc[RN];
+    for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t* blk = wg + (size_t)b * 8 * sizeof(block_q6_K);
+        __m256i sumi[RN], off[RN];
+        for (int c = 0; c < RN; c++) sumi[c] = off[c] = _mm256_setzero_si256();
+        const uint8_t* q = blk + 144;
+        for (int k = 0; k < 8; k++) {
+            // row r: (sc[2k], sc[2k+1]) as an int16 pair
+            const __m256i scp = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 16 + 16 * k)));
+            for (int c = 0; c < RN; c++) {   // the -32 offset: sum of sc * bsum, by pairs
+                int32_t bsp;
+                memcpy(&bsp, xb[c][b].bsums + 2 * k, 4);
+                off[c] = _mm256_add_epi32(off[c], _mm256_madd_epi16(scp, _mm256_set1_epi32(bsp)));
+            }
+            for (int h = 0; h < 2; h++, q += 96) {
+                const int sb = 2 * k + h;
+                const __m256i a = _mm256_loadu_si256((const __m256i*)q), bq = _mm256_loadu_si256((const __m256i*)(q + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i*)(q + 64));
+                // 4 bits | 2 bits << 4 -> 0..63, chunk by chunk
+                const __m256i u0 = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+                const __m256i u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+                const __m256i u2 = _mm256_or_si256(_mm256_and_si256(bq, m4), _mm256_and_si256(qh, m30));
+                const __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bq, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+#if EC_X86_VNNI
+                const __m256i s32 = h ? _mm256_srai_epi32(scp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(scp, 16), 16);
+#else
+                const __m256i s16 = h ? _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(scp, 0xf5), 0xf5)
+                                      : _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(scp, 0xa0), 0xa0);
+#endif
+                for (int c = 0; c < RN; c++) {
+                    const int8_t* x = xb[c][b].qs + 16 * sb;
+#if EC_X86_VNNI
+                    __m256i d = dpbusd(dpbusd(_mm256_setzero_si256(), u0, bcast4(x)), u1, bcast4(x + 4));
+                    d = dpbusd(dpbusd(d, u2, bcast4(x + 8)), u3, bcast4(x + 12));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_mullo_epi32(d, s32));
+#else
+                    // two maddubs of 2 * 63 * 127 each fit int16, four do not
+                    const __m256i d01 = _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast4(x)), _mm256_maddubs_epi16(u1, bcast4(x + 4)));
+                    const __m256i d23 = _mm256_add_epi16(_mm256_maddubs_epi16(u2, bcast4(x + 8)), _mm256_maddubs_epi16(u3, bcast4(x + 12)));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_madd_epi16(d01, s16), _mm256_madd_epi16(d23, s16)));
+#endif
+                }
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
+        for (int c = 0; c < RN; c++) {
+            const __m256i t = _mm256_sub_epi32(sumi[c], _mm256_slli_epi32(off[c], 5));  // - 32 * sum sc * bsum
+            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb[c][b].d)), _mm256_cvtepi32_ps(t), acc[c]);
+        }
+    }
+    for (int c = 0; c < RN; c++) _mm256_storeu_ps(y + c * ldy, acc[c]);
+}
+
+template <GType T>
+void gemm_packed_k(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx, float* y, size_t ldy) {
+    const int nb = n / QK_K;
+    if (T == GT_Q4_K) prep_q8_K_pairs(nb, nc, x, ldx);
+    const int32_t* sp = pscratch.sp.data();
+    auto run = [&](auto rn, const uint8_t* wg, int c0, float* yg) {
+        constexpr int RN = decltype(rn)::value;
+        const block_q8_K* xb[RN];
+        for (int c = 0; c < RN; c++) xb[c] = (const block_q8_K*)((const char*)x + (c0 + c) * ldx);
+        if constexpr (T == GT_Q4_K) tile_q4_K<RN>(nb, wg, xb, sp + (size_t)c0 * nb * 4, yg + c0 * ldy, ldy);
+        else tile_q6_K<RN>(nb, wg, xb, yg + c0 * ldy, ldy);
+    };
+    for (int g = 0; g < nr / PACK; g++) {
+        const uint8_t* wg = (const uint8_t*)w + (size_t)g * PACK * ldw;
+        float* yg = y + g * PACK;
+        int c0 = 0;
+        for (; c0 + MAX_RN <= nc; c0 += MAX_RN) run(std::integral_constant<int, MAX_RN>(), wg, c0, yg);
+        for (; c0 + 2 <= nc; c0 += 2) run(std::integral_constant<int, 2>(), wg, c0, yg);
+        for (; c0 < nc; c0++) run(std::integral_constant<int, 1>(), wg, c0, yg);
+    }
+}
+
 // ---- table ----
 
-KernelTable make_avx2_table() {
+KernelTable make_x86_table() {
     KernelTable t = kernels_generic();  // anything not overridden stays generic
-    t.isa = "avx2";
+    t.isa = EC_X86_ISA;
     fill_f16_table();
     t.types[GT_F32].vec_dot = vec_dot_f32_f32_avx2;
     t.types[GT_F16].vec_dot = vec_dot_f16_f32_avx2;
@@ -720,10 +1261,24 @@ KernelTable make_avx2_table() {
     t.types[GT_Q4_K].gemm = gemm_k_rows<block_q4_K, dot_q4_K_cols<4>, dot_q4_K_cols<1>>;
     t.types[GT_Q6_K].gemm = gemm_k_rows<block_q6_K, dot_q6_K_cols<4>, dot_q6_K_cols<1>>;
 
+    auto packed = [&](GType ty, auto pack, auto gemm) {
+        t.types[ty].pack_rows = PACK;
+        t.types[ty].pack = pack;
+        t.types[ty].gemm_packed = gemm;
+    };
+    packed(GT_Q4_0, pack_q32<block_q4_0>, gemm_packed_q32<block_q4_0>);
+    packed(GT_Q4_1, pack_q32<block_q4_1>, gemm_packed_q32<block_q4_1>);
+    packed(GT_Q8_0, pack_q32<block_q8_0>, gemm_packed_q32<block_q8_0>);
+    packed(GT_Q4_K, pack_q4_K, gemm_packed_k<GT_Q4_K>);
+    packed(GT_Q6_K, pack_q6_K, gemm_packed_k<GT_Q6_K>);
+
     t.dot_f16_f32 = dot_f16_f32_avx2;
     t.axpy_f16_f32 = axpy_f16_f32_avx2;
     t.scores_f16 = scores_f16_avx2;
     t.wsum_f16 = wsum_f16_avx2;
+    t.scores_f16_g = scores_f16_g_avx2;
+    t.wsum_f16_g = wsum_f16_g_avx2;
+    t.exp_sum = exp_sum_avx2;
     t.f32_to_f16 = f32_to_f16_avx2;
     t.f16_to_f32 = f16_to_f32_avx2;
     return t;
@@ -731,8 +1286,8 @@ KernelTable make_avx2_table() {
 
 }  // namespace
 
-const KernelTable* kernels_avx2() {
-    static const KernelTable table = make_avx2_table();
+const KernelTable* EC_X86_TABLE() {
+    static const KernelTable table = make_x86_table();
     return &table;
 }
 

@@ -2,6 +2,7 @@
 // against float64 dot products of the dequantized values. prints the max difference per check,
 // exits non-zero on any failure; the last line is `N passed, N failed`.
 //   test_kernels [--dump DIR]   (--dump: write raw blocks + generic dequantization for tests/test_kernels.py)
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdio>
@@ -43,6 +44,10 @@ constexpr double RT_Q4_K = 1.0 / 15 + 0.016 + 0.008 + 0.005;
 // q6_K: half a step (1/64 of the max), int8 scale quantization (32 * max_scale/256 = max/256),
 // plus fp16 of d
 constexpr double RT_Q6_K = 1.0 / 64 + 1.0 / 256 + 64 * FP16_REL;
+
+// exp of x - max: the polynomial's error (about 1 ulp), the rounding of x - max and of the range
+// reduction (k ln 2 in two parts): a few ulp
+constexpr double EXP_REL = 8 * FLT_EPSILON;
 
 // ---- check bookkeeping ----
 
@@ -294,6 +299,71 @@ static void test_attention_runs(const KernelTable& t) {
     }
 }
 
+// grouped-query runs (G queries per kv head) against float64, odd row counts included; and the
+// softmax numerators (exp of x - max) against double exp
+static void test_attention_groups(const KernelTable& t) {
+    const std::string isa = t.isa;
+    for (int hd : {40, 64, 128}) {
+        for (int G : {1, 3, 4, 6}) {
+            double worst_s = 0, worst_sd = 0, worst_w = 0, worst_wd = 0;
+            for (int n : {1, 3, 17, 300}) {
+                const size_t ld = (size_t)hd * 3 + 8, lds = n + 5, ldw = n + 3;
+                std::vector<float> kf = random_floats((int64_t)n * ld, 2.0f), q = random_floats((int64_t)G * hd);
+                std::vector<half> kh(kf.size());
+                for (size_t i = 0; i < kf.size(); i++) kh[i] = fp32_to_fp16(kf[i]);
+                const half* k = kh.data() + hd;
+                std::vector<float> s(G * lds, -1.0f);
+                t.scores_f16_g(n, hd, G, k, ld, q.data(), s.data(), lds);
+                std::vector<float> w = random_floats((int64_t)G * ldw), y = random_floats((int64_t)G * hd), y0 = y;
+                t.wsum_f16_g(n, hd, G, w.data(), ldw, k, ld, y.data());
+                for (int g = 0; g < G; g++) {
+                    for (int j = 0; j < n; j++) {
+                        double ref = 0, l1 = 0;
+                        for (int i = 0; i < hd; i++) {
+                            const double term = (double)fp16_to_fp32(k[(size_t)j * ld + i]) * q[g * hd + i];
+                            ref += term, l1 += fabs(term);
+                        }
+                        const double d = fabs(s[g * lds + j] - ref), r = d / dot_tol(hd, l1);
+                        if (!(r < worst_s)) worst_s = std::isnan(r) ? INFINITY : r, worst_sd = d;
+                    }
+                    for (int i = 0; i < hd; i++) {
+                        double ref = y0[g * hd + i], l1 = fabs(y0[g * hd + i]);
+                        for (int j = 0; j < n; j++) {
+                            const double term = (double)w[g * ldw + j] * fp16_to_fp32(k[(size_t)j * ld + i]);
+                            ref += term, l1 += fabs(term);
+                        }
+                        const double d = fabs(y[g * hd + i] - ref), r = d / dot_tol(n + 1, l1);
+                        if (!(r < worst_w)) worst_w = std::isnan(r) ? INFINITY : r, worst_wd = d;
+                    }
+                }
+            }
+            const std::string tag = " hd=" + std::to_string(hd) + " G=" + std::to_string(G);
+            check_ratio(isa + " scores_f16_g vs f64" + tag, worst_sd, worst_s);
+            check_ratio(isa + " wsum_f16_g vs f64" + tag, worst_wd, worst_w);
+        }
+    }
+    // exp: a few ulp per element (polynomial + range reduction), the sum as a float sum of n terms
+    for (int n : {1, 7, 17, 1000}) {
+        std::vector<float> x = random_floats(n, 30.0f);
+        x[0] = -200.0f;  // underflows to 0
+        const float mx = *std::max_element(x.begin(), x.end());
+        std::vector<float> e = x;
+        const float sum = t.exp_sum(n, e.data(), mx);
+        double worst = 0, worst_d = 0, ref_sum = 0;
+        for (int i = 0; i < n; i++) {
+            const double ref = std::exp((double)x[i] - mx);
+            ref_sum += ref;
+            if (ref < 1e-37) continue;  // flushed to 0 below the smallest normal
+            // x - max rounds in float first: an absolute error of half an ulp of |x - max| in the argument
+            const double d = fabs(e[i] - ref) / ref, r = d / (EXP_REL + fabs(x[i] - mx) * FLT_EPSILON / 2);
+            if (!(r < worst)) worst = std::isnan(r) ? INFINITY : r, worst_d = d;
+        }
+        check_ratio(isa + " exp_sum elements vs f64 (rel) n=" + std::to_string(n), worst_d, worst);
+        check(isa + " exp_sum sum vs f64 n=" + std::to_string(n), fabs(sum - ref_sum) / ref_sum,
+              EXP_REL + (n + SUM_SLACK) * FLT_EPSILON, " rel");
+    }
+}
+
 // activation quantizers must be identical to generic (the same algorithm: ggml's reference rounding)
 static void test_act_quantizers(const KernelTable& t) {
     const KernelTable& g = kernels_generic();
@@ -486,6 +556,60 @@ static void test_gemm_wide(const KernelTable& t) {
     }
 }
 
+// packed weights (a table's own layout): pack groups of pack_rows rows, then gemm_packed over every
+// group count and column count 1..9 (the column tiles and their edges) against the generic vec_dot
+// on the plain rows; rows of a padded source stride; awkward lengths
+static void test_packed_gemm(const KernelTable& t) {
+    const KernelTable& g = kernels_generic();
+    for (int wt : WEIGHT_TYPES) {
+        const TypeKernels& k = t.types[wt];
+        if (!k.pack_rows) continue;
+        const TypeKernels& kx = g.types[k.vec_type];
+        const int groups = 3, rows = groups * k.pack_rows, max_nc = 9;
+        double worst = 0, max_diff = 0;
+        int bad_untouched = 0;
+        for (int n : test_lengths(k.blck)) {
+            if (n > 2048 && k.blck == 1) continue;
+            const size_t rb = row_bytes(k, n), ld_src = rb + k.bytes, ldx = row_bytes(kx, n) + kx.bytes;
+            std::vector<uint8_t> w(rows * ld_src, 0xcd), packed(rows * rb), x(max_nc * ldx, 0xcd);
+            for (int r = 0; r < rows; r++) {
+                std::vector<uint8_t> q = quantize(g.types[wt], random_floats(n));
+                memcpy(&w[r * ld_src], q.data(), q.size());
+            }
+            for (int c = 0; c < max_nc; c++) {
+                std::vector<uint8_t> q = quantize(kx, random_floats(n));
+                memcpy(&x[c * ldx], q.data(), q.size());
+            }
+            k.pack(w.data(), ld_src, packed.data(), rows, n);
+            for (int ng = 1; ng <= groups; ng++) {
+                for (int nc = 1; nc <= max_nc; nc++) {
+                    // start at the second group when there is room: a group start other than 0
+                    const int g0 = ng < groups ? 1 : 0, nr = ng * k.pack_rows;
+                    const size_t ldy = nr + 1;
+                    std::vector<float> y(nc * ldy, -12345.0f);
+                    k.gemm_packed(n, nr, nc, &packed[(size_t)g0 * k.pack_rows * rb], rb, x.data(), ldx, y.data(), ldy);
+                    for (int c = 0; c < nc; c++) {
+                        bad_untouched += y[c * ldy + nr] != -12345.0f;
+                        for (int r = 0; r < nr; r++) {
+                            const uint8_t* wr = &w[(size_t)(g0 * k.pack_rows + r) * ld_src];
+                            float gen;
+                            g.types[wt].vec_dot(n, &gen, wr, &x[c * ldx]);
+                            double l1;
+                            ref_dot(wt, wr, &x[c * ldx], n, &l1);
+                            const double diff = fabs((double)y[c * ldy + r] - gen);
+                            const double ratio = diff / dot_tol(n / k.blck, l1);
+                            if (!(ratio < worst)) { worst = std::isnan(ratio) ? INFINITY : ratio; max_diff = diff; }
+                        }
+                    }
+                }
+            }
+        }
+        check_ratio(std::string(t.isa) + " packed x" + std::to_string(k.pack_rows) + " gemm " + type_name(wt) +
+                    " nc 1..9 vs generic vec_dot", max_diff, worst);
+        check(std::string(t.isa) + " packed gemm " + type_name(wt) + " writes only its tile", bad_untouched, 0, " cells");
+    }
+}
+
 // raw blocks + generic dequantization, for the python test's independent check against gguf.quants
 static void dump(const char* dir) {
     const KernelTable& g = kernels_generic();
@@ -511,8 +635,8 @@ static void dump(const char* dir) {
 
 int main(int argc, char** argv) {
     if (argc == 3 && strcmp(argv[1], "--dump") == 0) dump(argv[2]);
-    const KernelTable* tables[4];
-    const int n_tables = available_kernels(tables, 4);
+    const KernelTable* tables[kMaxTables];
+    const int n_tables = available_kernels(tables, kMaxTables);
     printf("tables:");
     for (int i = 0; i < n_tables; i++) printf(" %s", tables[i]->isa);
     printf(" (selected: %s)\n", select_kernels().isa);
@@ -522,11 +646,13 @@ int main(int argc, char** argv) {
         const KernelTable& t = *tables[i];
         test_f16_helpers(t);
         test_attention_runs(t);
+        test_attention_groups(t);
         test_act_quantizers(t);
         test_round_trips(t);
         test_vec_dot(t);
         test_gemm(t);
         test_gemm_wide(t);
+        test_packed_gemm(t);
     }
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;

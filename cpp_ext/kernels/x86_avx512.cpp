@@ -1,0 +1,7 @@
+// avx2-width kernels with avx512 f/bw/vl + vnni (evex vpdpbusd on ymm, 32 registers for wider column
+// tiles): built with those flags, used only when the cpu has them (zen 4, ice lake and later).
+// the kernels are x86_avx2.cpp's.
+#define EC_X86_VNNI 2
+#define EC_X86_ISA "avx512"
+#define EC_X86_TABLE kernels_avx512
+#include "x86_avx2.cpp"
