@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -100,6 +101,18 @@ int main(int argc, char** argv) {
                 for (int r = 0; r < rows; r++) k.vec_dot(n, &y[r], &w[r * ldw], x.data());
             });
             report(tables[ti]->isa, tg, tv, maxrel);
+            if (k.pack && rows % k.pack_rows == 0) {  // the packed layout: gemm and one column (decode)
+                std::vector<uint8_t> wp(rows * ldw);
+                k.pack(w.data(), ldw, wp.data(), rows, n);
+                std::vector<float> yp((size_t)rows * SLAB);
+                k.gemm_packed(n, rows, SLAB, wp.data(), ldw, x.data(), ldx, yp.data(), rows);
+                double d = 0;
+                for (size_t i = 0; i < yp.size(); i++) d = std::max(d, (double)fabsf(yp[i] - y[i]) / (fabsf(y[i]) + 1e-3));
+                const double pg = best_seconds(60, [&] { k.gemm_packed(n, rows, SLAB, wp.data(), ldw, x.data(), ldx, yp.data(), rows); });
+                const double pv = best_seconds(60, [&] { k.gemm_packed(n, rows, 1, wp.data(), ldw, x.data(), ldx, yp.data(), rows); });
+                std::string who = std::string(tables[ti]->isa) + "/p";
+                report(who.c_str(), pg, pv, d);
+            }
         }
         GgmlDot dot = ggml ? (GgmlDot)dlsym(ggml, cs.ggml_symbol) : nullptr;
         if (dot) {

@@ -872,6 +872,7 @@ void pack_q4_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t col
             put_half(dst, s, ld, bb, b, offsetof(block_q4_K, dmin)), dst += 16;
             for (int k = 0; k < 3; k++, dst += 32) put_chunk(dst, s, ld, bb, b, offsetof(block_q4_K, scales) + 4 * k);
             for (int p = 0; p < 4; p++)
+                #pragma GCC unroll 8
                 for (int j = 0; j < 8; j++, dst += 32) put_chunk(dst, s, ld, bb, b, offsetof(block_q4_K, qs) + 32 * p + 4 * j);
         }
     }
@@ -887,12 +888,15 @@ void pack_q6_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t col
             for (int r = 0; r < PACK; r++) rb[r] = (const block_q6_K*)row_block(s, ld, r, sizeof(block_q6_K), b);
             for (int r = 0; r < PACK; r++) memcpy(dst + 2 * r, &rb[r]->d, 2);
             dst += 16;
+            #pragma GCC unroll 8
             for (int k = 0; k < 8; k++)
                 for (int r = 0; r < PACK; r++, dst += 2) dst[0] = rb[r]->scales[2 * k], dst[1] = rb[r]->scales[2 * k + 1];
             for (int sb = 0; sb < 16; sb++) {
                 // element e of the super-block: 6 bits from (ql, qh) as in to_float_q6_K_generic
+                #pragma GCC unroll 8
                 for (int c = 0; c < 4; c++)
                     for (int r = 0; r < PACK; r++)
+                        #pragma GCC unroll 8
                         for (int i = 0; i < 4; i++) {
                             const int e = 16 * sb + 4 * c + i, h = e / 128, l = e % 32, quarter = (e % 128) / 32;
                             const uint8_t* ql = rb[r]->ql + 64 * h;
@@ -951,15 +955,19 @@ void tile_q32(int nb, const uint8_t* wg, const int8_t* const xq[RN], size_t xstr
     constexpr bool q4_1 = std::is_same<WB, block_q4_1>::value, q8 = std::is_same<WB, block_q8_0>::value;
     constexpr size_t head = q4_1 ? 32 : 16, block = 8 * sizeof(WB);
     __m256 acc[RN];
+    #pragma GCC unroll 8
     for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t* blk = wg + b * block;
         __m256i sum[RN];
+        #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) sum[c] = _mm256_setzero_si256();
         if constexpr (q8) {
+            #pragma GCC unroll 8
             for (int j = 0; j < 8; j++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i*)(blk + head + 32 * j));
                 const __m256i a = _mm256_sign_epi8(w, w);  // |w|; w's sign moves onto x
+                #pragma GCC unroll 8
                 for (int c = 0; c < RN; c++) {
                     const __m256i xs = _mm256_sign_epi8(bcast4(xq[c] + b * xstride + 4 * j), w);
 #if EC_X86_VNNI
@@ -970,9 +978,11 @@ void tile_q32(int nb, const uint8_t* wg, const int8_t* const xq[RN], size_t xstr
                 }
             }
         } else {
+            #pragma GCC unroll 8
             for (int j = 0; j < 4; j++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i*)(blk + head + 32 * j));
                 const __m256i lo = low_nibbles(w), hi = high_nibbles(w);   // elements 4j.. and 16+4j..
+                #pragma GCC unroll 8
                 for (int c = 0; c < RN; c++) {
                     const int8_t* x = xq[c] + b * xstride;
 #if EC_X86_VNNI
@@ -985,10 +995,12 @@ void tile_q32(int nb, const uint8_t* wg, const int8_t* const xq[RN], size_t xstr
                 }
             }
 #if !EC_X86_VNNI
+            #pragma GCC unroll 8
             for (int c = 0; c < RN; c++) sum[c] = widen_sum(sum[c]);
 #endif
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
+        #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
             const float dx = cd[c * nb + b];
             __m256 p = _mm256_cvtepi32_ps(sum[c]);
@@ -1000,6 +1012,7 @@ void tile_q32(int nb, const uint8_t* wg, const int8_t* const xq[RN], size_t xstr
             }
         }
     }
+    #pragma GCC unroll 8
     for (int c = 0; c < RN; c++) _mm256_storeu_ps(y + c * ldy, acc[c]);
 }
 
@@ -1033,6 +1046,7 @@ void gemm_packed_q32(int n, int nr, int nc, const void* w, size_t ldw, const voi
     auto run = [&](auto rn, const uint8_t* wg, int c0, float* yg) {
         constexpr int RN = decltype(rn)::value;
         const int8_t* q[RN];
+        #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) q[c] = ((const XB*)((const char*)x + (c0 + c) * ldx))->qs;
         tile_q32<WB, RN>(nb, wg, q, sizeof(XB), pscratch.d.data() + c0 * nb, pscratch.s.data() + c0 * nb,
                          yg + c0 * ldy, ldy);
@@ -1072,34 +1086,55 @@ inline __m256i lane_byte_pair(__m256i v, int k) {
     return _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16));
 }
 
-// int32 row sums += dot of 8 chunks (32 elements of one sub-block) with the activation, times the
-// sub-block scale `s32` (int32 per row, < 64)
-template <int RN>
-inline void q4_K_subblock(const uint8_t* q, bool high, const int8_t* const x[RN], __m256i s32, __m256i sumi[RN]) {
-    __m256i d[RN];
-    for (int c = 0; c < RN; c++) d[c] = _mm256_setzero_si256();
-    for (int j = 0; j < 8; j++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * j));
-        const __m256i u = high ? high_nibbles(v) : low_nibbles(v);
-        for (int c = 0; c < RN; c++) {
+// int32 row sums += the dots of one 64-element group (8 chunks: low nibbles = sub-block a, high =
+// sub-block b) with the activation (x at the group's start), each times its sub-block scale
+// (int32 per row, < 64). HALVES = 2 walks the chunks once for both sub-blocks (two independent dot
+// chains per column: short tiles); 1 walks them twice, one sub-block at a time (fewer live registers
+// for wide tiles)
+inline __m256i q4_K_dot(__m256i acc, __m256i u, const int8_t* x) {
 #if EC_X86_VNNI
-            d[c] = dpbusd(d[c], u, bcast4(x[c] + 4 * j));
+    return dpbusd(acc, u, bcast4(x));
 #else
-            d[c] = _mm256_add_epi16(d[c], _mm256_maddubs_epi16(u, bcast4(x[c] + 4 * j)));  // 8 * 2 * 15 * 127 < 32768
+    return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, bcast4(x)));  // 8 * 2 * 15 * 127 < 32768
 #endif
+}
+
+inline __m256i q4_K_scaled(__m256i d, __m256i s32) {
+#if EC_X86_VNNI
+    return _mm256_mullo_epi32(d, s32);
+#else
+    return _mm256_madd_epi16(d, _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16)));  // scale in both int16 halves
+#endif
+}
+
+template <int RN, int HALVES>
+inline void q4_K_group(const uint8_t* q, const int8_t* const x[RN], __m256i sa, __m256i sb, __m256i sumi[RN]) {
+    #pragma GCC unroll 8
+    for (int half = 0; half < 3 - HALVES; half++) {
+        __m256i da[RN], db[RN];
+        #pragma GCC unroll 8
+        for (int c = 0; c < RN; c++) da[c] = db[c] = _mm256_setzero_si256();
+        #pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * j));
+            #pragma GCC unroll 8
+            for (int c = 0; c < RN; c++) {
+                if (HALVES == 2 || half == 0) da[c] = q4_K_dot(da[c], low_nibbles(v), x[c] + 4 * j);
+                if (HALVES == 2 || half == 1) db[c] = q4_K_dot(db[c], high_nibbles(v), x[c] + 32 + 4 * j);
+            }
+        }
+        #pragma GCC unroll 8
+        for (int c = 0; c < RN; c++) {
+            if (HALVES == 2 || half == 0) sumi[c] = _mm256_add_epi32(sumi[c], q4_K_scaled(da[c], sa));
+            if (HALVES == 2 || half == 1) sumi[c] = _mm256_add_epi32(sumi[c], q4_K_scaled(db[c], sb));
         }
     }
-#if EC_X86_VNNI
-    for (int c = 0; c < RN; c++) sumi[c] = _mm256_add_epi32(sumi[c], _mm256_mullo_epi32(d[c], s32));
-#else
-    const __m256i s16 = _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16));  // the scale in both int16 halves
-    for (int c = 0; c < RN; c++) sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(d[c], s16));
-#endif
 }
 
 template <int RN>
 void tile_q4_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], const int32_t* sp, float* y, size_t ldy) {
     __m256 acc[RN];
+    #pragma GCC unroll 8
     for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t* blk = wg + (size_t)b * 8 * sizeof(block_q4_K);
@@ -1107,32 +1142,37 @@ void tile_q4_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], const 
         q4_K_scales(blk + 32, sc, mn);
         __m256i sumi[RN], summ[RN];
         const int8_t* x[RN];
+        #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
             sumi[c] = summ[c] = _mm256_setzero_si256();
             x[c] = xb[c][b].qs;
         }
         // mins: sum over sub-blocks of m * (activation sum of the sub-block), by int16 pairs
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) {
             const __m256i mp = lane_byte_pair(mn[k / 2], k % 2);
+            #pragma GCC unroll 8
             for (int c = 0; c < RN; c++)
                 summ[c] = _mm256_add_epi32(summ[c], _mm256_madd_epi16(mp, _mm256_set1_epi32(sp[(c * nb + b) * 4 + k])));
         }
         const uint8_t* q = blk + 128;
         for (int p = 0; p < 4; p++, q += 256) {
             const int8_t* xp[RN];
+            #pragma GCC unroll 8
             for (int c = 0; c < RN; c++) xp[c] = x[c] + 64 * p;
-            q4_K_subblock<RN>(q, false, xp, lane_byte(sc[p / 2], (2 * p) % 4), sumi);
-            for (int c = 0; c < RN; c++) xp[c] += 32;
-            q4_K_subblock<RN>(q, true, xp, lane_byte(sc[p / 2], (2 * p + 1) % 4), sumi);
+            const __m256i sa = lane_byte(sc[p / 2], (2 * p) % 4), sb = lane_byte(sc[p / 2], (2 * p + 1) % 4);
+            q4_K_group<RN, (RN <= 4 ? 2 : 1)>(q, xp, sa, sb, sumi);
         }
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
         const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(blk + 16)));
+        #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
             const __m256 dx = _mm256_set1_ps(xb[c][b].d);
             acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
             acc[c] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(summ[c]), acc[c]);
         }
     }
+    #pragma GCC unroll 8
     for (int c = 0; c < RN; c++) _mm256_storeu_ps(y + c * ldy, acc[c]);
 }
 
@@ -1143,6 +1183,7 @@ void prep_q8_K_pairs(int nb, int nc, const void* x, size_t ldx) {
     for (int c = 0; c < nc; c++) {
         const block_q8_K* xb = (const block_q8_K*)((const char*)x + c * ldx);
         for (int b = 0; b < nb; b++)
+            #pragma GCC unroll 8
             for (int k = 0; k < 4; k++) {
                 const int16_t* bs = xb[b].bsums + 4 * k;  // sub-blocks 2k, 2k+1 = bsums 4k..4k+3
                 const uint16_t s0 = (uint16_t)(bs[0] + bs[1]), s1 = (uint16_t)(bs[2] + bs[3]);
@@ -1157,20 +1198,25 @@ template <int RN>
 void tile_q6_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], float* y, size_t ldy) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
     __m256 acc[RN];
+    #pragma GCC unroll 8
     for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t* blk = wg + (size_t)b * 8 * sizeof(block_q6_K);
         __m256i sumi[RN], off[RN];
+        #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) sumi[c] = off[c] = _mm256_setzero_si256();
         const uint8_t* q = blk + 144;
+        #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             // row r: (sc[2k], sc[2k+1]) as an int16 pair
             const __m256i scp = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 16 + 16 * k)));
+            #pragma GCC unroll 8
             for (int c = 0; c < RN; c++) {   // the -32 offset: sum of sc * bsum, by pairs
                 int32_t bsp;
                 memcpy(&bsp, xb[c][b].bsums + 2 * k, 4);
                 off[c] = _mm256_add_epi32(off[c], _mm256_madd_epi16(scp, _mm256_set1_epi32(bsp)));
             }
+            #pragma GCC unroll 8
             for (int h = 0; h < 2; h++, q += 96) {
                 const int sb = 2 * k + h;
                 const __m256i a = _mm256_loadu_si256((const __m256i*)q), bq = _mm256_loadu_si256((const __m256i*)(q + 32));
@@ -1186,6 +1232,7 @@ void tile_q6_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], float*
                 const __m256i s16 = h ? _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(scp, 0xf5), 0xf5)
                                       : _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(scp, 0xa0), 0xa0);
 #endif
+                #pragma GCC unroll 8
                 for (int c = 0; c < RN; c++) {
                     const int8_t* x = xb[c][b].qs + 16 * sb;
 #if EC_X86_VNNI
@@ -1202,11 +1249,13 @@ void tile_q6_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], float*
             }
         }
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
+        #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
             const __m256i t = _mm256_sub_epi32(sumi[c], _mm256_slli_epi32(off[c], 5));  // - 32 * sum sc * bsum
             acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb[c][b].d)), _mm256_cvtepi32_ps(t), acc[c]);
         }
     }
+    #pragma GCC unroll 8
     for (int c = 0; c < RN; c++) _mm256_storeu_ps(y + c * ldy, acc[c]);
 }
 
@@ -1218,6 +1267,7 @@ void gemm_packed_k(int n, int nr, int nc, const void* w, size_t ldw, const void*
     auto run = [&](auto rn, const uint8_t* wg, int c0, float* yg) {
         constexpr int RN = decltype(rn)::value;
         const block_q8_K* xb[RN];
+        #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) xb[c] = (const block_q8_K*)((const char*)x + (c0 + c) * ldx);
         if constexpr (T == GT_Q4_K) tile_q4_K<RN>(nb, wg, xb, sp + (size_t)c0 * nb * 4, yg + c0 * ldy, ldy);
         else tile_q6_K<RN>(nb, wg, xb, yg + c0 * ldy, ldy);
