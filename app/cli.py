@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_options(p)
     sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench}")
     manage.add_parsers(sub)
-    b = sub.add_parser("bench", help="native vs llama.cpp speed on one GGUF (scripts/bench.py)")
-    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for bench (see bench --help)")
+    from . import bench
+    b = sub.add_parser("bench", help="native vs llama.cpp speed, side by side, on models x weight types",
+                       description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(b)
     return p
 
 
@@ -186,7 +188,7 @@ def _json_result(engine, text: str, done) -> dict:
 
 def _run_bench(args) -> int:
     from . import bench
-    return bench.main(args.bench_args)
+    return bench.run(args)
 
 
 def main(argv=None) -> int:

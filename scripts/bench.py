@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Speed of the native engine vs llama.cpp on the same GGUF (see edgechat/app/bench.py).
+"""Native vs llama.cpp side by side on models x weight types (edgechat/app/bench.py; = `edgechat bench`).
 
-    .venv/bin/python scripts/bench.py [--model M] [--threads 2] [--runs 3] [--json]
+    .venv/bin/python scripts/bench.py [-m M] [--shape llama-1b,...] [--type Q4_0,...] [--threads 2]
+                                      [--runs 3] [--prefill 512,2048] [--decode-depths 0,4096] [--json]
 """
 import sys
 

@@ -15,20 +15,18 @@ from __future__ import annotations
 import argparse
 import collections
 import ctypes
-import os
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import gguf
+from edgechat.runtime import synth
+from edgechat.runtime.synth import ARCHS, SynthConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "tests" / ".cache" / "ggufs"
 GEN_VERSION = 1          # bump when the generated files change, so stale caches are not reused
-ARCHS = ("llama", "qwen2", "qwen3")
 QUANT_FTYPES = ("Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K_M")
 DEFAULT_REQUANT_FTYPES = ("Q4_0", "Q8_0", "Q4_K_M")
 
@@ -42,23 +40,7 @@ def default_model_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@dataclass(frozen=True)
-class TinyConfig:
-    """Dimensions of a tiny model; vocab comes from the copied tokenizer (49152)."""
-
-    arch: str = "llama"
-    n_layer: int = 2
-    n_embd: int = 256
-    n_head: int = 4
-    n_head_kv: int = 2
-    head_dim: int = 64
-    n_ff: int = 512
-    ctx: int = 2048
-    rope_base: float = 10000.0
-    eps: float = 1e-5
-    tied: bool = False          # output.weight absent: logits use token_embd
-    dtype: str = "f32"          # "f32" or "f16" for the 2-D weights; 1-D tensors stay F32
-    seed: int = 0
+TinyConfig = SynthConfig    # the writer lives in the package (edgechat.runtime.synth), shared with bench
 
 
 # per-arch defaults: each arch exercises something the others do not
@@ -80,112 +62,17 @@ def tiny_name(cfg: TinyConfig) -> str:
     return f"tiny-{cfg.arch}-L{cfg.n_layer}-{cfg.dtype}-s{cfg.seed}-v{GEN_VERSION}.gguf"
 
 
-_TOKENIZER_CACHE: dict[str, list] = {}
-
-
-def read_tokenizer(src: Path | None = None) -> list[tuple[str, object, gguf.GGUFValueType, gguf.GGUFValueType | None]]:
+def read_tokenizer(src: Path | None = None) -> list[tuple]:
     """The ``tokenizer.*`` metadata of ``src`` (default model): (key, value, type, element type)."""
-    src = Path(src or default_model_path())
-    if str(src) not in _TOKENIZER_CACHE:
-        r = gguf.GGUFReader(src)
-        out = []
-        for key, f in r.fields.items():
-            if not key.startswith("tokenizer."):
-                continue
-            if f.types[0] == gguf.GGUFValueType.ARRAY:
-                out.append((key, f.contents(), f.types[0], f.types[-1]))
-            else:
-                out.append((key, f.contents(), f.types[0], None))
-        _TOKENIZER_CACHE[str(src)] = out
-    return _TOKENIZER_CACHE[str(src)]
-
-
-def _weights(cfg: TinyConfig) -> dict[str, np.ndarray]:
-    """Seeded random tensors, numpy shape (out, in); scaled so activations stay O(1) and attention
-    is peaked enough that position bugs show (q/k std 0.08 -> score std ~2)."""
-    rng = np.random.default_rng(cfg.seed)
-    vocab = next(len(v) for k, v, *_ in read_tokenizer() if k == "tokenizer.ggml.tokens")
-    e, hd, q_dim, kv_dim = cfg.n_embd, cfg.head_dim, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
-
-    def normal(shape, std):
-        return (rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float32)
-
-    def norm(n):
-        return (1.0 + normal((n,), 0.1)).astype(np.float32)
-
-    t = {"token_embd.weight": normal((vocab, e), 0.1), "output_norm.weight": norm(e)}
-    if not cfg.tied:
-        t["output.weight"] = normal((vocab, e), 0.1)
-    for i in range(cfg.n_layer):
-        b = f"blk.{i}."
-        t[b + "attn_norm.weight"] = norm(e)
-        t[b + "attn_q.weight"] = normal((q_dim, e), 0.08)
-        t[b + "attn_k.weight"] = normal((kv_dim, e), 0.08)
-        t[b + "attn_v.weight"] = normal((kv_dim, e), 0.05)
-        t[b + "attn_output.weight"] = normal((e, q_dim), 0.02)
-        if cfg.arch == "qwen2":
-            t[b + "attn_q.bias"] = normal((q_dim,), 0.1)
-            t[b + "attn_k.bias"] = normal((kv_dim,), 0.1)
-            t[b + "attn_v.bias"] = normal((kv_dim,), 0.1)
-        if cfg.arch == "qwen3":
-            t[b + "attn_q_norm.weight"] = norm(hd)
-            t[b + "attn_k_norm.weight"] = norm(hd)
-        t[b + "ffn_norm.weight"] = norm(e)
-        t[b + "ffn_gate.weight"] = normal((cfg.n_ff, e), 0.05)
-        t[b + "ffn_up.weight"] = normal((cfg.n_ff, e), 0.05)
-        t[b + "ffn_down.weight"] = normal((e, cfg.n_ff), 0.02)
-    return t
-
-
-def _add_tokenizer(w: gguf.GGUFWriter) -> None:
-    for key, value, vtype, etype in read_tokenizer():
-        w.add_key_value(key, value, vtype, sub_type=etype)
+    return synth.read_tokenizer(src or default_model_path())
 
 
 def write_tiny(path: Path, cfg: TinyConfig) -> None:
-    """Write the tiny model ``cfg`` to ``path`` (overwriting)."""
-    a = cfg.arch
-    w = gguf.GGUFWriter(str(path), a)
-    w.add_name(f"tiny-{a}")
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if cfg.dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-    w.add_block_count(cfg.n_layer)
-    w.add_context_length(cfg.ctx)
-    w.add_embedding_length(cfg.n_embd)
-    w.add_feed_forward_length(cfg.n_ff)
-    w.add_head_count(cfg.n_head)
-    w.add_head_count_kv(cfg.n_head_kv)
-    w.add_layer_norm_rms_eps(cfg.eps)
-    w.add_rope_freq_base(cfg.rope_base)
-    w.add_rope_dimension_count(cfg.head_dim)
-    if a == "qwen3":
-        w.add_key_length(cfg.head_dim)
-        w.add_value_length(cfg.head_dim)
-    _add_tokenizer(w)
-    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    for name, arr in _weights(cfg).items():
-        if cfg.dtype == "f16" and arr.ndim == 2:
-            arr = arr.astype(np.float16)
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    """Write the tiny model ``cfg`` to ``path`` (overwriting), with the default model's tokenizer."""
+    synth.write_gguf(path, cfg, default_model_path())
 
 
-def _build_once(path: Path, build) -> Path:
-    """Run ``build(tmp_path)`` unless ``path`` exists, then move the result into place atomically."""
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".gguf.part", dir=path.parent)
-    os.close(fd)
-    try:
-        build(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+_build_once = synth.build_once
 
 
 def make_tiny(arch: str = "llama", out_dir: Path | str = CACHE, **overrides) -> Path:
@@ -221,15 +108,7 @@ def _llama_cpp():
 
 def quantize(src: Path, dst: Path, ftype: str, allow_requantize: bool = False, threads: int = 0) -> None:
     """``llama_model_quantize`` from ``src`` to ``dst`` with llama.cpp's ftype ``ftype`` ("Q4_K_M")."""
-    llama_cpp = _llama_cpp()
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
-    params.allow_requantize = allow_requantize
-    params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0:
-        log = "".join(_LLAMA_LOG)
-        raise RuntimeError(f"llama_model_quantize({src.name} -> {ftype}) failed with {rc}:\n{log}")
+    synth.quantize(src, dst, ftype, allow_requantize, threads)
 
 
 def make_quantized(arch: str, ftype: str, out_dir: Path | str = CACHE, **overrides) -> Path:

@@ -1,0 +1,95 @@
+"""``edgechat bench`` end to end (tiny settings) and the --shape GGUF maker. The figures are measurements,
+never asserted on: what is checked is the structure of the report and that the synthetic files are the
+shapes they claim, as llama.cpp reads them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgechat.app import bench_shapes
+from edgechat.app.bench import BACKENDS
+
+CACHE = Path(__file__).parent / ".cache" / "bench-ggufs"
+THREADS = 2
+
+
+def test_bench_cli_json_on_the_default_model(tmp_path):
+    cmd = [sys.executable, "-m", "edgechat.app.cli", "bench", "--threads", str(THREADS), "--runs", "1",
+           "--prefill", "64", "--decode-depths", "0,128", "--decode-tokens", "8", "--json"]
+    env = {**os.environ, "EDGECHAT_BENCH_CACHE": str(tmp_path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    assert r["threads"] == THREADS and r["runs"] == 1 and r["prefill"] == [64] and r["decode_depths"] == [0, 128]
+    assert r["cpu"] and r["native_isa"] and r["dram_read_gbps"] > 0
+    assert isinstance(r["llama_cpp"]["weight_repacking"], bool)
+    [row] = r["rows"]
+    assert (row["model"], row["type"], row["arch"]) == ("smollm2-135m", "Q4_1", "llama")
+    assert not row["errors"] and row["weight_bytes_per_token"] > 0
+    keys = {"load_s", "prefill64_tps", "decode0_tps", "decode128_tps", "decode_gbps", "peak_rss_mib"}
+    for b in BACKENDS:
+        med = row["median"][b]
+        assert set(med) == keys and all(v > 0 for v in med.values()), (b, med)
+        assert med["decode_gbps"] == pytest.approx(med["decode0_tps"] * row["weight_bytes_per_token"] / 1e9)
+    for k, ratio in row["ratio"].items():
+        assert ratio == pytest.approx(row["median"]["native"][k] / row["median"]["llama.cpp"][k])
+    assert set(row["greedy_identical"]) == {"0", "128"}
+    assert all(0 <= v <= 8 for v in row["greedy_identical"].values())
+    assert row["info"]["native"]["isa"] in r["native_isa"]
+
+
+def test_bench_options_parse_after_the_subcommand():
+    from edgechat.app.cli import build_parser
+    args = build_parser().parse_args(["bench", "--threads", "2", "--runs", "3", "--shape", "llama-1b,qwen3-0.6b",
+                                      "--type", "Q4_0,Q4_K_M", "--layers", "2"])
+    assert (args.command, args.threads, args.runs, args.layers) == ("bench", 2, 3, 2)
+    assert args.shape == ("llama-1b", "qwen3-0.6b") and args.type == ("Q4_0", "Q4_K_M")
+    assert build_parser().parse_args(["--threads", "3", "bench"]).threads == 3
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--type", "Q5_1"])
+
+
+def _llama_cpp_facts(path: Path, keys: list[str]) -> tuple[dict, np.ndarray]:
+    """llama.cpp's view of ``path``: the metadata ``keys`` as it read them, and the logits of 5 tokens."""
+    import llama_cpp.llama_cpp as L
+
+    from edgechat.runtime.backends.llama_cpp import LlamaCppBackend
+    b = LlamaCppBackend(path, ctx=64, sinks=4, threads=THREADS)
+    try:
+        facts = {"n_layer": L.llama_model_n_layer(b._model), "n_embd": L.llama_model_n_embd(b._model),
+                 "n_head": L.llama_model_n_head(b._model), "n_head_kv": L.llama_model_n_head_kv(b._model),
+                 "n_vocab": b.n_vocab}
+        facts |= {k: b._meta(L, k) for k in keys}
+        return facts, b.eval([1, 504, 3458, 28, 314])
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("name", list(bench_shapes.SHAPES))
+def test_shape_gguf_loads_in_llama_cpp_with_its_shape(name):
+    path = bench_shapes.shape_gguf(name, "Q4_0", layers=1, out_dir=CACHE)
+    cfg = bench_shapes.SHAPES[name].cfg
+    a = cfg.arch
+    keys = [f"{a}.attention.head_count_kv", f"{a}.feed_forward_length", f"{a}.rope.freq_base",
+            f"{a}.attention.layer_norm_rms_epsilon", f"{a}.attention.key_length"]
+    facts, logits = _llama_cpp_facts(path, keys)
+    assert (facts["n_layer"], facts["n_embd"], facts["n_head"], facts["n_vocab"]) == (1, cfg.n_embd, cfg.n_head, 49152)
+    assert int(facts[keys[0]]) == facts["n_head_kv"] == cfg.n_head_kv and int(facts[keys[1]]) == cfg.n_ff
+    assert float(facts[keys[2]]) == cfg.rope_base and float(facts[keys[3]]) == pytest.approx(cfg.eps)
+    assert facts[keys[4]] is None or int(facts[keys[4]]) == cfg.head_dim
+    assert np.isfinite(logits).all() and logits.std() > 0
+    import gguf
+    tensors = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    assert "output.weight" not in tensors                                       # tied, as the real model
+    assert tuple(tensors["blk.0.attn_q.weight"].shape) == (cfg.n_embd, cfg.n_head * cfg.head_dim)
+    assert tuple(tensors["blk.0.attn_k.weight"].shape) == (cfg.n_embd, cfg.n_head_kv * cfg.head_dim)
+    assert tuple(tensors["blk.0.ffn_down.weight"].shape) == (cfg.n_ff, cfg.n_embd)
+    assert ("blk.0.attn_q.bias" in tensors) == (a == "qwen2")
+    assert ("blk.0.attn_q_norm.weight" in tensors) == (a == "qwen3")
+    assert tensors["blk.0.ffn_up.weight"].tensor_type.name == "Q4_0"
