@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <stdexcept>
 
@@ -140,7 +141,7 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
     hb_.resize((size_t)B * c.n_ff);
     hb2_.resize((size_t)B * c.n_ff);
     // widest activation row in any vec_type: q8_K is 292 bytes per 256, q8_1 36 per 32, f32 4 per 1
-    xq_.resize((size_t)B * (widest * 4 + 512));
+    xq_.resize(2 * (size_t)B * (widest * 4 + 512));   // two activation types at once (mixed files)
     kb_.resize((size_t)B * kv_dim_);
     vb_.resize((size_t)B * kv_dim_);
     cs_abs_.resize((size_t)B * c.n_rot);
@@ -254,28 +255,54 @@ void Model::embed(const int32_t* tokens, int n) {
 
 // ---- matmul -------------------------------------------------------------------------------------
 
-// y (n, rows) = x (n, cols) * w^T, activations quantized to the weight type's vec_type first
-void Model::matmul(const Tensor& w, const float* x, int n, float* y) {
-    const TypeKernels& tk = k_.types[w.type];
-    const TypeKernels& vk = k_.types[tk.vec_type];
-    const int cols = (int)w.ne[0], rows = (int)w.ne[1];
-    const size_t ldw = row_bytes(tk, cols), ldx = row_bytes(vk, cols);
-    const uint8_t* xq = reinterpret_cast<const uint8_t*>(x);
-    if (tk.vec_type != GT_F32) {
-        uint8_t* dst = xq_.data();
-        pool_.run(n, [&](int t, int) { vk.from_float(x + (size_t)t * cols, dst + (size_t)t * ldx, cols); });
-        xq = dst;
+// y_j (n, rows_j) = x (n, cols) * w_j^T for every job j: x is quantized once per activation type the
+// weights need (at most two: q8_0/q8_1 and q8_K in a mixed file), then one pool job runs the row
+// blocks of all the matrices (one sync point for q, k and v; one for gate and up)
+void Model::matmuls(std::initializer_list<MatJob> jobs, const float* x, int n) {
+    const int cols = (int)jobs.begin()->w->ne[0];
+    GType slot_type[2];
+    int n_slots = 0, slot_of[8];
+    int j = 0;
+    for (const MatJob& m : jobs) {
+        const GType vt = k_.types[m.w->type].vec_type;
+        int s = -1;
+        for (int i = 0; i < n_slots; i++) if (slot_type[i] == vt) s = i;
+        if (s < 0 && vt != GT_F32) slot_type[s = n_slots++] = vt;
+        slot_of[j++] = s;
     }
-    const int row_blocks = (rows + kRowBlock - 1) / kRowBlock;
+    const size_t slot_bytes = xq_.size() / 2;
+    if (n_slots) pool_.run(n * n_slots, [&](int task, int) {
+        const int t = task % n, s = task / n;
+        const TypeKernels& vk = k_.types[slot_type[s]];
+        vk.from_float(x + (size_t)t * cols, xq_.data() + s * slot_bytes + (size_t)t * row_bytes(vk, cols), cols);
+    });
     const int col_blocks = (n + kColBlock - 1) / kColBlock;
-    const auto gemm = w.packed ? tk.gemm_packed : tk.gemm;   // packed: row blocks are whole groups
-    pool_.run(row_blocks * col_blocks, [&](int task, int) {
-        int r0 = (task % row_blocks) * kRowBlock, c0 = (task / row_blocks) * kColBlock;
-        int nr = std::min(kRowBlock, rows - r0), nc = std::min(kColBlock, n - c0);
+    int first_task[9] = {0};
+    j = 0;
+    for (const MatJob& m : jobs) {
+        first_task[j + 1] = first_task[j] + (int)((m.w->ne[1] + kRowBlock - 1) / kRowBlock) * col_blocks;
+        j++;
+    }
+    const MatJob* job = jobs.begin();
+    pool_.run(first_task[j], [&](int task, int) {
+        int i = 0;
+        while (task >= first_task[i + 1]) i++;
+        const Tensor& w = *job[i].w;
+        const TypeKernels& tk = k_.types[w.type];
+        const TypeKernels& vk = k_.types[tk.vec_type];
+        const int rows = (int)w.ne[1], row_blocks = (rows + kRowBlock - 1) / kRowBlock;
+        const size_t ldw = row_bytes(tk, cols), ldx = row_bytes(vk, cols);
+        const uint8_t* xq = slot_of[i] < 0 ? (const uint8_t*)x : xq_.data() + slot_of[i] * slot_bytes;
+        const int local = task - first_task[i];
+        const int r0 = (local % row_blocks) * kRowBlock, c0 = (local / row_blocks) * kColBlock;
+        const int nr = std::min(kRowBlock, rows - r0), nc = std::min(kColBlock, n - c0);
+        const auto gemm = w.packed ? tk.gemm_packed : tk.gemm;   // packed: row blocks are whole groups
         gemm(cols, nr, nc, w.data + (size_t)r0 * ldw, ldw, xq + (size_t)c0 * ldx, ldx,
-             y + (size_t)c0 * rows + r0, rows);
+             job[i].y + (size_t)c0 * rows + r0, rows);
     });
 }
+
+void Model::matmul(const Tensor& w, const float* x, int n, float* y) { matmuls({{&w, y}}, x, n); }
 
 // ---- attention ----------------------------------------------------------------------------------
 
@@ -418,9 +445,7 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
         // attention block
         rows_run([&](int r, int nr) { rmsnorm(xb_.data() + (size_t)r * c.n_embd, x_.data() + (size_t)r * c.n_embd,
                                               L.attn_norm_f.data(), nr, c.n_embd); });
-        matmul(L.wq, xb_.data(), n, q_.data());
-        matmul(L.wk, xb_.data(), n, k_cur_.data());
-        matmul(L.wv, xb_.data(), n, v_cur_.data());
+        matmuls({{&L.wq, q_.data()}, {&L.wk, k_cur_.data()}, {&L.wv, v_cur_.data()}}, xb_.data(), n);
         rows_run([&](int r0, int nr) {
             for (int t = r0; t < r0 + nr; t++) {
                 float* q = q_.data() + (size_t)t * q_dim_;
@@ -448,8 +473,7 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
             rmsnorm(xb_.data() + (size_t)r0 * c.n_embd, x_.data() + (size_t)r0 * c.n_embd, L.ffn_norm_f.data(), nr, c.n_embd);
         });
         // feed-forward block: down(silu(gate(x)) * up(x))
-        matmul(L.w_gate, xb_.data(), n, hb_.data());
-        matmul(L.w_up, xb_.data(), n, hb2_.data());
+        matmuls({{&L.w_gate, hb_.data()}, {&L.w_up, hb2_.data()}}, xb_.data(), n);
         rows_run([&](int r0, int nr) {
             for (size_t i = (size_t)r0 * c.n_ff; i < (size_t)(r0 + nr) * c.n_ff; i++) {
                 float g = hb_[i];

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,8 @@ public:
 
 private:
     void eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out);
+    struct MatJob { const Tensor* w; float* y; };
+    void matmuls(std::initializer_list<MatJob> jobs, const float* x, int n);   // y_j (n, rows_j) = x (n, cols) * w_j^T
     void matmul(const Tensor& w, const float* x, int n, float* y);   // y (n, rows) = x (n, cols) * w^T
     void attention(int layer, int n, int64_t p0);
     void rope_tables(int n, int64_t p0);
@@ -81,7 +84,7 @@ private:
 
     // scratch, sized for max_batch_ tokens
     std::vector<float> x_, xb_, q_, k_cur_, v_cur_, att_, hb_, hb2_;   // (batch, dim) each
-    std::vector<uint8_t> xq_;       // (batch, quantized row of the widest input)
+    std::vector<uint8_t> xq_;       // (2, batch, quantized row of the widest input): one slot per activation type
     std::vector<half> kb_, vb_;     // (batch, kv_dim) this chunk's keys/values before they enter the ring
     std::vector<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
     std::vector<float> scores_;     // (threads, group, ctx + batch) one row per query head of a kv head
