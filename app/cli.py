@@ -10,6 +10,8 @@ import signal
 import sys
 
 from ..runtime.errors import EdgechatError
+from ..runtime.info import DEFAULT_CTX, DEFAULT_SINKS
+from .loader import load_engine, sampling_kwargs
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -49,8 +51,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                                          "(default: the packaged SmolLM2-135M-Instruct)")
     g.add_argument("--backend", choices=["auto", "native", "llama.cpp"], default="auto")
     g.add_argument("--threads", type=_int_at_least(1), help="compute threads (default: physical cores)")
-    g.add_argument("--ctx", type=_int_at_least(2), default=2048, help="KV cache capacity in tokens")
-    g.add_argument("--sinks", type=_int_at_least(0), default=4, help="pinned attention-sink tokens")
+    g.add_argument("--ctx", type=_int_at_least(2), default=DEFAULT_CTX, help="KV cache capacity in tokens")
+    g.add_argument("--sinks", type=_int_at_least(0), default=DEFAULT_SINKS, help="pinned attention-sink tokens")
     g.add_argument("--pin-system", action="store_true", help="pin BOS + the whole system prompt as sinks")
     g.add_argument("--gpu-layers", type=_gpu_layers, default=0, metavar="N|all",
                    help="layers to offload to a GPU (llama.cpp built with Metal/CUDA)")
@@ -59,14 +61,16 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """Sampling options; defaults from ``SamplingParams`` (the sampler and the TUI read the same)."""
+    from ..runtime.sampler import DEFAULTS as D
     g = p.add_argument_group("sampling")
-    g.add_argument("--max-tokens", type=_int_at_least(1), default=512)
-    g.add_argument("--temp", type=_float_at_least(0.0), default=0.8)
-    g.add_argument("--top-k", type=_int_at_least(0), default=40)
-    g.add_argument("--top-p", type=_float_at_least(0.0), default=0.95)
-    g.add_argument("--min-p", type=_float_at_least(0.0), default=0.05)
-    g.add_argument("--repeat-penalty", type=_float_at_least(0.0), default=1.1)
-    g.add_argument("--seed", type=int)
+    g.add_argument("--max-tokens", type=_int_at_least(1), default=D.max_tokens)
+    g.add_argument("--temp", type=_float_at_least(0.0), default=D.temp)
+    g.add_argument("--top-k", type=_int_at_least(0), default=D.top_k)
+    g.add_argument("--top-p", type=_float_at_least(0.0), default=D.top_p)
+    g.add_argument("--min-p", type=_float_at_least(0.0), default=D.min_p)
+    g.add_argument("--repeat-penalty", type=_float_at_least(0.0), default=D.repeat_penalty)
+    g.add_argument("--seed", type=int, default=D.seed)
     g.add_argument("--system", help="system prompt")
 
 
@@ -114,35 +118,38 @@ def _read_prompt(args) -> str | None:
     return None
 
 
-def _load(args):
-    from ..runtime import load
-    return load(args.model, backend=args.backend, threads=args.threads, ctx=args.ctx, sinks=args.sinks,
-                gpu_layers=args.gpu_layers, pin_system=args.pin_system, evict_chunk=args.evict_chunk,
-                force=args.force)
-
-
-def sampling_kwargs(args) -> dict:
-    return dict(temp=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                repeat_penalty=args.repeat_penalty, seed=args.seed)
-
-
 def one_shot(args, prompt: str) -> int:
     """Answer one prompt, streaming text to stdout (or one JSON object with --json)."""
-    from ..runtime.events import DoneEvent
     if not prompt.strip():
         print("edgechat: the prompt is empty", file=sys.stderr)
         return EXIT_USAGE
-    engine = _load(args)
-    info = engine.info
+    engine = load_engine(args)
     if args.verbose:
-        print(f"edgechat: backend {info['backend']} ({info['reason']}); {info['name']} "
-              f"[{info['arch']}, {', '.join(info['types'])}], {info['threads']} threads, isa {info['isa']}",
-              file=sys.stderr)
+        i = engine.info
+        print(f"edgechat: backend {i.backend} ({i.reason}); {i.name} [{i.arch}, {', '.join(i.types)}], "
+              f"{i.threads} threads, isa {i.isa}", file=sys.stderr)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
         [{"role": "user", "content": prompt}]
+    text, done, code = _stream(engine, messages, args)
+    if args.json:
+        print(json.dumps(_json_result(engine, text, done), ensure_ascii=False))
+    elif text and not text.endswith("\n"):
+        sys.stdout.write("\n")
+    if args.verbose and done:
+        s, c = done.stats, done.cache
+        print(f"edgechat: {s.prompt_tokens} prompt tokens at {s.prefill_tps:.1f} tok/s, {s.completion_tokens} "
+              f"tokens at {s.decode_tps:.1f} tok/s, ttft {s.ttft_s:.3f} s, finish {done.finish_reason}, "
+              f"cache {c.used}/{c.capacity} evicted {c.evicted}", file=sys.stderr)
+    engine.close()
+    return code
+
+
+def _stream(engine, messages: list[dict], args):
+    """Run the chat, writing text as it comes unless --json: (text, DoneEvent or None, exit code)."""
+    from ..runtime.events import DoneEvent
     parts, done, code = [], None, EXIT_OK
     try:
-        for ev in engine.chat(messages, max_tokens=args.max_tokens, **sampling_kwargs(args)):
+        for ev in engine.chat(messages, **sampling_kwargs(args)):
             if isinstance(ev, DoneEvent):
                 done = ev
             else:
@@ -152,19 +159,7 @@ def one_shot(args, prompt: str) -> int:
                     sys.stdout.flush()
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    text = done.text if done else "".join(parts)
-    if args.json:
-        print(json.dumps(_json_result(engine, text, done), ensure_ascii=False))
-    elif text and not text.endswith("\n"):
-        sys.stdout.write("\n")
-    if args.verbose and done:
-        s = done.stats
-        print(f"edgechat: {s.prompt_tokens} prompt tokens at {s.prefill_tps:.1f} tok/s, {s.completion_tokens} "
-              f"tokens at {s.decode_tps:.1f} tok/s, ttft {s.ttft_s:.3f} s, finish {done.finish_reason}, "
-              f"cache {done.cache['used']}/{done.cache['capacity']} evicted {done.cache['evicted']}",
-              file=sys.stderr)
-    engine.close()
-    return code
+    return (done.text if done else "".join(parts)), done, code
 
 
 def _json_result(engine, text: str, done) -> dict:
@@ -173,16 +168,16 @@ def _json_result(engine, text: str, done) -> dict:
     cache = done.cache if done else engine.cache_info()
     return {
         "text": text,
-        "model": info["name"],
-        "path": info["path"],
-        "backend": info["backend"],
-        "backend_reason": info["reason"],
+        "model": info.name,
+        "path": info.path,
+        "backend": info.backend,
+        "backend_reason": info.reason,
         "finish_reason": done.finish_reason if done else "cancelled",
         "tokens": {"prompt": s.prompt_tokens if s else 0, "completion": s.completion_tokens if s else 0},
-        "timings": {"load_s": round(info.get("load_s", 0.0), 4), "ttft_s": round(s.ttft_s, 4) if s else None,
+        "timings": {"load_s": round(info.load_s, 4), "ttft_s": round(s.ttft_s, 4) if s else None,
                     "prefill_tps": round(s.prefill_tps, 2) if s else None,
                     "decode_tps": round(s.decode_tps, 2) if s else None},
-        "cache": {k: cache[k] for k in ("capacity", "used", "sinks", "evicted")},
+        "cache": {k: getattr(cache, k) for k in ("capacity", "used", "sinks", "evicted")},
     }
 
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models.local import data_dir
+from ..models.paths import DB_FILE, data_dir
 
 SCHEMA_VERSION = 1
-DB_NAME = "chats.db"
+DB_NAME = DB_FILE
 
 _SCHEMA = """
 CREATE TABLE chats (

@@ -15,30 +15,7 @@ from ..runtime.errors import EdgechatError, GGUFError
 from ..runtime.gguf_check import check_gguf
 from ..runtime.ggufload import ModelFile, TensorView, make_config
 from . import catalog
-from .resolve import DEFAULT_NAME, default_model_path
-
-REGISTRY_FILE = "models.json"
-
-
-# ---- where things live -------------------------------------------------------------------------
-
-def data_dir() -> Path:
-    """edgechat's data dir: ``$EDGECHAT_HOME`` or the platform's user data dir."""
-    home = os.environ.get("EDGECHAT_HOME")
-    if home:
-        return Path(home).expanduser()
-    import platformdirs
-    return Path(platformdirs.user_data_dir("edgechat"))
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, resolved from the environment now (not at hub import time)."""
-    env = os.environ.get
-    explicit = env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = env("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(env("HF_HOME") or os.path.join(xdg, "huggingface")).expanduser() / "hub"
+from .paths import DEFAULT_NAME, REGISTRY_FILE, data_dir, default_model_path, hub_cache_dir
 
 
 def packaged_default() -> Path | None:

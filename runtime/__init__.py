@@ -1,12 +1,14 @@
-"""edgechat runtime: load a GGUF and run it (native C++ engine or llama.cpp)."""
+"""edgechat runtime: load a GGUF file and run it (native C++ engine or llama.cpp)."""
 from .errors import EdgechatError, GGUFError, ModelNotFound, UnsupportedModel
 from .events import DoneEvent, Stats, TextEvent
+from .info import CacheInfo, EngineInfo
+from .sampler import SamplingParams
 
 __all__ = ["load", "EdgechatError", "GGUFError", "ModelNotFound", "UnsupportedModel",
-           "TextEvent", "DoneEvent", "Stats"]
+           "TextEvent", "DoneEvent", "Stats", "CacheInfo", "EngineInfo", "SamplingParams"]
 
 
-def load(model=None, **kwargs):
-    """Load a model and return an ``Engine``; see ``engine.load``."""
+def load(path, **kwargs):
+    """Load the GGUF file at ``path`` and return an ``Engine``; see ``engine.load``."""
     from .engine import load as _load
-    return _load(model, **kwargs)
+    return _load(path, **kwargs)

@@ -6,13 +6,14 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .cpu import CPUINFO, physical_cores, proc_cpuinfo
+
 # cpu flag (as /proc/cpuinfo or sysctl spells it) -> the name edgechat reports
 _X86_FLAGS = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f",
               "avx_vnni": "avx_vnni", "avx512_vnni": "avx512_vnni"}
 _ARM_FLAGS = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "i8mm": "i8mm", "sve": "sve"}
 _MAC_ARM_SYSCTL = {"hw.optional.neon": "neon", "hw.optional.arm.FEAT_DotProd": "dotprod",
                    "hw.optional.arm.FEAT_FP16": "fp16", "hw.optional.arm.FEAT_I8MM": "i8mm"}
-CPUINFO = Path("/proc/cpuinfo")
 # a ggml backend library in llama_cpp/lib -> the GPU kind it gives
 _GPU_LIBS = (("cuda", "cuda"), ("metal", "metal"), ("hip", "rocm"), ("vulkan", "vulkan"),
              ("sycl", "sycl"))
@@ -46,19 +47,8 @@ def _machine() -> str:
 
 def _proc_cpuinfo() -> tuple[str, set[str]]:
     """CPU model name and flags from /proc/cpuinfo (Linux); ("", set()) elsewhere."""
-    try:
-        text = CPUINFO.read_text(errors="replace")
-    except OSError:
-        return "", set()
-    name, flags = "", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "cpu model", "hardware") and not name:
-            name = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return name, flags
+    name, flags = proc_cpuinfo(CPUINFO)
+    return name, set(flags)
 
 
 def _sysctl(name: str) -> str:
@@ -110,7 +100,7 @@ def device_info() -> DeviceInfo:
     mem = psutil.virtual_memory()
     offload, kind, version, note = gpu_offload()
     return DeviceInfo(os=platform.system(), arch=_machine(), cpu=cpu, isa=isa,
-                      cores_physical=psutil.cpu_count(logical=False),
+                      cores_physical=physical_cores(),
                       cores_logical=psutil.cpu_count(logical=True),
                       ram_total=mem.total, ram_available=mem.available,
                       gpu_offload=offload, gpu_kind=kind, llama_cpp=version, note=note)

@@ -1,7 +1,9 @@
 """Events yielded by ``Engine.chat``: small dataclasses, text deltas then one final event."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .info import CacheInfo
 
 
 @dataclass
@@ -20,7 +22,7 @@ class Stats:
     completion_tokens: int = 0
     load_s: float = 0.0
     ttft_s: float = 0.0           # request to first token
-    prefill_s: float = 0.0
+    prefill_s: float = 0.0         # to the first sampled token (prefill and one sampling)
     decode_s: float = 0.0
     prefill_tps: float = 0.0
     decode_tps: float = 0.0
@@ -34,4 +36,4 @@ class DoneEvent:
     text: str                     # the whole reply
     finish_reason: str            # "stop" | "length" | "cancelled"
     stats: Stats
-    cache: dict = field(default_factory=dict)   # Engine.cache_info() after the reply
+    cache: CacheInfo | None = None  # Engine.cache_info() after the reply

@@ -6,7 +6,7 @@ vocab in the usual settings: top-k uses argpartition, and min-p prunes before to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 import numpy as np
@@ -14,17 +14,52 @@ import numpy as np
 _TOP_P_PROBE = 256    # top-p tries the best 256, 2048, ... candidates before sorting them all
 
 
+@dataclass(frozen=True)
+class SamplingParams:
+    """The sampling defaults, in one place: the CLI, the TUI settings and ``make_sampler`` read them."""
+
+    temp: float = 0.8             # <= 0: greedy
+    top_k: int = 40               # <= 0 keeps all
+    top_p: float = 0.95           # 1 keeps all
+    min_p: float = 0.05           # 0 keeps all
+    repeat_penalty: float = 1.1   # 1: none
+    repeat_last_n: int = 64       # 0: none, -1: all
+    seed: int | None = None       # None: a fresh one
+    max_tokens: int = 512         # reply length limit
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def of(cls, **values) -> "SamplingParams":
+        """Defaults, overridden by the values given that are not None."""
+        unknown = set(values) - set(cls.names())
+        if unknown:
+            raise TypeError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def sampler_kwargs(self) -> dict:
+        """Everything but ``max_tokens``: the arguments of ``make_sampler``."""
+        d = asdict(self)
+        del d["max_tokens"]
+        return d
+
+
+DEFAULTS = SamplingParams()
+
+
 @dataclass
 class Sampler:
     """One sampling configuration with its own random stream; see ``make_sampler``."""
 
-    temp: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    seed: int | None = None
+    temp: float = DEFAULTS.temp
+    top_k: int = DEFAULTS.top_k
+    top_p: float = DEFAULTS.top_p
+    min_p: float = DEFAULTS.min_p
+    repeat_penalty: float = DEFAULTS.repeat_penalty
+    repeat_last_n: int = DEFAULTS.repeat_last_n
+    seed: int | None = DEFAULTS.seed
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -112,9 +147,9 @@ class Sampler:
         return int(ids[min(i, ids.shape[0] - 1)])
 
 
-def make_sampler(temp: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-                 repeat_penalty: float = 1.1, repeat_last_n: int = 64,
-                 seed: int | None = None) -> Sampler:
+def make_sampler(temp: float = DEFAULTS.temp, top_k: int = DEFAULTS.top_k, top_p: float = DEFAULTS.top_p,
+                 min_p: float = DEFAULTS.min_p, repeat_penalty: float = DEFAULTS.repeat_penalty,
+                 repeat_last_n: int = DEFAULTS.repeat_last_n, seed: int | None = DEFAULTS.seed) -> Sampler:
     """Build a sampler.
 
     Order, as llama.cpp: repetition penalty, top-k, top-p, min-p, temperature, then a draw from a

@@ -7,44 +7,18 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import logging
 import os
 from functools import lru_cache
 from typing import Iterable, Sequence
 
 from .errors import ModelNotFound
-
-_log = logging.getLogger("edgechat.llama")
-_log_callback = None    # the ctypes callback must outlive every llama.cpp call: keep a reference
-_backend_ready = False
+from .llama_lib import clear_error, first_error, lib
 
 # token pieces kept decoded: a reply's tokens are mostly common ones, and a miss is one llama.cpp call
 PIECE_CACHE = 4096
 # Tokens that end a turn in the chat formats we know, when present in a vocab as one special token.
 _EOT_NAMES = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|end_of_text|>",
               "<end_of_turn>", "<|end|>", "</s>")
-
-
-def quiet_llama_logs():
-    """Route llama.cpp's log lines (normally on stderr) to the ``edgechat.llama`` logger at DEBUG.
-
-    Global for the process: llama-cpp-python installs a callback that prints to stderr when it is
-    imported; this replaces it. Idempotent.
-    """
-    global _log_callback, _backend_ready
-    import llama_cpp
-
-    if _log_callback is None:
-        @llama_cpp.llama_log_callback
-        def _callback(level, text, user_data):
-            if _log.isEnabledFor(logging.DEBUG):
-                _log.debug(text.decode("utf-8", "replace").rstrip("\n"))
-
-        _log_callback = _callback
-    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-    if not _backend_ready:
-        llama_cpp.llama_backend_init()
-        _backend_ready = True
 
 
 class Tokenizer:
@@ -55,19 +29,19 @@ class Tokenizer:
     """
 
     def __init__(self, model_path: str | os.PathLike):
-        import llama_cpp
-
+        llama_cpp = lib()
         self._lib = llama_cpp
         path = os.fspath(model_path)
         if not os.path.isfile(path):
             raise ModelNotFound(f"no such model file: {path}")
-        quiet_llama_logs()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
+        clear_error()
         self._model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
         if not self._model:
             self._model = None
-            raise ModelNotFound(f"llama.cpp could not load the vocab of {path}")
+            why = first_error()
+            raise ModelNotFound(f"llama.cpp could not load the vocab of {path}" + (f": {why}" if why else ""))
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.path = path
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))

@@ -29,7 +29,8 @@ DECISIVE_MARGIN = 1.0      # as tests/test_model_oracle.py: rows where the refer
 def llama_cpp_logits(path: str, ids: list[int], threads: int, flash_attn: int | None = None,
                      batch: int | None = None) -> np.ndarray:
     import edgechat.runtime.backends.llama_cpp as lc
-    L = lc._lib()
+    from edgechat.runtime.llama_lib import lib
+    L = lib()
     default_params, max_batch = L.llama_context_default_params, lc.MAX_BATCH
 
     def params():

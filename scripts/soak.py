@@ -74,10 +74,11 @@ def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, ba
     from pydoc_data.topics import topics
 
     import psutil
+    from edgechat.models.resolve import resolve
     from edgechat.runtime import load
     from edgechat.runtime.events import DoneEvent
     proc = psutil.Process()
-    e = load(model, backend=backend, ctx=ctx, threads=threads, pin_system=pin_system, evict_chunk=evict_chunk)
+    e = load(resolve(model), backend=backend, ctx=ctx, threads=threads, pin_system=pin_system, evict_chunk=evict_chunk)
     text_ids = e.tokenize("\n\n".join(topics[k] for k in sorted(topics)))
     info0 = e.cache_info()
     msgs = [{"role": "system", "content": SYSTEM}]
@@ -103,7 +104,7 @@ def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, ba
         msgs.append({"role": "assistant", "content": done.text})
         info = done.cache
         stream_end = e.message_spans()[-1][1]              # logical end of the reply, evictions included
-        if info["capacity"] != info0["capacity"] or info["bytes"] != info0["bytes"]:
+        if info.capacity != info0.capacity or info.bytes != info0.bytes:
             bad.append(f"turn {len(turns)}: capacity/bytes changed: {info}")
         rss = proc.memory_info().rss
         rss_first = rss if rss_first is None else rss_first
@@ -113,7 +114,7 @@ def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, ba
                       "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
                       "ttft_s": s.ttft_s, "prefill_s": s.prefill_s, "decode_s": s.decode_s,
                       "turn_s": time.perf_counter() - t_req, "rebuild_tokens": s.rebuild_tokens,
-                      "finish": done.finish_reason, "evicted": info["evicted"], "used": info["used"],
+                      "finish": done.finish_reason, "evicted": info.evicted, "used": info.used,
                       "rss": rss})
         if not quiet and (sys.stderr.isatty() or stream_end * 10 // tokens != pos0 * 10 // tokens):
             el = time.perf_counter() - t_start
@@ -124,7 +125,7 @@ def soak_one(model, ctx: int, tokens: int, max_tokens: int, user_tokens: int, ba
         print(file=sys.stderr)
     wall = time.perf_counter() - t_start
     rss_last = proc.memory_info().rss
-    result = {"backend": e.info["backend"], **summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad)}
+    result = {"backend": e.info.backend, **summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad)}
     e.close()
     return result
 
@@ -163,7 +164,7 @@ def summarize(ctx, turns, rss_first, rss_last, rss_max, wall, info0, bad) -> dic
                 "early_prefill_ms": 1000 * statistics.median(t["prefill_s"] for t in e_t),
                 "late_prefill_ms": 1000 * statistics.median(t["prefill_s"] for t in l_t)}
     return {"ctx": ctx, "turns": len(turns), "tokens": turns[-1]["stream_end"] if turns else 0,
-            "wall_s": wall, "capacity": info0["capacity"], "cache_bytes": info0["bytes"],
+            "wall_s": wall, "capacity": info0.capacity, "cache_bytes": info0.bytes,
             "evicted": turns[-1]["evicted"] if turns else 0, "ring_full_at": full_at,
             "rebuilds": sum(1 for t in turns if t["rebuild_tokens"]),
             "decode_tokens": sum(m[1] for m in decode_marks),

@@ -111,7 +111,7 @@ def run(args) -> dict:
             info = b.cache_info()
             b.close()
             runs.append({"backend": kind, "run": name, "ctx": ctx, "sinks": sinks, "tokens": len(toks),
-                         "seconds": round(secs, 2), "evicted": info["evicted"], "nll": nll})
+                         "seconds": round(secs, 2), "evicted": info.evicted, "nll": nll})
     seg = args.segment
     n_pred = len(ids) - 1                                   # predicted tokens: ids[1:]
     bounds = [(s, min(s + seg, n_pred)) for s in range(0, n_pred, seg)]

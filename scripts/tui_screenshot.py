@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgechat.app.store import Store
 from edgechat.app.tui.app import EdgechatApp
+from edgechat.models.resolve import resolve
 from edgechat.runtime import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def chat_args() -> argparse.Namespace:
 
 async def take(out: Path) -> None:
     args = chat_args()
-    engine = load(None, ctx=args.ctx)
+    engine = load(resolve(None), ctx=args.ctx)
     store = Store(None)
     for title in ("Trip to Lisbon", "Rust lifetimes", "Sourdough schedule"):
         store.add_message(store.create_chat(title).id, "user", title)

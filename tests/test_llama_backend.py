@@ -6,6 +6,8 @@ the eviction rule (for the counters).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -110,7 +112,7 @@ def batch_vs_tokens(b, ids, pre):
 def test_batch_crossing_capacity_equals_token_by_token(backend, prose, evict_chunk):
     b = backend(evict_chunk=evict_chunk)
     got, ref = batch_vs_tokens(b, prose[:110], pre=10)        # 10 + 100 tokens: wraps a 64-entry ring
-    assert b.cache_info()["evicted"] > 0
+    assert b.cache_info().evicted > 0
     diff = np.abs(got - ref).max()
     top1 = (got.argmax(1) == ref.argmax(1)).mean()
     print(f"evict_chunk={evict_chunk}: max |dlogit| {diff:.4f}, top-1 agreement {top1:.3f}")
@@ -158,7 +160,7 @@ def test_sink_policy_matches_fresh_context(tiny, evict_chunk):
     got = stream.eval([ids[-1]])
     used, evicted = replay(len(ids), CTX, evict_chunk)
     info = stream.cache_info()
-    assert (info["used"], info["evicted"]) == (used, evicted)
+    assert (info.used, info.evicted) == (used, evicted)
 
     def window(first, sinks=ids[:SINKS]):
         fresh.reset()
@@ -181,31 +183,33 @@ def test_sink_policy_matches_fresh_context(tiny, evict_chunk):
 def test_counters_follow_the_eviction_rule(backend, prose, evict_chunk):
     b = backend(evict_chunk=evict_chunk)
     first = b.cache_info()
-    chunk = first["evict_chunk"]
+    chunk = first.evict_chunk
     assert 1 <= chunk <= CTX - SINKS
-    assert first["capacity"] == CTX and first["used"] == first["evicted"] == first["n_past"] == 0
+    assert first.capacity == CTX and first.used == first.evicted == first.n_past == 0
     fed = 0
     for n in (1, 5, 50, 3, 64, 1, 1, 100, 2):
         b.eval(prose[fed:fed + n])
         fed += n
         info = b.cache_info()
         used, evicted = replay(fed, CTX, chunk)
-        assert info == {**first, "used": used, "evicted": evicted, "n_past": fed}, fed
+        # the window starts past the evicted chunks: tokens [SINKS, SINKS + evicted) have gone
+        assert info == replace(first, used=used, evicted=evicted, n_past=fed,
+                               window_start=min(fed, SINKS + evicted)), fed
 
 
 def test_bytes_are_the_f16_cache(backend):
     info = backend().cache_info()
     n_layer, kv_dim = 30, 3 * 64                 # SmolLM2-135M: 30 layers, 3 KV heads of 64
-    assert info["bytes"] == n_layer * CTX * 2 * kv_dim * 2
+    assert info.bytes == n_layer * CTX * 2 * kv_dim * 2
 
 
 def test_reset_changes_sinks_and_caps_the_chunk(backend, prose):
     b = backend(evict_chunk=64)
-    assert b.cache_info()["evict_chunk"] == CTX - SINKS          # never more than the window
+    assert b.cache_info().evict_chunk == CTX - SINKS          # never more than the window
     b.reset(sinks=60)
-    assert b.cache_info()["sinks"] == 60 and b.cache_info()["evict_chunk"] == 4
+    assert b.cache_info().sinks == 60 and b.cache_info().evict_chunk == 4
     b.eval(prose[:70])
-    assert b.cache_info()["evicted"] == 8 and b.cache_info()["used"] == 62
+    assert b.cache_info().evicted == 8 and b.cache_info().used == 62
     with pytest.raises(ValueError):
         b.reset(sinks=CTX)
 
@@ -216,7 +220,7 @@ def test_bad_input(backend):
         b.eval([])
     with pytest.raises(ValueError):
         b.eval([b.n_vocab])
-    assert b.cache_info()["n_past"] == 0
+    assert b.cache_info().n_past == 0
 
 
 # ---- truncate ----------------------------------------------------------------------------------------
@@ -227,7 +231,7 @@ def test_truncate_before_any_eviction(backend, prose):
     want = b.eval(prose[20:30])
     assert b.truncate(30)                                          # a no-op
     assert b.truncate(20)
-    assert b.cache_info()["n_past"] == b.cache_info()["used"] == 20
+    assert b.cache_info().n_past == b.cache_info().used == 20
     np.testing.assert_array_equal(b.eval(prose[20:30]), want)     # same chunks: bit-exact
     with pytest.raises(ValueError):
         b.truncate(31)
@@ -236,16 +240,16 @@ def test_truncate_before_any_eviction(backend, prose):
 def test_truncate_refuses_past_an_eviction(backend, prose):
     b = backend(evict_chunk=16)
     b.eval(prose[:64])
-    assert b.cache_info()["evicted"] == 0
+    assert b.cache_info().evicted == 0
     b.eval(prose[64:65])                          # evicts 16 before adding token 64
     b.eval(prose[65:70])
     before = b.cache_info()
-    assert before["evicted"] == 16 and before["used"] == 54
+    assert before.evicted == 16 and before.used == 54
     assert not b.truncate(64)                     # the eviction removed entries that state held
     assert not b.truncate(10)
     assert b.cache_info() == before               # refused: nothing changed
     assert b.truncate(65)                         # after the eviction: fine
-    assert b.cache_info() == {**before, "n_past": 65, "used": 49}
+    assert b.cache_info() == replace(before, n_past=65, used=49)
     got = b.eval(prose[65:70])
     b.reset()
     b.eval(prose[:64])
@@ -267,11 +271,11 @@ def test_gpu_layers_load_on_any_build(default_model, gpu_layers):
     import llama_cpp
     b = LlamaCppBackend(default_model, ctx=CTX, threads=2, gpu_layers=gpu_layers)
     try:
-        assert b.info["gpu_offload"] == bool(llama_cpp.llama_supports_gpu_offload())
-        assert b.info["gpu_layers"] == (8 if gpu_layers == 8 else -1)
-        assert b.info["n_threads"] == 2 and b.name == "llama.cpp"
+        assert b.info.extra["gpu_offload"] == bool(llama_cpp.llama_supports_gpu_offload())
+        assert b.info.extra["gpu_layers"] == (8 if gpu_layers == 8 else -1)
+        assert b.info.threads == 2 and b.name == "llama.cpp"
         assert np.isfinite(b.eval([1, 2, 3])).all()
-        if not b.info["gpu_offload"]:
+        if not b.info.extra["gpu_offload"]:
             print("this llama.cpp build has no GPU offload; gpu_layers is accepted and ignored")
     finally:
         b.close()
@@ -296,3 +300,26 @@ def test_unknown_arch_is_unsupported(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelNotFound):
         LlamaCppBackend(tmp_path / "nope.gguf")
+
+
+def test_engine_window_start_follows_chunked_eviction(default_model):
+    """Engine.chat on the llama.cpp backend (64-token eviction chunks): cache_info's window_start is
+    where the window really starts (sinks + the evicted chunks), not where one-token eviction would
+    put it, and the cache holds exactly sinks + [window_start, n_past)."""
+    from edgechat.runtime import load
+    e = load(default_model, backend="llama.cpp", ctx=CTX, sinks=SINKS, threads=2, evict_chunk=16)
+    try:
+        msgs, seen_gap = [], False
+        for i in range(6):
+            msgs.append({"role": "user", "content": f"Tell me one fact about the number {i}."})
+            done = list(e.chat(msgs, max_tokens=24, temp=0.0))[-1]
+            msgs.append({"role": "assistant", "content": done.text})
+            c = done.cache
+            assert c.evict_chunk == 16 and c.evicted % 16 == 0
+            assert c.window_start == min(c.n_past, SINKS + c.evicted)
+            assert c.used == min(c.n_past, SINKS) + c.n_past - c.window_start
+            one_token = max(SINKS, c.n_past - (CTX - SINKS))    # the old, one-token formula
+            seen_gap |= c.evicted > 0 and c.window_start != one_token
+        assert seen_gap, "no turn ended with a partly filled window after a chunk eviction"
+    finally:
+        e.close()

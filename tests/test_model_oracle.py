@@ -74,37 +74,47 @@ def test_tiny_synthetic_arch_matches_llama_cpp(arch, tiny_gguf, natural_text, to
     compare(tiny_gguf(arch), natural_text, tokenizer)
 
 
-def greedy(engine, ids, n):
-    """n greedy tokens after ids, with the top-1 minus top-2 logit margin at each step."""
-    logits, toks, margins = engine.eval(ids), [], []
-    for _ in range(n):
+def chat_greedy(engine, prompt: str, n: int):
+    """Engine.chat at temperature 0 (no penalty), up to n tokens: (sampled ids, the top-1 minus top-2
+    logit margin at each step, the prompt's ids)."""
+    from edgechat.runtime.events import DoneEvent
+    from edgechat.runtime.sampler import make_sampler
+    sampler, toks, margins = make_sampler(temp=0.0, repeat_penalty=1.0), [], []
+    pick = sampler.sample
+
+    def sample(logits, history=()):
         top2 = np.sort(logits)[-2:]
-        toks.append(int(np.argmax(logits)))
         margins.append(float(top2[1] - top2[0]))
-        logits = engine.eval([toks[-1]])
-    return toks, margins
+        toks.append(pick(logits, history))
+        return toks[-1]
+    sampler.sample = sample
+    engine.reset()
+    events = list(engine.chat([{"role": "user", "content": prompt}], sampler=sampler, max_tokens=n))
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    return toks, margins, list(engine.conversation.ids[:done.stats.prompt_tokens])
 
 
 @pytest.mark.parametrize("prompt", GOLDEN_PROMPTS)
 def test_golden_greedy_text(prompt, default_model):
-    """Temperature 0, 32 tokens: the same tokens as llama.cpp up to its first near tie, and at every
-    later step where llama.cpp's choice is decisive (teacher-forced on llama.cpp's continuation)."""
+    """Temperature 0, 32 tokens through Engine.chat on both backends: the same tokens as llama.cpp up to
+    its first near tie, and at every later step where llama.cpp's choice is decisive (teacher-forced on
+    llama.cpp's continuation)."""
     from edgechat.runtime import load
-    from edgechat.runtime.template import ChatTemplate
     engines = {b: load(default_model, backend=b, ctx=512, threads=2) for b in ("native", "llama.cpp")}
     try:
-        tmpl = ChatTemplate.from_tokenizer(engines["native"]._tok._tok)
-        ids = tmpl.render_ids([{"role": "user", "content": prompt}], add_generation_prompt=True)
-        ref, margins = greedy(engines["llama.cpp"], ids, GOLDEN_TOKENS)
-        ours, _ = greedy(engines["native"], ids, GOLDEN_TOKENS)
-        first_tie = next((i for i, m in enumerate(margins) if m <= DECISIVE_MARGIN), GOLDEN_TOKENS)
+        ref, margins, ids = chat_greedy(engines["llama.cpp"], prompt, GOLDEN_TOKENS)
+        ours, _, ids_native = chat_greedy(engines["native"], prompt, GOLDEN_TOKENS)
+        assert ids_native == ids                              # the same prompt on both
+        n = len(ref)
+        first_tie = next((i for i, m in enumerate(margins) if m <= DECISIVE_MARGIN), n)
         print(f"{prompt!r}: llama.cpp {engines['native'].detokenize(ref)!r}\n  native {engines['native'].detokenize(ours)!r}"
               f"\n  first near tie at step {first_tie}")
-        assert ours[:first_tie + 1] == ref[:first_tie + 1] if first_tie < GOLDEN_TOKENS else ours == ref
+        assert ours[:first_tie + 1] == ref[:first_tie + 1] if first_tie < n else ours == ref
         engines["native"].reset()
         forced = engines["native"].eval(ids + ref[:-1], all_logits=True)[len(ids) - 1:]
         decisive = np.asarray(margins) > DECISIVE_MARGIN
-        assert decisive.sum() >= GOLDEN_TOKENS // 4          # the check below is not vacuous
+        assert decisive.sum() >= n // 4          # the check below is not vacuous
         assert (forced.argmax(axis=1)[decisive] == np.asarray(ref)[decisive]).all()
     finally:
         for e in engines.values():

@@ -113,9 +113,9 @@ def test_native_matches_llama_cpp_after_wraparound(default_model, mf, stream):
         nb.close()
     assert ours.shape == ref.shape == (len(ids), nb.n_vocab)
     assert np.isfinite(ours).all()
-    for k in ("capacity", "used", "sinks", "evicted", "bytes", "n_past"):
-        assert info_n[k] == info_l[k], k
-    assert info_n["evicted"] == len(ids) - ORACLE_CTX
+    for k in ("capacity", "used", "sinks", "evicted", "window_start", "bytes", "n_past"):
+        assert getattr(info_n, k) == getattr(info_l, k), k
+    assert info_n.evicted == len(ids) - ORACLE_CTX
 
     w = ORACLE_CTX            # row w is the first token fed after an eviction
     a = agreement(ours[w:], ref[w:], ids[w:], DECISIVE_MARGIN)
@@ -143,7 +143,7 @@ def test_chunked_prefill_equals_token_by_token(mf, stream):
         pieces.append(b.eval(ids[i:i + m], all_logits=True))
         i += m
     ragged = np.concatenate(pieces)
-    assert b.cache_info()["evicted"] == len(ids) - CHUNK_CTX
+    assert b.cache_info().evicted == len(ids) - CHUNK_CTX
     print(f"max |dlogit| one eval vs token by token {np.abs(one - single).max()}, "
           f"ragged vs token by token {np.abs(ragged - single).max()}")
     np.testing.assert_allclose(one, single, rtol=0, atol=CHUNK_LOGIT_ATOL)
@@ -162,8 +162,8 @@ def test_capacity_bytes_and_evicted_count(mf, stream, sinks):
     info0 = b.cache_info()
     # F16 K and V for every layer and entry, allocated at load
     kv_dim = mf.config["n_head_kv"] * mf.config["head_dim"]
-    assert info0["bytes"] == 2 * mf.config["n_layer"] * ctx * kv_dim * 2
-    assert (info0["capacity"], info0["used"], info0["sinks"], info0["evicted"], info0["n_past"]) == \
+    assert info0.bytes == 2 * mf.config["n_layer"] * ctx * kv_dim * 2
+    assert (info0.capacity, info0.used, info0.sinks, info0.evicted, info0.n_past) == \
         (ctx, 0, sinks, 0, 0)
     rng = np.random.default_rng(sinks)
     n = 0
@@ -172,10 +172,10 @@ def test_capacity_bytes_and_evicted_count(mf, stream, sinks):
         b.eval(stream[n:n + m])
         n += m
         info = b.cache_info()
-        assert info["capacity"] == ctx and info["bytes"] == info0["bytes"] and info["sinks"] == sinks
-        assert info["n_past"] == n
-        assert info["evicted"] == max(0, n - ctx)
-        assert info["used"] == min(n, ctx)
+        assert info.capacity == ctx and info.bytes == info0.bytes and info.sinks == sinks
+        assert info.n_past == n
+        assert info.evicted == max(0, n - ctx)
+        assert info.used == min(n, ctx)
     assert n > 10 * ctx
 
 
@@ -186,12 +186,12 @@ def test_truncate_before_eviction_rolls_back(mf, stream):
     b.eval(stream[:n_fed])
     other = stream[1000:1020]                 # a different continuation
     assert b.truncate(n_keep)
-    assert b.cache_info()["n_past"] == n_keep and b.cache_info()["used"] == n_keep
+    assert b.cache_info().n_past == n_keep and b.cache_info().used == n_keep
     got = b.eval(other, all_logits=True)
     want = native(mf, ctx, 4).eval(stream[:n_keep] + other, all_logits=True)[n_keep:]
     np.testing.assert_allclose(got, want, rtol=0, atol=CHUNK_LOGIT_ATOL)
-    assert b.truncate(b.cache_info()["n_past"])          # to where it is: a no-op
-    assert not b.truncate(b.cache_info()["n_past"] + 1)  # the future is not there
+    assert b.truncate(b.cache_info().n_past)          # to where it is: a no-op
+    assert not b.truncate(b.cache_info().n_past + 1)  # the future is not there
     assert not b.truncate(-1)
 
 
@@ -216,7 +216,7 @@ def test_truncate_refuses_past_evictions(mf, stream):
     # back into the sinks: the sinks were never evicted, so this is exactly a cache fed stream[:k]
     for k in (sinks, 2):
         assert b.truncate(k)
-        assert b.cache_info()["n_past"] == k and b.cache_info()["evicted"] == 0
+        assert b.cache_info().n_past == k and b.cache_info().evicted == 0
         other = stream[1000:1000 + 90]        # wraps the ring again
         got = b.eval(other, all_logits=True)
         want = native(mf, ctx, sinks).eval(stream[:k] + other, all_logits=True)[k:]

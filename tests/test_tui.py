@@ -1,4 +1,6 @@
-"""The chat TUI driven with Textual's Pilot, on the real default model (greedy, short replies).
+"""The chat TUI driven with Textual's Pilot, on the scripted engine (tui_support: the real Engine,
+tokenizer and template with scripted replies at the generate seam), plus one smoke test on the real
+default model (greedy, short replies).
 
 The context map after eviction (a 256-token cache) is checked in test_tui_snapshots.py, in the same
 run that takes its screenshot.
@@ -15,14 +17,25 @@ from edgechat.app.tui.app import EdgechatApp
 from edgechat.app.tui.screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen
 from edgechat.app.tui.widgets import ChatList, StatusBar
 from edgechat.runtime.events import DoneEvent
-from tui_support import load_engine, make_args, send, start_reply, wait_reply, wait_until
+from tui_support import (load_engine, make_args, scripted_engine, scripted_reply, send, start_reply,
+                         wait_reply, wait_until)
 
 SIZE = (100, 32)
 pytestmark = pytest.mark.asyncio
 
 
+TOKEN_DELAY_S = 0.01        # the scripted engine's time per token: replies stream for a while
+
+
 @pytest.fixture(scope="module")
 def engine():
+    eng = scripted_engine(ctx=2048, delay=TOKEN_DELAY_S)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def real_engine():
     eng = load_engine(ctx=2048)
     yield eng
     eng.close()
@@ -75,7 +88,9 @@ class Watched:
         return getattr(self._engine, name)
 
 
-async def test_send_streams_the_reply_and_commits_each_message(engine, db):
+async def test_send_streams_the_reply_and_commits_each_message(real_engine, db):
+    """Smoke test on the real model: the reply streams piece by piece and is what the engine answers."""
+    engine = real_engine
     watched = Watched(engine, db)
     app = make_app(watched, db, max_tokens=24)
     seen = []                                          # the reply's Markdown source as it streams
@@ -88,7 +103,7 @@ async def test_send_streams_the_reply_and_commits_each_message(engine, db):
         views = app.transcript.views
         shown = views[-1].content
         status = app.query_one(StatusBar)
-        assert status.state == "ready" and status.cache["used"] > 0
+        assert status.state == "ready" and status.cache.used > 0
     # the user message is committed when sent; the reply only when it has ended
     assert watched.at_start == watched.at_end == [("user",)]
     assert [v.role for v in views] == ["user", "assistant"]
@@ -322,3 +337,54 @@ async def test_empty_or_whitespace_input_is_not_sent(engine, db):
         assert rows(db, "SELECT role FROM messages") == []
         await send(app, pilot, "hi")
         assert [m.role for m in app.history] == ["user", "assistant"]
+
+
+async def test_a_message_sent_during_a_reply_is_queued_whole(engine, db):
+    """Enter while a reply streams: the message leaves the input whole and is sent, unchanged, when the
+    reply ends (typing meanwhile goes into an empty input, never into the queued text)."""
+    app = make_app(engine, db, max_tokens=200)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_reply(app, pilot, "Continue the story. Make it long.")
+        prompt = app.query_one("#prompt")
+        prompt.value = "What was the dragon's name?"
+        await prompt.action_submit()
+        await pilot.pause()
+        assert app.reply is not None and prompt.value == ""
+        await wait_until(pilot, lambda: len(app.history) == 4 and app.reply is None)
+        await wait_reply(app, pilot)
+    users = [r[0] for r in rows(db, "SELECT content FROM messages WHERE role = 'user' ORDER BY id")]
+    assert users == ["Continue the story. Make it long.", "What was the dragon's name?"]
+    assert app.history[-1].content == scripted_reply([{"role": "user", "content": users[1]}])
+
+
+async def test_a_second_message_during_a_reply_stays_in_the_input(engine, db):
+    """With one message queued already, Enter leaves the input as typed (with a warning)."""
+    app = make_app(engine, db, max_tokens=200)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_reply(app, pilot, "Write a long story about a brave dragon.")
+        prompt = app.query_one("#prompt")
+        for text in ("first queued", "second one"):
+            prompt.value = text
+            await prompt.action_submit()
+            await pilot.pause()
+        assert prompt.value == "second one" and app.reply is not None
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: len(app.history) == 4 and app.reply is None)
+        assert [m.content for m in app.history if m.role == "user"] == [
+            "Write a long story about a brave dragon.", "first queued"]
+
+
+async def test_stats_answers_during_a_reply(engine, db):
+    """/stats while a reply streams opens the stats screen at once, with the cache as it is now."""
+    app = make_app(engine, db, max_tokens=200)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_reply(app, pilot, "Write a long story about a brave dragon.")
+        prompt = app.query_one("#prompt")
+        prompt.value = "/stats"
+        await prompt.action_submit()
+        await pilot.pause()
+        assert isinstance(app.screen, StatsScreen) and app.reply is not None   # the reply still runs
+        assert app.screen.data["cache"]["n_past"] > 0
+        await pilot.press("escape")
+        app.action_stop()
+        await wait_reply(app, pilot)

@@ -1,7 +1,9 @@
 """Screenshots of the TUI at fixed sizes, compared with the SVGs in tests/__snapshots__.
 
-Deterministic: the real default model, greedy (temp 0), fixed prompts, a fresh cache per test, an
-in-memory store, and ``volatile=False`` (timings and RSS drawn as dashes). Regenerate after an
+Deterministic: the scripted engine (tui_support: the real Engine, tokenizer and chat template, with
+scripted replies at the generate seam, so the pictures do not change when a kernel's rounding does),
+fixed prompts, a fresh cache per test, an in-memory store, and ``volatile=False`` (timings and RSS
+drawn as dashes). The real model is exercised by the smoke test in test_tui.py. Regenerate after an
 intended change with ``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the report.
 """
 from __future__ import annotations
@@ -10,19 +12,19 @@ import pytest
 
 from edgechat.app.store import Store
 from edgechat.app.tui.app import EdgechatApp
-from tui_support import check_context_map, load_engine, make_args, send
+from tui_support import check_context_map, make_args, scripted_engine, send
 
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = load_engine(ctx=2048)
+    eng = scripted_engine(ctx=2048)
     yield eng
     eng.close()
 
 
 def make_app(engine, store=None, **args) -> EdgechatApp:
     engine.reset()
-    return EdgechatApp(make_args(ctx=engine.info["ctx"], **args), store or Store(None),
+    return EdgechatApp(make_args(ctx=engine.info.ctx, **args), store or Store(None),
                        engine=engine, volatile=False)
 
 
@@ -40,8 +42,8 @@ def test_first_start_80x24(engine, snap_compare):
 def test_reply_80x24(engine, snap_compare):
     """One greedy exchange at 80x24.
 
-    Reviewer: "You" (accent bar) with the question, "Assistant" (green bar) with SmolLM2's reply
-    rendered as Markdown; the chat is titled after the question in the sidebar and the header;
+    Reviewer: "You" (accent bar) with the question, "Assistant" (green bar) with the scripted reply
+    ("You asked: ..." then a paragraph with bold and italic words, cut at 24 tokens) rendered as Markdown; the chat is titled after the question in the sidebar and the header;
     the KV gauge counts the tokens of the exchange; nothing is dimmed (no eviction).
     """
     async def run_before(pilot):
@@ -61,7 +63,7 @@ def test_help_80x24(engine, snap_compare):
 
 @pytest.fixture
 def small_engine():
-    eng = load_engine(ctx=256)
+    eng = scripted_engine(ctx=256)
     yield eng
     eng.close()
 

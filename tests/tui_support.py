@@ -1,12 +1,26 @@
-"""Helpers for the TUI tests: CLI-like arguments, a real engine, and driving the app with a Pilot."""
+"""Helpers for the TUI tests: CLI-like arguments, a scripted engine (and the real one for the smoke
+test), and driving the app with a Pilot.
+
+The scripted engine is the real ``Engine`` (the real tokenizer, chat template, Conversation and cache
+bookkeeping) with a fake at the ``generate`` seam: a backend that keeps the native ring's counts but
+computes nothing, and replies scripted from the last user message. Pictures and behaviour therefore do
+not depend on the kernels' rounding.
+"""
 from __future__ import annotations
 
 import argparse
 import time
 
+import numpy as np
+
+from edgechat.models.resolve import resolve
 from edgechat.runtime import load
+from edgechat.runtime.engine import Engine
+from edgechat.runtime.info import BackendInfo, CacheInfo, EngineInfo, ring_window_start
 
 REPLY_TIMEOUT_S = 180
+FILLER = ("Here is what I know about it. **First**, it is worth a closer look: people have studied it "
+          "for a long time. *Second*, there is more to learn, and every answer raises a new question.")
 
 
 def make_args(**overrides) -> argparse.Namespace:
@@ -20,7 +34,90 @@ def make_args(**overrides) -> argparse.Namespace:
 
 def load_engine(ctx: int):
     """The real default model (packaged SmolLM2-135M) with a cache of ``ctx`` tokens."""
-    return load(None, ctx=ctx)
+    return load(resolve(None), ctx=ctx)
+
+
+def scripted_reply(messages: list[dict]) -> str:
+    """The scripted engine's answer: it names the question, then a fixed Markdown paragraph (eight of
+    them when the question asks for something long)."""
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    paragraphs = 8 if "long" in question.lower() else 1
+    return f"You asked: {question}" + f"\n\n{FILLER}" * paragraphs
+
+
+class ScriptedBackend:
+    """The native ring's bookkeeping (one-token eviction, truncate rules) without a model."""
+
+    name = "scripted"
+
+    def __init__(self, n_vocab: int, ctx: int, sinks: int):
+        self.n_vocab, self.n_ctx = n_vocab, ctx
+        self.info = BackendInfo(isa="scripted", threads=1)
+        self.reset(sinks)
+
+    def _first_window(self, n: int) -> int:
+        return max(self._sinks, n - (self.n_ctx - self._sinks))
+
+    def eval(self, ids, all_logits: bool = False) -> np.ndarray:
+        self._n_past += len(ids)
+        return np.zeros((len(ids), self.n_vocab) if all_logits else (self.n_vocab,), np.float32)
+
+    def reset(self, sinks: int | None = None) -> None:
+        self._sinks = self._sinks if sinks is None else sinks
+        self._n_past = 0
+
+    def truncate(self, n: int) -> bool:
+        if n < 0 or n > self._n_past:
+            return False
+        if n > self._sinks and self._first_window(n) < self._first_window(self._n_past):
+            return False
+        self._n_past = n
+        return True
+
+    def cache_info(self) -> CacheInfo:
+        n, s = self._n_past, self._sinks
+        used = n if n <= s else s + n - self._first_window(n)
+        evicted = max(0, n - self.n_ctx)
+        return CacheInfo(capacity=self.n_ctx, used=used, sinks=s, evicted=evicted,
+                         window_start=ring_window_start(n, s, evicted), bytes=self.n_ctx * 1024,
+                         kv_type="f16", n_past=n)
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedEngine(Engine):
+    """``Engine`` with scripted replies at the ``generate`` seam; ``delay`` seconds per token."""
+
+    delay = 0.0
+
+    def _generate(self, ids, sampler, cancel, max_tokens):
+        self._feed(list(ids))
+        reply = self.tokenize(scripted_reply(self._conv.messages)) + [self._tok.eos_id]
+        for n, tok in enumerate(reply):
+            if (max_tokens is not None and n >= max_tokens) or (cancel is not None and cancel.is_set()):
+                return
+            time.sleep(self.delay)
+            yield tok
+            self._feed([tok])
+
+
+def scripted_engine(ctx: int = 2048, sinks: int = 4, pin_system: bool = False, delay: float = 0.0):
+    """A ScriptedEngine on the default model's tokenizer and chat template."""
+    from edgechat.runtime.conversation import MemoTokenizer
+    from edgechat.runtime.engine import _template
+    from edgechat.runtime.ggufload import read_model
+    from edgechat.runtime.tokenizer import Tokenizer
+    path = resolve(None)
+    mf = read_model(path)
+    tok = MemoTokenizer(Tokenizer(path))
+    info = EngineInfo(backend="native", reason="the native engine runs this arch and these tensor types",
+                      arch=mf.arch, path=str(path), name=path.stem, types=mf.types, threads=1,
+                      isa="scripted", ctx=ctx, sinks=sinks, pin_system=pin_system)
+    engine = ScriptedEngine(ScriptedBackend(tok.n_vocab, ctx, sinks), tok, _template(mf, tok), info,
+                            pin_system=pin_system, sinks=sinks)
+    engine.delay = delay
+    return engine
 
 
 async def wait_reply(app, pilot, timeout: float = REPLY_TIMEOUT_S) -> None:
@@ -77,9 +174,9 @@ def check_context_map(app, stored: list[str]) -> None:
     views = [v for v in app.transcript.views if v.role != "system"]
     divider = app.query_one(ContextDivider)
     children = list(app.transcript.children)
-    assert cache["evicted"] > 0 and divider.display
+    assert cache.evicted > 0 and divider.display
     text = str(divider.render())
-    assert f"{cache['evicted']:,} tokens" in text and "attention sinks" in text
+    assert f"{cache.evicted:,} tokens" in text and "attention sinks" in text
     above = [v for v in views if children.index(v) < children.index(divider)]
     below = [v for v in views if children.index(v) > children.index(divider)]
     assert above and below

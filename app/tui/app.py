@@ -6,86 +6,29 @@ writes them to a ``MarkdownStream``. One engine is loaded at a time; a chat whos
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import psutil
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import Footer, Label, Markdown, OptionList, Static
-from textual.widgets.markdown import MarkdownStream
-from textual.worker import get_current_worker
 
-from ...runtime.errors import EdgechatError
-from ...runtime.events import DoneEvent, TextEvent
 from ..store import Chat, Store, open_store
 from ..store import Message as StoredMessage
 from . import settings as chat_settings
+from .commands import run_command
 from .export import chat_markdown, default_name, write_export
 from .screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen, TextPrompt
 from .screens.model_picker import local_models
+from .host import EngineFailed, EngineHost, EngineLoaded
+from .reply import Reply, ReplyChunk, ReplyDone, ReplyFailed
 from .widgets import ChatList, MessageView, PromptInput, StatusBar, Transcript
 
 NEW_TITLE = "New chat"
 TITLE_CHARS = 40
 RSS_EVERY_S = 2.0
-
-
-@dataclass(eq=False)
-class Reply:
-    """A reply being generated: where it goes and how to stop it."""
-
-    chat_id: int
-    view: MessageView
-    stream: MarkdownStream
-    messages: list[dict]                      # the conversation passed to Engine.chat
-    cancel: threading.Event = field(default_factory=threading.Event)
-    detached: bool = False                    # the user left the chat: store it, draw nothing
-    done: DoneEvent | None = None             # set by the worker when the reply has ended
-
-
-@dataclass
-class ReplyChunk(Message):
-    """A piece of reply text from the worker."""
-
-    reply: Reply
-    text: str
-
-
-@dataclass
-class ReplyDone(Message):
-    """The worker's reply finished, hit the length limit or was stopped."""
-
-    reply: Reply
-    event: DoneEvent
-    spans: list
-
-
-@dataclass
-class ReplyFailed(Message):
-    """The engine raised while replying."""
-
-    reply: Reply
-    error: str
-
-
-@dataclass
-class EngineLoaded(Message):
-    """A model finished loading."""
-
-    engine: object
-    key: tuple
-
-
-@dataclass
-class EngineFailed(Message):
-    """A model could not be loaded."""
-
-    key: tuple
-    error: str
 
 
 class EdgechatApp(App[int]):
@@ -120,10 +63,7 @@ class EdgechatApp(App[int]):
         super().__init__()
         self.args = args
         self.store = store if store is not None else open_store()
-        self.engine = engine
-        self._engine_key = (args.model or "", bool(args.pin_system)) if engine is not None else None
-        self._own_engine = engine is None
-        self._engine_lock = threading.Lock()   # one user of the engine at a time: reply, load, close
+        self.host = EngineHost(self, args, engine)
         self.volatile = volatile
         self.chat: Chat | None = None
         self.history = []                      # store.Message of the chat shown, in order
@@ -131,6 +71,12 @@ class EdgechatApp(App[int]):
         self._unsaved: list[Reply] = []        # replies whose end is not committed yet
         self.last_stats: dict = {}
         self._last_map: tuple | None = None    # (chat id, spans, cache) of the last reply
+        self._queued: tuple[int, str] | None = None   # (chat id, text) sent while a reply ran
+
+    @property
+    def engine(self):
+        """The loaded engine, or None while one loads (or failed to)."""
+        return self.host.engine
 
     # ---- structure ------------------------------------------------------------------------------
 
@@ -177,10 +123,7 @@ class EdgechatApp(App[int]):
         """Quitting mid-reply stops it and still commits the partial reply."""
         for reply in self._unsaved:
             reply.cancel.set()
-        with self._engine_lock:                 # the worker stops within one token
-            if self._own_engine and self.engine is not None:
-                self.engine.close()
-                self.engine = None
+        self.host.close()                       # after the worker, which stops within one token
         for reply in [r for r in self._unsaved if r.done is not None]:
             self._save_reply(reply)
 
@@ -213,7 +156,7 @@ class EdgechatApp(App[int]):
 
     def _refresh_header(self) -> None:
         self.query_one("#chat-title", Label).update(self.chat.title)
-        model = self.chat.model or (self.engine.info.get("name") if self.engine else "default model")
+        model = self.chat.model or (self.engine.info.name if self.engine else "default model")
         self.query_one("#chat-model", Label).update(model)
         self.query_one("#chat-settings", Label).update(f" · {chat_settings.summary(self.chat.settings)}")
 
@@ -232,7 +175,7 @@ class EdgechatApp(App[int]):
             await self._detach_reply()
             await self._show_chat(chat)
 
-    async def _update_chat(self, **fields) -> None:
+    async def update_chat(self, **fields) -> None:
         """Save the system prompt, settings or model of the current chat and show it again.
 
         A reply in progress is stopped first; its partial text is kept.
@@ -242,7 +185,7 @@ class EdgechatApp(App[int]):
         self._last_map = None                  # the spans were of the conversation before
         await self._show_chat(self.store.get_chat(self.chat.id))
 
-    def _rename(self, chat_id: int, title: str) -> None:
+    def rename(self, chat_id: int, title: str) -> None:
         self.store.update_chat(chat_id, title=title)
         if chat_id == self.chat.id:
             self.chat = self.store.get_chat(chat_id)
@@ -259,42 +202,18 @@ class EdgechatApp(App[int]):
     def _ensure_engine(self) -> None:
         """Load the chat's model (with its pin_system) unless it is the one loaded or loading."""
         key = (self.chat.model, bool(self.chat.settings.get("pin_system")))
-        if key == self._engine_key:
-            return
-        old = self.engine if self._own_engine else None
-        self.engine, self._engine_key, self._own_engine = None, key, True
-        status = self.status
-        status.model, status.state = key[0] or "default model", "loading"
-        self._load_engine(key, old)
-
-    @work(thread=True, exclusive=True, group="load")
-    def _load_engine(self, key: tuple, old) -> None:
-        from ...runtime import load
-        a = self.args
-        with self._engine_lock:
-            if old is not None:
-                old.close()
-            try:
-                engine = load(key[0] or None, backend=a.backend, threads=a.threads, ctx=a.ctx,
-                              sinks=a.sinks, gpu_layers=a.gpu_layers, pin_system=key[1],
-                              evict_chunk=getattr(a, "evict_chunk", None),
-                              force=getattr(a, "force", False))
-            except EdgechatError as e:
-                self.post_message(EngineFailed(key, str(e)))
-                return
-        self.post_message(EngineLoaded(engine, key))
+        if self.host.ensure(key):
+            status = self.status
+            status.model, status.state = key[0] or "default model", "loading"
 
     @on(EngineLoaded)
     def _engine_loaded(self, message: EngineLoaded) -> None:
-        if message.key != self._engine_key:          # another model was asked for meanwhile
-            message.engine.close()
-            return
-        self.engine = message.engine
-        self._engine_ready()
+        if self.host.loaded(message):
+            self._engine_ready()
 
     @on(EngineFailed)
     def _engine_failed(self, message: EngineFailed) -> None:
-        if message.key != self._engine_key:
+        if message.key != self.host.key:
             return
         self.status.state, self.status.error = "error", message.error
         self.notify(f"{message.error}\nF4 picks another model.", title="Cannot load the model",
@@ -303,7 +222,7 @@ class EdgechatApp(App[int]):
     def _engine_ready(self) -> None:
         info = self.engine.info
         status = self.status
-        status.model, status.backend, status.reason = info.get("name", ""), info["backend"], info["reason"]
+        status.model, status.backend, status.reason = info.name, info.backend, info.reason
         status.cache = self.engine.cache_info()
         status.state = "ready"
         self._refresh_header()
@@ -315,18 +234,38 @@ class EdgechatApp(App[int]):
 
     @on(PromptInput.Submitted, "#prompt")
     async def _submitted(self, event: PromptInput.Submitted) -> None:
+        """A command runs at once; a message is sent, or queued whole while a reply runs; when neither
+        can be, the input is left as it is."""
         text = event.value.strip()
         if not text:
+            return
+        queue = not text.startswith("/") and self.reply is not None and self._queued is None
+        if not (text.startswith("/") or queue or self._can_reply()):
             return
         prompt = self.query_one(PromptInput)
         prompt.remember(text)
         prompt.value = ""
         if text.startswith("/"):
-            await self._command(text)
-        elif self._can_reply():
-            await self._send(text)
+            await run_command(self, text)
+        elif queue:
+            self._queued = (self.chat.id, text)
+            self.notify("Queued: it is sent when this reply ends (Esc stops the reply).")
         else:
-            prompt.value = text                       # keep what was typed
+            await self._send(text)
+
+    async def _send_queued(self) -> None:
+        """Send the message queued during the reply that just ended (if its chat is still shown)."""
+        queued, self._queued = self._queued, None
+        if queued is not None and self.chat and queued[0] == self.chat.id and self._can_reply():
+            await self._send(queued[1])
+
+    def _unqueue(self) -> None:
+        """Leaving the chat: a queued message goes back to the input, unsent (when that is empty)."""
+        queued, self._queued = self._queued, None
+        prompt = self.query_one(PromptInput)
+        if queued is not None and not prompt.value:
+            prompt.value = queued[1]
+            prompt.cursor_position = len(prompt.value)
 
     def _can_reply(self) -> bool:
         if self.reply is not None:
@@ -340,7 +279,7 @@ class EdgechatApp(App[int]):
         message = self.store.add_message(self.chat.id, "user", text)
         self.history.append(message)
         if self.chat.title == NEW_TITLE:
-            self._rename(self.chat.id, text.splitlines()[0][:TITLE_CHARS].strip() or NEW_TITLE)
+            self.rename(self.chat.id, text.splitlines()[0][:TITLE_CHARS].strip() or NEW_TITLE)
         else:
             self._refresh_chat_list()                 # the chat moves to the top
         self.transcript.anchor()                      # follow the new turn, even if scrolled up
@@ -356,30 +295,12 @@ class EdgechatApp(App[int]):
         reply = Reply(self.chat.id, view, Markdown.get_stream(view.markdown), self._engine_messages())
         self._unsaved.append(reply)
         self._set_reply(reply)
-        self._generate(reply, chat_settings.chat_kwargs(self.chat.settings))
+        self.host.reply(reply, chat_settings.chat_kwargs(self.chat.settings))
 
     def _set_reply(self, reply: Reply | None) -> None:
         self.reply = reply
         self.query_one("#chat").set_class(reply is not None, "-replying")
         self.refresh_bindings()
-
-    @work(thread=True, exclusive=True, group="reply")
-    def _generate(self, reply: Reply, kwargs: dict) -> None:
-        """Run Engine.chat; post each piece; stop within one token when cancelled."""
-        worker = get_current_worker()
-        with self._engine_lock:
-            engine = self.engine
-            try:
-                for event in engine.chat(reply.messages, cancel=reply.cancel, **kwargs):
-                    if worker.is_cancelled:
-                        reply.cancel.set()
-                    if isinstance(event, TextEvent):
-                        self.post_message(ReplyChunk(reply, event.text))
-                    else:
-                        reply.done = event
-                        self.post_message(ReplyDone(reply, event, engine.message_spans()))
-            except Exception as e:                   # shown in the chat; the app goes on
-                self.post_message(ReplyFailed(reply, f"{type(e).__name__}: {e}"))
 
     @on(ReplyChunk)
     async def _reply_chunk(self, message: ReplyChunk) -> None:
@@ -391,11 +312,7 @@ class EdgechatApp(App[int]):
     async def _reply_done(self, message: ReplyDone) -> None:
         reply, event = message.reply, message.event
         stored = self._save_reply(reply)
-        self.last_stats = asdict(event.stats)
-        self._last_map = (reply.chat_id, message.spans, event.cache)
-        status = self.status
-        status.prefill_tps, status.decode_tps = event.stats.prefill_tps, event.stats.decode_tps
-        status.cache = event.cache
+        self._show_stats(reply, event, message.spans)
         if reply is self.reply:
             self._set_reply(None)
         if reply.detached:
@@ -407,6 +324,15 @@ class EdgechatApp(App[int]):
         if stored is not None:
             self.history.append(stored)
         self.transcript.map_window(message.spans, event.cache, self._pinned)
+        await self._send_queued()
+
+    def _show_stats(self, reply: Reply, event, spans: list) -> None:
+        """The reply's speed and the cache, in the status bar and for /stats and the context map."""
+        self.last_stats = asdict(event.stats)
+        self._last_map = (reply.chat_id, spans, event.cache)
+        status = self.status
+        status.prefill_tps, status.decode_tps = event.stats.prefill_tps, event.stats.decode_tps
+        status.cache = event.cache
 
     def _save_reply(self, reply: Reply) -> StoredMessage | None:
         """Commit the ended reply; None if its chat was deleted meanwhile."""
@@ -428,10 +354,12 @@ class EdgechatApp(App[int]):
         await reply.stream.stop()
         await self.transcript.drop(reply.view)
         self.notify(message.error, title="The reply failed", severity="error", timeout=10)
+        await self._send_queued()
 
     async def _detach_reply(self) -> None:
         """Stop the reply and stop drawing it; it is still stored when the worker ends."""
         reply = self.reply
+        self._unqueue()
         if reply is None:
             return
         reply.cancel.set()
@@ -481,7 +409,7 @@ class EdgechatApp(App[int]):
         self.notify(f"Copied the last reply ({len(text):,} characters).")
 
     def action_export(self, target: str | None = None) -> None:
-        name = self.engine.info.get("name", self.chat.model) if self.engine else self.chat.model
+        name = self.engine.info.name if self.engine else self.chat.model
         text = chat_markdown(self.chat, self.history, name or "default model")
         try:
             path = write_export(text, default_name(self.chat), target)
@@ -493,13 +421,13 @@ class EdgechatApp(App[int]):
     def action_settings(self) -> None:
         def saved(result: dict | None) -> None:
             if result is not None:
-                self.call_later(self._update_chat, system=result["system"], settings=result["settings"])
+                self.call_later(self.update_chat, system=result["system"], settings=result["settings"])
         self.push_screen(SettingsScreen(self.chat.title, self.chat.system, self.chat.settings), saved)
 
     def action_pick_model(self) -> None:
         def chosen(name: str | None) -> None:
             if name is not None:
-                self.call_later(self._update_chat, model=name)
+                self.call_later(self.update_chat, model=name)
         self.push_screen(ModelPicker(self.chat.model, local_models()), chosen)
 
     def action_toggle_sidebar(self) -> None:
@@ -509,8 +437,9 @@ class EdgechatApp(App[int]):
         self.push_screen(HelpScreen())
 
     def action_stats(self) -> None:
-        info = self.engine.info if self.engine else {}
-        cache = self.engine.cache_info() if self.engine else {}
+        """Engine, last reply and cache; answers during a reply (cache_info is a snapshot)."""
+        info = self.engine.info.to_dict() if self.engine else {}
+        cache = self.engine.cache_info().to_dict() if self.engine else {}
         self.push_screen(StatsScreen(info, self.last_stats, cache, psutil.Process().memory_info().rss))
 
     def action_rename_chat(self, chat_id: int | None = None) -> None:
@@ -518,7 +447,7 @@ class EdgechatApp(App[int]):
 
         def renamed(title: str | None) -> None:
             if title:
-                self._rename(chat.id, title)
+                self.rename(chat.id, title)
         self.push_screen(TextPrompt("Rename the chat", chat.title), renamed)
 
     def action_delete_chat(self, chat_id: int | None = None) -> None:
@@ -545,7 +474,7 @@ class EdgechatApp(App[int]):
             await self._show_chat(self.store.create_chat(NEW_TITLE, model=c.model, system=c.system,
                                                          settings=c.settings))
 
-    async def _clear_chat(self) -> None:
+    async def clear_chat(self) -> None:
         await self._detach_reply()
         self.store.clear_messages(self.chat.id)
         await self._show_chat(self.chat)
@@ -564,46 +493,6 @@ class EdgechatApp(App[int]):
     @on(ChatList.RenameRequested)
     def _rename_requested(self, message: ChatList.RenameRequested) -> None:
         self.action_rename_chat(message.chat_id)
-
-    # ---- slash commands -------------------------------------------------------------------------
-
-    async def _command(self, text: str) -> None:
-        """Run ``/name [argument]``."""
-        name, _, arg = text.partition(" ")
-        arg = arg.strip()
-        if name == "/new":
-            await self.action_new_chat()
-        elif name == "/system":
-            if arg:
-                await self._update_chat(system=arg)
-            else:
-                self.action_settings()
-        elif name == "/model":
-            if arg:
-                await self._update_chat(model=arg)
-            else:
-                self.action_pick_model()
-        elif name == "/clear":
-            await self._clear_chat()
-        elif name == "/regen":
-            await self.action_regenerate()
-        elif name == "/export":
-            self.action_export(arg or None)
-        elif name == "/stats":
-            self.action_stats()
-        elif name == "/help":
-            self.action_help()
-        elif name == "/rename":
-            if arg:
-                self._rename(self.chat.id, arg)
-            else:
-                self.action_rename_chat()
-        elif name == "/delete":
-            self.action_delete_chat()
-        elif name == "/copy":
-            self.action_copy_reply()
-        else:
-            self.notify(f"Unknown command {name}: /help lists them.", severity="warning")
 
 
 def run_tui(args) -> int:

@@ -5,7 +5,7 @@ import re
 import time
 from pathlib import Path
 
-from ...models.local import data_dir
+from ...models.paths import exports_dir
 from ..store import Chat, Message
 from .settings import summary
 
@@ -40,7 +40,7 @@ def write_export(text: str, name: str, target: str | None = None) -> Path:
         OSError: ``target`` was given and cannot be written, or neither default place can be.
     """
     places = ([Path(target).expanduser()] if target
-              else [Path.cwd() / name, data_dir() / "exports" / name])
+              else [Path.cwd() / name, exports_dir() / name])
     for path in places[:-1]:
         try:
             return _write(path, text)

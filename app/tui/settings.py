@@ -1,9 +1,9 @@
 """A chat's settings: sampling parameters, reply length and --pin-system, kept per chat."""
 from __future__ import annotations
 
-import inspect
+from ...runtime.sampler import DEFAULTS
 
-# name -> (type, label); the values a chat does not set come from the sampler's own defaults
+# name -> (type, label); the values a chat does not set come from SamplingParams' defaults
 FIELDS = {
     "temp": (float, "Temperature"),
     "top_k": (int, "Top-k"),
@@ -13,16 +13,12 @@ FIELDS = {
     "seed": (int, "Seed"),
     "max_tokens": (int, "Max reply tokens"),
 }
-MAX_TOKENS = 512
+MAX_TOKENS = DEFAULTS.max_tokens
 
 
 def defaults() -> dict:
-    """The engine's defaults for every field (``seed`` None: a fresh one each reply)."""
-    from ...runtime.sampler import make_sampler
-    params = inspect.signature(make_sampler).parameters
-    values = {k: params[k].default for k in FIELDS if k in params}
-    values["max_tokens"] = MAX_TOKENS
-    return values
+    """``SamplingParams``' defaults for every field (``seed`` None: a fresh one each reply)."""
+    return {k: getattr(DEFAULTS, k) for k in FIELDS}
 
 
 def from_args(args) -> dict:

@@ -5,18 +5,22 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from ..info import BackendInfo, CacheInfo
+
 
 class Backend(Protocol):
     """A model with a sink-ring KV cache. All positions are managed by the backend.
 
     Cache policy (StreamingLLM): capacity ``ctx`` entries; the first ``sinks`` tokens ever fed are
-    pinned; the rest is a ring of ``ctx - sinks`` entries; when full, the oldest non-sink entry is
-    evicted. Positions are re-indexed inside the cache (sinks 0..S-1, window after them in order).
+    pinned; the rest is a ring of ``ctx - sinks`` entries; when full, the oldest non-sink entries are
+    evicted (one at a time natively, ``evict_chunk`` at a time in llama.cpp). Positions are re-indexed
+    inside the cache (sinks 0..S-1, window after them in order).
     """
 
     name: str            # "native" | "llama.cpp"
     n_vocab: int
     n_ctx: int
+    info: BackendInfo
 
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append ``ids`` to the cache; float32 logits ``(len(ids), n_vocab)`` or ``(n_vocab,)``."""
@@ -30,8 +34,8 @@ class Backend(Protocol):
         Returns False (and changes nothing) when the ring has evicted tokens that state still held.
         """
 
-    def cache_info(self) -> dict:
-        """``capacity, used, sinks, evicted, bytes, n_past``: entries, not bytes, except ``bytes``."""
+    def cache_info(self) -> CacheInfo:
+        """The cache now, computed by the backend (it alone knows how it evicts)."""
 
     def close(self) -> None:
         """Free native resources."""

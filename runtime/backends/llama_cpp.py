@@ -11,69 +11,29 @@ shift re-rotates the whole window once, and rounds the f16 keys once more).
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import re
 from typing import Sequence
 
 import numpy as np
 
+from ..cpu import has_amx, physical_cores
 from ..errors import ModelNotFound, UnsupportedModel
+from ..info import BackendInfo, CacheInfo, ring_window_start
+from ..llama_lib import clear_error, first_error, lib
 
 SEQ = 0                      # the one sequence this backend uses
 MAX_BATCH = 512              # tokens per llama_decode call (n_batch = n_ubatch)
 DEFAULT_EVICT_CHUNK = 64     # window entries dropped per eviction unless asked otherwise
 GGML_TYPE_F16 = 1            # KV cache element type; 2 bytes
-GGML_LOG_LEVEL_ERROR = 4
-
-_L = None                    # llama_cpp.llama_cpp, imported and initialised once
-_log_cb = None               # the no-op-ish log callback: keep a reference or ctypes frees it
-_first_error = ""            # first error line llama.cpp logged since the last _clear_error()
 
 
-def _lib():
-    """The low-level llama_cpp module, with logging silenced and the backend initialised."""
-    global _L, _log_cb
-    if _L is None:
-        import llama_cpp.llama_cpp as L
-
-        def on_log(level, text, _user):
-            global _first_error
-            if level == GGML_LOG_LEVEL_ERROR and text and not _first_error:
-                _first_error = text.decode("utf-8", "replace").strip()
-
-        _log_cb = L.llama_log_callback(on_log)
-        L.llama_log_set(_log_cb, None)
-        L.llama_backend_init()
-        _L = L
-    return _L
-
-
-def _clear_error() -> None:
-    global _first_error
-    _first_error = ""
-
-
-def _physical_cores() -> int:
-    try:
-        import psutil
-        n = psutil.cpu_count(logical=False)
-    except ImportError:
-        n = None
-    return n or os.cpu_count() or 1
-
-
-@functools.lru_cache(maxsize=None)
 def _cpu_has_amx() -> bool:
     """True on x86 CPUs with AMX tiles (Linux). On them llama.cpp picks its AMX matmul buffer type,
     and with llama-cpp-python 0.3.36 every batched decode then dies of a general-protection fault in
     ``ggml_backend_amx_mul_mat`` (ldtilecfg); turning llama.cpp's extra buffer types off avoids it.
     Elsewhere they stay on: they are the CPU weight repacks (Q4_0 on AVX2 and NEON) that speed it up."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_tile" in line for line in f)
-    except OSError:
-        return False
+    return has_amx()
 
 
 def _gpu_layers(gpu_layers) -> int:
@@ -136,25 +96,24 @@ class LlamaCppBackend:
             raise ModelNotFound(f"no such model file: {path}")
         if ctx < 2:
             raise ValueError(f"ctx must be >= 2, got {ctx}")
-        L = _lib()
+        L = lib()
         self.n_ctx = ctx
         self._evict_chunk_arg = evict_chunk
-        self._n_threads = threads or _physical_cores()
+        self._n_threads = threads or physical_cores()
         self._gpu_layers = _gpu_layers(gpu_layers)
         self._load_model(L, path)
         self._new_context(L)
         self._new_batch(L)
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self._model))
         self._kv_bytes = self._kv_bytes_for(L, ctx)
-        self.info = {
+        self.info = BackendInfo(isa="llama.cpp", threads=self._n_threads, extra={
             "gpu_layers": self._gpu_layers,
             "gpu_offload": bool(L.llama_supports_gpu_offload()),
-            "n_threads": self._n_threads,
             "n_batch": self._n_batch,
             "extra_bufts": not _cpu_has_amx(),
             "kv_cells": L.llama_n_ctx(self._ctx),   # llama.cpp pads its cache; we use the first ctx
             "llama_cpp": _version(),
-        }
+        })
         self.reset(sinks)
 
     # -- loading ----------------------------------------------------------------------------------
@@ -163,10 +122,10 @@ class LlamaCppBackend:
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = self._gpu_layers
         mp.use_extra_bufts = not _cpu_has_amx()
-        _clear_error()
+        clear_error()
         self._model = L.llama_model_load_from_file(path.encode(), mp)
         if not self._model:
-            why = re.sub(r"^(\w+: )+(error loading model: )?", "", _first_error) \
+            why = re.sub(r"^(\w+: )+(error loading model: )?", "", first_error()) \
                 or "unknown architecture or a damaged file"
             raise UnsupportedModel(f"llama.cpp cannot load {os.path.basename(path)}: {why}")
 
@@ -179,11 +138,11 @@ class LlamaCppBackend:
         cp.n_threads = cp.n_threads_batch = self._n_threads
         cp.type_k = cp.type_v = GGML_TYPE_F16
         cp.no_perf = True
-        _clear_error()
+        clear_error()
         self._ctx = L.llama_init_from_model(self._model, cp)
         if not self._ctx:
             self.close()
-            raise UnsupportedModel(f"llama.cpp cannot create a context: {_first_error or 'out of memory?'}")
+            raise UnsupportedModel(f"llama.cpp cannot create a context: {first_error() or 'out of memory?'}")
         self._mem = _Memory(L, self._ctx)
         if not self._mem.can_shift:
             self.close()
@@ -232,11 +191,12 @@ class LlamaCppBackend:
         self._evicted = 0        # window entries evicted since reset
         self._last_evict = -1    # n_past when the last eviction happened
 
-    def cache_info(self) -> dict:
-        """``capacity, used, sinks, evicted, bytes, n_past``: entries, except ``bytes`` (F16 K+V)."""
-        return {"capacity": self.n_ctx, "used": self._used, "sinks": self._sinks,
-                "evicted": self._evicted, "bytes": self._kv_bytes, "n_past": self._n_past,
-                "evict_chunk": self._evict_chunk}
+    def cache_info(self) -> CacheInfo:
+        """The cache now; ``window_start`` moves a chunk at a time, as eviction does."""
+        return CacheInfo(capacity=self.n_ctx, used=self._used, sinks=self._sinks, evicted=self._evicted,
+                         window_start=ring_window_start(self._n_past, self._sinks, self._evicted),
+                         bytes=self._kv_bytes, kv_type="f16", n_past=self._n_past,
+                         evict_chunk=self._evict_chunk)
 
     def truncate(self, n_past: int) -> bool:
         """Roll back to the state after the first ``n_past`` tokens fed since reset.
@@ -294,17 +254,17 @@ class LlamaCppBackend:
 
     def _decode(self, ids: np.ndarray, rows: np.ndarray | None) -> None:
         """One llama_decode of ``ids`` at positions used..; logits of the last len(rows) tokens -> rows."""
-        L, m = _L, len(ids)
+        L, m = lib(), len(ids)
         n_out = 0 if rows is None else len(rows)
         self._tok[:m] = ids
         self._pos[:m] = np.arange(self._used, self._used + m)
         self._want[:m] = 0
         self._want[m - n_out:m] = 1
         self._batch.n_tokens = m
-        _clear_error()
+        clear_error()
         rc = L.llama_decode(self._ctx, self._batch)
         if rc != 0:
-            raise RuntimeError(f"llama_decode failed ({rc}): {_first_error}")
+            raise RuntimeError(f"llama_decode failed ({rc}): {first_error()}")
         self._used += m
         self._n_past += m
         row_bytes = self.n_vocab * 4
@@ -314,9 +274,9 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         """Free the batch, the context and the model (idempotent)."""
-        L = _L
-        if L is None:
+        if self._model is None and self._ctx is None and self._batch is None:
             return
+        L = lib()
         if self._batch is not None:
             L.llama_batch_free(self._batch)
             self._batch = None

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import EdgechatError, InsufficientMemory, UnsupportedModel
 from ..ggufload import ModelFile
+from ..info import BackendInfo, CacheInfo, ring_window_start
 
 MAX_CTX = 2**31 - 1      # the C++ engine counts cache slots in int
 
@@ -25,14 +26,16 @@ class NativeBackend:
             raise EdgechatError(f"--ctx {ctx} is beyond the native backend's limit ({MAX_CTX})")
         tensors = [(t.name, t.type, list(t.shape), t.data) for t in model.tensors]
         try:
-            self._m = _native.Model(model.config, tensors, ctx, sinks, threads)
+            # the views are of read_model's read-only file mmap: repacked weights may hand their pages back
+            config = dict(model.config, release_source=True)
+            self._m = _native.Model(config, tensors, ctx, sinks, threads)
         except ValueError as e:
             raise UnsupportedModel(f"native backend: {e}") from None
         except MemoryError:
             raise InsufficientMemory(f"native backend: cannot allocate the buffers for a {ctx}-token cache") from None
         self.n_vocab = int(model.config["n_vocab"])
         self.n_ctx = ctx
-        self.info = {"isa": self._m.isa, "threads": self._m.threads}
+        self.info = BackendInfo(isa=self._m.isa, threads=self._m.threads)
 
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append ids; logits (len(ids), n_vocab) or (n_vocab,)."""
@@ -44,8 +47,12 @@ class NativeBackend:
     def truncate(self, n_past: int) -> bool:
         return self._m.truncate(n_past)
 
-    def cache_info(self) -> dict:
-        return self._m.cache_info()
+    def cache_info(self) -> CacheInfo:
+        """The ring now; it evicts one entry at a time."""
+        c = self._m.cache_info()       # capacity, used, sinks, evicted, bytes, n_past
+        return CacheInfo(capacity=c["capacity"], used=c["used"], sinks=c["sinks"], evicted=c["evicted"],
+                         window_start=ring_window_start(c["n_past"], c["sinks"], c["evicted"]),
+                         bytes=c["bytes"], kv_type="f16", n_past=c["n_past"])
 
     def close(self) -> None:
         self._m = None

@@ -9,6 +9,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from ..commands import COMMANDS as SLASH_COMMANDS
+
 KEYS = [
     ("Enter", "send the message"),
     ("Up / Down", "earlier messages you sent"),
@@ -24,19 +26,7 @@ KEYS = [
     ("F1", "this help"),
     ("Ctrl+Q", "quit"),
 ]
-COMMANDS = [
-    ("/new", "new chat"),
-    ("/system [text]", "set the system prompt, or open the editor"),
-    ("/model [name]", "switch the model of this chat, or pick one"),
-    ("/clear", "delete the messages of this chat"),
-    ("/regen", "regenerate the last reply"),
-    ("/export [file]", "save this chat as Markdown (default: current dir)"),
-    ("/stats", "model, backend, speed and cache of the last reply"),
-    ("/rename [title]", "rename this chat"),
-    ("/delete", "delete this chat"),
-    ("/copy", "copy the last reply"),
-    ("/help", "this help"),
-]
+COMMANDS = [(c.usage, c.help) for c in SLASH_COMMANDS]
 WINDOW = (
     "The model sees a window of the latest tokens of the chat (its KV cache). When the chat "
     "outgrows it, the oldest turns leave the window: they stay in the transcript, dimmed, above a "

@@ -14,7 +14,8 @@ SECTIONS = [
                        "sinks", "pin_system", "gpu_layers", "load_s")),
     ("Last reply", "stats", ("prompt_tokens", "completion_tokens", "ttft_s", "prefill_tps",
                              "decode_tps", "rebuild_tokens")),
-    ("KV cache", "cache", ("capacity", "used", "sinks", "evicted", "window_start", "n_past", "bytes")),
+    ("KV cache", "cache", ("capacity", "used", "sinks", "evicted", "window_start", "n_past", "bytes",
+                           "kv_type", "evict_chunk")),
 ]
 
 

@@ -5,8 +5,7 @@ from textual.binding import Binding
 from textual.suggester import SuggestFromList
 from textual.widgets import Input
 
-SLASH_COMMANDS = ["/new", "/system", "/model", "/clear", "/regen", "/export", "/stats", "/help",
-                  "/rename", "/delete", "/copy"]
+from ..commands import NAMES as SLASH_COMMANDS
 
 
 class PromptInput(Input):

@@ -26,7 +26,7 @@ class StatusBar(Widget):
     prefill_tps = reactive(0.0)
     decode_tps = reactive(0.0)
     rss = reactive(0)                  # bytes
-    cache: reactive[dict] = reactive(dict, always_update=True)
+    cache = reactive(None, always_update=True)   # CacheInfo, or None before the engine is ready
 
     def __init__(self, volatile: bool = True, **kwargs):
         super().__init__(**kwargs)
@@ -76,16 +76,16 @@ class StatusBar(Widget):
 
     def _kv(self, wide: bool, cells: int) -> Text:
         c = self.cache
-        if not c:
+        if c is None:
             return Text("")
-        used, cap = c.get("used", 0), c.get("capacity", 0) or 1
+        used, cap = c.used, c.capacity or 1
         filled = round(cells * used / cap)
         gauge = Text.assemble("KV ", ("█" * filled, "bold"), ("░" * (cells - filled), "dim"))
         gauge.append(f" {used:,}/{cap:,}" if cells else f"{used:,}/{cap:,}")
-        evicted = c.get("evicted", 0)
+        evicted = c.evicted
         if wide:
-            gauge.append(f" · sinks {c.get('sinks', 0)} · evicted {evicted:,}",
+            gauge.append(f" · sinks {c.sinks} · evicted {evicted:,}",
                          style="bold yellow" if evicted else "")
         else:
-            gauge.append(f" s{c.get('sinks', 0)} e{evicted:,}", style="bold yellow" if evicted else "")
+            gauge.append(f" s{c.sinks} e{evicted:,}", style="bold yellow" if evicted else "")
         return gauge

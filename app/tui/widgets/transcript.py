@@ -46,12 +46,12 @@ class Transcript(VerticalScroll):
     def _update_empty(self) -> None:
         self.set_class(not any(v.role != "system" for v in self.views), "-empty")
 
-    def map_window(self, spans: list[tuple[int, int]], cache: dict, pinned_system: bool) -> bool:
+    def map_window(self, spans: list[tuple[int, int]], cache, pinned_system: bool) -> bool:
         """Dim what has left the window and put the divider where the window begins.
 
         Args:
             spans: token range of each message, aligned with ``views`` (from Engine.message_spans).
-            cache: Engine.cache_info(): ``sinks``, ``window_start``, ``evicted``, ``capacity``.
+            cache: a ``CacheInfo`` (Engine.cache_info()): sinks, window_start, evicted, capacity.
             pinned_system: the system prompt is the sink region.
 
         Returns:
@@ -60,7 +60,7 @@ class Transcript(VerticalScroll):
         views = self.views
         if len(spans) != len(views):
             return False
-        sinks, start, evicted = cache["sinks"], cache["window_start"], cache["evicted"]
+        sinks, start, evicted = cache.sinks, cache.window_start, cache.evicted
         first_kept = None
         for view, (s, e) in zip(views, spans, strict=True):
             view.set_window(_window_state(s, e, sinks, start) if evicted else None)
@@ -69,7 +69,7 @@ class Transcript(VerticalScroll):
         divider = self.query_one(ContextDivider)
         divider.display = evicted > 0
         if evicted:
-            divider.show(evicted, cache["capacity"], sinks, pinned_system)
+            divider.show(evicted, cache.capacity, sinks, pinned_system)
             if first_kept is not None:
                 self.move_child(divider, before=first_kept)
             else:

@@ -1,0 +1,25 @@
+"""From command-line options to a loaded engine: the app resolves model names, the runtime takes paths."""
+from __future__ import annotations
+
+
+def load_engine(args, model: str | None = None, pin_system: bool | None = None):
+    """Resolve ``args.model`` (or ``model``; "" is the packaged default) and load it with the options.
+
+    Args:
+        args: the CLI's Namespace (backend, threads, ctx, sinks, gpu_layers, pin_system, ...).
+        model: a model other than ``args.model``.
+        pin_system: overrides ``args.pin_system``.
+    """
+    from ..models.resolve import resolve
+    from ..runtime import load
+    name = args.model if model is None else model
+    return load(resolve(name or None), backend=args.backend, threads=args.threads, ctx=args.ctx,
+                sinks=args.sinks, gpu_layers=args.gpu_layers,
+                pin_system=args.pin_system if pin_system is None else pin_system,
+                evict_chunk=getattr(args, "evict_chunk", None), force=getattr(args, "force", False))
+
+
+def sampling_kwargs(args) -> dict:
+    """The ``SamplingParams`` fields the command line sets."""
+    from ..runtime.sampler import SamplingParams
+    return {k: getattr(args, k) for k in SamplingParams.names() if getattr(args, k, None) is not None}
