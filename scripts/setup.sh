@@ -8,18 +8,47 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-apt_pkgs=(g++)
-[ $want_test = 1 ] && apt_pkgs+=(g++-aarch64-linux-gnu qemu-user tmux sqlite3)
-missing=()
-for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
+system_linux() {
+  local pkgs=(g++) missing=()
+  [ $want_test = 1 ] && pkgs+=(g++-aarch64-linux-gnu qemu-user tmux sqlite3)
+  if ! command -v dpkg >/dev/null 2>&1; then
+    echo "setup: no dpkg here: install with your package manager: a C++17 compiler (g++ or clang++)" \
+         "$([ $want_test = 1 ] && echo ", tmux, sqlite3, an aarch64 cross g++ and qemu-user (NEON tests)")" >&2
+    return
+  fi
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "setup: please install: ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
   fi
-fi
+}
+
+system_macos() {
+  # the compiler comes with the Xcode command-line tools; llama.cpp builds with Metal by default here
+  if ! xcode-select -p >/dev/null 2>&1; then
+    echo "setup: the Xcode command-line tools are missing: run  xcode-select --install  and run setup again" >&2
+    exit 1
+  fi
+  [ $want_test = 1 ] || return 0
+  if ! command -v tmux >/dev/null 2>&1; then
+    if command -v brew >/dev/null 2>&1; then
+      echo "setup: installing tmux (brew)"; brew install tmux >/dev/null
+    else
+      echo "setup: tmux is missing (brew install tmux); the tmux tests will be skipped" >&2
+    fi
+  fi
+  echo "setup: not installed on macOS: the aarch64 cross compiler and qemu-user (the NEON tests run" \
+       "natively on Apple Silicon; on an Intel Mac they are skipped)" >&2
+}
+
+case "$(uname -s)" in
+  Darwin) system_macos ;;
+  Linux) system_linux ;;
+  *) echo "setup: $(uname -s): install a C++17 compiler yourself; continuing" >&2 ;;
+esac
 
 py=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$py" -m venv .venv
