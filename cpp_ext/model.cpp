@@ -17,6 +17,7 @@ static constexpr int kRowBlock = 32;    // weight rows per gemm task (a multiple
 static constexpr int kColBlock = 64;    // activation columns per gemm task
 static constexpr int kElemRows = 8;     // token rows per elementwise task
 static constexpr int kMaxSplitTokens = 4;  // attention of chunks up to this many tokens splits the keys
+static constexpr int kTokenBlock = 8;      // longer chunks: tokens per attention task
 static constexpr int kMaxSplits = 16;      // at most this many splits per kv head
 static constexpr int kMinSplitKeys = 256;  // and at least this many keys per split
 
@@ -147,8 +148,9 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
     cs_abs_.resize((size_t)B * c.n_rot);
     cs_sink_.resize((size_t)B * c.n_rot);
     const int G = c.n_head / c.n_head_kv;
-    scores_.resize((size_t)T * G * ((size_t)ctx + B));
-    q_sink_.resize((size_t)T * 2 * G * c.head_dim);
+    scores_.resize((size_t)T * kTokenBlock * G * ((size_t)ctx + B));
+    q_sink_.resize((size_t)T * 2 * kTokenBlock * G * c.head_dim);
+    att_blk_.resize((size_t)T * kTokenBlock * G * c.head_dim);
     part_.resize((size_t)kMaxSplitTokens * c.n_head_kv * kMaxSplits * G * (c.head_dim + 2));
 }
 
@@ -307,60 +309,63 @@ void Model::matmul(const Tensor& w, const float* x, int n, float* y) { matmuls({
 // ---- attention ----------------------------------------------------------------------------------
 
 // softmax(q k^T / sqrt(d)) v for each token of the chunk and each head. a query at absolute position p
-// sees: the sinks in the cache, the window entries of the cache still inside its window
-// ([max(S, p-W+1), p0)), and the chunk's own tokens up to itself (the chunk is never longer than W).
-// one task takes the G query heads of one kv head (each key/value row is read once for all of them)
-// for one token; with few tokens (decode) each kv head's keys are also split over several tasks,
-// whose partial softmaxes (max, sum, unnormalized output) are merged afterwards.
+// sees the key at position a when a <= p and (a < S or a > p - W): the sinks, the cache's window entries
+// still inside its own window, the chunk's tokens up to itself (the chunk is never longer than W).
+// one task takes a block of tokens (kTokenBlock in prefill, one in decode) and the G query heads of one
+// kv head: each key / value row is read and converted once for all TB x G queries; keys a block's
+// first token sees but a later one does not are masked per query. in decode each kv head's keys are
+// also split over several tasks, whose partial softmaxes (max, sum, unnormalized output) are merged.
 void Model::attention(int layer, int n, int64_t p0) {
     const int hd = cfg_.head_dim, n_kv = cfg_.n_head_kv, G = cfg_.n_head / n_kv;
     const int64_t S = kv_.sinks(), W = kv_.window();
     const float scale = 1.0f / std::sqrt((float)hd);
-    const size_t lds = (size_t)kv_.ctx() + max_batch_;   // scores row stride (per query head)
+    const size_t lds = (size_t)kv_.ctx() + max_batch_;   // scores row stride (per query)
     const int T = pool_.size();
-    // splits: enough tasks for every thread (4 each), at least kMinSplitKeys keys per split
+    const int TB = n <= kMaxSplitTokens ? 1 : kTokenBlock, blocks = (n + TB - 1) / TB;
+    // splits (decode): enough tasks for every thread (4 each), at least kMinSplitKeys keys per split
     const int64_t keys = std::min<int64_t>(p0 + n, kv_.ctx());
     int splits = 1;
-    if (n <= kMaxSplitTokens)
+    if (TB == 1)
         splits = (int)std::clamp<int64_t>(std::min<int64_t>((4 * T + n * n_kv - 1) / (n * n_kv), keys / kMinSplitKeys),
                                           1, kMaxSplits);
-    const size_t part_stride = (size_t)G * (hd + 2);      // per task: G x (out[hd], max, sum)
-    pool_.run(n * n_kv * splits, [&](int task, int th) {
-        const int sp = task % splits, kvh = (task / splits) % n_kv, t = task / (splits * n_kv);
-        const int64_t p = p0 + t;
-        float* qw = q_sink_.data() + (size_t)th * 2 * G * hd;   // G queries rotated for window keys
-        float* qs = qw + (size_t)G * hd;                        // and for sink keys
-        for (int g = 0; g < G; g++) {
+    const size_t part_stride = (size_t)G * (hd + 2);      // per split task: G x (out[hd], max, sum)
+    pool_.run(blocks * n_kv * splits, [&](int task, int th) {
+        const int sp = task % splits, kvh = (task / splits) % n_kv, blk = task / (splits * n_kv);
+        const int t0 = blk * TB, tn = std::min(TB, n - t0), Q = tn * G;   // queries: (token, head in group)
+        float* qw = q_sink_.data() + (size_t)th * 2 * TB * G * hd;   // Q queries rotated for window keys
+        float* qs = qw + (size_t)TB * G * hd;                         // and for sink keys
+        for (int i = 0; i < Q; i++) {
+            const int t = t0 + i / G, g = i % G;
             const float* src = q_.data() + (size_t)t * q_dim_ + (size_t)(kvh * G + g) * hd;
-            std::memcpy(qw + g * hd, src, hd * sizeof(float));
-            std::memcpy(qs + g * hd, src, hd * sizeof(float));
-            rope(qw + g * hd, 1, cs_abs_.data() + (size_t)t * cfg_.n_rot);
-            rope(qs + g * hd, 1, cs_sink_.data() + (size_t)t * cfg_.n_rot);
+            std::memcpy(qw + (size_t)i * hd, src, hd * sizeof(float));
+            std::memcpy(qs + (size_t)i * hd, src, hd * sizeof(float));
+            rope(qw + (size_t)i * hd, 1, cs_abs_.data() + (size_t)t * cfg_.n_rot);
+            rope(qs + (size_t)i * hd, 1, cs_sink_.data() + (size_t)t * cfg_.n_rot);
         }
-        float* sc = scores_.data() + (size_t)th * G * lds;
+        float* sc = scores_.data() + (size_t)th * TB * G * lds;
         const size_t off = (size_t)kvh * hd;
 
-        // the keys (and values) this query sees, as runs of consecutive rows kv_dim_ apart: the cache's
-        // sinks, its window (at most two runs: the ring wraps once), the chunk's sinks (a chunk at the
-        // very start), the chunk's window tokens up to this one
-        struct Run { const half* k; const half* v; int64_t n; const float* q; };
+        // the keys (and values) the block's first token sees, plus the chunk's tokens up to its last, as
+        // runs of consecutive rows kv_dim_ apart with their first absolute position: the cache's sinks,
+        // its window (at most two runs: the ring wraps once), the chunk's sinks, the chunk's window
+        struct Run { const half* k; const half* v; int64_t n, pos; const float* q; };
         Run runs[5];
         int n_runs = 0;
         int64_t total = 0;
-        auto add = [&](const half* k, const half* v, int64_t len, const float* q) {
-            if (len > 0) runs[n_runs++] = {k + off, v + off, len, q}, total += len;
+        auto add = [&](const half* k, const half* v, int64_t len, int64_t pos, const float* q) {
+            if (len > 0) runs[n_runs++] = {k + off, v + off, len, pos, q}, total += len;
         };
-        add(kv_.k(layer, 0), kv_.v(layer, 0), std::min<int64_t>(S, p0), qs);
-        for (int64_t a = std::max<int64_t>(S, p - W + 1); a < p0;) {
+        add(kv_.k(layer, 0), kv_.v(layer, 0), std::min<int64_t>(S, p0), 0, qs);
+        for (int64_t a = std::max<int64_t>(S, p0 + t0 - W + 1); a < p0;) {
             const int s0 = kv_.slot(a);
             const int64_t len = std::min<int64_t>(p0 - a, kv_.ctx() - s0);
-            add(kv_.k(layer, s0), kv_.v(layer, s0), len, qw);
+            add(kv_.k(layer, s0), kv_.v(layer, s0), len, a, qw);
             a += len;
         }
-        const int64_t chunk_sinks = std::clamp<int64_t>(S - p0, 0, t + 1);
-        add(kb_.data(), vb_.data(), chunk_sinks, qs);
+        const int64_t t_end = t0 + tn, chunk_sinks = std::clamp<int64_t>(S - p0, 0, t_end);
+        add(kb_.data(), vb_.data(), chunk_sinks, p0, qs);
         add(kb_.data() + (size_t)chunk_sinks * kv_dim_, vb_.data() + (size_t)chunk_sinks * kv_dim_,
-            t + 1 - chunk_sinks, qw);
+            t_end - chunk_sinks, p0 + chunk_sinks, qw);
 
         // this split's keys: [k0, k1) of the runs laid end to end
         const int64_t per = (total + splits - 1) / splits, k0 = std::min(total, sp * per), k1 = std::min(total, k0 + per);
@@ -374,29 +379,53 @@ void Model::attention(int layer, int n, int64_t p0) {
             }
         };
         each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
-            k_.scores_f16_g((int)len, hd, G, r.k + first * kv_dim_, kv_dim_, r.q, sc + at, lds);
+            k_.scores_f16_g((int)len, hd, Q, r.k + first * kv_dim_, kv_dim_, r.q, sc + at, lds);
         });
+        // keys a later query of the block must not see: the block's own future (the tail of the chunk
+        // runs), and, with a full ring, the window entries that left a later token's window (the head
+        // of the cache's window, right after the sink keys)
+        if (tn > 1)
+            each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
+                const int64_t a0 = r.pos + first;   // positions a0 .. a0 + len - 1
+                for (int i = 0; i < Q; i++) {
+                    const int64_t p = p0 + t0 + i / G;
+                    std::fill(sc + (size_t)i * lds + at + std::clamp<int64_t>(p + 1 - a0, 0, len),
+                              sc + (size_t)i * lds + at + len, -INFINITY);
+                }
+            });
+        // softmax in two segments, the sink keys [0, ns) and the window keys from the first this query
+        // sees [b0, m): a key's exp and every partial sum are then the same whichever block or chunk the
+        // query was evaluated in (chunked prefill equals token by token, bit for bit, without splits)
+        const int64_t cache_sinks = std::min<int64_t>(S, p0), a_start = std::max<int64_t>(S, p0 + t0 - W + 1);
+        const int64_t cw_len = std::max<int64_t>(0, p0 - a_start);
+        const int ns = (int)std::clamp<int64_t>(cache_sinks + chunk_sinks - k0, 0, m);
         float* part = part_.data() + (size_t)task * part_stride;
-        float* out = splits == 1 ? nullptr : part;
-        for (int g = 0; g < G; g++) {
-            float* sg = sc + g * lds;
-            float mx = -INFINITY;
-            for (int j = 0; j < m; j++) mx = std::max(mx, sg[j] *= scale);
-            const float sum = m ? k_.exp_sum(m, sg, mx) : 0.0f;
-            float* o = splits == 1 ? att_.data() + (size_t)t * q_dim_ + (size_t)(kvh * G + g) * hd : out + g * hd;
-            std::memset(o, 0, hd * sizeof(float));
+        float* y = splits == 1 ? att_blk_.data() + (size_t)th * TB * G * hd : part;   // Q x hd outputs
+        std::memset(y, 0, (size_t)Q * hd * sizeof(float));
+        for (int i = 0; i < Q; i++) {
+            const int64_t p = p0 + t0 + i / G;
+            const int b0 = ns + (int)std::clamp<int64_t>(p - W + 1 - a_start, 0, tn > 1 ? cw_len : 0);
+            float* si = sc + (size_t)i * lds;
+            float mx = -INFINITY;   // over the keys this query sees
+            for (int j = 0; j < ns; j++) mx = std::max(mx, si[j] *= scale);
+            for (int j = b0; j < m; j++) mx = std::max(mx, si[j] *= scale);
+            std::fill(si + ns, si + b0, 0.0f);
+            const float sum = (ns ? k_.exp_sum(ns, si, mx) : 0.0f) + (m > b0 ? k_.exp_sum(m - b0, si + b0, mx) : 0.0f);
             if (splits == 1) {
-                for (int j = 0; j < m; j++) sg[j] /= sum;   // normalized weights: one pass over the values
+                const float inv = 1.0f / sum;   // normalized weights: one pass over the values
+                for (int j = 0; j < m; j++) si[j] *= inv;
             } else {
-                part[G * hd + 2 * g] = mx;
-                part[G * hd + 2 * g + 1] = sum;
+                part[G * hd + 2 * i] = mx;
+                part[G * hd + 2 * i + 1] = sum;
             }
         }
-        // values: G outputs side by side; with one split they are the rows of att_ for this kv head
-        float* y = splits == 1 ? att_.data() + (size_t)t * q_dim_ + (size_t)kvh * G * hd : out;
         each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
-            k_.wsum_f16_g((int)len, hd, G, sc + at, lds, r.v + first * kv_dim_, kv_dim_, y);
+            k_.wsum_f16_g((int)len, hd, Q, sc + at, lds, r.v + first * kv_dim_, kv_dim_, y);
         });
+        if (splits == 1)
+            for (int i = 0; i < Q; i++)
+                std::memcpy(att_.data() + (size_t)(t0 + i / G) * q_dim_ + (size_t)(kvh * G + i % G) * hd,
+                            y + (size_t)i * hd, hd * sizeof(float));
     });
     if (splits == 1) return;
     // merge the splits of each (token, query head): rescale each partial to the common max

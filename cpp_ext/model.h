@@ -87,8 +87,9 @@ private:
     std::vector<uint8_t> xq_;       // (2, batch, quantized row of the widest input): one slot per activation type
     std::vector<half> kb_, vb_;     // (batch, kv_dim) this chunk's keys/values before they enter the ring
     std::vector<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
-    std::vector<float> scores_;     // (threads, group, ctx + batch) one row per query head of a kv head
-    std::vector<float> q_sink_;     // (threads, 2, group, head_dim) queries rotated for window / sink keys
+    std::vector<float> scores_;     // (threads, token block x group, ctx + batch) one row per query
+    std::vector<float> q_sink_;     // (threads, 2, token block x group, head_dim) queries rotated for window / sink keys
+    std::vector<float> att_blk_;    // (threads, token block x group, head_dim) a task's outputs
     std::vector<float> part_;       // (tokens, kv heads, splits, group, head_dim + 2) split partials
 };
 

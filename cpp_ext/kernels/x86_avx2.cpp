@@ -174,61 +174,89 @@ void wsum_f16_avx2(int n, int hd, const float* w, const half* v, size_t ld, floa
     wsum_by_axpy<axpy_f16_f32_avx2>(n, hd, w, v, ld, y);
 }
 
-// grouped-query attention runs: 4 rows at a time against each of the G queries, the 4 dots reduced
-// together (hadd tree); the rows stay in L1 while the G queries pass over them
+// grouped-query attention runs: 4 rows at a time, converted to f32 once (L1) for all G queries, the
+// 4 dots of a query reduced together (hadd tree)
 template <int HD>
 void scores_g_hd(int n, int G, const half* k, size_t ld, const float* q, float* s, size_t lds) {
     constexpr int R = HD / 8;
-    int j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const half* k0 = k + (size_t)j * ld;
+    alignas(32) float kf[4][HD];
+    for (int j = 0; j < n; j += 4) {
+        // a short last group repeats its last row: every row is summed the same way wherever it sits
+        const int rows = std::min(4, n - j);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const half* ki = k + (size_t)(j + std::min(i, rows - 1)) * ld;
+            for (int r = 0; r < R; r++) _mm256_store_ps(&kf[i][8 * r], _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(ki + 8 * r))));
+        }
         for (int g = 0; g < G; g++) {
-            const float* qg = q + g * HD;
+            const float* qg = q + (size_t)g * HD;
             __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+#pragma GCC unroll 16
             for (int r = 0; r < R; r++) {
                 const __m256 qv = _mm256_loadu_ps(qg + 8 * r);
-                for (int i = 0; i < 4; i++)
-                    a[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(k0 + i * ld + 8 * r))), qv, a[i]);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) a[i] = _mm256_fmadd_ps(_mm256_load_ps(&kf[i][8 * r]), qv, a[i]);
             }
             // 4 x 8 lanes -> 4 sums
             const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            _mm_storeu_ps(s + g * lds + j, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+            const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            if (rows == 4) {
+                _mm_storeu_ps(s + g * lds + j, sum4);
+            } else {
+                alignas(16) float tmp[4];
+                _mm_store_ps(tmp, sum4);
+                for (int i = 0; i < rows; i++) s[g * lds + j + i] = tmp[i];
+            }
         }
     }
-    if (j < n)
-        for (int g = 0; g < G; g++) scores_f16_hd<HD>(n - j, k + (size_t)j * ld, ld, q + g * HD, s + g * lds + j);
 }
 
 // y (GN heads x 16 floats at `y`, head stride HD) += sum_j w_g[j] * v[j][0..16): 2 x GN accumulators
 template <int GN>
 inline void wsum_g_slice(int n, const float* w, size_t ldw, const half* v, size_t ld, float* y, int hd) {
     __m256 acc[GN][2];
+#pragma GCC unroll 8
     for (int g = 0; g < GN; g++) acc[g][0] = _mm256_loadu_ps(y + g * hd), acc[g][1] = _mm256_loadu_ps(y + g * hd + 8);
     for (int j = 0; j < n; j++) {
         const half* vj = v + (size_t)j * ld;
         const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)vj));
         const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(vj + 8)));
-        for (int g = 0; g < GN; g++) {
+    #pragma GCC unroll 8
+    for (int g = 0; g < GN; g++) {
             const __m256 wj = _mm256_broadcast_ss(w + g * ldw + j);
             acc[g][0] = _mm256_fmadd_ps(wj, v0, acc[g][0]);
             acc[g][1] = _mm256_fmadd_ps(wj, v1, acc[g][1]);
         }
     }
+#pragma GCC unroll 8
     for (int g = 0; g < GN; g++) _mm256_storeu_ps(y + g * hd, acc[g][0]), _mm256_storeu_ps(y + g * hd + 8, acc[g][1]);
 }
 
-// rows in blocks that stay in L1 while each 16-wide slice of the head, for up to 4 queries, passes
+// queries per pass over a block of rows: 2 x WSUM_G accumulators (16 registers on avx2, 32 on avx512)
+#if EC_X86_VNNI == 2
+constexpr int WSUM_G = 8;
+#else
+constexpr int WSUM_G = 4;
+#endif
+
+// rows in blocks that stay in L1 while each 16-wide slice of the head, for WSUM_G queries, passes
 void wsum_g_16(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld, float* y) {
     constexpr int JB = 64;
     for (int j0 = 0; j0 < n; j0 += JB) {
         const int jn = std::min(JB, n - j0);
-        for (int g0 = 0; g0 < G; g0 += 4) {
-            const int gn = std::min(4, G - g0);
+        for (int g0 = 0; g0 < G; g0 += WSUM_G) {
+            const int gn = std::min(WSUM_G, G - g0);
             for (int c = 0; c < hd; c += 16) {
                 const float* wg = w + g0 * ldw + j0;
                 const half* vj = v + (size_t)j0 * ld + c;
                 float* yg = y + (size_t)g0 * hd + c;
                 switch (gn) {
+#if EC_X86_VNNI == 2
+                    case 8: wsum_g_slice<8>(jn, wg, ldw, vj, ld, yg, hd); break;
+                    case 7: wsum_g_slice<7>(jn, wg, ldw, vj, ld, yg, hd); break;
+                    case 6: wsum_g_slice<6>(jn, wg, ldw, vj, ld, yg, hd); break;
+                    case 5: wsum_g_slice<5>(jn, wg, ldw, vj, ld, yg, hd); break;
+#endif
                     case 4: wsum_g_slice<4>(jn, wg, ldw, vj, ld, yg, hd); break;
                     case 3: wsum_g_slice<3>(jn, wg, ldw, vj, ld, yg, hd); break;
                     case 2: wsum_g_slice<2>(jn, wg, ldw, vj, ld, yg, hd); break;
@@ -281,9 +309,15 @@ float exp_sum_avx2(int n, float* x, float mx) {
         _mm256_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, e);
     }
-    float sum = hsum_f32x8(acc);
-    for (; i < n; i++) sum += (x[i] = std::exp(x[i] - mx));
-    return sum;
+    if (i < n) {   // the tail through the same polynomial (an element's value never depends on n)
+        alignas(32) float t[8];
+        for (int j = 0; j < 8; j++) t[j] = i + j < n ? x[i + j] : -INFINITY;
+        const __m256 e = exp_neg(_mm256_sub_ps(_mm256_load_ps(t), vm));
+        _mm256_store_ps(t, e);
+        for (int j = 0; i + j < n; j++) x[i + j] = t[j];
+        acc = _mm256_add_ps(acc, e);
+    }
+    return hsum_f32x8(acc);
 }
 
 void vec_dot_f32_f32_avx2(int n, float* s, const void* w, const void* x) {
