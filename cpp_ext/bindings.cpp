@@ -155,6 +155,14 @@ NB_MODULE(_native, m) {
         for (int i = 0; i < n; i++) out.emplace_back(tabs[i]->isa);
         return out;
     });
+    // weight types the selected table reads in a packed (row-interleaved) layout
+    m.def("packed_types", []() {
+        const ec::KernelTable& k = ec::select_kernels();
+        std::vector<int> out;
+        for (int t = 0; t < ec::GT_COUNT; t++)
+            if (k.types[t].pack) out.push_back(t);
+        return out;
+    });
     m.def("supported_types", []() {
         const ec::KernelTable& k = ec::select_kernels();
         std::vector<int> out;

@@ -14,6 +14,8 @@ namespace ec {
 
 static constexpr int kMaxBatch = 512;   // tokens per forward chunk (bounded further by the window)
 static constexpr int kRowBlock = 32;    // weight rows per gemm task (a multiple of every pack_rows)
+static constexpr int kDecodeTasks = 8;  // decode: about this many row tasks per thread and matrix (long
+                                        // contiguous weight streams, still balanced if a thread stalls)
 static constexpr int kColBlock = 64;    // activation columns per gemm task
 static constexpr int kElemRows = 8;     // token rows per elementwise task
 static constexpr int kMaxSplitTokens = 4;  // attention of chunks up to this many tokens splits the keys
@@ -279,10 +281,16 @@ void Model::matmuls(std::initializer_list<MatJob> jobs, const float* x, int n) {
         vk.from_float(x + (size_t)t * cols, xq_.data() + s * slot_bytes + (size_t)t * row_bytes(vk, cols), cols);
     });
     const int col_blocks = (n + kColBlock - 1) / kColBlock;
-    int first_task[9] = {0};
+    // row block per matrix: kRowBlock in prefill; in decode (one column block) longer, so that each
+    // task streams one long run of weights
+    int first_task[9] = {0}, row_block[8];
     j = 0;
     for (const MatJob& m : jobs) {
-        first_task[j + 1] = first_task[j] + (int)((m.w->ne[1] + kRowBlock - 1) / kRowBlock) * col_blocks;
+        const int rows = (int)m.w->ne[1];
+        row_block[j] = kRowBlock;
+        if (col_blocks == 1)
+            row_block[j] = std::max(kRowBlock, rows / (kDecodeTasks * pool_.size()) / kRowBlock * kRowBlock);
+        first_task[j + 1] = first_task[j] + (rows + row_block[j] - 1) / row_block[j] * col_blocks;
         j++;
     }
     const MatJob* job = jobs.begin();
@@ -292,12 +300,12 @@ void Model::matmuls(std::initializer_list<MatJob> jobs, const float* x, int n) {
         const Tensor& w = *job[i].w;
         const TypeKernels& tk = k_.types[w.type];
         const TypeKernels& vk = k_.types[tk.vec_type];
-        const int rows = (int)w.ne[1], row_blocks = (rows + kRowBlock - 1) / kRowBlock;
+        const int rows = (int)w.ne[1], rb = row_block[i], row_blocks = (rows + rb - 1) / rb;
         const size_t ldw = row_bytes(tk, cols), ldx = row_bytes(vk, cols);
         const uint8_t* xq = slot_of[i] < 0 ? (const uint8_t*)x : xq_.data() + slot_of[i] * slot_bytes;
         const int local = task - first_task[i];
-        const int r0 = (local % row_blocks) * kRowBlock, c0 = (local / row_blocks) * kColBlock;
-        const int nr = std::min(kRowBlock, rows - r0), nc = std::min(kColBlock, n - c0);
+        const int r0 = (local % row_blocks) * rb, c0 = (local / row_blocks) * kColBlock;
+        const int nr = std::min(rb, rows - r0), nc = std::min(kColBlock, n - c0);
         const auto gemm = w.packed ? tk.gemm_packed : tk.gemm;   // packed: row blocks are whole groups
         gemm(cols, nr, nc, w.data + (size_t)r0 * ldw, ldw, xq + (size_t)c0 * ldx, ldx,
              job[i].y + (size_t)c0 * rows + r0, rows);
