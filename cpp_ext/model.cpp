@@ -512,10 +512,7 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
         // feed-forward block: down(silu(gate(x)) * up(x))
         matmuls({{&L.w_gate, hb_.data()}, {&L.w_up, hb2_.data()}}, xb_.data(), n);
         rows_run([&](int r0, int nr) {
-            for (size_t i = (size_t)r0 * c.n_ff; i < (size_t)(r0 + nr) * c.n_ff; i++) {
-                float g = hb_[i];
-                hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
-            }
+            k_.silu_mul((int64_t)nr * c.n_ff, hb_.data() + (size_t)r0 * c.n_ff, hb2_.data() + (size_t)r0 * c.n_ff);
         });
         matmul(L.w_down, hb_.data(), n, xb_.data());
         rows_run([&](int r0, int nr) {

@@ -121,6 +121,10 @@ static float exp_sum_generic(int n, float* x, float mx) {
     return (float)sum;
 }
 
+static void silu_mul_generic(int64_t n, float* g, const float* u) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 // ---- q4_0 ----
 
 static void to_float_q4_0_generic(const void* src, float* dst, int64_t n) {
@@ -607,6 +611,7 @@ static KernelTable make_generic_table() {
     t.scores_f16_g = scores_g_by_head<scores_by_dot<dot_f16_f32_generic>>;
     t.wsum_f16_g = wsum_g_by_head<wsum_by_axpy<axpy_f16_f32_generic>>;
     t.exp_sum = exp_sum_generic;
+    t.silu_mul = silu_mul_generic;
     t.f32_to_f16 = f32_to_f16_generic;
     t.f16_to_f32 = f16_to_f32_generic;
     return t;

@@ -42,6 +42,9 @@ void fill_f16_table() {
 
 inline float h2f(half h) { return f16_table[h]; }
 
+// one float -> fp16 with f16c (round to nearest even, as fp32_to_fp16)
+inline half f2h(float f) { return (half)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0); }
+
 inline float hsum_f32x8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -300,6 +303,24 @@ inline __m256 exp_neg(__m256 x) {
     return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
+// exp for any x: clamped to [-87, 88] (the float range; silu's gate saturates long before)
+inline __m256 exp_any(__m256 x) {
+    const __m256 c = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+    return exp_neg(c);  // exp_neg's reduction and 2^k hold up to 88 (k <= 127)
+}
+
+// g[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u
+void silu_mul_avx2(int64_t n, float* g, const float* u) {
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 e = exp_any(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 float exp_sum_avx2(int n, float* x, float mx) {
     const __m256 vm = _mm256_set1_ps(mx);
     __m256 acc = _mm256_setzero_ps();
@@ -376,7 +397,7 @@ inline int quantize_block_q8(const float* x, half* d_out, int8_t* qs, float* d_f
     }
     const float d = hmax_f32x8(amax) / 127;
     const float id = d ? 1.0f / d : 0.0f;
-    *d_out = fp32_to_fp16(d);
+    *d_out = f2h(d);
     *d_f32 = d;
     const __m256 vid = _mm256_set1_ps(id);
     for (int k = 0; k < 4; k++) v[k] = round_away(_mm256_mul_ps(v[k], vid));
@@ -394,7 +415,7 @@ void from_float_q8_1_avx2(const float* src, void* dst, int64_t n) {
     float d;
     for (int64_t i = 0; i < n / QK8_1; i++) {
         const int sum = quantize_block_q8(src + i * QK8_1, &b[i].d, b[i].qs, &d);
-        b[i].s = fp32_to_fp16(sum * d);
+        b[i].s = f2h(sum * d);
     }
 }
 
@@ -1363,6 +1384,7 @@ KernelTable make_x86_table() {
     t.scores_f16_g = scores_f16_g_avx2;
     t.wsum_f16_g = wsum_f16_g_avx2;
     t.exp_sum = exp_sum_avx2;
+    t.silu_mul = silu_mul_avx2;
     t.f32_to_f16 = f32_to_f16_avx2;
     t.f16_to_f32 = f16_to_f32_avx2;
     return t;

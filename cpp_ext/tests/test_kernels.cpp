@@ -364,6 +364,23 @@ static void test_attention_groups(const KernelTable& t) {
     }
 }
 
+// swiglu against float64, including saturated gates (|g| up to 200: exp over- and underflows)
+static void test_silu(const KernelTable& t) {
+    for (int n : {1, 7, 17, 1000}) {
+        std::vector<float> g = random_floats(n, 8.0f), u = random_floats(n);
+        if (n > 3) g[0] = 200.0f, g[1] = -200.0f, g[2] = 90.0f;
+        std::vector<float> y = g;
+        t.silu_mul(n, y.data(), u.data());
+        double worst = 0;
+        for (int i = 0; i < n; i++) {
+            const double ref = (double)g[i] / (1.0 + std::exp(-(double)g[i])) * u[i];
+            worst = std::max(worst, fabs(y[i] - ref) / (fabs(ref) + 1e-30) * (fabs(ref) > 1e-30));
+        }
+        // exp's few ulp, the division and the product
+        check(std::string(t.isa) + " silu_mul vs f64 n=" + std::to_string(n), worst, EXP_REL + 4 * FLT_EPSILON, " rel");
+    }
+}
+
 // activation quantizers must be identical to generic (the same algorithm: ggml's reference rounding)
 static void test_act_quantizers(const KernelTable& t) {
     const KernelTable& g = kernels_generic();
@@ -647,6 +664,7 @@ int main(int argc, char** argv) {
         test_f16_helpers(t);
         test_attention_runs(t);
         test_attention_groups(t);
+        test_silu(t);
         test_act_quantizers(t);
         test_round_trips(t);
         test_vec_dot(t);
