@@ -114,6 +114,16 @@ def cmd_pull(args) -> int:
 
 # ---- doctor --------------------------------------------------------------------------------------
 
+def _native_slower(path) -> str | None:
+    """Why auto would run this file on llama.cpp for speed (runtime.speed), or None."""
+    from ..runtime.ggufload import read_model
+    from ..runtime.speed import native_kernel_facts, native_slower
+    try:
+        return native_slower(read_model(path).tensors, *native_kernel_facts())
+    except (EdgechatError, ImportError):
+        return None
+
+
 def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX) -> dict:
     """Everything ``doctor`` shows, as a dict; ``problems`` lists what stops a chat."""
     from ..models import local
@@ -139,7 +149,7 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX) -> dict:
     if m.arch is None:                                     # the header did not parse
         problems.append(f"{path}: {m.reason}")
         return report
-    name, reason = choose_backend("auto", None if m.native else m.reason, 0)
+    name, reason = choose_backend("auto", None if m.native else m.reason, 0, _native_slower(path) if m.native else None)
     report["backend"] = {"name": name, "reason": reason}
     if not m.config:
         problems.append(f"cannot estimate memory: {m.reason}")

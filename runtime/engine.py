@@ -39,13 +39,15 @@ def default_threads() -> int:
     return physical_cores()
 
 
-def choose_backend(requested: str, model_problem: str | None, gpu_layers: int) -> tuple[str, str]:
+def choose_backend(requested: str, model_problem: str | None, gpu_layers: int,
+                   native_slower: str | None = None) -> tuple[str, str]:
     """Pick the backend for ``auto`` and say why.
 
     Args:
         requested: "auto", "native" or "llama.cpp".
         model_problem: why the native backend cannot run the file, or None.
         gpu_layers: layers asked to be offloaded to a GPU (0 = none, -1 = all).
+        native_slower: why llama.cpp is the faster engine for this file here (``speed.native_slower``).
 
     Returns:
         (backend name, reason)
@@ -64,6 +66,8 @@ def choose_backend(requested: str, model_problem: str | None, gpu_layers: int) -
         return "llama.cpp", "GPU offload asked (--gpu-layers)"
     if model_problem:
         return "llama.cpp", model_problem
+    if native_slower:
+        return "llama.cpp", native_slower
     return "native", "the native engine runs this arch and these tensor types"
 
 
@@ -347,13 +351,16 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         An Engine.
     """
     from .ggufload import read_model
+    from .speed import native_kernel_facts, native_slower
     from .tokenizer import Tokenizer
     t0 = time.perf_counter()
     threads = _check_load_args(ctx, sinks, threads)
     path = Path(path)
     mf = read_model(path)
     _preflight(path, mf.config, ctx, force)
-    name, reason = choose_backend(backend, mf.native_problem(), gpu_layers)
+    problem = mf.native_problem()
+    slower = None if problem or backend != "auto" else native_slower(mf.tensors, *native_kernel_facts())
+    name, reason = choose_backend(backend, problem, gpu_layers, slower)
     tok = MemoTokenizer(Tokenizer(path))
     be = _make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
                        evict_chunk=evict_chunk)
