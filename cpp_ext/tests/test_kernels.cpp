@@ -583,7 +583,7 @@ static void test_packed_gemm(const KernelTable& t) {
         if (!k.pack_rows) continue;
         const TypeKernels& kx = g.types[k.vec_type];
         const int groups = 3, rows = groups * k.pack_rows, max_nc = 9;
-        double worst = 0, max_diff = 0;
+        double worst = 0, max_diff = 0, worst64 = 0, max64 = 0;
         int bad_untouched = 0;
         for (int n : test_lengths(k.blck)) {
             if (n > 2048 && k.blck == 1) continue;
@@ -612,10 +612,12 @@ static void test_packed_gemm(const KernelTable& t) {
                             float gen;
                             g.types[wt].vec_dot(n, &gen, wr, &x[c * ldx]);
                             double l1;
-                            ref_dot(wt, wr, &x[c * ldx], n, &l1);
+                            const double ref = ref_dot(wt, wr, &x[c * ldx], n, &l1), tol = dot_tol(n / k.blck, l1);
                             const double diff = fabs((double)y[c * ldy + r] - gen);
-                            const double ratio = diff / dot_tol(n / k.blck, l1);
+                            const double ratio = diff / tol;
                             if (!(ratio < worst)) { worst = std::isnan(ratio) ? INFINITY : ratio; max_diff = diff; }
+                            const double d64 = fabs((double)y[c * ldy + r] - ref), r64 = d64 / tol;
+                            if (!(r64 < worst64)) { worst64 = std::isnan(r64) ? INFINITY : r64; max64 = d64; }
                         }
                     }
                 }
@@ -623,6 +625,8 @@ static void test_packed_gemm(const KernelTable& t) {
         }
         check_ratio(std::string(t.isa) + " packed x" + std::to_string(k.pack_rows) + " gemm " + type_name(wt) +
                     " nc 1..9 vs generic vec_dot", max_diff, worst);
+        check_ratio(std::string(t.isa) + " packed x" + std::to_string(k.pack_rows) + " gemm " + type_name(wt) +
+                    " nc 1..9 vs f64", max64, worst64);
         check(std::string(t.isa) + " packed gemm " + type_name(wt) + " writes only its tile", bad_untouched, 0, " cells");
     }
 }
