@@ -130,19 +130,19 @@ REPLY_TOKENS = 16
 LOGIT_ATOL = 1e-2
 
 # ---- a. generation on the default model ---------------------------------------------------------
-eng = load(None, backend="native", ctx=CTX, sinks=SINKS, threads=THREADS)
-assert eng.info["backend"] == "native", eng.info
+eng = load(default_model_path(), backend="native", ctx=CTX, sinks=SINKS, threads=THREADS)
+assert eng.info.backend == "native", eng.info
 prompt = ("Here is a long note about the weather in the mountains, the rivers that run down to the sea, "
           "and the small towns along the coast where people fish and farm. Summarize it in one sentence.")
 msgs = [{"role": "user", "content": prompt}]
 events = list(eng.chat(msgs, max_tokens=REPLY_TOKENS, temp=0))
 done = events[-1]
 assert done.stats.completion_tokens > 0 and done.text, done
-assert done.cache["evicted"] > 0, done.cache          # the ring wrapped
+assert done.cache.evicted > 0, done.cache          # the ring wrapped
 msgs += [{"role": "assistant", "content": done.text}, {"role": "user", "content": "And in French?"}]
 done2 = list(eng.chat(msgs, max_tokens=REPLY_TOKENS, temp=0))[-1]
 assert done2.stats.completion_tokens > 0, done2
-print(f"chat: {done.stats.prompt_tokens} prompt tokens into ctx {CTX}, evicted {done.cache['evicted']}, "
+print(f"chat: {done.stats.prompt_tokens} prompt tokens into ctx {CTX}, evicted {done.cache.evicted}, "
       f"reply {done.text!r}; turn 2 {done2.text!r}")
 
 eng.reset()

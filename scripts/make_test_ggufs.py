@@ -13,8 +13,6 @@ Files go to a cache folder (default tests/.cache/ggufs) and are built only when 
 from __future__ import annotations
 
 import argparse
-import collections
-import ctypes
 import sys
 from pathlib import Path
 
@@ -90,20 +88,12 @@ def make_tiny(arch: str = "llama", out_dir: Path | str = CACHE, **overrides) -> 
     return _build_once(Path(out_dir) / tiny_name(cfg), lambda p: write_tiny(p, cfg))
 
 
-_LLAMA_LOG: collections.deque[str] = collections.deque(maxlen=40)
-_LLAMA_LOG_CB = None
-
-
 def _llama_cpp():
-    """llama_cpp, with its log (one line per tensor when quantizing) kept in ``_LLAMA_LOG``."""
-    global _LLAMA_LOG_CB
-    import llama_cpp
-    if _LLAMA_LOG_CB is None:
-        def keep(_level, text, _user):
-            _LLAMA_LOG.append(text.decode(errors="replace"))
-        _LLAMA_LOG_CB = llama_cpp.llama_log_callback(keep)
-        llama_cpp.llama_log_set(_LLAMA_LOG_CB, ctypes.c_void_p(0))
-    return llama_cpp
+    """llama_cpp's low-level module; its log callback belongs to edgechat.runtime.llama_lib (one per
+    process: a second one here would take load errors' reasons away from the engine)."""
+    from edgechat.runtime.llama_lib import clear_error, lib
+    clear_error()
+    return lib()
 
 
 def quantize(src: Path, dst: Path, ftype: str, allow_requantize: bool = False, threads: int = 0) -> None:
@@ -143,7 +133,8 @@ def llama_cpp_logits(path: Path, tokens=(1, 504, 3458, 28, 314)) -> np.ndarray:
     mp.use_extra_bufts = False
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
     if not model:
-        raise RuntimeError(f"llama.cpp could not load {path}:\n{''.join(_LLAMA_LOG)}")
+        from edgechat.runtime.llama_lib import first_error
+        raise RuntimeError(f"llama.cpp could not load {path}: {first_error() or 'no error logged'}")
     cp = llama_cpp.llama_context_default_params()
     cp.n_ctx = cp.n_batch = 64
     cp.n_threads = cp.n_threads_batch = 2

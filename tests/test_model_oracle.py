@@ -97,7 +97,7 @@ def chat_greedy(engine, prompt: str, n: int):
 
 @pytest.mark.parametrize("prompt", GOLDEN_PROMPTS)
 def test_golden_greedy_text(prompt, default_model):
-    """Temperature 0, 32 tokens through Engine.chat on both backends: the same tokens as llama.cpp up to
+    """Temperature 0, 32 tokens through Engine.chat on both backends: the same tokens as llama.cpp before
     its first near tie, and at every later step where llama.cpp's choice is decisive (teacher-forced on
     llama.cpp's continuation)."""
     from edgechat.runtime import load
@@ -110,7 +110,8 @@ def test_golden_greedy_text(prompt, default_model):
         first_tie = next((i for i, m in enumerate(margins) if m <= DECISIVE_MARGIN), n)
         print(f"{prompt!r}: llama.cpp {engines['native'].detokenize(ref)!r}\n  native {engines['native'].detokenize(ours)!r}"
               f"\n  first near tie at step {first_tie}")
-        assert ours[:first_tie + 1] == ref[:first_tie + 1] if first_tie < n else ours == ref
+        # at a near tie (llama.cpp's own lead <= DECISIVE_MARGIN) either choice is within its noise
+        assert ours[:first_tie] == ref[:first_tie]
         engines["native"].reset()
         forced = engines["native"].eval(ids + ref[:-1], all_logits=True)[len(ids) - 1:]
         decisive = np.asarray(margins) > DECISIVE_MARGIN
