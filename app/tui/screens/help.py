@@ -12,7 +12,7 @@ from textual.widgets import Label, Static
 from ..commands import COMMANDS as SLASH_COMMANDS
 
 KEYS = [
-    ("Enter", "send the message"),
+    ("Enter", "send the message; during a reply, queue it"),
     ("Up / Down", "earlier messages you sent"),
     ("Esc, Ctrl+C", "stop the reply (the partial reply is kept)"),
     ("Ctrl+N", "new chat"),
