@@ -154,8 +154,8 @@ def write_gguf(path: str | os.PathLike, cfg: SynthConfig, tokenizer_from: str | 
     """
     import gguf
     import numpy as np
-    if cfg.arch not in ARCHS:
-        raise ValueError(f"unknown arch {cfg.arch!r}; one of {ARCHS}")
+    # an arch outside ARCHS is written with the llama layout under its own label (tests of archs the
+    # native engine lacks: llama.cpp runs "mistral3" that way, and refuses "gpt2")
     tokenizer = read_tokenizer(tokenizer_from)
     plan = tensor_plan(cfg, vocab_size(tokenizer))
     w = gguf.GGUFWriter(str(path), cfg.arch)
