@@ -5,8 +5,8 @@
 
 namespace ec {
 
-KVRing::KVRing(int n_layer, int ctx, int kv_dim)
-    : n_layer_(n_layer), ctx_(ctx), kv_dim_(kv_dim),
+KVRing::KVRing(int n_layer, int ctx, int kv_dim, int head_dim)
+    : n_layer_(n_layer), ctx_(ctx), kv_dim_(kv_dim), head_dim_(head_dim), n_head_(kv_dim / head_dim),
       k_((size_t)n_layer * ctx * kv_dim), v_((size_t)n_layer * ctx * kv_dim) {
     reset(std::min(4, ctx - 1));
 }

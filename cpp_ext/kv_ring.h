@@ -14,7 +14,8 @@ namespace ec {
 
 class KVRing {
 public:
-    KVRing(int n_layer, int ctx, int kv_dim);
+    // kv_dim = n_head_kv * head_dim (checked by the caller)
+    KVRing(int n_layer, int ctx, int kv_dim, int head_dim);
     void reset(int sinks);          // empty; sinks in [0, ctx - 1]
     bool truncate(int64_t n_past);  // roll back to the state after n_past tokens; false if evicted past it
 
@@ -32,16 +33,18 @@ public:
     int slot(int64_t pos) const {
         return pos < sinks_ ? (int)pos : sinks_ + (int)((pos - sinks_) % (ctx_ - sinks_));
     }
-    half* k(int layer, int slot) { return k_.data() + ((size_t)layer * ctx_ + slot) * kv_dim_; }
-    half* v(int layer, int slot) { return v_.data() + ((size_t)layer * ctx_ + slot) * kv_dim_; }
+    // rows of one kv head are contiguous (head_dim apart): attention streams them
+    half* k(int layer, int head, int slot) { return k_.data() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
+    half* v(int layer, int head, int slot) { return v_.data() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
+    int head_dim() const { return head_dim_; }
     void advance(int n) { n_past_ += n; }
 
 private:
-    int n_layer_, ctx_, kv_dim_;
+    int n_layer_, ctx_, kv_dim_, head_dim_, n_head_;
     int sinks_ = 4;
     int64_t n_past_ = 0;     // tokens fed since reset (the next token's absolute position)
-    std::vector<half> k_;    // (layer, ctx, kv_dim)
-    std::vector<half> v_;    // (layer, ctx, kv_dim)
+    std::vector<half> k_;    // (layer, kv head, ctx, head_dim)
+    std::vector<half> v_;    // (layer, kv head, ctx, head_dim)
 };
 
 }  // namespace ec

@@ -95,7 +95,7 @@ static int checked_kv_dim(const Config& c, const std::vector<std::pair<std::stri
 
 Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
              int sinks, int n_threads)
-    : cfg_(cfg), k_(select_kernels()), pool_(n_threads), kv_(cfg.n_layer, ctx, checked_kv_dim(cfg, tensors, ctx)) {
+    : cfg_(cfg), k_(select_kernels()), pool_(n_threads), kv_(cfg.n_layer, ctx, checked_kv_dim(cfg, tensors, ctx), cfg.head_dim) {
     const Config& c = cfg_;
     kv_.reset(sinks);
     q_dim_ = c.n_head * c.head_dim;
@@ -356,23 +356,24 @@ void Model::attention(int layer, int n, int64_t p0) {
         // the keys (and values) the block's first token sees, plus the chunk's tokens up to its last, as
         // runs of consecutive rows kv_dim_ apart with their first absolute position: the cache's sinks,
         // its window (at most two runs: the ring wraps once), the chunk's sinks, the chunk's window
-        struct Run { const half* k; const half* v; int64_t n, pos; const float* q; };
+        // (the cache's rows of a kv head are hd apart, the chunk's kv_dim_ apart)
+        struct Run { const half* k; const half* v; size_t ld; int64_t n, pos; const float* q; };
         Run runs[5];
         int n_runs = 0;
         int64_t total = 0;
-        auto add = [&](const half* k, const half* v, int64_t len, int64_t pos, const float* q) {
-            if (len > 0) runs[n_runs++] = {k + off, v + off, len, pos, q}, total += len;
+        auto add = [&](const half* k, const half* v, size_t ld, int64_t len, int64_t pos, const float* q) {
+            if (len > 0) runs[n_runs++] = {k, v, ld, len, pos, q}, total += len;
         };
-        add(kv_.k(layer, 0), kv_.v(layer, 0), std::min<int64_t>(S, p0), 0, qs);
+        add(kv_.k(layer, kvh, 0), kv_.v(layer, kvh, 0), hd, std::min<int64_t>(S, p0), 0, qs);
         for (int64_t a = std::max<int64_t>(S, p0 + t0 - W + 1); a < p0;) {
             const int s0 = kv_.slot(a);
             const int64_t len = std::min<int64_t>(p0 - a, kv_.ctx() - s0);
-            add(kv_.k(layer, s0), kv_.v(layer, s0), len, a, qw);
+            add(kv_.k(layer, kvh, s0), kv_.v(layer, kvh, s0), hd, len, a, qw);
             a += len;
         }
         const int64_t t_end = t0 + tn, chunk_sinks = std::clamp<int64_t>(S - p0, 0, t_end);
-        add(kb_.data(), vb_.data(), chunk_sinks, p0, qs);
-        add(kb_.data() + (size_t)chunk_sinks * kv_dim_, vb_.data() + (size_t)chunk_sinks * kv_dim_,
+        add(kb_.data() + off, vb_.data() + off, kv_dim_, chunk_sinks, p0, qs);
+        add(kb_.data() + (size_t)chunk_sinks * kv_dim_ + off, vb_.data() + (size_t)chunk_sinks * kv_dim_ + off, kv_dim_,
             t_end - chunk_sinks, p0 + chunk_sinks, qw);
 
         // this split's keys: [k0, k1) of the runs laid end to end
@@ -387,7 +388,7 @@ void Model::attention(int layer, int n, int64_t p0) {
             }
         };
         each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
-            k_.scores_f16_g((int)len, hd, Q, r.k + first * kv_dim_, kv_dim_, r.q, sc + at, lds);
+            k_.scores_f16_g((int)len, hd, Q, r.k + first * r.ld, r.ld, r.q, sc + at, lds);
         });
         // keys a later query of the block must not see: the block's own future (the tail of the chunk
         // runs), and, with a full ring, the window entries that left a later token's window (the head
@@ -428,7 +429,7 @@ void Model::attention(int layer, int n, int64_t p0) {
             }
         }
         each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
-            k_.wsum_f16_g((int)len, hd, Q, sc + at, lds, r.v + first * kv_dim_, kv_dim_, y);
+            k_.wsum_f16_g((int)len, hd, Q, sc + at, lds, r.v + first * r.ld, r.ld, y);
         });
         if (splits == 1)
             for (int i = 0; i < Q; i++)
@@ -501,8 +502,10 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
         attention(l, n, p0);
         for (int t = 0; t < n; t++) {   // the chunk enters the ring, overwriting the oldest window entries
             int s = kv_.slot(p0 + t);
-            std::memcpy(kv_.k(l, s), kb_.data() + (size_t)t * kv_dim_, kv_dim_ * sizeof(half));
-            std::memcpy(kv_.v(l, s), vb_.data() + (size_t)t * kv_dim_, kv_dim_ * sizeof(half));
+            for (int h = 0; h < c.n_head_kv; h++) {
+                std::memcpy(kv_.k(l, h, s), kb_.data() + (size_t)t * kv_dim_ + (size_t)h * c.head_dim, c.head_dim * sizeof(half));
+                std::memcpy(kv_.v(l, h, s), vb_.data() + (size_t)t * kv_dim_ + (size_t)h * c.head_dim, c.head_dim * sizeof(half));
+            }
         }
         matmul(L.wo, att_.data(), n, xb_.data());
         rows_run([&](int r0, int nr) {
