@@ -1,13 +1,33 @@
 #include "kv_ring.h"
 
 #include <algorithm>
+#include <cstring>
+#include <new>
 #include <stdexcept>
+
+#include <sys/mman.h>
 
 namespace ec {
 
+// zeroed, 2 MiB aligned, marked for transparent huge pages before the first touch: attention streams
+// the rows every token, and 4 KiB pages would cost a TLB miss every 64 cache lines
+static half* alloc_rows(size_t elems) {
+    constexpr size_t huge = 2u << 20;
+    const size_t bytes = (elems * sizeof(half) + huge - 1) & ~(huge - 1);
+    void* p = nullptr;
+    if (posix_memalign(&p, huge, bytes) != 0) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    std::memset(p, 0, bytes);
+    return (half*)p;
+}
+
 KVRing::KVRing(int n_layer, int ctx, int kv_dim, int head_dim)
     : n_layer_(n_layer), ctx_(ctx), kv_dim_(kv_dim), head_dim_(head_dim), n_head_(kv_dim / head_dim),
-      k_((size_t)n_layer * ctx * kv_dim), v_((size_t)n_layer * ctx * kv_dim) {
+      elems_((size_t)n_layer * ctx * kv_dim) {
+    k_.reset(alloc_rows(elems_));
+    v_.reset(alloc_rows(elems_));
     reset(std::min(4, ctx - 1));
 }
 

@@ -6,6 +6,8 @@
 // query at its absolute position for window keys and at the re-indexed position for sink keys.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 #include "blocks.h"
@@ -28,14 +30,14 @@ public:
     int64_t evicted() const;
     // window entries held after n tokens were fed: absolute positions [first_window(n), n)
     int64_t first_window(int64_t n) const;
-    size_t bytes() const { return (k_.size() + v_.size()) * sizeof(half); }
+    size_t bytes() const { return 2 * elems_ * sizeof(half); }
 
     int slot(int64_t pos) const {
         return pos < sinks_ ? (int)pos : sinks_ + (int)((pos - sinks_) % (ctx_ - sinks_));
     }
     // rows of one kv head are contiguous (head_dim apart): attention streams them
-    half* k(int layer, int head, int slot) { return k_.data() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
-    half* v(int layer, int head, int slot) { return v_.data() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
+    half* k(int layer, int head, int slot) { return k_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
+    half* v(int layer, int head, int slot) { return v_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
     int head_dim() const { return head_dim_; }
     void advance(int n) { n_past_ += n; }
 
@@ -43,8 +45,10 @@ private:
     int n_layer_, ctx_, kv_dim_, head_dim_, n_head_;
     int sinks_ = 4;
     int64_t n_past_ = 0;     // tokens fed since reset (the next token's absolute position)
-    std::vector<half> k_;    // (layer, kv head, ctx, head_dim)
-    std::vector<half> v_;    // (layer, kv head, ctx, head_dim)
+    size_t elems_;           // layer * ctx * kv_dim
+    using Buf = std::unique_ptr<half, void (*)(void*)>;
+    Buf k_{nullptr, std::free};   // (layer, kv head, ctx, head_dim)
+    Buf v_{nullptr, std::free};   // (layer, kv head, ctx, head_dim)
 };
 
 }  // namespace ec

@@ -181,8 +181,15 @@ void Model::pack_weights() {
     size_t total = 0;
     std::vector<size_t> offs;
     for (Tensor* t : todo) offs.push_back(total), total += (t->nbytes + 63) & ~(size_t)63;
+    // 2 MiB aligned and marked for transparent huge pages: decode streams all of it once per token,
+    // and 4 KiB pages would cost a TLB miss every 64 cache lines
+    constexpr size_t kHuge = 2u << 20;
+    total = (total + kHuge - 1) & ~(kHuge - 1);
     void* buf = nullptr;
-    if (posix_memalign(&buf, 64, total) != 0) throw std::bad_alloc();
+    if (posix_memalign(&buf, kHuge, total) != 0) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    madvise(buf, total, MADV_HUGEPAGE);
+#endif
     packed_.reset((uint8_t*)buf);
     for (size_t i = 0; i < todo.size(); i++) {
         Tensor& t = *todo[i];
@@ -349,6 +356,7 @@ void Model::attention(int layer, int n, int64_t p0) {
             std::memcpy(qs + (size_t)i * hd, src, hd * sizeof(float));
             rope(qw + (size_t)i * hd, 1, cs_abs_.data() + (size_t)t * cfg_.n_rot);
             rope(qs + (size_t)i * hd, 1, cs_sink_.data() + (size_t)t * cfg_.n_rot);
+            for (int d = 0; d < hd; d++) qw[(size_t)i * hd + d] *= scale, qs[(size_t)i * hd + d] *= scale;  // 1/sqrt(d) folded in
         }
         float* sc = scores_.data() + (size_t)th * TB * G * lds;
         const size_t off = (size_t)kvh * hd;
@@ -415,9 +423,7 @@ void Model::attention(int layer, int n, int64_t p0) {
             const int64_t p = p0 + t0 + i / G;
             const int b0 = ns + (int)std::clamp<int64_t>(p - W + 1 - a_start, 0, tn > 1 ? cw_len : 0);
             float* si = sc + (size_t)i * lds;
-            float mx = -INFINITY;   // over the keys this query sees
-            for (int j = 0; j < ns; j++) mx = std::max(mx, si[j] *= scale);
-            for (int j = b0; j < m; j++) mx = std::max(mx, si[j] *= scale);
+            const float mx = std::max(ns ? k_.max_f32(ns, si) : -INFINITY, m > b0 ? k_.max_f32(m - b0, si + b0) : -INFINITY);
             std::fill(si + ns, si + b0, 0.0f);
             const float sum = (ns ? k_.exp_sum(ns, si, mx) : 0.0f) + (m > b0 ? k_.exp_sum(m - b0, si + b0, mx) : 0.0f);
             if (splits == 1) {

@@ -121,6 +121,12 @@ static float exp_sum_generic(int n, float* x, float mx) {
     return (float)sum;
 }
 
+static float max_f32_generic(int n, const float* x) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = std::max(m, x[i]);
+    return m;
+}
+
 static void silu_mul_generic(int64_t n, float* g, const float* u) {
     for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
@@ -612,6 +618,7 @@ static KernelTable make_generic_table() {
     t.wsum_f16_g = wsum_g_by_head<wsum_by_axpy<axpy_f16_f32_generic>>;
     t.exp_sum = exp_sum_generic;
     t.silu_mul = silu_mul_generic;
+    t.max_f32 = max_f32_generic;
     t.f32_to_f16 = f32_to_f16_generic;
     t.f16_to_f32 = f16_to_f32_generic;
     return t;

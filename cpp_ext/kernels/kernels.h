@@ -56,6 +56,7 @@ struct KernelTable {
                        float* y) = nullptr;
     // softmax numerator: x[i] = exp(x[i] - mx) for i < n; returns their sum
     float (*exp_sum)(int n, float* x, float mx) = nullptr;
+    float (*max_f32)(int n, const float* x) = nullptr;   // max of x[0..n), n >= 1
     // swiglu: g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]
     void (*silu_mul)(int64_t n, float* g, const float* u) = nullptr;
     void (*f32_to_f16)(const float* x, half* y, int64_t n) = nullptr;

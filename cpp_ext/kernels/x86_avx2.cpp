@@ -321,6 +321,18 @@ void silu_mul_avx2(int64_t n, float* g, const float* u) {
     for (; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+float max_f32_avx2(int n, const float* x) {
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
+    }
+    float m = hmax_f32x8(_mm256_max_ps(m0, m1));
+    for (; i < n; i++) m = std::max(m, x[i]);
+    return m;
+}
+
 float exp_sum_avx2(int n, float* x, float mx) {
     const __m256 vm = _mm256_set1_ps(mx);
     __m256 acc = _mm256_setzero_ps();
@@ -1385,6 +1397,7 @@ KernelTable make_x86_table() {
     t.wsum_f16_g = wsum_f16_g_avx2;
     t.exp_sum = exp_sum_avx2;
     t.silu_mul = silu_mul_avx2;
+    t.max_f32 = max_f32_avx2;
     t.f32_to_f16 = f32_to_f16_avx2;
     t.f16_to_f32 = f16_to_f32_avx2;
     return t;

@@ -342,6 +342,10 @@ static void test_attention_groups(const KernelTable& t) {
             check_ratio(isa + " wsum_f16_g vs f64" + tag, worst_wd, worst_w);
         }
     }
+    for (int n : {1, 7, 17, 33, 1000}) {   // max: exact
+        std::vector<float> x = random_floats(n, 5.0f);
+        check(isa + " max_f32 n=" + std::to_string(n), t.max_f32(n, x.data()) != *std::max_element(x.begin(), x.end()), 0, " wrong");
+    }
     // exp: a few ulp per element (polynomial + range reduction), the sum as a float sum of n terms
     for (int n : {1, 7, 17, 1000}) {
         std::vector<float> x = random_floats(n, 30.0f);
