@@ -317,6 +317,11 @@ def _header(r: dict) -> list[str]:
             "ratio = native / llama.cpp (higher is better for tok/s and GB/s, lower for load and RSS)"]
 
 
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters (an ellipsis marks the cut), so the columns stay aligned."""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def table(r: dict) -> str:
     """The matrix as one text table: a row per model x type, each metric as native, llama.cpp, ratio."""
     cols = _columns(r)
@@ -334,7 +339,8 @@ def table(r: dict) -> str:
             cells += f" | {_num(n):>{w}}{_num(l):>{w}}{rt:>7}"
         same = row["greedy_identical"]
         same = ",".join(str(v) for v in same.values()) + f"/{r['decode_tokens']}" if same else "-"
-        lines.append(f"{row['model']:<18}{row['type'] or row['file_types']:<8}{cells} | {same}")
+        name, kind = _fit(row["model"], 17), _fit(row["type"] or row["file_types"], 7)
+        lines.append(f"{name:<18}{kind:<8}{cells} | {same}")
         lines += [f"  {b} failed: {e}" for b, e in row["errors"].items()]
     return "\n".join(lines)
 
