@@ -53,18 +53,12 @@ stale() {
 # ---- 1. kernel tests ----------------------------------------------------------------------------
 echo "== asan: kernel tests (test_kernels.cpp, -fsanitize=address,undefined)"
 kbin="$out/test_kernels_asan"
-ksrc=(cpp_ext/kernels/*.cpp cpp_ext/kernels/*.h cpp_ext/blocks.h cpp_ext/tests/test_kernels.cpp)
+ksrc=(cpp_ext/kernels/*.cpp cpp_ext/kernels/*.h cpp_ext/kernels/*.inc cpp_ext/blocks.h cpp_ext/tests/test_kernels.cpp)
 if stale "$kbin" "${ksrc[@]}"; then
   objs=()
-  for f in generic dispatch x86_avx2 x86_avxvnni x86_avx512 arm_neon; do
-    extra=()
-    if [ "$(uname -m)" = x86_64 ]; then
-      case $f in
-        x86_avx2) extra=(-mavx2 -mfma -mf16c) ;;
-        x86_avxvnni) extra=(-mavx2 -mfma -mf16c -mavxvnni) ;;
-        x86_avx512) extra=(-mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni) ;;
-      esac
-    fi
+  source scripts/kernel_files.sh   # KERNEL_FILES, kernel_flags
+  for f in "${KERNEL_FILES[@]}"; do
+    read -r -a extra <<< "$(kernel_flags "$f")"
     "$CXX" -std=c++17 -Wall -Wextra "${san[@]}" "${extra[@]}" -c "cpp_ext/kernels/$f.cpp" -o "$out/k_$f.o"
     objs+=("$out/k_$f.o")
   done

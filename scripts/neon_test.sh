@@ -17,29 +17,13 @@ src=cpp_ext/kernels
 test_src=cpp_ext/tests/test_kernels.cpp
 flags=(-std=c++17 -O2 -Wall -Wextra -Werror)
 
-# -march of each file in an aarch64 build: armv8-a, except the files of the extension tables
-arm_march() {
-  case $1 in
-    arm_neon_dotprod) echo armv8.2-a+dotprod ;;
-    arm_neon_i8mm) echo armv8.2-a+dotprod+i8mm ;;
-    *) echo armv8-a ;;
-  esac
-}
+source scripts/kernel_files.sh   # KERNEL_FILES, kernel_flags
 
 native() {
   echo "== native ($(uname -m))"
   local objs=() f extra
-  for f in generic dispatch x86_avx2 x86_avxvnni x86_avx512 arm_neon arm_neon_dotprod arm_neon_i8mm; do
-    extra=()
-    if [ "$(uname -m)" = x86_64 ]; then
-      case $f in
-        x86_avx2) extra=(-mavx2 -mfma -mf16c) ;;
-        x86_avxvnni) extra=(-mavx2 -mfma -mf16c -mavxvnni) ;;
-        x86_avx512) extra=(-mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni) ;;
-      esac
-    elif [ "$(uname -m)" = aarch64 ]; then
-      extra=(-march="$(arm_march "$f")")
-    fi
+  for f in "${KERNEL_FILES[@]}"; do
+    read -r -a extra <<< "$(kernel_flags "$f")"
     g++ "${flags[@]}" "${extra[@]}" -c "$src/$f.cpp" -o "$out/native_$f.o"
     objs+=("$out/native_$f.o")
   done
@@ -54,7 +38,7 @@ aarch64() {
     exit 77
   fi
   for f in generic dispatch arm_neon arm_neon_dotprod arm_neon_i8mm; do
-    "$cross" "${flags[@]}" -march="$(arm_march "$f")" -c "$src/$f.cpp" -o "$out/aarch64_$f.o" &
+    "$cross" "${flags[@]}" $(kernel_flags "$f" aarch64) -c "$src/$f.cpp" -o "$out/aarch64_$f.o" &
     objs+=("$out/aarch64_$f.o") pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done  # each compile's status (set -e)

@@ -1007,6 +1007,20 @@ constexpr int MAX_RN = 8;
 constexpr int MAX_RN = 4;
 #endif
 
+// every 8-row group x column tile of a packed gemm call, widest tiles first:
+// run(std::integral_constant<int, RN>, group start, first column, the group's y)
+template <class RUN>
+inline void packed_tiles(int nr, int nc, const void* w, size_t ldw, float* y, RUN&& run) {
+    for (int g = 0; g < nr / PACK; g++) {
+        const uint8_t* wg = (const uint8_t*)w + (size_t)g * PACK * ldw;
+        float* yg = y + g * PACK;
+        int c0 = 0;
+        for (; c0 + MAX_RN <= nc; c0 += MAX_RN) run(std::integral_constant<int, MAX_RN>(), wg, c0, yg);
+        for (; c0 + 2 <= nc; c0 += 2) run(std::integral_constant<int, 2>(), wg, c0, yg);
+        for (; c0 < nc; c0++) run(std::integral_constant<int, 1>(), wg, c0, yg);  // decode: one column
+    }
+}
+
 // per-call column data, computed once for all row groups of a gemm call (thread_local scratch)
 struct PackScratch {
     std::vector<float> d;      // (column, block) activation scale
@@ -1118,14 +1132,7 @@ void gemm_packed_q32(int n, int nr, int nc, const void* w, size_t ldw, const voi
         tile_q32<WB, RN>(nb, wg, q, sizeof(XB), pscratch.d.data() + c0 * nb, pscratch.s.data() + c0 * nb,
                          yg + c0 * ldy, ldy);
     };
-    for (int g = 0; g < nr / PACK; g++) {
-        const uint8_t* wg = (const uint8_t*)w + (size_t)g * PACK * ldw;
-        float* yg = y + g * PACK;
-        int c0 = 0;
-        for (; c0 + MAX_RN <= nc; c0 += MAX_RN) run(std::integral_constant<int, MAX_RN>(), wg, c0, yg);
-        for (; c0 + 2 <= nc; c0 += 2) run(std::integral_constant<int, 2>(), wg, c0, yg);
-        for (; c0 < nc; c0++) run(std::integral_constant<int, 1>(), wg, c0, yg);  // decode: one column
-    }
+    packed_tiles(nr, nc, w, ldw, y, run);
 }
 
 // ---- q4_K x8 ----
@@ -1339,14 +1346,7 @@ void gemm_packed_k(int n, int nr, int nc, const void* w, size_t ldw, const void*
         if constexpr (T == GT_Q4_K) tile_q4_K<RN>(nb, wg, xb, sp + (size_t)c0 * nb * 4, yg + c0 * ldy, ldy);
         else tile_q6_K<RN>(nb, wg, xb, yg + c0 * ldy, ldy);
     };
-    for (int g = 0; g < nr / PACK; g++) {
-        const uint8_t* wg = (const uint8_t*)w + (size_t)g * PACK * ldw;
-        float* yg = y + g * PACK;
-        int c0 = 0;
-        for (; c0 + MAX_RN <= nc; c0 += MAX_RN) run(std::integral_constant<int, MAX_RN>(), wg, c0, yg);
-        for (; c0 + 2 <= nc; c0 += 2) run(std::integral_constant<int, 2>(), wg, c0, yg);
-        for (; c0 < nc; c0++) run(std::integral_constant<int, 1>(), wg, c0, yg);
-    }
+    packed_tiles(nr, nc, w, ldw, y, run);
 }
 
 // ---- table ----

@@ -495,14 +495,42 @@ static void test_vec_dot(const KernelTable& t) {
     }
 }
 
+// a gemm tile y (nc columns of nr rows, ldy apart, -12345 beyond the tile) against the generic vec_dot
+// of plain rows w_row(r) and activation columns x_col(c), and against float64: the worst diff / tol
+// ratios and the cells written past the tile
+struct TileCheck {
+    double worst = 0, max_diff = 0, worst64 = 0, max64 = 0;
+    int bad_untouched = 0;
+
+    static void note(double diff, double tol, double& worst, double& max_diff) {
+        const double ratio = diff / tol;
+        if (!(ratio < worst)) { worst = std::isnan(ratio) ? INFINITY : ratio; max_diff = diff; }
+    }
+
+    template <class W, class X>
+    void cells(int wt, int n, const float* y, size_t ldy, int nr, int nc, W w_row, X x_col) {
+        const TypeKernels& kg = kernels_generic().types[wt];
+        for (int c = 0; c < nc; c++) {
+            bad_untouched += y[c * ldy + nr] != -12345.0f;
+            for (int r = 0; r < nr; r++) {
+                float gen;
+                kg.vec_dot(n, &gen, w_row(r), x_col(c));
+                double l1;
+                const double ref = ref_dot(wt, w_row(r), x_col(c), n, &l1), tol = dot_tol(n / kg.blck, l1);
+                note(fabs((double)y[c * ldy + r] - gen), tol, worst, max_diff);
+                note(fabs((double)y[c * ldy + r] - ref), tol, worst64, max64);
+            }
+        }
+    }
+};
+
 static void test_gemm(const KernelTable& t) {
     const KernelTable& g = kernels_generic();
     const int sizes[] = {1, 2, 3, 4, 5, 7};
     for (int wt : WEIGHT_TYPES) {
         const TypeKernels& k = t.types[wt];
         const TypeKernels& kx = g.types[k.vec_type];
-        double worst = 0, max_diff = 0;
-        int bad_untouched = 0;
+        TileCheck tc;
         for (int n : test_lengths(k.blck)) {
             if (n > 2048 && k.blck == 1) continue;  // keep the f32/f16 tiles quick
             const int max_rc = 7;
@@ -522,24 +550,14 @@ static void test_gemm(const KernelTable& t) {
                     const size_t ldy = nr + 1;
                     std::vector<float> y(nc * ldy, -12345.0f);
                     k.gemm(n, nr, nc, w.data(), ldw, x.data(), ldx, y.data(), ldy);
-                    for (int c = 0; c < nc; c++) {
-                        bad_untouched += y[c * ldy + nr] != -12345.0f;
-                        for (int r = 0; r < nr; r++) {
-                            float gen;
-                            g.types[wt].vec_dot(n, &gen, &w[r * ldw], &x[c * ldx]);
-                            double l1;
-                            ref_dot(wt, &w[r * ldw], &x[c * ldx], n, &l1);
-                            const double diff = fabs((double)y[c * ldy + r] - gen);
-                            const double ratio = diff / dot_tol(n / k.blck, l1);
-                            if (!(ratio < worst)) { worst = std::isnan(ratio) ? INFINITY : ratio; max_diff = diff; }
-                        }
-                    }
+                    tc.cells(wt, n, y.data(), ldy, nr, nc, [&](int r) { return &w[r * ldw]; },
+                             [&](int c) { return &x[c * ldx]; });
                 }
             }
         }
-        check_ratio(std::string(t.isa) + " gemm " + type_name(wt) + " nr,nc in 1..7 vs generic vec_dot", max_diff,
-                    worst);
-        check(std::string(t.isa) + " gemm " + type_name(wt) + " writes only its tile", bad_untouched, 0, " cells");
+        check_ratio(std::string(t.isa) + " gemm " + type_name(wt) + " nr,nc in 1..7 vs generic vec_dot", tc.max_diff,
+                    tc.worst);
+        check(std::string(t.isa) + " gemm " + type_name(wt) + " writes only its tile", tc.bad_untouched, 0, " cells");
     }
 }
 
@@ -558,21 +576,10 @@ static void test_gemm_wide(const KernelTable& t) {
         for (int c = 0; c < nc; c++) kx.from_float(random_floats(n).data(), &x[c * ldx], n);
         std::vector<float> y(nc * ldy, -12345.0f);
         k.gemm(n, nr, nc, w.data(), ldw, x.data(), ldx, y.data(), ldy);
-        double worst = 0, max_diff = 0;
-        int bad_untouched = 0;
-        for (int c = 0; c < nc; c++) {
-            bad_untouched += y[c * ldy + nr] != -12345.0f;
-            for (int r = 0; r < nr; r++) {
-                float gen;
-                g.types[wt].vec_dot(n, &gen, &w[r * ldw], &x[c * ldx]);
-                double l1;
-                ref_dot(wt, &w[r * ldw], &x[c * ldx], n, &l1);
-                const double diff = fabs((double)y[c * ldy + r] - gen), ratio = diff / dot_tol(n / k.blck, l1);
-                if (!(ratio < worst)) { worst = std::isnan(ratio) ? INFINITY : ratio; max_diff = diff; }
-            }
-        }
-        check_ratio(std::string(t.isa) + " gemm " + type_name(wt) + " nr=6 nc=37 vs generic vec_dot", max_diff, worst);
-        check(std::string(t.isa) + " gemm " + type_name(wt) + " nr=6 nc=37 writes only its tile", bad_untouched, 0,
+        TileCheck tc;
+        tc.cells(wt, n, y.data(), ldy, nr, nc, [&](int r) { return &w[r * ldw]; }, [&](int c) { return &x[c * ldx]; });
+        check_ratio(std::string(t.isa) + " gemm " + type_name(wt) + " nr=6 nc=37 vs generic vec_dot", tc.max_diff, tc.worst);
+        check(std::string(t.isa) + " gemm " + type_name(wt) + " nr=6 nc=37 writes only its tile", tc.bad_untouched, 0,
               " cells");
     }
 }
@@ -587,8 +594,7 @@ static void test_packed_gemm(const KernelTable& t) {
         if (!k.pack_rows) continue;
         const TypeKernels& kx = g.types[k.vec_type];
         const int groups = 3, rows = groups * k.pack_rows, max_nc = 9;
-        double worst = 0, max_diff = 0, worst64 = 0, max64 = 0;
-        int bad_untouched = 0;
+        TileCheck tc;
         for (int n : test_lengths(k.blck)) {
             if (n > 2048 && k.blck == 1) continue;
             const size_t rb = row_bytes(k, n), ld_src = rb + k.bytes, ldx = row_bytes(kx, n) + kx.bytes;
@@ -609,29 +615,17 @@ static void test_packed_gemm(const KernelTable& t) {
                     const size_t ldy = nr + 1;
                     std::vector<float> y(nc * ldy, -12345.0f);
                     k.gemm_packed(n, nr, nc, &packed[(size_t)g0 * k.pack_rows * rb], rb, x.data(), ldx, y.data(), ldy);
-                    for (int c = 0; c < nc; c++) {
-                        bad_untouched += y[c * ldy + nr] != -12345.0f;
-                        for (int r = 0; r < nr; r++) {
-                            const uint8_t* wr = &w[(size_t)(g0 * k.pack_rows + r) * ld_src];
-                            float gen;
-                            g.types[wt].vec_dot(n, &gen, wr, &x[c * ldx]);
-                            double l1;
-                            const double ref = ref_dot(wt, wr, &x[c * ldx], n, &l1), tol = dot_tol(n / k.blck, l1);
-                            const double diff = fabs((double)y[c * ldy + r] - gen);
-                            const double ratio = diff / tol;
-                            if (!(ratio < worst)) { worst = std::isnan(ratio) ? INFINITY : ratio; max_diff = diff; }
-                            const double d64 = fabs((double)y[c * ldy + r] - ref), r64 = d64 / tol;
-                            if (!(r64 < worst64)) { worst64 = std::isnan(r64) ? INFINITY : r64; max64 = d64; }
-                        }
-                    }
+                    tc.cells(wt, n, y.data(), ldy, nr, nc,
+                             [&](int r) { return &w[(size_t)(g0 * k.pack_rows + r) * ld_src]; },
+                             [&](int c) { return &x[c * ldx]; });
                 }
             }
         }
         check_ratio(std::string(t.isa) + " packed x" + std::to_string(k.pack_rows) + " gemm " + type_name(wt) +
-                    " nc 1..9 vs generic vec_dot", max_diff, worst);
+                    " nc 1..9 vs generic vec_dot", tc.max_diff, tc.worst);
         check_ratio(std::string(t.isa) + " packed x" + std::to_string(k.pack_rows) + " gemm " + type_name(wt) +
-                    " nc 1..9 vs f64", max64, worst64);
-        check(std::string(t.isa) + " packed gemm " + type_name(wt) + " writes only its tile", bad_untouched, 0, " cells");
+                    " nc 1..9 vs f64", tc.max64, tc.worst64);
+        check(std::string(t.isa) + " packed gemm " + type_name(wt) + " writes only its tile", tc.bad_untouched, 0, " cells");
     }
 }
 
