@@ -202,13 +202,12 @@ void Model::pack_weights() {
             const size_t off = (size_t)g0 * tk.pack_rows * rb;
             tk.pack(t.data + off, rb, dst + off, ng * tk.pack_rows, t.ne[0]);
         });
-        const bool shared = &t == &out_w_ && t.data == tok_embd_.data;  // still read by embed()
-        if (cfg_.release_source && !shared) release_pages(t.data, t.nbytes);
+        // a tied output's packed copy also serves embed(): the plain token_embd is never read again
+        if (&t == &out_w_ && t.data == tok_embd_.data && tk.packed_row_to_float) embed_from_output_ = true;
+        if (cfg_.release_source && (t.data != tok_embd_.data || embed_from_output_)) release_pages(t.data, t.nbytes);
         t.data = dst;
         t.packed = true;
     }
-    if (cfg_.release_source && out_w_.packed && tok_embd_.data != out_w_.data)
-        release_pages(tok_embd_.data, tok_embd_.nbytes);   // embed() faults in only the rows it reads
 }
 
 // ---- elementwise --------------------------------------------------------------------------------
@@ -260,8 +259,15 @@ void Model::rope_tables(int n, int64_t p0) {
 void Model::embed(const int32_t* tokens, int n) {
     const TypeKernels& tk = k_.types[tok_embd_.type];
     size_t ld = row_bytes(tk, cfg_.n_embd);
-    for (int t = 0; t < n; t++)
-        tk.to_float(tok_embd_.data + (size_t)tokens[t] * ld, x_.data() + (size_t)t * cfg_.n_embd, cfg_.n_embd);
+    for (int t = 0; t < n; t++) {
+        float* x = x_.data() + (size_t)t * cfg_.n_embd;
+        if (embed_from_output_) {   // row tokens[t] of the packed output copy (same values)
+            const int g = tokens[t] / tk.pack_rows, r = tokens[t] % tk.pack_rows;
+            tk.packed_row_to_float(out_w_.data + (size_t)g * tk.pack_rows * ld, r, cfg_.n_embd, x);
+        } else {
+            tk.to_float(tok_embd_.data + (size_t)tokens[t] * ld, x, cfg_.n_embd);
+        }
+    }
 }
 
 // ---- matmul -------------------------------------------------------------------------------------

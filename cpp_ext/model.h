@@ -80,7 +80,8 @@ private:
     std::vector<float> out_norm_;
     std::vector<LayerW> layers_;
     std::vector<double> inv_freq_;  // (n_rot/2) rope frequencies, freq factors applied
-    std::unique_ptr<uint8_t, void (*)(void*)> packed_{nullptr, std::free};  // repacked weights, 64-byte aligned
+    std::unique_ptr<uint8_t, void (*)(void*)> packed_{nullptr, std::free};  // repacked weights, 2 MiB aligned
+    bool embed_from_output_ = false;   // tied embedding: rows looked up in the packed output copy
 
     // scratch, sized for max_batch_ tokens
     std::vector<float> x_, xb_, q_, k_cur_, v_cur_, att_, hb_, hb2_;   // (batch, dim) each

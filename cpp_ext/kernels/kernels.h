@@ -36,6 +36,9 @@ struct TypeKernels {
     // row_bytes (group g starts at w + g * pack_rows * ldw)
     void (*gemm_packed)(int n, int nr, int nc, const void* w, size_t ldw, const void* x, size_t ldx,
                         float* y, size_t ldy) = nullptr;
+    // row r (< pack_rows) of the packed group at `group`, dequantized: equal to to_float of the plain
+    // row (a tied embedding is looked up in its packed output copy, the plain rows never touched)
+    void (*packed_row_to_float)(const void* group, int r, int64_t cols, float* dst) = nullptr;
 };
 
 struct KernelTable {

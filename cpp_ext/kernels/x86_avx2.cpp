@@ -982,6 +982,63 @@ void pack_q6_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t col
     }
 }
 
+// packed row r -> its plain blocks, then the generic dequantization (to_float), so a looked-up row
+// equals the plain row's. the inverse of each pack_* above.
+template <class WB>
+void unpack_q32_row(const uint8_t* g, int r, int64_t nb, WB* out) {
+    constexpr bool has_m = std::is_same<WB, block_q4_1>::value;
+    constexpr int qbytes = std::is_same<WB, block_q8_0>::value ? 32 : 16;
+    for (int64_t b = 0; b < nb; b++, g += 8 * sizeof(WB)) {
+        uint8_t* o = (uint8_t*)&out[b];
+        memcpy(o, g + 2 * r, 2);
+        if (has_m) memcpy(o + 2, g + 16 + 2 * r, 2);
+        const uint8_t* q = g + (has_m ? 32 : 16);
+        for (int j = 0; j < qbytes / 4; j++) memcpy(o + offsetof(WB, qs) + 4 * j, q + 32 * j + 4 * r, 4);
+    }
+}
+
+template <class WB>
+void packed_row_q32(const void* group, int r, int64_t cols, float* dst) {
+    std::vector<WB> row(cols / 32);
+    unpack_q32_row((const uint8_t*)group, r, cols / 32, row.data());
+    kernels_generic().types[std::is_same<WB, block_q4_0>::value ? GT_Q4_0 : std::is_same<WB, block_q4_1>::value ? GT_Q4_1 : GT_Q8_0]
+        .to_float(row.data(), dst, cols);
+}
+
+void packed_row_q4_K(const void* group, int r, int64_t cols, float* dst) {
+    std::vector<block_q4_K> row(cols / QK_K);
+    const uint8_t* g = (const uint8_t*)group;
+    for (size_t b = 0; b < row.size(); b++, g += 8 * sizeof(block_q4_K)) {
+        memcpy(&row[b].d, g + 2 * r, 2);
+        memcpy(&row[b].dmin, g + 16 + 2 * r, 2);
+        for (int k = 0; k < 3; k++) memcpy(row[b].scales + 4 * k, g + 32 + 32 * k + 4 * r, 4);
+        for (int p = 0; p < 4; p++)
+            for (int j = 0; j < 8; j++) memcpy(row[b].qs + 32 * p + 4 * j, g + 128 + 256 * p + 32 * j + 4 * r, 4);
+    }
+    kernels_generic().types[GT_Q4_K].to_float(row.data(), dst, cols);
+}
+
+// q6_K: the 6-bit values of row r straight from the packed sub-blocks, times d * scale (as
+// to_float_q6_K_generic computes them: d * sc * (q - 32) in float, in that order)
+void packed_row_q6_K(const void* group, int r, int64_t cols, float* dst) {
+    const uint8_t* g = (const uint8_t*)group;
+    for (int64_t b = 0; b < cols / QK_K; b++, g += 8 * sizeof(block_q6_K), dst += QK_K) {
+        half dh;
+        memcpy(&dh, g + 2 * r, 2);
+        const float d = fp16_to_fp32(dh);
+        for (int sb = 0; sb < 16; sb++) {
+            const int8_t sc = (int8_t)g[16 + 16 * (sb / 2) + 2 * r + sb % 2];
+            const uint8_t* q = g + 144 + 96 * sb;
+            for (int c = 0; c < 4; c++)
+                for (int i = 0; i < 4; i++) {
+                    const uint8_t a = q[(c < 2 ? 0 : 32) + 4 * r + i];
+                    const int lo = c % 2 ? a >> 4 : a & 0xf, hi = (q[64 + 4 * r + i] >> (2 * c)) & 3;
+                    dst[16 * sb + 4 * c + i] = d * sc * ((lo | hi << 4) - 32);
+                }
+        }
+    }
+}
+
 // int8 dots into int32 lanes, 4 products a lane: u (unsigned, < 128 except q8_0's |w| = 128) x s.
 // VNNI: vpdpbusd, exact. otherwise maddubs into int16 pair sums, widened by madd: the kernels add at
 // most as many maddubs results in int16 as their value range allows (noted at each)
@@ -1378,16 +1435,17 @@ KernelTable make_x86_table() {
     t.types[GT_Q4_K].gemm = gemm_k_rows<block_q4_K, dot_q4_K_cols<4>, dot_q4_K_cols<1>>;
     t.types[GT_Q6_K].gemm = gemm_k_rows<block_q6_K, dot_q6_K_cols<4>, dot_q6_K_cols<1>>;
 
-    auto packed = [&](GType ty, auto pack, auto gemm) {
+    auto packed = [&](GType ty, auto pack, auto gemm, auto row) {
         t.types[ty].pack_rows = PACK;
         t.types[ty].pack = pack;
         t.types[ty].gemm_packed = gemm;
+        t.types[ty].packed_row_to_float = row;
     };
-    packed(GT_Q4_0, pack_q32<block_q4_0>, gemm_packed_q32<block_q4_0>);
-    packed(GT_Q4_1, pack_q32<block_q4_1>, gemm_packed_q32<block_q4_1>);
-    packed(GT_Q8_0, pack_q32<block_q8_0>, gemm_packed_q32<block_q8_0>);
-    packed(GT_Q4_K, pack_q4_K, gemm_packed_k<GT_Q4_K>);
-    packed(GT_Q6_K, pack_q6_K, gemm_packed_k<GT_Q6_K>);
+    packed(GT_Q4_0, pack_q32<block_q4_0>, gemm_packed_q32<block_q4_0>, packed_row_q32<block_q4_0>);
+    packed(GT_Q4_1, pack_q32<block_q4_1>, gemm_packed_q32<block_q4_1>, packed_row_q32<block_q4_1>);
+    packed(GT_Q8_0, pack_q32<block_q8_0>, gemm_packed_q32<block_q8_0>, packed_row_q32<block_q8_0>);
+    packed(GT_Q4_K, pack_q4_K, gemm_packed_k<GT_Q4_K>, packed_row_q4_K);
+    packed(GT_Q6_K, pack_q6_K, gemm_packed_k<GT_Q6_K>, packed_row_q6_K);
 
     t.dot_f16_f32 = dot_f16_f32_avx2;
     t.axpy_f16_f32 = axpy_f16_f32_avx2;

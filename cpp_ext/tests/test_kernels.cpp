@@ -595,6 +595,7 @@ static void test_packed_gemm(const KernelTable& t) {
         const TypeKernels& kx = g.types[k.vec_type];
         const int groups = 3, rows = groups * k.pack_rows, max_nc = 9;
         TileCheck tc;
+        int bad_rows = 0;
         for (int n : test_lengths(k.blck)) {
             if (n > 2048 && k.blck == 1) continue;
             const size_t rb = row_bytes(k, n), ld_src = rb + k.bytes, ldx = row_bytes(kx, n) + kx.bytes;
@@ -608,6 +609,11 @@ static void test_packed_gemm(const KernelTable& t) {
                 memcpy(&x[c * ldx], q.data(), q.size());
             }
             k.pack(w.data(), ld_src, packed.data(), rows, n);
+            for (int r = 0; r < rows; r++) {   // a row looked up in the packed layout equals the plain row
+                std::vector<float> got(n), want = dequantize(g.types[wt], &w[r * ld_src], n);
+                k.packed_row_to_float(&packed[(size_t)(r / k.pack_rows) * k.pack_rows * rb], r % k.pack_rows, n, got.data());
+                bad_rows += memcmp(got.data(), want.data(), n * sizeof(float)) != 0;
+            }
             for (int ng = 1; ng <= groups; ng++) {
                 for (int nc = 1; nc <= max_nc; nc++) {
                     // start at the second group when there is room: a group start other than 0
@@ -626,6 +632,7 @@ static void test_packed_gemm(const KernelTable& t) {
         check_ratio(std::string(t.isa) + " packed x" + std::to_string(k.pack_rows) + " gemm " + type_name(wt) +
                     " nc 1..9 vs f64", tc.max64, tc.worst64);
         check(std::string(t.isa) + " packed gemm " + type_name(wt) + " writes only its tile", tc.bad_untouched, 0, " cells");
+        check(std::string(t.isa) + " packed row " + type_name(wt) + " == plain to_float", bad_rows, 0, " rows");
     }
 }
 
