@@ -117,9 +117,9 @@ def cmd_pull(args) -> int:
 def _native_slower(path) -> str | None:
     """Why auto would run this file on llama.cpp for speed (runtime.speed), or None."""
     from ..runtime.ggufload import read_model
-    from ..runtime.speed import native_kernel_facts, native_slower
+    from ..runtime.speed import native_slower_here
     try:
-        return native_slower(read_model(path).tensors, *native_kernel_facts())
+        return native_slower_here(read_model(path).tensors)
     except (EdgechatError, ImportError):
         return None
 

@@ -123,6 +123,16 @@ static const ec::KernelTable& table_for(const std::string& isa) {
     throw nb::value_error(("isa not available here: " + isa).c_str());
 }
 
+// type ids whose kernels in the selected table satisfy `has`
+template <class Pred>
+static std::vector<int> types_where(Pred has) {
+    const ec::KernelTable& k = ec::select_kernels();
+    std::vector<int> out;
+    for (int t = 0; t < ec::GT_COUNT; t++)
+        if (has(k.types[t])) out.push_back(t);
+    return out;
+}
+
 NB_MODULE(_native, m) {
     m.doc() = "edgechat native engine";
     nb::class_<PyModel>(m, "Model")
@@ -155,21 +165,9 @@ NB_MODULE(_native, m) {
         for (int i = 0; i < n; i++) out.emplace_back(tabs[i]->isa);
         return out;
     });
-    // weight types the selected table reads in a packed (row-interleaved) layout
-    m.def("packed_types", []() {
-        const ec::KernelTable& k = ec::select_kernels();
-        std::vector<int> out;
-        for (int t = 0; t < ec::GT_COUNT; t++)
-            if (k.types[t].pack) out.push_back(t);
-        return out;
-    });
-    m.def("supported_types", []() {
-        const ec::KernelTable& k = ec::select_kernels();
-        std::vector<int> out;
-        for (int t = 0; t < ec::GT_COUNT; t++)
-            if (k.types[t].vec_dot) out.push_back(t);
-        return out;
-    });
+    // weight types the selected table runs, and those it reads in a packed (row-interleaved) layout
+    m.def("supported_types", []() { return types_where([](const ec::TypeKernels& t) { return t.vec_dot != nullptr; }); });
+    m.def("packed_types", []() { return types_where([](const ec::TypeKernels& t) { return t.pack != nullptr; }); });
     // dequantize raw bytes of `type` with a given isa's table (tests)
     m.def("dequantize", [](const std::string& isa, int type, Bytes data, int64_t n) {
         const ec::KernelTable& k = table_for(isa);

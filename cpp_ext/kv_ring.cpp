@@ -24,7 +24,7 @@ static half* alloc_rows(size_t elems) {
 }
 
 KVRing::KVRing(int n_layer, int ctx, int kv_dim, int head_dim)
-    : n_layer_(n_layer), ctx_(ctx), kv_dim_(kv_dim), head_dim_(head_dim), n_head_(kv_dim / head_dim),
+    : n_layer_(n_layer), ctx_(ctx), head_dim_(head_dim), n_head_(kv_dim / head_dim),
       elems_((size_t)n_layer * ctx * kv_dim) {
     k_.reset(alloc_rows(elems_));
     v_.reset(alloc_rows(elems_));

@@ -42,7 +42,7 @@ public:
     void advance(int n) { n_past_ += n; }
 
 private:
-    int n_layer_, ctx_, kv_dim_, head_dim_, n_head_;
+    int n_layer_, ctx_, head_dim_, n_head_;
     int sinks_ = 4;
     int64_t n_past_ = 0;     // tokens fed since reset (the next token's absolute position)
     size_t elems_;           // layer * ctx * kv_dim

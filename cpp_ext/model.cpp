@@ -166,8 +166,8 @@ static void release_pages(const uint8_t* p, size_t n) {
 }
 
 // every matmul weight whose type has a packed layout in the chosen table (and whose rows fill whole
-// groups) is repacked once, in parallel, into one aligned buffer. a tied output keeps the plain
-// token_embd for the embedding lookups and gets a packed copy.
+// groups) is repacked once, in parallel, into one aligned buffer. a tied output gets a packed copy,
+// which embed() then reads too (packed_row_to_float): the plain token_embd pages are handed back.
 void Model::pack_weights() {
     std::vector<Tensor*> todo;
     auto want = [&](Tensor& t) {
@@ -368,7 +368,7 @@ void Model::attention(int layer, int n, int64_t p0) {
         const size_t off = (size_t)kvh * hd;
 
         // the keys (and values) the block's first token sees, plus the chunk's tokens up to its last, as
-        // runs of consecutive rows kv_dim_ apart with their first absolute position: the cache's sinks,
+        // runs of consecutive rows ld apart with their first absolute position: the cache's sinks,
         // its window (at most two runs: the ring wraps once), the chunk's sinks, the chunk's window
         // (the cache's rows of a kv head are hd apart, the chunk's kv_dim_ apart)
         struct Run { const half* k; const half* v; size_t ld; int64_t n, pos; const float* q; };

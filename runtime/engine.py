@@ -351,7 +351,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         An Engine.
     """
     from .ggufload import read_model
-    from .speed import native_kernel_facts, native_slower
+    from .speed import native_slower_here
     from .tokenizer import Tokenizer
     t0 = time.perf_counter()
     threads = _check_load_args(ctx, sinks, threads)
@@ -359,7 +359,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     mf = read_model(path)
     _preflight(path, mf.config, ctx, force)
     problem = mf.native_problem()
-    slower = None if problem or backend != "auto" else native_slower(mf.tensors, *native_kernel_facts())
+    slower = None if problem or backend != "auto" else native_slower_here(mf.tensors)
     name, reason = choose_backend(backend, problem, gpu_layers, slower)
     tok = MemoTokenizer(Tokenizer(path))
     be = _make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,

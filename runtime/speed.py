@@ -55,3 +55,8 @@ def native_kernel_facts() -> tuple[str, set[str]]:
     from .. import _native
     from .ggufload import NATIVE_TYPES
     return _native.isa(), {NATIVE_TYPES[t] for t in _native.packed_types() if t in NATIVE_TYPES}
+
+
+def native_slower_here(tensors) -> str | None:
+    """``native_slower`` for these tensors on the kernel table this process selected."""
+    return native_slower(tensors, *native_kernel_facts())
