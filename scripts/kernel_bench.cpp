@@ -24,7 +24,7 @@
 using namespace ec;
 using clk = std::chrono::steady_clock;
 
-constexpr int SLAB = 64;  // activation columns per timed gemm
+static const int SLAB = getenv("SLAB") ? atoi(getenv("SLAB")) : 64;  // activation columns per timed gemm (env SLAB)
 
 static double best_seconds(int reps, const std::function<void()>& f) {
     f();  // warm up

@@ -1048,6 +1048,10 @@ inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_
 inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
 #endif
 
+// an empty asm that takes v in a register: gcc's reassociation would otherwise turn an unrolled
+// chain of integer adds into a tree that computes every product first (and spills them)
+inline void in_register(__m256i& v) { asm("" : "+x"(v)); }
+
 inline __m256i bcast4(const int8_t* p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -1129,6 +1133,7 @@ void tile_q32(int nb, const uint8_t* wg, const int8_t* const xq[RN], size_t xstr
                     // int16 pair sums: 8 maddubs of 2 * 15 * 127 each stay below 32768
                     sum[c] = _mm256_add_epi16(sum[c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(x + 4 * j)),
                                                                        _mm256_maddubs_epi16(hi, bcast4(x + 16 + 4 * j))));
+                    in_register(sum[c]);
 #endif
                 }
             }
@@ -1226,7 +1231,9 @@ inline __m256i q4_K_dot(__m256i acc, __m256i u, const int8_t* x) {
 #if EC_X86_VNNI
     return dpbusd(acc, u, bcast4(x));
 #else
-    return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, bcast4(x)));  // 8 * 2 * 15 * 127 < 32768
+    acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, bcast4(x)));  // 8 * 2 * 15 * 127 < 32768
+    in_register(acc);
+    return acc;
 #endif
 }
 
@@ -1375,6 +1382,7 @@ void tile_q6_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], float*
                     const __m256i d01 = _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast4(x)), _mm256_maddubs_epi16(u1, bcast4(x + 4)));
                     const __m256i d23 = _mm256_add_epi16(_mm256_maddubs_epi16(u2, bcast4(x + 8)), _mm256_maddubs_epi16(u3, bcast4(x + 12)));
                     sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_madd_epi16(d01, s16), _mm256_madd_epi16(d23, s16)));
+                    in_register(sumi[c]);
 #endif
                 }
             }
