@@ -84,7 +84,8 @@ async def health(request: Request):
     s: ServeState = request.app.state.serve
     i = s.engine.info
     return JSONResponse({"status": "ok", "model": s.model_id, "backend": i.backend, "ctx": i.ctx,
-                         "slots": s.pool.slots, "busy": s.worker.busy, "queued": s.worker.queued})
+                         "slots": s.pool.slots, "busy": s.worker.busy, "queued": s.worker.queued,
+                         "jobs": dict(s.worker.stats)})
 
 
 def _model_card(s: ServeState) -> dict:

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from ...runtime.errors import EdgechatError
 from .errors import APIError, bad_request, internal
+from .jobs import Delta
 
 END = object()          # the last item of every job's event queue
 
@@ -47,6 +48,8 @@ class EngineWorker:
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
         self._current: Job | None = None
         self._stopping = False
+        # served jobs, those stopped early (cancel, disconnect, stop string), and the most text pieces a job sent after its cancel was set
+        self.stats = {"jobs": 0, "stopped_early": 0, "max_pieces_after_cancel": 0}
         self._thread = threading.Thread(target=self._loop, name="edgechat-engine", daemon=True)
         self._thread.start()
 
@@ -98,8 +101,10 @@ class EngineWorker:
                 job.emit(END)
 
     def _run(self, job: Job) -> None:
+        late = 0
         try:
             for item in job.run(job.cancel):
+                late += job.cancel.is_set() and isinstance(item, Delta)
                 job.emit(item)
         except APIError as e:
             job.emit(e)
@@ -108,3 +113,10 @@ class EngineWorker:
         except Exception as e:          # a bug: say so, keep serving
             traceback.print_exc(file=sys.stderr)
             job.emit(internal(f"internal error: {type(e).__name__}: {e}"))
+        finally:
+            self._count(job, late)
+
+    def _count(self, job: Job, late: int) -> None:
+        self.stats["jobs"] += 1
+        self.stats["stopped_early"] += job.cancel.is_set()   # cancel, disconnect or stop string
+        self.stats["max_pieces_after_cancel"] = max(self.stats["max_pieces_after_cancel"], late)
