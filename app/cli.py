@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_arguments(b)
     from .serve.command import add_parser as add_serve
-    add_serve(sub)
+    add_serve(sub, (add_model_options, add_sampling_options))
     return p
 
 

@@ -17,10 +17,10 @@ DEFAULTS = {"host": "127.0.0.1", "port": 8080, "cache_slots": 4, "queue_size": 1
             "max_prompt_tokens": 131072, "max_body_mb": 16}
 
 
-def add_parser(subparsers) -> None:
-    """The ``serve`` subcommand, with the model and sampling options of the chat (defaults from the
-    top-level parser, so ``edgechat --ctx 512 serve`` works too)."""
-    from ..cli import _int_at_least, add_model_options, add_sampling_options
+def add_parser(subparsers, option_groups) -> None:
+    """The ``serve`` subcommand, with the model and sampling options of the chat (``option_groups``:
+    the CLI's functions that add them; their defaults come from the top-level parser, so
+    ``edgechat --ctx 512 serve`` works too)."""
     p = subparsers.add_parser("serve", help="an OpenAI-compatible API server on the same engine",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("server")
@@ -38,14 +38,26 @@ def add_parser(subparsers) -> None:
                    help="largest request body, in MiB (default: 16)")
     g.add_argument("--no-pin-system", dest="pin_system", action="store_false",
                    help="let the ring evict the system prompt of a long conversation")
-    add_model_options(p)
-    add_sampling_options(p)
+    for add in option_groups:
+        add(p)
     shared = {"model", "backend", "threads", "ctx", "sinks", "gpu_layers", "evict_chunk", "force",
               "max_tokens", "temp", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "system"}
     for action in p._actions:
         if action.dest in shared:
             action.default = argparse.SUPPRESS
     p.set_defaults(pin_system=True)
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
 
 
 def _port(text: str) -> int:
