@@ -80,7 +80,8 @@ def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Fina
     s = done.stats
     yield _final(engine, pool, slot, before, done.cache, _finish(done.finish_reason, stops),
                  sampler.prompt_tokens or s.prompt_tokens, s.prompt_tokens, s.completion_tokens,
-                 {"rebuild_tokens": s.rebuild_tokens, "ttft_s": round(s.ttft_s, 4),
+                 {"system_pinned": engine.info.pin_system and messages[0]["role"] == "system",
+                  "rebuild_tokens": s.rebuild_tokens, "ttft_s": round(s.ttft_s, 4),
                   "decode_tps": round(s.decode_tps, 2)})
 
 
@@ -110,7 +111,7 @@ def run_completion(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta 
     if not stops.stopped and finish != "stop" and cancel.is_set() and n < max_tokens:
         finish = "cancelled"
     yield _final(engine, pool, slot, before, engine.cache_info(), "stop" if stops.stopped else finish,
-                 len(ids), len(ids), n, {"ttft_s": round((t_first or time.perf_counter()) - t0, 4)})
+                 len(ids), len(ids), n, {"system_pinned": False, "ttft_s": round((t_first or time.perf_counter()) - t0, 4)})
 
 
 def _finish(engine_reason: str, stops: StopMatcher) -> str:
@@ -125,7 +126,7 @@ def _final(engine, pool, slot, before, cache, finish, prompt, evaluated, complet
            "prompt_tokens_evaluated": evaluated, "prompt_tokens_reused": prompt - evaluated,
            "evicted_tokens": cache.evicted,
            "evicted_this_request": cache.evicted - (before.evicted if cache.evicted >= before.evicted else 0),
-           "sinks": cache.sinks, "system_pinned": i.pin_system, "cache_used": cache.used,
+           "sinks": cache.sinks, "cache_used": cache.used,
            "cache_capacity": cache.capacity, **extra}
     return Final(finish, usage, ext)
 
