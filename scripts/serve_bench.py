@@ -89,7 +89,8 @@ def main() -> int:
     t10 = statistics.median(c[TURNS - 1][0] for c in convs)
     result = {"requests_per_s": {"1_client": round(rps1, 2), "4_clients": round(rps4, 2)},
               "ttft_s": {"turn_1": round(t1, 4), "turn_10": round(t10, 4), "ratio": round(t10 / t1, 3)},
-              "evaluated_tokens": {"turn_1": [c[0][1] for c in convs], "turn_10": [c[TURNS - 1][1] for c in convs]},
+              "evaluated_tokens": {"turn_1": [c[0][1] for c in convs],
+                                   "turn_10": [c[TURNS - 1][1] for c in convs]},
               "rss_mib": {"before": round(rss[0] / 2**20, 1), "after": round(rss[1] / 2**20, 1),
                           "growth": round(rss[1] / rss[0] - 1, 4), "requests": a.requests}}
     print(json.dumps(result, indent=2) if a.json else _table(result))

@@ -84,10 +84,13 @@ def test_stream_equals_non_stream_and_reports_usage(client, server):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == r.usage.completion_tokens
     assert chunks[-1].usage.prompt_tokens == r.usage.prompt_tokens
     with httpx.stream("POST", server.url + "/chat/completions", headers=server.headers(), timeout=60,
-                      json={"messages": HELLO, "max_tokens": 4, "stream": True}) as resp:
+                      json={"messages": HELLO, "max_completion_tokens": 4, "stream": True,
+                            "user": "me", "metadata": {"a": "b"}, "some_new_field": [1]}) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
-        events = sse_events(resp)
+        events = sse_events(resp)                       # unknown fields are ignored, as OpenAI does
     assert all("usage" not in e for e in events)        # not asked for
+    assert events[-1]["choices"][0]["finish_reason"] == "length"       # max_completion_tokens: 4
+    assert sum(bool(e["choices"][0]["delta"].get("content")) for e in events) <= 4
 
 
 def _token_texts(client, messages, n):
@@ -151,6 +154,24 @@ def test_completions_endpoint(client, server):
     chunks = list(client.completions.create(model="", prompt="The capital of France is", max_tokens=6,
                                             stream=True, **GREEDY))
     assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == c.text
+
+
+def test_serve_in_help_and_doctor():
+    import subprocess
+    import sys
+    run = [sys.executable, "-m", "edgechat.app.cli"]
+    assert "serve" in subprocess.run(run + ["--help"], capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(run + ["serve", "--help"], capture_output=True, text=True, check=True).stdout
+    assert all(o in help_text for o in ("--host", "--port", "--api-key", "--cache-slots", "--ctx", "--temp"))
+    doctor = json.loads(subprocess.run(run + ["doctor", "--json"], capture_output=True, text=True).stdout)
+    assert doctor["serve"]["ready"] and doctor["serve"]["cache_slots"] >= 1
+
+
+def test_bind_elsewhere_without_key_warns():
+    with Server("--threads", "1", "--ctx", "64", "--host", "0.0.0.0") as s:
+        assert s.health()["status"] == "ok"
+        s.interrupt()
+        assert "without --api-key" in s.proc.stderr.read()
 
 
 # ---- the cache -----------------------------------------------------------------------------------

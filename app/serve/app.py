@@ -58,14 +58,14 @@ def build_app(state: ServeState) -> Starlette:
 async def chat_completions(request: Request):
     s, req = await _accept(request, ChatRequest)
     job = _submit(s, lambda cancel: run_chat(s.engine, s.pool, req, s.limits, cancel))
-    reply = Reply("chat", s.model_id, s.engine.tokenizer)
+    reply = Reply("chat", s.model_id)
     return await _respond(request, job, reply, req, logprobs=bool(req.logprobs))
 
 
 async def completions(request: Request):
     s, req = await _accept(request, CompletionRequest)
     job = _submit(s, lambda cancel: run_completion(s.engine, s.pool, req, s.limits, cancel))
-    reply = Reply("text", s.model_id, s.engine.tokenizer)
+    reply = Reply("text", s.model_id)
     return await _respond(request, job, reply, req, logprobs=req.logprobs is not None)
 
 

@@ -24,7 +24,8 @@ def add_parser(subparsers, option_groups) -> None:
     p = subparsers.add_parser("serve", help="an OpenAI-compatible API server on the same engine",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("server")
-    g.add_argument("--host", default=DEFAULTS["host"], help="address to bind (default: 127.0.0.1, this machine only)")
+    g.add_argument("--host", default=DEFAULTS["host"],
+                   help="address to bind (default: 127.0.0.1, this machine only)")
     g.add_argument("--port", type=_port, default=DEFAULTS["port"], help="port (default: 8080)")
     g.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (default: the "
                                      "EDGECHAT_API_KEY environment variable, else none)")

@@ -51,7 +51,8 @@ def request_sampler(engine, req, limits: Limits, top_logprobs: int | None) -> tu
     inner = make_sampler(**params.sampler_kwargs())
     return RequestSampler(inner, top_logprobs=top_logprobs, frequency=req.frequency_penalty or 0.0,
                           presence=req.presence_penalty or 0.0, bias=bias,
-                          skip=engine.tokenizer.eot_ids), req.limit() or params.max_tokens
+                          skip=engine.tokenizer.eot_ids, piece=engine.tokenizer.token_bytes), \
+        req.limit() or params.max_tokens
 
 
 def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Final]:
@@ -111,7 +112,8 @@ def run_completion(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta 
     if not stops.stopped and finish != "stop" and cancel.is_set() and n < max_tokens:
         finish = "cancelled"
     yield _final(engine, pool, slot, before, engine.cache_info(), "stop" if stops.stopped else finish,
-                 len(ids), len(ids), n, {"system_pinned": False, "ttft_s": round((t_first or time.perf_counter()) - t0, 4)})
+                 len(ids), len(ids), n,
+                 {"system_pinned": False, "ttft_s": round((t_first or time.perf_counter()) - t0, 4)})
 
 
 def _finish(engine_reason: str, stops: StopMatcher) -> str:

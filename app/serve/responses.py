@@ -18,13 +18,12 @@ EXT = "x-edgechat"
 class Reply:
     """The ids and token texts one response shares across its chunks."""
 
-    def __init__(self, kind: str, model: str, tokenizer):
+    def __init__(self, kind: str, model: str):
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
         self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
         self.kind = kind
-        self._tok = tokenizer
 
     def _head(self, obj: str) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
@@ -38,7 +37,8 @@ class Reply:
         d = {"role": "assistant", "content": ""} if first else {}
         if delta is not None and delta.text:
             d["content"] = delta.text
-        choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": final.finish_reason if final else None}
+        finish = final.finish_reason if final else None
+        choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
         if logprobs and delta is not None and delta.logprobs:
             choice["logprobs"] = {"content": self.chat_logprobs(delta.logprobs)}
         chunk = {**self._head("chat.completion.chunk"), "choices": [choice]}
@@ -62,14 +62,15 @@ class Reply:
         return [{**self._entry(lp.token, lp.logprob),
                  "top_logprobs": [self._entry(t, v) for t, v in lp.top]} for lp in lps]
 
-    def _entry(self, token: int, logprob: float) -> dict:
-        raw = self._tok.token_bytes(token)
+    @staticmethod
+    def _entry(raw: bytes, logprob: float) -> dict:
         return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
 
     # ---- completions --------------------------------------------------------------------------
 
     def text_chunk(self, delta: Delta | None, final: Final | None, logprobs: bool, offset: int = 0) -> dict:
-        choice = {"index": 0, "text": delta.text if delta else "", "finish_reason": final.finish_reason if final else None,
+        finish = final.finish_reason if final else None
+        choice = {"index": 0, "text": delta.text if delta else "", "finish_reason": finish,
                   "logprobs": self.legacy_logprobs(delta.logprobs, offset) if logprobs and delta else None}
         chunk = {**self._head("text_completion"), "choices": [choice]}
         if final is not None:
@@ -84,13 +85,13 @@ class Reply:
 
     def legacy_logprobs(self, lps: list[TokenLogprob], offset: int) -> dict:
         """The completions API's logprobs: parallel lists and a dict of the best per token."""
-        texts = [self._entry(lp.token, 0)["token"] for lp in lps]
+        texts = [lp.token.decode("utf-8", errors="replace") for lp in lps]
         offsets = []
         for t in texts:
             offsets.append(offset)
             offset += len(t)
         return {"tokens": texts, "token_logprobs": [lp.logprob for lp in lps], "text_offset": offsets,
-                "top_logprobs": [{self._entry(t, 0)["token"]: v for t, v in lp.top} for lp in lps]}
+                "top_logprobs": [{t.decode("utf-8", errors="replace"): v for t, v in lp.top} for lp in lps]}
 
 
 def sse(obj) -> bytes:

@@ -16,9 +16,9 @@ import numpy as np
 
 @dataclass
 class TokenLogprob:
-    token: int
+    token: bytes                  # the token's bytes (a piece of a UTF-8 character, maybe)
     logprob: float
-    top: list[tuple[int, float]] = field(default_factory=list)   # best first
+    top: list[tuple[bytes, float]] = field(default_factory=list)   # best first
 
 
 class RequestSampler:
@@ -30,14 +30,17 @@ class RequestSampler:
         frequency, presence: OpenAI's penalties (0: none).
         bias: token id -> value added to its logit.
         skip: tokens whose log-probability is not recorded (end of turn: not part of the text).
+        piece: token id -> its bytes (the tokenizer's ``token_bytes``), read in the engine thread.
     """
 
     def __init__(self, inner, *, top_logprobs: int | None = None, frequency: float = 0.0,
-                 presence: float = 0.0, bias: dict[int, float] | None = None, skip=frozenset()):
+                 presence: float = 0.0, bias: dict[int, float] | None = None, skip=frozenset(), piece=bytes):
         self._inner, self._top = inner, top_logprobs
         self._frequency, self._presence = frequency, presence
-        self._bias = (np.fromiter(bias, dtype=np.int64), np.fromiter(bias.values(), dtype=np.float32)) if bias else None
-        self._skip = skip
+        self._bias = None                                  # (ids [k] int64, values [k] float32)
+        if bias:
+            self._bias = (np.fromiter(bias, dtype=np.int64), np.fromiter(bias.values(), dtype=np.float32))
+        self._skip, self._piece = skip, piece
         self._counts: Counter[int] = Counter()
         self.prompt_tokens: int | None = None    # tokens before the first sampled one (the whole prompt)
         self.logprobs: list[TokenLogprob] = []
@@ -73,5 +76,5 @@ class RequestSampler:
         if self._top:
             ids = np.argpartition(x, x.shape[0] - self._top)[x.shape[0] - self._top:]
             ids = ids[np.argsort(-x[ids], kind="stable")]
-            best = [(int(i), float(x[i] - lse)) for i in ids]
-        return TokenLogprob(tok, float(x[tok] - lse), best)
+            best = [(self._piece(int(i)), float(x[i] - lse)) for i in ids]
+        return TokenLogprob(self._piece(tok), float(x[tok] - lse), best)

@@ -48,7 +48,8 @@ class EngineWorker:
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
         self._current: Job | None = None
         self._stopping = False
-        # served jobs, those stopped early (cancel, disconnect, stop string), and the most text pieces a job sent after its cancel was set
+        # served jobs, those stopped early (cancel, disconnect, stop string), and the most text
+        # pieces a job sent after its cancel was set
         self.stats = {"jobs": 0, "stopped_early": 0, "max_pieces_after_cancel": 0}
         self._thread = threading.Thread(target=self._loop, name="edgechat-engine", daemon=True)
         self._thread.start()
