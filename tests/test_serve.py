@@ -167,6 +167,14 @@ def test_serve_in_help_and_doctor():
     assert doctor["serve"]["ready"] and doctor["serve"]["cache_slots"] >= 1
 
 
+def test_port_in_use_is_one_line_error(server):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "edgechat.app.cli", "serve", "--port", str(server.port)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("edgechat: cannot listen on") and r.stderr.count("\n") == 1
+
+
 def test_bind_elsewhere_without_key_warns():
     with Server("--threads", "1", "--ctx", "64", "--host", "0.0.0.0") as s:
         assert s.health()["status"] == "ok"

@@ -75,8 +75,9 @@ def run(args) -> int:
     """Load the model, serve until Ctrl-C or SIGTERM; returns the exit code (0, or 130 on Ctrl-C)."""
     import os
 
-    from .server import serve
+    from .server import check_address, serve
     key = args.api_key or os.environ.get("EDGECHAT_API_KEY") or None
+    check_address(args.host, args.port)
     if args.host not in LOCAL_HOSTS and key is None:
         print(f"edgechat: warning: serving on {args.host} without --api-key: anyone who can reach this "
               "address can use the model", file=sys.stderr)

@@ -1,15 +1,17 @@
 """Start and stop the server: load the engine, size the cache slots, run uvicorn, shut down cleanly.
 
-Ctrl-C (or SIGTERM) cancels the running and queued jobs first, so an open stream ends at once with
+Ctrl-C (exit 130) or SIGTERM (exit 0) cancels the running and queued jobs first, so an open stream ends at once with
 its last chunk and ``data: [DONE]``; uvicorn then closes the connections and the engine is freed.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import uvicorn
 
+from ...runtime.errors import EdgechatError
 from .app import ServeState, build_app
 from .jobs import Limits
 from .worker import EngineWorker
@@ -20,13 +22,30 @@ GRACEFUL_S = 5          # uvicorn's wait for open connections after the jobs wer
 class _Server(uvicorn.Server):
     """uvicorn's server, cancelling the engine's jobs as soon as a shutdown signal comes."""
 
-    def __init__(self, config: uvicorn.Config, worker: EngineWorker):
+    def __init__(self, config: uvicorn.Config, worker: EngineWorker, on_started):
         super().__init__(config)
-        self._worker = worker
+        self._worker, self._on_started = worker, on_started
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
 
     def handle_exit(self, sig, frame) -> None:
         self._worker.cancel_all()
         super().handle_exit(sig, frame)
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail early, before the model loads, when the address cannot be listened on."""
+    import socket
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as uvicorn binds
+            s.bind((host, port))
+    except OSError as e:
+        raise EdgechatError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def serve(args, api_key: str | None, started: float) -> int:
@@ -35,15 +54,24 @@ def serve(args, api_key: str | None, started: float) -> int:
     worker = EngineWorker(args.queue_size)
     try:
         state = _state(args, engine, worker, api_key, started)
-        _announce(args, state)
         config = uvicorn.Config(build_app(state), host=args.host, port=args.port, lifespan="off",
                                 log_level="info" if args.verbose else "warning", access_log=args.verbose,
                                 timeout_graceful_shutdown=GRACEFUL_S)
-        _Server(config, worker).run()
+        # uvicorn re-raises the signal that stopped it once it has shut down: SIGTERM then ends here
+        # with exit 0 (cleanup below included), Ctrl-C as KeyboardInterrupt (the CLI's exit 130)
+        previous = signal.signal(signal.SIGTERM, _exit_ok)
+        try:
+            _Server(config, worker, lambda: _announce(args, state)).run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     finally:
         worker.stop()
         engine.close()
     return 0
+
+
+def _exit_ok(sig, frame) -> None:
+    raise SystemExit(0)
 
 
 def _state(args, engine, worker: EngineWorker, api_key: str | None, started: float) -> ServeState:
