@@ -45,7 +45,10 @@ class EngineWorker:
     """Runs jobs on one engine; ``queue_size`` jobs may wait behind the running one."""
 
     def __init__(self, queue_size: int):
-        self._q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._q: queue.Queue = queue.Queue()
+        self._limit = queue_size + 1          # jobs queued or running
+        self._pending = 0
+        self._lock = threading.Lock()
         self._current: Job | None = None
         self._stopping = False
         # served jobs, those stopped early (cancel, disconnect, stop string), and the most text
@@ -63,12 +66,11 @@ class EngineWorker:
         return self._current is not None
 
     def submit(self, job: Job) -> None:
-        if self._stopping:
-            raise QueueFull()
-        try:
-            self._q.put_nowait(job)
-        except queue.Full:
-            raise QueueFull() from None
+        with self._lock:
+            if self._stopping or self._pending >= self._limit:
+                raise QueueFull()
+            self._pending += 1
+        self._q.put_nowait(job)
 
     def cancel_all(self) -> None:
         """Cancel the running job and every queued one (shutdown)."""
@@ -82,10 +84,7 @@ class EngineWorker:
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel everything and wait for the engine thread to end."""
         self.cancel_all()
-        try:
-            self._q.put(None, timeout=timeout)
-        except queue.Full:
-            pass
+        self._q.put(None)
         self._thread.join(timeout)
 
     def _loop(self) -> None:
@@ -99,6 +98,8 @@ class EngineWorker:
                     self._run(job)
             finally:
                 self._current = None
+                with self._lock:
+                    self._pending -= 1
                 job.emit(END)
 
     def _run(self, job: Job) -> None:
