@@ -71,8 +71,9 @@ def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Fina
             continue
         text, lps = stops.feed(ev.text), sampler.logprobs[seen:]
         seen = len(sampler.logprobs)
+        lps = [] if stops.stopped else lps        # tokens of a stop string are not part of the reply
         if text or lps:
-            yield Delta(text, [] if stops.stopped else lps)
+            yield Delta(text, lps)
         if stops.stopped:
             cancel.set()                   # the engine stops before the next token
     tail = stops.flush()
@@ -102,8 +103,9 @@ def run_completion(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta 
         n += 1
         text, lps = stops.feed(decoder.feed(tok)), sampler.logprobs[seen:]
         seen = len(sampler.logprobs)
+        lps = [] if stops.stopped else lps        # tokens of a stop string are not part of the reply
         if text or lps:
-            yield Delta(text, [] if stops.stopped else lps)
+            yield Delta(text, lps)
         if stops.stopped:
             break
     tail = stops.feed(decoder.flush()) + stops.flush()
