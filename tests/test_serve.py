@@ -146,6 +146,12 @@ def test_penalties_are_mapped(client):
     assert plain.choices[0].message.content != penalized.choices[0].message.content
 
 
+def test_logit_bias(client, tokenizer):
+    [banana] = tokenizer.tokenize(" banana")
+    r = client.chat.completions.create(model="", messages=HELLO, max_tokens=3, logit_bias={str(banana): 100}, **GREEDY)
+    assert r.choices[0].message.content.strip().startswith("banana banana")
+
+
 def test_completions_endpoint(client, server):
     r = client.completions.create(model="", prompt="The capital of France is", max_tokens=6, logprobs=2, **GREEDY)
     c = r.choices[0]
@@ -240,6 +246,8 @@ def test_long_conversation_keeps_the_system_prompt(client, natural_text, tokeniz
     (json.dumps({"messages": HELLO, "frequency_penalty": 3}).encode(), "frequency_penalty"),
     (json.dumps({"messages": HELLO, "stop": ["a"] * 40}).encode(), "stop"),
     (json.dumps({"messages": HELLO, "tools": [{"type": "function"}]}).encode(), "tools"),
+    (json.dumps({"messages": HELLO, "logit_bias": {"-3": 1}}).encode(), "logit_bias"),
+    (json.dumps({"messages": HELLO, "stream_options": {"include_usage": "yes"}}).encode(), "stream_options"),
 ])
 def test_bad_requests_get_400(server, body, param):
     r = httpx.post(server.url + "/chat/completions", content=body, timeout=30,

@@ -7,7 +7,7 @@ cache. Stop strings are cut from the text (``StopMatcher``) and end the generati
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 from ...runtime.events import DoneEvent
@@ -46,7 +46,7 @@ def request_sampler(engine, req, limits: Limits, top_logprobs: int | None) -> tu
     """The request's sampler (server defaults overridden by the request) and its token limit."""
     over = {"temp": req.temperature, "top_p": req.top_p, "seed": req.seed, "top_k": req.top_k,
             "min_p": req.min_p, "repeat_penalty": req.repeat_penalty}
-    params = SamplingParams.of(**{**limits.sampling.__dict__, **{k: v for k, v in over.items() if v is not None}})
+    params = SamplingParams.of(**{**asdict(limits.sampling), **{k: v for k, v in over.items() if v is not None}})
     bias = {int(k): v for k, v in (req.logit_bias or {}).items()}
     inner = make_sampler(**params.sampler_kwargs())
     return RequestSampler(inner, top_logprobs=top_logprobs, frequency=req.frequency_penalty or 0.0,

@@ -131,5 +131,5 @@ def _refuse_unsupported(req) -> None:
     if getattr(req, "best_of", None) not in (None, 1):
         raise bad_request("best_of: only 1 is supported", param="best_of")
     for key in (req.logit_bias or {}):
-        if not key.lstrip("-").isdigit():
+        if not key.isdigit():
             raise bad_request(f"logit_bias: keys are token ids, got '{key}'", param="logit_bias")
