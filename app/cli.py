@@ -101,12 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and why, and timings")
     add_model_options(p)
     add_sampling_options(p)
-    sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench}")
+    sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench,serve}")
     manage.add_parsers(sub)
     from . import bench
     b = sub.add_parser("bench", help="native vs llama.cpp speed, side by side, on models x weight types",
                        description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_arguments(b)
+    from .serve.command import add_parser as add_serve
+    add_serve(sub, (add_model_options, add_sampling_options))
     return p
 
 
@@ -196,6 +198,9 @@ def main(argv=None) -> int:
     try:
         if args.command == "bench":
             return _run_bench(args)
+        if args.command == "serve":
+            from .serve.command import run as serve
+            return serve(args)
         if args.command:
             from . import manage
             return manage.run(args)

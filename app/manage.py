@@ -133,7 +133,7 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX) -> dict:
     from ..runtime.engine import choose_backend
     dev = device_info()
     report = {"device": dev.to_dict(), "native_engine": _native_built(), "ctx": ctx,
-              "model": None, "memory": None, "backend": None, "problems": []}
+              "model": None, "memory": None, "backend": None, "serve": _serve_report(None, None), "problems": []}
     problems = report["problems"]
     if not report["native_engine"]:
         problems.append("the native engine is not built (pip install --no-build-isolation -e .)")
@@ -157,9 +157,15 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX) -> dict:
     cfg = m.config
     est = memory.estimate(m.size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"])
     report["memory"] = memory.preflight(est, force=True, available=dev.ram_available)
+    report["serve"] = _serve_report(est["kv"], dev.ram_available)
     if not report["memory"]["fits"]:
         problems.append(f"not enough memory at --ctx {ctx}: {memory.describe(report['memory'])}")
     return report
+
+
+def _serve_report(kv_bytes, available) -> dict:
+    from .serve.doctor import serve_report
+    return serve_report(kv_bytes, available)
 
 
 def _native_built() -> bool:
@@ -200,6 +206,9 @@ def format_doctor(r: dict) -> str:
         rows.append((f"memory @ ctx {r['ctx']}", f"{memory.describe(r['memory'])}: {verdict}"))
     if r["backend"]:
         rows.append(("backend (auto)", f"{r['backend']['name']}: {r['backend']['reason']}"))
+    if r.get("serve"):
+        from .serve.doctor import describe
+        rows.append(("serve", describe(r["serve"])))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"problem: {p}" for p in r["problems"]] or ["no problems found"]

@@ -95,6 +95,31 @@ static Logits eval(PyModel& pm, Tokens tokens, bool all_logits) {
     return Logits(out, {(size_t)vocab}, owner);
 }
 
+// a spare kv cache of one model's geometry (Model.new_cache), exchanged with Model.swap_cache
+struct PyCache {
+    std::unique_ptr<ec::KVRing> kv;
+    const Model* owner = nullptr;
+};
+
+static PyCache* new_cache(PyModel& pm, int sinks) {
+    auto c = std::make_unique<PyCache>();
+    {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(pm.mu);
+        if (sinks < 0 || sinks >= pm.model->cache().ctx()) throw nb::value_error("sinks must be in [0, ctx)");
+        c->kv = std::make_unique<ec::KVRing>(pm.model->make_cache(sinks));
+        c->owner = pm.model.get();
+    }
+    return c.release();
+}
+
+static void swap_cache(PyModel& pm, PyCache& c) {
+    if (c.owner != pm.model.get()) throw nb::value_error("this cache belongs to another model");
+    nb::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(pm.mu);
+    pm.model->swap_cache(*c.kv);
+}
+
 static nb::dict cache_info(PyModel& pm) {
     int64_t v[6];
     {
@@ -152,10 +177,14 @@ NB_MODULE(_native, m) {
                  return pm.model->cache().truncate(n);
              }, "n_past"_a)
         .def("cache_info", &cache_info)
+        .def("new_cache", &new_cache, "sinks"_a, nb::rv_policy::take_ownership)
+        .def("swap_cache", &swap_cache, "cache"_a)
         .def_prop_ro("isa", [](PyModel& pm) { return std::string(pm.model->isa()); })
         .def_prop_ro("threads", [](PyModel& pm) { return pm.model->threads(); })
         .def_prop_ro("n_vocab", [](PyModel& pm) { return pm.model->config().n_vocab; })
         .def_prop_ro("n_ctx", [](PyModel& pm) { return pm.model->cache().ctx(); });
+
+    nb::class_<PyCache>(m, "Cache");
 
     m.def("isa", []() { return std::string(ec::select_kernels().isa); });
     m.def("available_isas", []() {

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -52,6 +53,14 @@ public:
     void eval(const int32_t* tokens, int n, bool all_logits, float* out);
 
     KVRing& cache() { return kv_; }
+    // an empty cache of the same geometry, and an O(1) exchange with it (buffers swapped, not copied):
+    // the server keeps the caches of several conversations and swaps the one a request continues in
+    KVRing make_cache(int sinks) const {
+        KVRing c(cfg_.n_layer, kv_.ctx(), kv_dim_, cfg_.head_dim);
+        c.reset(sinks);
+        return c;
+    }
+    void swap_cache(KVRing& other) { std::swap(kv_, other); }
     const Config& config() const { return cfg_; }
     const char* isa() const { return k_.isa; }
     int threads() const { return pool_.size(); }

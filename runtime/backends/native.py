@@ -47,6 +47,17 @@ class NativeBackend:
     def truncate(self, n_past: int) -> bool:
         return self._m.truncate(n_past)
 
+    def new_cache(self, sinks: int):
+        """An empty spare cache of this model's geometry (allocated now; its pages are touched as used)."""
+        try:
+            return self._m.new_cache(sinks)
+        except MemoryError:
+            raise InsufficientMemory(f"native backend: cannot allocate another {self.n_ctx}-token cache") from None
+
+    def swap_cache(self, cache) -> None:
+        """Exchange the live cache with a spare one from ``new_cache`` (O(1): buffers are swapped)."""
+        self._m.swap_cache(cache)
+
     def cache_info(self) -> CacheInfo:
         """The ring now; it evicts one entry at a time."""
         c = self._m.cache_info()       # capacity, used, sinks, evicted, bytes, n_past

@@ -1,0 +1,85 @@
+"""``edgechat serve``: an OpenAI-compatible API on the same engine (uvicorn + Starlette).
+
+Endpoints: POST /v1/chat/completions and /v1/completions (stream or not), GET /v1/models, GET /health.
+The conversation lives in the sink-ring cache as in the chat: one longer than --ctx never fails, and
+the system prompt stays pinned (--pin-system is on by default here). Up to --cache-slots conversations
+keep their cache warm, so a client that resends the history pays only for the new tokens. Requests run
+one at a time in arrival order; when --queue-size are waiting, more get 503 with Retry-After.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULTS = {"host": "127.0.0.1", "port": 8080, "cache_slots": 4, "queue_size": 16,
+            "max_prompt_tokens": 131072, "max_body_mb": 16}
+
+
+def add_parser(subparsers, option_groups) -> None:
+    """The ``serve`` subcommand, with the model and sampling options of the chat (``option_groups``:
+    the CLI's functions that add them; their defaults come from the top-level parser, so
+    ``edgechat --ctx 512 serve`` works too)."""
+    p = subparsers.add_parser("serve", help="an OpenAI-compatible API server on the same engine",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default=DEFAULTS["host"],
+                   help="address to bind (default: 127.0.0.1, this machine only)")
+    g.add_argument("--port", type=_port, default=DEFAULTS["port"], help="port (default: 8080)")
+    g.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (default: the "
+                                     "EDGECHAT_API_KEY environment variable, else none)")
+    g.add_argument("--cache-slots", type=_int_at_least(1), default=DEFAULTS["cache_slots"],
+                   help="conversations whose KV cache is kept warm (default: 4; fewer if RAM is short)")
+    g.add_argument("--queue-size", type=_int_at_least(0), default=DEFAULTS["queue_size"],
+                   help="requests that may wait behind the running one; more get 503 (default: 16)")
+    g.add_argument("--max-prompt-tokens", type=_int_at_least(1), default=DEFAULTS["max_prompt_tokens"],
+                   help="longest prompt accepted, in tokens (default: 131072; the cache keeps the window)")
+    g.add_argument("--max-body-mb", type=_int_at_least(1), default=DEFAULTS["max_body_mb"],
+                   help="largest request body, in MiB (default: 16)")
+    g.add_argument("--no-pin-system", dest="pin_system", action="store_false",
+                   help="let the ring evict the system prompt of a long conversation")
+    for add in option_groups:
+        add(p)
+    shared = {"model", "backend", "threads", "ctx", "sinks", "gpu_layers", "evict_chunk", "force",
+              "max_tokens", "temp", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "system"}
+    for action in p._actions:
+        if action.dest in shared:
+            action.default = argparse.SUPPRESS
+    p.set_defaults(pin_system=True)
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
+    return value
+
+
+def run(args) -> int:
+    """Load the model, serve until Ctrl-C or SIGTERM; returns the exit code (0, or 130 on Ctrl-C)."""
+    import os
+
+    from .server import check_address, serve
+    key = args.api_key or os.environ.get("EDGECHAT_API_KEY") or None
+    check_address(args.host, args.port)
+    if args.host not in LOCAL_HOSTS and key is None:
+        print(f"edgechat: warning: serving on {args.host} without --api-key: anyone who can reach this "
+              "address can use the model", file=sys.stderr)
+    t0 = time.time()
+    return serve(args, key, t0)

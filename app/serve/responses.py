@@ -1,0 +1,102 @@
+"""OpenAI's response objects: chat completions and their stream chunks, text completions, logprobs.
+
+The ``x-edgechat`` extension field (on the final object or chunk) reports the cache: evicted tokens,
+prompt tokens reused from the cache and evaluated, the slot, the backend.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from .jobs import Delta, Final
+from .sampling import TokenLogprob
+
+EXT = "x-edgechat"
+
+
+class Reply:
+    """The ids and token texts one response shares across its chunks."""
+
+    def __init__(self, kind: str, model: str):
+        prefix = "chatcmpl" if kind == "chat" else "cmpl"
+        self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model = model
+        self.kind = kind
+
+    def _head(self, obj: str) -> dict:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": None}
+
+    # ---- chat ---------------------------------------------------------------------------------
+
+    def chat_chunk(self, delta: Delta | None = None, final: Final | None = None, *, first: bool = False,
+                   logprobs: bool = False) -> dict:
+        """One ``chat.completion.chunk``: the role first, then text, then the finish reason."""
+        d = {"role": "assistant", "content": ""} if first else {}
+        if delta is not None and delta.text:
+            d["content"] = delta.text
+        finish = final.finish_reason if final else None
+        choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
+        if logprobs and delta is not None and delta.logprobs:
+            choice["logprobs"] = {"content": self.chat_logprobs(delta.logprobs)}
+        chunk = {**self._head("chat.completion.chunk"), "choices": [choice]}
+        if final is not None:
+            chunk[EXT] = final.ext
+        return chunk
+
+    def usage_chunk(self, final: Final) -> dict:
+        return {**self._head("chat.completion.chunk" if self.kind == "chat" else "text_completion"),
+                "choices": [], "usage": final.usage, EXT: final.ext}
+
+    def chat_completion(self, deltas: list[Delta], final: Final, logprobs: bool) -> dict:
+        lps = [lp for d in deltas for lp in d.logprobs]
+        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(d.text for d in deltas),
+                                          "refusal": None},
+                  "logprobs": {"content": self.chat_logprobs(lps)} if logprobs else None,
+                  "finish_reason": final.finish_reason}
+        return {**self._head("chat.completion"), "choices": [choice], "usage": final.usage, EXT: final.ext}
+
+    def chat_logprobs(self, lps: list[TokenLogprob]) -> list[dict]:
+        return [{**self._entry(lp.token, lp.logprob),
+                 "top_logprobs": [self._entry(t, v) for t, v in lp.top]} for lp in lps]
+
+    @staticmethod
+    def _entry(raw: bytes, logprob: float) -> dict:
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+    # ---- completions --------------------------------------------------------------------------
+
+    def text_chunk(self, delta: Delta | None, final: Final | None, logprobs: bool, offset: int = 0) -> dict:
+        finish = final.finish_reason if final else None
+        choice = {"index": 0, "text": delta.text if delta else "", "finish_reason": finish,
+                  "logprobs": self.legacy_logprobs(delta.logprobs, offset) if logprobs and delta else None}
+        chunk = {**self._head("text_completion"), "choices": [choice]}
+        if final is not None:
+            chunk[EXT] = final.ext
+        return chunk
+
+    def completion(self, deltas: list[Delta], final: Final, logprobs: bool) -> dict:
+        lps = [lp for d in deltas for lp in d.logprobs]
+        choice = {"index": 0, "text": "".join(d.text for d in deltas), "finish_reason": final.finish_reason,
+                  "logprobs": self.legacy_logprobs(lps, 0) if logprobs else None}
+        return {**self._head("text_completion"), "choices": [choice], "usage": final.usage, EXT: final.ext}
+
+    def legacy_logprobs(self, lps: list[TokenLogprob], offset: int) -> dict:
+        """The completions API's logprobs: parallel lists and a dict of the best per token."""
+        texts = [lp.token.decode("utf-8", errors="replace") for lp in lps]
+        offsets = []
+        for t in texts:
+            offsets.append(offset)
+            offset += len(t)
+        return {"tokens": texts, "token_logprobs": [lp.logprob for lp in lps], "text_offset": offsets,
+                "top_logprobs": [{t.decode("utf-8", errors="replace"): v for t, v in lp.top} for lp in lps]}
+
+
+def sse(obj) -> bytes:
+    """One server-sent event: ``data: <json>`` and a blank line."""
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"

@@ -1,0 +1,104 @@
+"""Start and stop the server: load the engine, size the cache slots, run uvicorn, shut down cleanly.
+
+Ctrl-C (exit 130) or SIGTERM (exit 0) cancels the running and queued jobs first, so an open stream ends at once with
+its last chunk and ``data: [DONE]``; uvicorn then closes the connections and the engine is freed.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from ...runtime.errors import EdgechatError
+from .app import ServeState, build_app
+from .jobs import Limits
+from .worker import EngineWorker
+
+GRACEFUL_S = 5          # uvicorn's wait for open connections after the jobs were cancelled
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, cancelling the engine's jobs as soon as a shutdown signal comes."""
+
+    def __init__(self, config: uvicorn.Config, worker: EngineWorker, on_started):
+        super().__init__(config)
+        self._worker, self._on_started = worker, on_started
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
+
+    def handle_exit(self, sig, frame) -> None:
+        self._worker.cancel_all()
+        super().handle_exit(sig, frame)
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail early, before the model loads, when the address cannot be listened on."""
+    import socket
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as uvicorn binds
+            s.bind((host, port))
+    except OSError as e:
+        raise EdgechatError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def serve(args, api_key: str | None, started: float) -> int:
+    from ..loader import load_engine
+    engine = load_engine(args)
+    worker = EngineWorker(args.queue_size)
+    try:
+        state = _state(args, engine, worker, api_key, started)
+        config = uvicorn.Config(build_app(state), host=args.host, port=args.port, lifespan="off",
+                                log_level="info" if args.verbose else "warning", access_log=args.verbose,
+                                timeout_graceful_shutdown=GRACEFUL_S)
+        # uvicorn re-raises the signal that stopped it once it has shut down: SIGTERM then ends here
+        # with exit 0 (cleanup below included), Ctrl-C as KeyboardInterrupt (the CLI's exit 130)
+        previous = signal.signal(signal.SIGTERM, _exit_ok)
+        try:
+            _Server(config, worker, lambda: _announce(args, state)).run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        worker.stop()
+        engine.close()
+    return 0
+
+
+def _exit_ok(sig, frame) -> None:
+    raise SystemExit(0)
+
+
+def _state(args, engine, worker: EngineWorker, api_key: str | None, started: float) -> ServeState:
+    import psutil
+
+    from ...runtime.sampler import SamplingParams
+    from ...runtime.slots import SlotPool, slots_that_fit
+    from ..loader import sampling_kwargs
+    fit = slots_that_fit(args.cache_slots, engine.cache_info().bytes, psutil.virtual_memory().available)
+    if fit < args.cache_slots:
+        print(f"edgechat: {fit} cache slots fit in the RAM available, not {args.cache_slots}", file=sys.stderr)
+    pool = SlotPool(engine, fit)
+    limits = Limits(SamplingParams.of(**sampling_kwargs(args)), args.max_prompt_tokens, args.system)
+    aliases = {Path(engine.info.path).name, engine.info.path}
+    if args.model:
+        aliases.add(args.model)
+    return ServeState(engine=engine, pool=pool, worker=worker, limits=limits, model_id=engine.info.name,
+                      aliases=frozenset(aliases), api_key=api_key, max_body=args.max_body_mb << 20,
+                      created=int(started))
+
+
+def _announce(args, s: ServeState) -> None:
+    i = s.engine.info
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    slots = f"{s.pool.slots} cache slot{'s' if s.pool.slots > 1 else ''}"
+    if s.pool.slots < args.cache_slots and i.backend != "native":
+        slots += f" (the {i.backend} backend keeps one)"
+    print(f"edgechat serve: {s.model_id} on {i.backend} (ctx {i.ctx}, {slots}"
+          f"{', system prompt pinned' if i.pin_system else ''}) at http://{host}:{args.port}/v1"
+          f"{'' if s.api_key is None else ' (API key required)'}", file=sys.stderr, flush=True)

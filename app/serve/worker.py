@@ -1,0 +1,124 @@
+"""The engine thread: requests run one at a time, in arrival order, from a bounded queue.
+
+A ``Job`` carries a generator to run on the engine and an asyncio queue its events go to (handed to
+the event loop thread-safely). A full queue refuses at once (the handler answers 503); a cancelled job
+stops within one token (the engine checks its cancel event before each token) and the next one runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import sys
+import threading
+import traceback
+from typing import Callable, Iterator
+
+from ...runtime.errors import EdgechatError
+from .errors import APIError, bad_request, internal
+from .jobs import Delta
+
+END = object()          # the last item of every job's event queue
+
+
+class QueueFull(Exception):
+    pass
+
+
+class Job:
+    """One request. ``run(cancel)`` yields its events in the engine thread; ``events`` receives
+    them (then ``END``) in the event loop; an ``APIError`` item is a failure."""
+
+    def __init__(self, run: Callable[[threading.Event], Iterator], loop: asyncio.AbstractEventLoop):
+        self.run = run
+        self.cancel = threading.Event()
+        self.events: asyncio.Queue = asyncio.Queue()
+        self._loop = loop
+
+    def emit(self, item) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.events.put_nowait, item)
+        except RuntimeError:          # the loop has closed (shutdown): nobody is listening
+            pass
+
+
+class EngineWorker:
+    """Runs jobs on one engine; ``queue_size`` jobs may wait behind the running one."""
+
+    def __init__(self, queue_size: int):
+        self._q: queue.Queue = queue.Queue()
+        self._limit = queue_size + 1          # jobs queued or running
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._current: Job | None = None
+        self._stopping = False
+        # served jobs, those stopped early (cancel, disconnect, stop string), and the most text
+        # pieces a job sent after its cancel was set
+        self.stats = {"jobs": 0, "stopped_early": 0, "max_pieces_after_cancel": 0}
+        self._thread = threading.Thread(target=self._loop, name="edgechat-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return self._q.qsize()
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._stopping or self._pending >= self._limit:
+                raise QueueFull()
+            self._pending += 1
+        self._q.put_nowait(job)
+
+    def cancel_all(self) -> None:
+        """Cancel the running job and every queued one (shutdown)."""
+        self._stopping = True
+        current = self._current
+        if current is not None:
+            current.cancel.set()
+        for job in list(self._q.queue):
+            job.cancel.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel everything and wait for the engine thread to end."""
+        self.cancel_all()
+        self._q.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            self._current = job
+            try:
+                if not job.cancel.is_set():
+                    self._run(job)
+            finally:
+                self._current = None
+                with self._lock:
+                    self._pending -= 1
+                job.emit(END)
+
+    def _run(self, job: Job) -> None:
+        late = 0
+        try:
+            for item in job.run(job.cancel):
+                late += job.cancel.is_set() and isinstance(item, Delta)
+                job.emit(item)
+        except APIError as e:
+            job.emit(e)
+        except EdgechatError as e:
+            job.emit(bad_request(str(e)))
+        except Exception as e:          # a bug: say so, keep serving
+            traceback.print_exc(file=sys.stderr)
+            job.emit(internal(f"internal error: {type(e).__name__}: {e}"))
+        finally:
+            self._count(job, late)
+
+    def _count(self, job: Job, late: int) -> None:
+        self.stats["jobs"] += 1
+        self.stats["stopped_early"] += job.cancel.is_set()   # cancel, disconnect or stop string
+        self.stats["max_pieces_after_cancel"] = max(self.stats["max_pieces_after_cancel"], late)
