@@ -101,3 +101,43 @@ def test_terminal_closed_mid_reply_commits_the_partial_reply(tmp_path):
     messages = rows(tmp_path / "chats.db", "SELECT role, content, finish FROM messages ORDER BY id")
     assert [(m[0], m[2]) for m in messages] == [("user", None), ("assistant", "cancelled")]
     assert len(messages[1][1].split()) >= 3, messages
+
+
+def reply_done(tmux: Tmux, turns: int) -> None:
+    tmux.wait_for(lambda s: s.count("Assistant") >= turns and "writing…" not in s, f"reply {turns}")
+
+
+def test_two_windows_on_one_history_keep_their_chats_apart(tmp_path):
+    """Both windows start together on a history whose latest chat is an empty "New chat": one of
+    them may take it, the other starts its own; their turns never land in the other's chat."""
+    from edgechat.app.store import open_store
+    store = open_store(tmp_path / "chats.db")
+    store.create_chat("New chat")
+    store.close()
+    windows = [launch(tmp_path, name, "--temp", "0", "--max-tokens", "12") for name in ("a", "b")]
+    words = {"a": "Alpha", "b": "Bravo"}
+    try:
+        for tmux, _ in windows:
+            loaded(tmux)
+        for turn in (1, 2):
+            for (tmux, _), name in zip(windows, words):
+                send(tmux, f"{words[name]} {turn}: say hello")
+            for tmux, _ in windows:
+                reply_done(tmux, turn)
+        for tmux, _ in windows:
+            tmux("send-keys", "-t", "chat", "C-q")
+        codes = [wait_exit(rc) for _, rc in windows]
+    finally:
+        for tmux, _ in windows:
+            tmux("kill-server")
+    assert codes == [0, 0]
+    db = tmp_path / "chats.db"
+    chats = dict(rows(db, "SELECT id, title FROM chats"))
+    messages = rows(db, "SELECT chat_id, role, content FROM messages ORDER BY id")
+    assert len(chats) == 2, chats                         # the empty chat was taken by one of them
+    for word in words.values():
+        (chat_id,) = [i for i, t in chats.items() if t.startswith(word)]
+        mine = [(role, content) for c, role, content in messages if c == chat_id]
+        assert [r for r, _ in mine] == ["user", "assistant", "user", "assistant"], mine
+        assert [c for r, c in mine if r == "user"] == [f"{word} 1: say hello", f"{word} 2: say hello"]
+    assert rows(db, "SELECT count(*) FROM leases") == [(0,)]   # both let go when they quit
