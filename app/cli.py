@@ -139,6 +139,8 @@ def one_shot(args, prompt: str) -> int:
     if args.json:
         result = _json_result(engine, text, done)
         result["prompt"] = reporter.fit.to_dict() if reporter.fit else None
+        if done is None:                      # stopped: count the tokens it streamed
+            result["tokens"]["completion"] = reporter.streamed
         print(json.dumps(result, ensure_ascii=False))
     elif text and not text.endswith("\n"):
         sys.stdout.write("\n")
@@ -167,6 +169,7 @@ def _stream(engine, messages: list[dict], args, reporter):
                     done = ev
                 else:
                     parts.append(ev.text)
+                    reporter.streamed += ev.token >= 0
                     if not args.json:
                         sys.stdout.write(ev.text)
                         sys.stdout.flush()

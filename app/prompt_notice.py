@@ -35,6 +35,7 @@ class PrefillReporter:
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.fit: PromptFit | None = None
+        self.streamed = 0                  # reply tokens streamed (counted by the caller)
         self._t0 = 0.0
         self._drawn = False
 
