@@ -103,8 +103,10 @@ def test_terminal_closed_mid_reply_commits_the_partial_reply(tmp_path):
     assert len(messages[1][1].split()) >= 3, messages
 
 
-def reply_done(tmux: Tmux, turns: int) -> None:
-    tmux.wait_for(lambda s: s.count("Assistant") >= turns and "writing…" not in s, f"reply {turns}")
+def reply_done(tmux: Tmux, sent: str) -> None:
+    """Wait until the reply to ``sent`` (on the screen) has ended."""
+    tmux.wait_for(lambda s: sent in s and "Assistant" in s.split(sent)[-1] and "writing…" not in s,
+                  f"the reply to {sent!r}")
 
 
 def test_two_windows_on_one_history_keep_their_chats_apart(tmp_path):
@@ -122,8 +124,8 @@ def test_two_windows_on_one_history_keep_their_chats_apart(tmp_path):
         for turn in (1, 2):
             for (tmux, _), name in zip(windows, words):
                 send(tmux, f"{words[name]} {turn}: say hello")
-            for tmux, _ in windows:
-                reply_done(tmux, turn)
+            for (tmux, _), name in zip(windows, words):
+                reply_done(tmux, f"{words[name]} {turn}: say hello")
         for tmux, _ in windows:
             tmux("send-keys", "-t", "chat", "C-q")
         codes = [wait_exit(rc) for _, rc in windows]
@@ -141,3 +143,38 @@ def test_two_windows_on_one_history_keep_their_chats_apart(tmp_path):
         assert [r for r, _ in mine] == ["user", "assistant", "user", "assistant"], mine
         assert [c for r, c in mine if r == "user"] == [f"{word} 1: say hello", f"{word} 2: say hello"]
     assert rows(db, "SELECT count(*) FROM leases") == [(0,)]   # both let go when they quit
+
+
+FILE_LIMIT_BLOCKS = 128   # ulimit -f (512-byte blocks): the history opens (its -shm and first WAL
+                          # frames fit), then the WAL cannot grow past 64 KiB: a save fails mid-session
+
+
+def test_quitting_after_a_failed_save_names_the_messages_not_written(tmp_path):
+    """The disk "fills" (a file size limit) during the session: the chat goes on in memory, and at
+    quit the messages that never reached the file are named; the file holds all the others."""
+    tmux = Tmux(f"edgechat-rel-{tmp_path.name}-full")
+    rc_file = tmp_path / "rc-full"
+    command = (f"ulimit -f {FILE_LIMIT_BLOCKS}; cd {shlex.quote(str(tmp_path))} && "
+               f"EDGECHAT_HOME={shlex.quote(str(tmp_path))} exec {shlex.quote(edgechat_script())} "
+               "--temp 0 --max-tokens 12")
+    tmux("new-session", "-d", "-s", "chat", "-x", "200", "-y", "50",
+         f"sh -c {shlex.quote(command)}; echo $? > {rc_file}; sleep {STAY_S}")
+    sent = [f"Message {i}: say hi" for i in range(1, 5)]
+    try:
+        loaded(tmux)
+        for text in sent:
+            send(tmux, text)
+            reply_done(tmux, text)
+        assert "Cannot write chat history" in tmux.screen()       # the banner said so at once
+        tmux("send-keys", "-t", "chat", "C-q")
+        assert wait_exit(rc_file) == 0
+        after = tmux("capture-pane", "-p", "-J", "-t", "chat", "-S", "-50")
+    finally:
+        tmux("kill-server")
+    saved = rows(tmp_path / "chats.db", "SELECT role, content FROM messages ORDER BY id")
+    named = [line.strip() for line in after.splitlines() if line.startswith("  “")]
+    assert "messages were kept only in memory and were not saved" in after and named, after
+    assert len(saved) + len(named) == 2 * len(sent)               # every message: saved or named
+    saved_users = [c for r, c in saved if r == "user"]
+    named_users = [n.split(", you: ", 1)[1] for n in named if ", you: " in n]
+    assert saved_users + named_users == sent                      # in order, none in both
