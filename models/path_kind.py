@@ -13,7 +13,7 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
 
 def path_problem(text: str, path: Path) -> str | None:
     """Why ``path`` (given as ``text``) cannot be a model file, naming what it is; None when it is a
-    non-empty regular file or does not exist at all."""
+    regular file (an empty one is named by the GGUF check) or does not exist at all."""
     try:
         st = os.stat(path)
     except OSError as e:
@@ -21,8 +21,6 @@ def path_problem(text: str, path: Path) -> str | None:
     for test, kind in _KINDS:
         if test(st.st_mode):
             return f"{text} is {kind}, not a GGUF file"
-    if st.st_size == 0:
-        return f"{text} is an empty file (0 bytes), not a GGUF file"
     return None
 
 
