@@ -207,7 +207,10 @@ class Engine:
             tokens = self._generate(new, sampler, cancel, params.max_tokens)
             yield from self._stream_reply(tokens, clock)
             done = clock.done(cancel, params.max_tokens)
-            self._feed(self._conv.finish(done.text))
+            read_whole = len(self._fed) == len(self._conv.ids)   # not cancelled inside the prompt
+            closing = self._conv.finish(done.text)
+            if read_whole:                 # else the next turn reads on from where the prompt stopped
+                self._feed(closing)
             done.cache = self._cache
             yield done
 
