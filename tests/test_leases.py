@@ -129,6 +129,26 @@ async def test_a_chat_another_window_writes_is_read_only_and_caught_up(db):
 
 
 @pytest.mark.asyncio
+async def test_a_chat_deleted_in_another_window_is_not_written(db):
+    engine = scripted_engine(ctx=2048)
+    app = EdgechatApp(make_args(), open_store(db), engine=engine, volatile=False)
+    told = []
+    async with app.run_test(size=SIZE) as pilot:
+        notify = app.notify
+        app.notify = lambda message, **kw: (told.append(message), notify(message, **kw))
+        await send(app, pilot, "hello")
+        app.store.release(app.chat.id)                 # as if another window had taken it over,
+        other = open_store(db)
+        other.delete_chat(app.chat.id)                 # and deleted it
+        other.close()
+        await send(app, pilot, "still there?")
+        assert any("deleted in another edgechat window" in m for m in told)
+        assert app.query_one("#prompt").value == "still there?"
+    engine.close()
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
+@pytest.mark.asyncio
 async def test_a_prompt_beyond_the_window_is_told_in_the_tui(db):
     engine = scripted_engine(ctx=256)
     app = EdgechatApp(make_args(ctx=256), open_store(db), engine=engine, volatile=False)

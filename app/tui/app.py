@@ -186,6 +186,10 @@ class EdgechatApp(App[int]):
     def _may_write(self, chat_id: int) -> bool:
         """True when no other live window writes ``chat_id`` (this one holds it from now on while it
         shows it); else the user is told."""
+        if self.store.get_chat(chat_id) is None:
+            self.notify("This chat was deleted in another edgechat window. Ctrl+N starts a new chat.",
+                        title="Chat deleted", severity="warning", timeout=8)
+            return False
         holder = self.store.claim(chat_id)
         if holder is None:
             self._let_go(chat_id)                 # a chat not shown: held only for this change
