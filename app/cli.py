@@ -1,6 +1,6 @@
 """edgechat command line: the chat TUI by default, ``-p`` one-shot prompts, and management commands.
 
-Exit codes: 0 ok, 1 runtime error, 2 usage, 130 interrupted.
+Exit codes: 0 ok, 1 runtime error, 2 usage, 130 interrupted, 143 SIGTERM, 129 SIGHUP.
 """
 from __future__ import annotations
 
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("-p", "--prompt", help="one-shot prompt ('-' reads stdin)")
     p.add_argument("--json", action="store_true", help="one-shot: print one JSON object")
+    p.add_argument("--truncate-prompt", action="store_true",
+                   help="a prompt beyond the window (--ctx): read only the sinks and the last window's "
+                        "worth of it, skip the rest (default: read it all; the earliest tokens leave)")
     p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and why, and timings")
     add_model_options(p)
     add_sampling_options(p)
@@ -132,9 +135,15 @@ def one_shot(args, prompt: str) -> int:
               f"{i.threads} threads, isa {i.isa}", file=sys.stderr)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
         [{"role": "user", "content": prompt}]
-    text, done, code = _stream(engine, messages, args)
+    from .prompt_notice import PrefillReporter
+    reporter = PrefillReporter(sys.stderr)
+    text, done, code = _stream(engine, messages, args, reporter)
     if args.json:
-        print(json.dumps(_json_result(engine, text, done), ensure_ascii=False))
+        result = _json_result(engine, text, done)
+        result["prompt"] = reporter.fit.to_dict() if reporter.fit else None
+        if done is None:                      # stopped: count the tokens it streamed
+            result["tokens"]["completion"] = reporter.streamed
+        print(json.dumps(result, ensure_ascii=False))
     elif text and not text.endswith("\n"):
         sys.stdout.write("\n")
     if args.verbose and done:
@@ -146,21 +155,31 @@ def one_shot(args, prompt: str) -> int:
     return code
 
 
-def _stream(engine, messages: list[dict], args):
-    """Run the chat, writing text as it comes unless --json: (text, DoneEvent or None, exit code)."""
+def _stream(engine, messages: list[dict], args, reporter):
+    """Run the chat, writing text as it comes unless --json: (text, DoneEvent or None, exit code).
+    Ctrl-C, SIGTERM and SIGHUP stop it (within one token or one prefill chunk): the partial reply is
+    kept and the code says which."""
     from ..runtime.events import DoneEvent
+    from .signals import Terminated, raising_on_terminate
     parts, done, code = [], None, EXIT_OK
     try:
-        for ev in engine.chat(messages, **sampling_kwargs(args)):
-            if isinstance(ev, DoneEvent):
-                done = ev
-            else:
-                parts.append(ev.text)
-                if not args.json:
-                    sys.stdout.write(ev.text)
-                    sys.stdout.flush()
+        with raising_on_terminate():
+            for ev in engine.chat(messages, on_prefill=reporter, truncate_prompt=args.truncate_prompt,
+                                  **sampling_kwargs(args)):
+                reporter.close()
+                if isinstance(ev, DoneEvent):
+                    done = ev
+                else:
+                    parts.append(ev.text)
+                    reporter.streamed += ev.token >= 0
+                    if not args.json:
+                        sys.stdout.write(ev.text)
+                        sys.stdout.flush()
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except Terminated as e:
+        code = e.exit_code
+    reporter.close()
     return (done.text if done else "".join(parts)), done, code
 
 

@@ -2,7 +2,9 @@
 
 The database lives in ``platformdirs.user_data_dir("edgechat")`` (``EDGECHAT_HOME`` overrides it) as
 ``chats.db``, in WAL mode, with its schema version in ``PRAGMA user_version``. A user message is
-committed when it is sent, a reply when it finishes or is stopped.
+committed when it is sent, a reply when it finishes or is stopped. Windows sharing the file each
+write their own chats: ``claim`` takes a chat's lease (``leases.py``; the table is an addition an
+older edgechat ignores, so the schema version stays).
 
 Nothing here raises on a bad database: a broken file, one written by a newer edgechat, a read-only
 directory or a full disk sets ``Store.problem`` to a one-line explanation and the store goes on in
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models.paths import DB_FILE, data_dir
+from . import leases
 
 SCHEMA_VERSION = 1
 DB_NAME = DB_FILE
@@ -88,6 +91,9 @@ class Store:
         self.problem = problem
         self.on_problem: Callable[[str], None] | None = None   # told when a write falls back
         self._conn = _connect(path) if path is not None else _memory()
+        self._owner = leases.Owner.here()
+        self._claimed: set[int] = set()      # chats this store holds the lease of
+        self._saved_upto: int | None = None  # the last message id the file holds, after a fall back
 
     @property
     def in_memory(self) -> bool:
@@ -147,7 +153,48 @@ class Store:
     def clear_messages(self, chat_id: int) -> None:
         self._write("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
 
+    def unsaved(self) -> list[tuple[Chat, Message]]:
+        """Messages that are only in memory though a file was wanted (all of them when the file
+        could not be opened, those since the fall back when a write failed), oldest first."""
+        if not (self.in_memory and self.problem):
+            return []
+        rows = self._conn.execute("SELECT * FROM messages WHERE id > ? ORDER BY id",
+                                  (self._saved_upto or 0,)).fetchall()
+        return [(self.get_chat(m.chat_id), m) for m in map(_message, rows)]
+
+    # leases --------------------------------------------------------------------------------------
+    def claim(self, chat_id: int) -> int | None:
+        """Become the writer of ``chat_id`` unless another live edgechat window is.
+
+        Returns:
+            None when this store holds it now, else the pid of the window that does.
+        """
+        if chat_id in self._claimed:
+            return None
+        try:
+            holder = leases.claim(self._conn, chat_id, self._owner)
+        except sqlite3.OperationalError as e:
+            self._write_failed(e)                # in memory from now on: nobody else writes there
+            holder = None
+        if holder is None:
+            self._claimed.add(chat_id)
+        return holder
+
+    def release(self, chat_id: int) -> None:
+        """Let another window write ``chat_id``."""
+        if chat_id in self._claimed:
+            self._claimed.discard(chat_id)
+            try:
+                leases.release(self._conn, self._owner, chat_id)
+            except sqlite3.OperationalError as e:
+                self._write_failed(e)
+
     def close(self) -> None:
+        """Give up this store's leases and close the file."""
+        try:
+            leases.release(self._conn, self._owner)
+        except sqlite3.Error:
+            pass
         self._conn.close()
 
     # writes --------------------------------------------------------------------------------------
@@ -158,9 +205,14 @@ class Store:
         except sqlite3.OperationalError as e:      # disk full, read-only, I/O error, locked
             if self.path is None:
                 raise
-            self._fall_back(f"Cannot write chat history to {self.path} ({e}). "
-                            "Chats are kept in memory for this session.")
+            self._write_failed(e)
             return self._transaction(sql, params, *more)
+
+    def _write_failed(self, e: sqlite3.Error) -> None:
+        if self.path is None:
+            raise e
+        self._fall_back(f"Cannot write chat history to {self.path} ({e}). "
+                        "Chats are kept in memory for this session.")
 
     def _transaction(self, sql: str, params: tuple, *more: tuple[str, tuple]) -> sqlite3.Cursor:
         with self._conn:
@@ -179,6 +231,7 @@ class Store:
             mem = _memory()
         self._conn.close()
         self._conn = mem
+        self._saved_upto = mem.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
         self.path = None
         self.problem = problem
         if self.on_problem:
@@ -228,6 +281,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         if version == 0:
             with conn:
                 _create(conn)
+        _add_leases(conn)
         return conn
     except BaseException:
         conn.close()
@@ -243,8 +297,17 @@ def _memory(schema: bool = True) -> sqlite3.Connection:
 
 
 def _create(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
+    conn.executescript(_SCHEMA + leases.SCHEMA)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _add_leases(conn: sqlite3.Connection) -> None:
+    """The leases table in a file an earlier edgechat wrote (a read-only file goes on without it:
+    its first write falls back to memory anyway)."""
+    try:
+        conn.executescript(leases.SCHEMA)
+    except sqlite3.OperationalError:
+        pass
 
 
 def _broken(path: Path, why: str) -> str:

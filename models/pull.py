@@ -2,7 +2,9 @@
 
 huggingface_hub does the transfer: its progress bar, its retry with a ``Range`` request when a
 connection drops midway, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_TOKEN``. Both env variables are
-read at call time here, so they work even when set after the hub was imported.
+read at call time here, so they work even when set after the hub was imported. Before the hub is
+asked, one bounded connection attempt (``netcheck``) says whether it can be reached: with no network
+a cached file is used, or the pull fails in seconds with one line instead of the hub's retries.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from ..runtime.errors import EdgechatError, ModelNotFound
 from . import catalog, local
+from .netcheck import unreachable
 
 _HASH_CHUNK = 1 << 20
 
@@ -35,6 +38,12 @@ class PullResult:
 
 def _endpoint() -> str | None:
     return (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+
+
+def _no_network() -> str | None:
+    """Why the hub cannot be reached now (None: it can, or HF_HUB_OFFLINE asks not to try)."""
+    from huggingface_hub import constants
+    return None if _offline() else unreachable(_endpoint() or constants.ENDPOINT)
 
 
 def _offline() -> bool:
@@ -81,6 +90,9 @@ def repo_ggufs(repo: str) -> list[str]:
     from huggingface_hub import HfApi
     if _offline():
         raise EdgechatError(f"cannot list {repo} with HF_HUB_OFFLINE set: pass --file")
+    why = _no_network()
+    if why:
+        raise EdgechatError(f"cannot list {repo}: {why} (no network?)")
     try:
         files = HfApi(endpoint=_endpoint()).list_repo_files(repo)
     except Exception as e:                    # the hub's and its HTTP library's: one line for the user
@@ -99,14 +111,20 @@ def _choose(repo: str, quant: str) -> str:
 
 def _download(repo: str, filename: str, force: bool, tqdm_class) -> Path:
     from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors
     offline = _offline()
     if force and offline:
         raise EdgechatError("--force needs the network, and HF_HUB_OFFLINE is set")
+    why = _no_network()
+    if force and why:
+        raise EdgechatError(f"--force needs the network: {why}")
     try:
         return Path(hf_hub_download(repo, filename, endpoint=_endpoint(),
                                     cache_dir=local.hub_cache_dir(), force_download=force,
-                                    local_files_only=offline, tqdm_class=tqdm_class))
+                                    local_files_only=offline or bool(why), tqdm_class=tqdm_class))
     except Exception as e:                    # the hub's and its HTTP library's: one line for the user
+        if why and isinstance(e, errors.LocalEntryNotFoundError):
+            raise EdgechatError(f"{why} (no network?), and {repo}/{filename} is not in the cache") from None
         raise _hub_error(e, repo, filename) from None
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..runtime.errors import ModelNotFound
 from .local import find_local
+from .path_kind import path_problem
 from .paths import DEFAULT_NAME, default_model_path
 
 def resolve(model: str | os.PathLike | None) -> Path:
@@ -18,14 +19,17 @@ def resolve(model: str | os.PathLike | None) -> Path:
         The file's path.
 
     Raises:
-        ModelNotFound: for a directory, a missing path or an unknown name.
+        ModelNotFound: for a path that is not a readable GGUF file (it names what the path is: a
+            directory, a device, a FIFO, a symlink loop, an empty file), a missing path or an
+            unknown name.
     """
     if model is None or str(model) in ("", "default", DEFAULT_NAME):
         return default_model_path()
     text = str(model)
     path = Path(text).expanduser()
-    if path.is_dir():
-        raise ModelNotFound(f"{text} is a directory, not a GGUF file")
+    problem = path_problem(text, path)
+    if problem:
+        raise ModelNotFound(problem)
     if path.is_file():
         return path
     if looks_like_path(text):

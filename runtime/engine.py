@@ -25,6 +25,7 @@ from .cpu import physical_cores
 from .errors import EdgechatError, UnsupportedModel
 from .events import DoneEvent, Stats, TextEvent
 from .info import DEFAULT_CTX, DEFAULT_SINKS, CacheInfo, EngineInfo
+from .prefill import PREFILL_CHUNK, feed_chunks, fit
 from .sampler import Sampler, SamplingParams, make_sampler
 
 BACKENDS = ("auto", "native", "llama.cpp")
@@ -90,6 +91,7 @@ class Engine:
         self._cache = backend.cache_info()
         self._active = False              # a call is running (see EngineBusy)
         self._flag = threading.Lock()     # guards _active only; never held while running
+        self._told = None                 # the turn's prefill progress callback (tokens fed so far)
 
     # ---- the contract ---------------------------------------------------------------------------
 
@@ -184,10 +186,13 @@ class Engine:
             token ids.
         """
         with self._turn():
+            self._told = None
             yield from self._generate(ids, sampler, cancel, max_tokens)
 
     def _generate(self, ids, sampler, cancel, max_tokens) -> Iterator[int]:
-        logits = self._feed(list(ids))
+        logits = self._feed_prompt(list(ids), cancel)
+        if logits is None:                 # cancelled while the prompt was read
+            return
         n = 0
         while max_tokens is None or n < max_tokens:
             if cancel is not None and cancel.is_set():
@@ -200,13 +205,18 @@ class Engine:
     # ---- chat level -----------------------------------------------------------------------------
 
     def chat(self, messages: list[dict], *, cancel: threading.Event | None = None,
-             sampler: Sampler | None = None, **sampling) -> Iterator[TextEvent | DoneEvent]:
+             sampler: Sampler | None = None, on_prefill=None, truncate_prompt: bool = False,
+             **sampling) -> Iterator[TextEvent | DoneEvent]:
         """Generate the assistant's reply to a conversation, streaming text as it comes.
 
         Args:
             messages: the whole conversation: dicts with ``role`` and ``content``.
             cancel: set it to stop within one token; the partial reply is kept.
             sampler: a sampler to use instead of one made from ``sampling`` (max_tokens still applies).
+            on_prefill: called with a ``PromptFit`` before the prompt is fed (it says whether the
+                prompt is beyond the window), then after each chunk of a long one (``done`` grows).
+            truncate_prompt: a prompt beyond the window is fed as the sinks + the last window's
+                worth; the rest is skipped (``PromptFit.skipped``).
             **sampling: ``SamplingParams`` fields (temp, top_k, top_p, min_p, repeat_penalty,
                 repeat_last_n, seed, max_tokens); those not given (or None) take its defaults.
 
@@ -217,11 +227,15 @@ class Engine:
         with self._turn():
             clock = _Clock(self.info.load_s)
             new, clock.stats = self._sync(messages)
+            new = self._fit_prompt(new, clock.stats, on_prefill, truncate_prompt)
             sampler = sampler or make_sampler(**params.sampler_kwargs())
             tokens = self._generate(new, sampler, cancel, params.max_tokens)
             yield from self._stream_reply(tokens, clock)
             done = clock.done(cancel, params.max_tokens)
-            self._feed(self._conv.finish(done.text))
+            read_whole = len(self._fed) == len(self._conv.ids)   # not cancelled inside the prompt
+            closing = self._conv.finish(done.text)
+            if read_whole:                 # else the next turn reads on from where the prompt stopped
+                self._feed(closing)
             done.cache = self._cache
             yield done
 
@@ -257,6 +271,35 @@ class Engine:
             common -= 1
         stats.prompt_tokens = len(target) - common
         return list(target[common:]), stats
+
+    def _fit_prompt(self, new: list[int], stats: Stats, on_prefill, truncate: bool) -> list[int]:
+        """Tell ``on_prefill`` how the turn's tokens fit the window (before any is fed); with
+        ``truncate``, skip those that would leave it. Returns the ids to feed."""
+        c = self._cache
+        f = fit(len(new), c.capacity, c.sinks, len(self._fed), truncate)
+        self._told = (lambda n: on_prefill(f.fed(n))) if on_prefill else None
+        if f.skipped:
+            new = self._skip_to(len(self._conv.ids) - (c.capacity - c.sinks))
+            stats.prompt_tokens = c.sinks + len(new)
+        if on_prefill:
+            on_prefill(f)
+        return new
+
+    def _skip_to(self, start: int) -> list[int]:
+        """Make the cache hold the sinks of the conversation and nothing else, counting its ids up to
+        ``start`` as fed (skipped); returns the ids from ``start`` on, to feed."""
+        target, sinks = self._conv.ids, self._cache.sinks
+        self._reset(sinks)
+        self._feed(list(target[:sinks]))
+        self._fed, self._skip = array("i", target[:start]), start - sinks
+        self._cache = self._b.cache_info().shifted(self._skip)
+        return list(target[start:])
+
+    def _feed_prompt(self, ids: list[int], cancel) -> np.ndarray | None:
+        """Feed a prompt; a long one in chunks (a cancel is seen between two: None)."""
+        if len(ids) <= PREFILL_CHUNK:
+            return self._feed(ids)
+        return feed_chunks(self._feed, ids, lambda: cancel is not None and cancel.is_set(), self._told)
 
     # ---- cache bookkeeping ----------------------------------------------------------------------
 

@@ -181,7 +181,8 @@ def check_gguf(path: str | os.PathLike) -> GGUFSummary:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < 24:
-                raise GGUFError("header", f"file is {size} bytes, shorter than a GGUF header (24)")
+                what = "empty (0 bytes)" if size == 0 else f"{size} bytes"
+                raise GGUFError("header", f"file is {what}, shorter than a GGUF header (24)")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 return _parse(mm, size, path)
     except OSError as e:

@@ -6,6 +6,10 @@ writes them to a ``MarkdownStream``. One engine is loaded at a time; a chat whos
 """
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import threading
 from dataclasses import asdict
 
 import psutil
@@ -15,6 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Label, Markdown, OptionList, Static
 
+from ..signals import TERMINATING
 from ..store import Chat, Store, open_store
 from ..store import Message as StoredMessage
 from . import settings as chat_settings
@@ -23,12 +28,15 @@ from .export import chat_markdown, default_name, write_export
 from .screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen, TextPrompt
 from .screens.model_picker import local_models
 from .host import EngineFailed, EngineHost, EngineLoaded
-from .reply import Reply, ReplyChunk, ReplyDone, ReplyFailed
+from .reply import PromptBeyondWindow, Reply, ReplyChunk, ReplyDone, ReplyFailed
 from .widgets import ChatList, MessageView, PromptInput, StatusBar, Transcript
 
 NEW_TITLE = "New chat"
 TITLE_CHARS = 40
 RSS_EVERY_S = 2.0
+UNSAVED_CHARS = 60      # each unsaved message is named by its start at quit
+EXIT_GRACE_S = 10.0     # after SIGTERM/SIGHUP the reply is committed first; if leaving the terminal
+                        # hangs (it is gone), the process ends this much later anyway
 
 
 class EdgechatApp(App[int]):
@@ -72,6 +80,7 @@ class EdgechatApp(App[int]):
         self.last_stats: dict = {}
         self._last_map: tuple | None = None    # (chat id, spans, cache) of the last reply
         self._queued: tuple[int, str] | None = None   # (chat id, text) sent while a reply ran
+        self._terminating: int | None = None   # the exit code of a SIGTERM/SIGHUP being handled
 
     @property
     def engine(self):
@@ -106,6 +115,7 @@ class EdgechatApp(App[int]):
         return self.query_one(StatusBar)
 
     async def on_mount(self) -> None:
+        self._catch_signals()
         self.store.on_problem = self._show_store_problem
         self._show_store_problem(self.store.problem)
         await self._show_chat(self._initial_chat())
@@ -127,21 +137,81 @@ class EdgechatApp(App[int]):
         for reply in [r for r in self._unsaved if r.done is not None]:
             self._save_reply(reply)
 
+    def _catch_signals(self) -> None:
+        """SIGTERM and SIGHUP quit as Ctrl+Q does; the exit code is the shell's (143, 129)."""
+        loop = asyncio.get_running_loop()
+        for sig in TERMINATING:
+            loop.add_signal_handler(sig, self.call_later, self._terminate, 128 + sig)
+
+    async def _terminate(self, code: int) -> None:
+        """Stop the reply within one token and commit it before anything touches the terminal (after
+        a SIGHUP it may be gone), then quit: leaving restores the terminal."""
+        if self._terminating is not None:
+            return
+        self._terminating = code
+        watchdog = threading.Timer(EXIT_GRACE_S, os._exit, (code,))
+        watchdog.daemon = True
+        watchdog.start()
+        for reply in self._unsaved:
+            reply.cancel.set()
+        await asyncio.to_thread(self.host.close)
+        for reply in [r for r in self._unsaved if r.done is not None]:
+            self._save_reply(reply)
+        self.exit(code, return_code=code)
+
     # ---- chats ----------------------------------------------------------------------------------
 
     def _initial_chat(self) -> Chat:
-        """The latest chat if it is still empty, else a new one; the command line sets its settings."""
+        """The latest chat if it is still empty and no other window holds it, else a new one; the
+        command line sets its settings."""
         fields = dict(model=self.args.model or "", system=self.args.system or "",
                       settings=chat_settings.from_args(self.args))
         chats = self.store.list_chats()
-        if chats and not self.store.messages(chats[0].id):
+        if chats and not self.store.messages(chats[0].id) and self.store.claim(chats[0].id) is None:
             self.store.update_chat(chats[0].id, **fields)
             return self.store.get_chat(chats[0].id)
-        return self.store.create_chat(NEW_TITLE, **fields)
+        return self._new_chat(**fields)
+
+    def _new_chat(self, **fields) -> Chat:
+        """A new chat, held by this window."""
+        chat = self.store.create_chat(NEW_TITLE, **fields)
+        self.store.claim(chat.id)
+        return chat
+
+    def _let_go(self, chat_id: int) -> None:
+        """Release a chat this window left, once no reply of it is still to be committed."""
+        if (self.chat is None or chat_id != self.chat.id) and all(r.chat_id != chat_id for r in self._unsaved):
+            self.store.release(chat_id)
+
+    def _may_write(self, chat_id: int) -> bool:
+        """True when no other live window writes ``chat_id`` (this one holds it from now on while it
+        shows it); else the user is told."""
+        if self.store.get_chat(chat_id) is None:
+            self.notify("This chat was deleted in another edgechat window. Ctrl+N starts a new chat.",
+                        title="Chat deleted", severity="warning", timeout=8)
+            return False
+        holder = self.store.claim(chat_id)
+        if holder is None:
+            self._let_go(chat_id)                 # a chat not shown: held only for this change
+            return True
+        self.notify(f"This chat is open in another edgechat window (pid {holder}), which writes it; "
+                    "here it can be read. Ctrl+N starts a new chat.", title="Read only here",
+                    severity="warning", timeout=8)
+        return False
+
+    async def _catch_up(self) -> None:
+        """Show what another window added to this chat while this one only read it."""
+        stored = [m.id for m in self.store.messages(self.chat.id)]
+        if stored != [m.id for m in self.history]:
+            await self._show_chat(self.chat)
 
     async def _show_chat(self, chat: Chat) -> None:
-        """Show ``chat``: its messages, its settings, its model (loaded if another one is)."""
-        self.chat = chat
+        """Show ``chat``: its messages (as committed, by any window), its settings, its model (loaded
+        if another one is). This window holds it unless another one does."""
+        left, self.chat = self.chat, chat
+        if left is not None and left.id != chat.id:
+            self._let_go(left.id)
+        self.store.claim(chat.id)
         self.history = self.store.messages(chat.id)
         views = [MessageView(m.role, m.content, finish=m.finish, message_id=m.id) for m in self.history]
         if chat.system:
@@ -180,12 +250,16 @@ class EdgechatApp(App[int]):
 
         A reply in progress is stopped first; its partial text is kept.
         """
+        if not self._may_write(self.chat.id):
+            return
         await self._detach_reply()
         self.store.update_chat(self.chat.id, **fields)
         self._last_map = None                  # the spans were of the conversation before
         await self._show_chat(self.store.get_chat(self.chat.id))
 
     def rename(self, chat_id: int, title: str) -> None:
+        if not self._may_write(chat_id):
+            return
         self.store.update_chat(chat_id, title=title)
         if chat_id == self.chat.id:
             self.chat = self.store.get_chat(chat_id)
@@ -272,10 +346,11 @@ class EdgechatApp(App[int]):
             self.notify("A reply is still coming: Esc stops it.", severity="warning")
         elif self.engine is None:
             self.notify("The model is not loaded yet.", severity="warning")
-        return self.reply is None and self.engine is not None
+        return self.reply is None and self.engine is not None and self._may_write(self.chat.id)
 
     async def _send(self, text: str) -> None:
         """Commit the user message, show it, and start the reply."""
+        await self._catch_up()
         message = self.store.add_message(self.chat.id, "user", text)
         self.history.append(message)
         if self.chat.title == NEW_TITLE:
@@ -308,9 +383,17 @@ class EdgechatApp(App[int]):
         if not reply.detached:
             await reply.stream.write(message.text)
 
+    @on(PromptBeyondWindow)
+    def _prompt_beyond_window(self, message: PromptBeyondWindow) -> None:
+        if not message.reply.detached:
+            self.notify(message.notice[:1].upper() + message.notice[1:] + ".",
+                        title="Longer than the window", severity="warning", timeout=15)
+
     @on(ReplyDone)
     async def _reply_done(self, message: ReplyDone) -> None:
         reply, event = message.reply, message.event
+        if reply not in self._unsaved:             # committed already (SIGTERM, SIGHUP)
+            return
         stored = self._save_reply(reply)
         self._show_stats(reply, event, message.spans)
         if reply is self.reply:
@@ -340,13 +423,16 @@ class EdgechatApp(App[int]):
         if self.store.get_chat(reply.chat_id) is None:
             return None
         event = reply.done
-        return self.store.add_message(reply.chat_id, "assistant", event.text,
-                                      finish=event.finish_reason, stats=asdict(event.stats))
+        stored = self.store.add_message(reply.chat_id, "assistant", event.text,
+                                        finish=event.finish_reason, stats=asdict(event.stats))
+        self._let_go(reply.chat_id)
+        return stored
 
     @on(ReplyFailed)
     async def _reply_failed(self, message: ReplyFailed) -> None:
         reply = message.reply
         self._unsaved.remove(reply)
+        self._let_go(reply.chat_id)
         if reply is self.reply:
             self._set_reply(None)
         if reply.detached:                       # the user had already left it
@@ -385,13 +471,13 @@ class EdgechatApp(App[int]):
             return
         await self._detach_reply()
         c = self.chat
-        await self._show_chat(self.store.create_chat(NEW_TITLE, model=c.model, system=c.system,
-                                                     settings=c.settings))
+        await self._show_chat(self._new_chat(model=c.model, system=c.system, settings=c.settings))
 
     async def action_regenerate(self) -> None:
         """Replace the last reply with a new one."""
         if not self._can_reply():
             return
+        await self._catch_up()
         if self.history and self.history[-1].role == "assistant":
             self.store.delete_message(self.history.pop().id)
             await self.transcript.drop(self.transcript.views[-1])
@@ -459,6 +545,8 @@ class EdgechatApp(App[int]):
         self.push_screen(ConfirmScreen(f"Delete “{chat.title}” and its messages?"), answered)
 
     async def _delete_chat(self, chat_id: int) -> None:
+        if not self._may_write(chat_id):
+            return
         current = chat_id == self.chat.id
         if current:
             await self._detach_reply()
@@ -471,10 +559,11 @@ class EdgechatApp(App[int]):
             await self._show_chat(rest[0])
         else:
             c = self.chat
-            await self._show_chat(self.store.create_chat(NEW_TITLE, model=c.model, system=c.system,
-                                                         settings=c.settings))
+            await self._show_chat(self._new_chat(model=c.model, system=c.system, settings=c.settings))
 
     async def clear_chat(self) -> None:
+        if not self._may_write(self.chat.id):
+            return
         await self._detach_reply()
         self.store.clear_messages(self.chat.id)
         await self._show_chat(self.chat)
@@ -502,5 +591,20 @@ def run_tui(args) -> int:
         app = EdgechatApp(args, store)
         code = app.run()
     finally:
+        lost = store.unsaved()
         store.close()
+    if lost:
+        print(unsaved_reminder(store.problem, lost), file=sys.stderr)
     return code or 0
+
+
+def unsaved_reminder(problem: str, lost: list) -> str:
+    """What was never written to the history file, said after the app has left the terminal."""
+    lines = [f"edgechat: {problem.split(' Chats are kept')[0]}",
+             f"edgechat: these {len(lost)} messages were kept only in memory and were not saved:"]
+    for chat, m in lost:
+        text = " ".join(m.content.split())
+        text = text if len(text) <= UNSAVED_CHARS else text[:UNSAVED_CHARS - 1] + "…"
+        title = chat.title if chat else "?"
+        lines.append(f"  “{title}”, {'you' if m.role == 'user' else m.role}: {text}")
+    return "\n".join(lines)

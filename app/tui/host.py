@@ -81,6 +81,7 @@ class EngineHost:
 
     def _reply(self, reply: Reply, kwargs: dict) -> None:
         worker = get_current_worker()
+        kwargs = dict(kwargs, truncate_prompt=bool(getattr(self.args, "truncate_prompt", False)))
         with self.lock:
             stream_reply(self.engine, reply, kwargs, self.app.post_message, lambda: worker.is_cancelled)
 

@@ -43,6 +43,14 @@ class ReplyDone(Message):
 
 
 @dataclass
+class PromptBeyondWindow(Message):
+    """The prompt is longer than the window: what the user should know before it is read."""
+
+    reply: Reply
+    notice: str
+
+
+@dataclass
 class ReplyFailed(Message):
     """The engine raised while replying."""
 
@@ -53,9 +61,15 @@ class ReplyFailed(Message):
 def stream_reply(engine, reply: Reply, kwargs: dict, post: Callable[[Message], object],
                  cancelled: Callable[[], bool]) -> None:
     """Run ``Engine.chat`` in a worker thread: post each piece, then the end (or the failure); stop
-    within one token once ``reply.cancel`` is set or ``cancelled()`` says the worker is."""
+    within one token (or one chunk of a long prompt) once ``reply.cancel`` is set or ``cancelled()``
+    says the worker is; a prompt beyond the window is told first (``PromptBeyondWindow``)."""
+    from ..prompt_notice import notice
+
+    def told(fit) -> None:
+        if fit.done == 0 and fit.overflows:
+            post(PromptBeyondWindow(reply, notice(fit)))
     try:
-        for event in engine.chat(reply.messages, cancel=reply.cancel, **kwargs):
+        for event in engine.chat(reply.messages, cancel=reply.cancel, on_prefill=told, **kwargs):
             if cancelled():
                 reply.cancel.set()
             if isinstance(event, TextEvent):
