@@ -26,6 +26,7 @@ from .errors import EdgechatError, UnsupportedModel
 from .events import DoneEvent, Stats, TextEvent
 from .info import DEFAULT_CTX, DEFAULT_SINKS, CacheInfo, EngineInfo
 from .sampler import Sampler, SamplingParams, make_sampler
+from .speculative import SpecCounts, Speculation
 
 BACKENDS = ("auto", "native", "llama.cpp")
 
@@ -89,6 +90,7 @@ class Engine:
         self._skip = 0                    # logical tokens skipped by a rebuild (after the sinks)
         self._cache = backend.cache_info()
         self._active = False              # a call is running (see EngineBusy)
+        self.speculation = Speculation("off")   # load() sets it (runtime/speculative.py)
         self._flag = threading.Lock()     # guards _active only; never held while running
 
     # ---- the contract ---------------------------------------------------------------------------
@@ -135,6 +137,7 @@ class Engine:
             if self._b is not None:
                 self._b.close()
                 self._b = None
+            self.speculation.close()
             close = getattr(self._tok, "close", None)
             if close:
                 close()
@@ -161,7 +164,12 @@ class Engine:
         with self._turn():
             yield from self._generate(ids, sampler, cancel, max_tokens)
 
-    def _generate(self, ids, sampler, cancel, max_tokens) -> Iterator[int]:
+    def _generate(self, ids, sampler, cancel, max_tokens, counts: SpecCounts | None = None) -> Iterator[int]:
+        if self.speculation.drafter is not None:
+            from .speculative import generate
+            yield from generate(self, ids, sampler, cancel, max_tokens, self.speculation.drafter,
+                                counts if counts is not None else SpecCounts())
+            return
         logits = self._feed(list(ids))
         n = 0
         while max_tokens is None or n < max_tokens:
@@ -193,8 +201,11 @@ class Engine:
             clock = _Clock(self.info.load_s)
             new, clock.stats = self._sync(messages)
             sampler = sampler or make_sampler(**params.sampler_kwargs())
-            tokens = self._generate(new, sampler, cancel, params.max_tokens)
+            counts = SpecCounts()
+            tokens = self._generate(new, sampler, cancel, params.max_tokens, counts)
             yield from self._stream_reply(tokens, clock)
+            tokens.close()                 # drafts fed past the last token taken are rolled back
+            clock.stats.draft_tokens, clock.stats.accepted_tokens = counts.draft_tokens, counts.accepted_tokens
             done = clock.done(cancel, params.max_tokens)
             self._feed(self._conv.finish(done.text))
             done.cache = self._cache
@@ -333,7 +344,8 @@ class _Clock:
 
 def load(path: str | Path, *, backend: str = "auto", threads: int | None = None, ctx: int = DEFAULT_CTX,
          sinks: int = DEFAULT_SINKS, gpu_layers: int = 0, pin_system: bool = False,
-         evict_chunk: int | None = None, force: bool = False) -> Engine:
+         evict_chunk: int | None = None, force: bool = False, speculative: str = "lookup",
+         draft: str | Path | None = None) -> Engine:
     """Load a GGUF file (the app resolves model names to paths: ``edgechat.models.resolve``).
 
     Args:
@@ -346,6 +358,9 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         pin_system: make the sink region BOS + the whole system prompt.
         evict_chunk: llama.cpp backend: tokens evicted at once when the ring is full.
         force: skip the memory preflight.
+        speculative: "lookup" (prompt-lookup drafts), "draft" (a draft model: ``draft``) or "off".
+            Native backend only; the text (temp 0) or its distribution (temp > 0) never changes.
+        draft: the draft model's GGUF (same tokenizer) for ``speculative="draft"``.
 
     Returns:
         An Engine.
@@ -369,7 +384,14 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
                       gpu_layers=gpu_layers, pin_system=pin_system, extra=dict(be.info.extra),
                       load_s=time.perf_counter() - t0)
-    return Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
+    engine = Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
+    from .speculative import make_speculation
+    try:
+        engine.speculation = make_speculation(speculative, draft, be, tok, ctx=ctx, sinks=sinks, threads=threads)
+    except BaseException:
+        engine.close()
+        raise
+    return engine
 
 
 def _check_load_args(ctx: int, sinks: int, threads: int | None) -> int:

@@ -49,6 +49,11 @@ class NativeBackend:
     def truncate(self, n_past: int) -> bool:
         return self._m.truncate(n_past)
 
+    def spec_room(self) -> int:
+        """The longest verify batch (sampled token + drafts) that is exact: logits equal to one-token
+        decodes, and a rollback into it leaves the cache as if only the kept tokens had been fed."""
+        return min(self.exact_batch, self.n_ctx - self._m.cache_info()["sinks"])
+
     def checkpoint(self, n: int) -> None:
         """Speculation: keep what the next ``n`` tokens (a verify batch, n <= window) overwrite in the
         ring, so ``truncate`` back to any point among them succeeds even across an eviction."""

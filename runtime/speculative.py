@@ -1,0 +1,283 @@
+"""Speculative decoding: draft a few tokens cheaply, verify them in one batched forward pass.
+
+Decode on a CPU reads every weight once per token; a batch of k + 1 tokens costs much less than k + 1
+decodes. A drafter (``lookup.PromptLookup``: n-grams of the stream itself; ``draft.DraftModel``: a small
+model with the same tokenizer) proposes k tokens; the target evaluates the sampled token and the k
+drafts in one call (all logits), keeps the drafts its own sampler agrees with, and rolls the cache back
+over the rest (``Backend.checkpoint`` makes that exact across an eviction).
+
+Never a different answer: the native engine's verify batches give each token the logits its one-token
+decode gives, bit for bit, so at temp 0 the text equals ``off``. At temp > 0 the accept/reject rule is
+the standard one (Leviathan et al. 2023, Chen et al. 2023): a draft d drawn from q is kept with
+probability min(1, p(d) / q(d)), and on rejection the token is drawn from normalize(max(0, p - q)),
+so every token is distributed as the target's p. p is the sampler's own distribution (repetition
+penalty with the history up to that token, top-k, top-p, min-p, temperature), so the filters apply
+exactly as without speculation. A lookup draft is a point mass (q(d) = 1).
+
+The draft length adapts (longer after a fully accepted draft, shorter after a rejection), and a reply
+whose drafts do not pay (the time verify batches took exceeds what the tokens they gave would have cost
+by plain decode) stops drafting for a while, then tries again, each time waiting twice as long.
+"""
+from __future__ import annotations
+
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+
+MODES = ("lookup", "draft", "off")
+K_START = 4              # first draft length of a reply
+K_MIN = 1
+PAUSE_START = 16         # tokens without drafting after drafts stopped paying; doubles each time
+MIN_TRIALS = 4           # verify batches before the gain is judged
+EMA = 0.2                # weight of the newest plain-decode time in its moving average
+
+
+@dataclass
+class Draft:
+    """Proposed tokens and, for a sampled draft, the distribution each was drawn from."""
+
+    tokens: list[int]
+    q: list[tuple[np.ndarray, np.ndarray]] | None = None   # per token (ids [n], probs [n]); None: point masses
+
+
+class Drafter(Protocol):
+    name: str
+
+    def propose(self, inp: "DraftInput", k: int) -> Draft:
+        """Up to ``k`` tokens that may follow ``inp``'s stream (fewer or none is fine)."""
+
+
+@dataclass
+class DraftInput:
+    """What a drafter sees: the target's logical stream (fed tokens), the token about to be fed, the
+    sampler, and how the target's ring maps the stream (``sinks``; ``skip`` tokens dropped by a rebuild)."""
+
+    fed: array
+    tok: int
+    sampler: object
+    sinks: int
+    skip: int
+
+    def tail(self, n: int) -> np.ndarray:
+        """The last ``n`` tokens of fed + [tok], int32 (a copy of at most n tokens)."""
+        t = np.empty(min(n, len(self.fed) + 1), np.int32)
+        t[:-1] = self.fed[len(self.fed) - (t.shape[0] - 1):] if t.shape[0] > 1 else []
+        t[-1] = self.tok
+        return t
+
+
+@dataclass
+class SpecCounts:
+    """One reply's speculation: draft tokens verified and accepted."""
+
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+
+
+class Prefix:
+    """``history[:n]`` of an ``array`` without copying it (the sampler slices its last few ids)."""
+
+    def __init__(self, a: array, n: int):
+        self._a, self._n = a, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, s: slice):
+        start, stop, _ = s.indices(self._n)
+        return self._a[start:stop]
+
+
+@dataclass
+class Controller:
+    """Draft length and whether drafting pays, for one reply.
+
+    Gain is measured, not assumed: a verify step that took ``t`` and gave ``a + 1`` tokens saved
+    ``(a + 1) * t1 - t``, with ``t1`` the moving average of a plain decode step. When the gain over
+    the last trials is negative, drafting pauses for ``pause`` tokens, and the pause doubles.
+    """
+
+    k_max: int
+    k: int = K_START
+    t1: float | None = None          # plain decode step, seconds (moving average)
+    gain: float = 0.0                # seconds saved since drafting (re)started
+    trials: int = 0
+    pause: int = PAUSE_START
+    wait: int = 0                    # tokens left before drafting again
+    pending: list = field(default_factory=list)   # verify steps timed before t1 was known
+
+    def want(self) -> int:
+        """Draft tokens to ask for now (0: decode plainly)."""
+        if self.wait > 0:
+            self.wait -= 1
+            return 0
+        return max(K_MIN, min(self.k, self.k_max))
+
+    def plain(self, seconds: float) -> None:
+        self.t1 = seconds if self.t1 is None else (1 - EMA) * self.t1 + EMA * seconds
+        for args in self.pending:
+            self._judge(*args)
+        self.pending.clear()
+
+    def verified(self, drafted: int, accepted: int, seconds: float) -> None:
+        self.k = min(self.k + 2, self.k_max) if accepted == drafted else max(K_MIN, accepted + 1)
+        if self.t1 is None:
+            self.pending.append((accepted, seconds))
+        else:
+            self._judge(accepted, seconds)
+
+    def _judge(self, accepted: int, seconds: float) -> None:
+        self.gain += (accepted + 1) * self.t1 - seconds
+        self.trials += 1
+        if self.trials >= MIN_TRIALS and self.gain < 0:
+            self.wait, self.pause = self.pause, self.pause * 2
+            self.gain, self.trials, self.k = 0.0, 0, K_START
+
+
+def verify(rows: np.ndarray, draft: Draft, sampler, fed: array, base: int) -> tuple[int, int]:
+    """Accept a prefix of the drafts against the target's rows; draw the token after it.
+
+    Args:
+        rows: float32 ``[1 + k, vocab]`` target logits after fed[:base + 1 + i], i = 0..k.
+        draft: the k drafted tokens (fed[base + 1:base + 1 + k]).
+        sampler: the target's sampler (its filters and random stream).
+        fed: the target's logical stream; fed[:base + 1] precedes the drafts.
+        base: index of the token fed before the drafts.
+
+    Returns:
+        (accepted drafts a, the next token: sampled from row a's residual or full distribution)
+    """
+    for i, d in enumerate(draft.tokens):
+        hist = Prefix(fed, base + 1 + i)
+        if sampler.greedy:
+            t = sampler.sample(rows[i], hist)
+            if t != d:
+                return i, t
+            continue
+        ids, p = sampler.distribution(rows[i], hist)
+        q_ids, q = draft.q[i] if draft.q else (np.array([d]), np.ones(1))
+        q_of = dict(zip(q_ids.tolist(), q.tolist()))
+        pd = float(p[ids == d].sum())
+        if sampler.rng.random() * q_of.get(d, 0.0) < pd:   # accept with probability min(1, p(d) / q(d))
+            continue
+        return i, _residual_draw(sampler, ids, p, q_of)
+    k = len(draft.tokens)
+    return k, sampler.sample(rows[k], Prefix(fed, base + 1 + k))
+
+
+def _residual_draw(sampler, ids: np.ndarray, p: np.ndarray, q_of: dict) -> int:
+    """A draw from normalize(max(0, p - q)) over p's support (the rejection's correction)."""
+    q = np.array([q_of.get(i, 0.0) for i in ids.tolist()])
+    r = np.maximum(p - q, 0.0)
+    total = r.sum()
+    if total <= 0:            # p == q (to rounding): then acceptance was certain; draw from p
+        r, total = p, p.sum()
+    cum = np.cumsum(r)
+    j = int(np.searchsorted(cum, sampler.rng.random() * total, side="right"))
+    return int(ids[min(j, ids.shape[0] - 1)])
+
+
+class Speculation:
+    """The engine's speculation setting: a mode and its drafter (None when off)."""
+
+    def __init__(self, mode: str = "lookup", drafter: Drafter | None = None, note: str = ""):
+        if mode not in MODES:
+            from .errors import EdgechatError
+            raise EdgechatError(f"unknown --speculative mode '{mode}' (choose from {', '.join(MODES)})")
+        self.mode = mode if drafter is not None else "off"
+        self.drafter = drafter
+        self.note = note             # why it is off, when it was asked for and is not available
+
+    def close(self) -> None:
+        close = getattr(self.drafter, "close", None)
+        if close:
+            close()
+
+
+def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
+             drafter: Drafter, counts: SpecCounts) -> Iterator[int]:
+    """``Engine._generate`` with drafts: the same tokens (temp 0) or the same distribution (temp > 0).
+
+    As the plain loop, a token is yielded before it is fed (as far as the caller can tell): when the
+    caller stops, drafts fed ahead of the tokens it took are rolled back (the generator's close).
+    """
+    logits = eng._feed(list(ids))
+    ctl = Controller(k_max=max(K_MIN, eng._b.spec_room() - 1))
+    fed = eng._fed
+    n, nxt, committed = 0, None, len(fed)
+    try:
+        while max_tokens is None or n < max_tokens:
+            if cancel is not None and cancel.is_set():
+                return
+            if nxt is None:
+                nxt = sampler.sample(logits, fed)
+            committed = len(fed)
+            yield nxt
+            n += 1
+            if max_tokens is not None and n >= max_tokens:
+                return
+            left = None if max_tokens is None else max_tokens - n
+            logits, nxt, accepted = _step(eng, nxt, sampler, drafter, ctl, counts, left)
+            for i, d in enumerate(accepted):
+                if cancel is not None and cancel.is_set():
+                    return
+                committed = len(fed) - len(accepted) + i
+                yield d
+                n += 1
+                if max_tokens is not None and n >= max_tokens:
+                    return
+    finally:
+        if len(eng._fed) > committed:
+            eng._rollback(committed)
+
+
+def _step(eng, tok: int, sampler, drafter: Drafter, ctl: Controller, counts: SpecCounts, left):
+    """Feed ``tok``, with drafts when they are wanted and found. Returns (logits of the next token or
+    None, the next token if already drawn or None, accepted drafts now in the cache)."""
+    t0 = time.perf_counter()
+    k = ctl.want()
+    if left is not None:
+        k = min(k, left)
+    draft = Draft([])
+    if k > 0:
+        inp = DraftInput(eng._fed, tok, sampler, eng._cache.sinks, eng._skip)
+        draft = drafter.propose(inp, min(k, eng._b.spec_room() - 1))
+    if not draft.tokens:
+        logits = eng._feed([tok])
+        ctl.plain(time.perf_counter() - t0)
+        return logits, None, []
+    base = len(eng._fed)
+    eng._b.checkpoint(1 + len(draft.tokens))
+    rows = eng._feed([tok] + draft.tokens, all_logits=True)       # rows: [1 + k, vocab]
+    a, nxt = verify(rows, draft, sampler, eng._fed, base)
+    eng._rollback(base + 1 + a)
+    counts.draft_tokens += len(draft.tokens)
+    counts.accepted_tokens += a
+    ctl.verified(len(draft.tokens), a, time.perf_counter() - t0)
+    return None, nxt, draft.tokens[:a]
+
+
+def make_speculation(mode: str, draft, backend, tokenizer, *, ctx: int, sinks: int, threads: int) -> Speculation:
+    """The speculation ``load`` sets up: ``mode`` "lookup", "draft" (loads ``draft``) or "off"."""
+    from .errors import EdgechatError
+    if mode not in MODES:
+        raise EdgechatError(f"unknown --speculative mode '{mode}' (choose from {', '.join(MODES)})")
+    if mode == "off":
+        return Speculation("off")
+    if mode == "draft" and draft is None:
+        raise EdgechatError("--speculative draft needs a draft model (--draft MODEL)")
+    if mode == "lookup" and draft is not None:
+        raise EdgechatError("--draft is for --speculative draft (the default when --draft is given)")
+    if backend.spec_room() < 2:
+        note = f"speculation is native-only (the {backend.name} backend runs without it)"
+        if mode == "draft":
+            raise EdgechatError(f"--draft: {note}")
+        return Speculation("off", note=note)
+    if mode == "draft":
+        from .draft import DraftModel
+        return Speculation("draft", DraftModel(draft, tokenizer, ctx=ctx, sinks=sinks, threads=threads))
+    from .lookup import PromptLookup
+    return Speculation("lookup", PromptLookup())
