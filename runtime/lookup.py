@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_NGRAM = 3          # longest suffix looked for
-MIN_NGRAM = 2          # shortest: one-token matches guess wrong too often to pay for their verify batches
+MAX_NGRAM = 6          # longest suffix looked for (a longer match picks the right one of many)
+MIN_NGRAM = 3          # shortest: shorter matches guess wrong too often to pay for their verify batches
 SEARCH_SPAN = 1 << 15  # tokens searched back from the end (bounds the cost per token in a long chat)
 
 
