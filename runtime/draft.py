@@ -65,6 +65,10 @@ class DraftModel:
         self._ids = array("i")       # the target's logical stream this cache holds (its skip, sinks)
         self._skip, self._sinks = 0, sinks
 
+    def prepare(self, inp: DraftInput) -> None:
+        """Feed what the target was just fed (its prompt), so the first draft does not wait for it."""
+        self._catch_up(inp)
+
     def propose(self, inp: DraftInput, k: int) -> Draft:
         """k tokens from the draft model after the target's stream and ``inp.tok``."""
         logits = self._catch_up(inp)
@@ -99,16 +103,19 @@ class DraftModel:
             if common < self._sinks + self._skip or not self._b.truncate(common - self._skip):
                 return self._rebuild(inp)
             del self._ids[common:]
-        return self._feed(list(fed[common:]) + [inp.tok])
+        new = list(fed[common:]) + ([] if inp.tok is None else [inp.tok])
+        return self._feed(new) if new else None
 
     def _rebuild(self, inp: DraftInput) -> np.ndarray:
         """Start over with what the target's cache holds: its sinks, then the tail after its skip."""
         fed, S = inp.fed, inp.sinks
         self._b.reset(S)
         self._ids, self._skip, self._sinks = array("i", fed), inp.skip, S
-        held = list(fed[:S]) + list(fed[S + inp.skip:]) + [inp.tok]
-        self._ids.append(inp.tok)
-        return self._b.eval(held)
+        held = list(fed[:S]) + list(fed[S + inp.skip:])
+        if inp.tok is not None:
+            held.append(inp.tok)
+            self._ids.append(inp.tok)
+        return self._b.eval(held) if held else None
 
     def _feed(self, ids: list[int]) -> np.ndarray:
         out = self._b.eval(ids)

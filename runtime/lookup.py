@@ -30,6 +30,9 @@ class PromptLookup:
             raise ValueError("need 1 <= min_ngram <= max_ngram")
         self.max_ngram, self.min_ngram, self.span = max_ngram, min_ngram, span
 
+    def prepare(self, inp) -> None:
+        """Nothing to catch up with: the stream is searched as it is."""
+
     def propose(self, inp, k: int):
         """A ``speculative.Draft`` of up to ``k`` tokens after ``inp``'s stream (a ``DraftInput``)."""
         from .speculative import Draft

@@ -34,6 +34,7 @@ BETA_PRIOR = 0.5         # a verify step with k drafts costs t1 * (1 + beta * k)
 HITS_PRIOR, MISSES_PRIOR = 2.0, 1.0   # acceptance prior (2/3) at the start of a reply and after a pause
 DECAY = 0.7              # weight of past drafts in the acceptance estimate
 MIN_PAYOFF = 1.02        # draft only when the expected tokens per unit of time beat plain decode by this
+BETA_MAX = 2.0           # cap on one step's measured beta
 PAUSE_START = 16         # tokens without drafting once drafts stop paying; doubles each time
 PAUSE_MAX = 512
 EMA = 0.2                # weight of the newest measurement in the moving averages
@@ -51,6 +52,9 @@ class Drafter(Protocol):
 
     def propose(self, inp: "DraftInput", k: int) -> Draft:
         """Up to ``k`` tokens that may follow ``inp``'s stream (fewer or none is fine)."""
+
+    def prepare(self, inp: "DraftInput") -> None:
+        """Catch up with the target's stream after its prompt was fed (counts as prefill time)."""
 
 
 @dataclass
@@ -115,7 +119,9 @@ class Controller:
     wait: int = 0                    # tokens left before drafting again
 
     def want(self) -> int:
-        """Draft tokens to ask for now (0: decode plainly)."""
+        """Draft tokens to ask for now (0: decode plainly; always, until a plain step was timed)."""
+        if self.t1 is None:
+            return 0
         if self.wait > 0:
             self.wait -= 1
             if self.wait == 0:
@@ -133,8 +139,8 @@ class Controller:
         self.hits = DECAY * self.hits + accepted
         self.misses = DECAY * self.misses + (accepted < drafted)
         if self.t1:
-            observed = (seconds / self.t1 - 1) / drafted
-            self.beta = min(max((1 - EMA) * self.beta + EMA * observed, 0.0), 2.0)
+            observed = min(max((seconds / self.t1 - 1) / drafted, 0.0), BETA_MAX)   # one outlier moves it little
+            self.beta = (1 - EMA) * self.beta + EMA * observed
 
 
 def best_k(alpha: float, beta: float, k_max: int) -> int:
@@ -216,6 +222,7 @@ def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
     caller stops, drafts fed ahead of the tokens it took are rolled back (the generator's close).
     """
     logits = eng._feed(list(ids))
+    drafter.prepare(DraftInput(eng._fed, None, sampler, eng._cache.sinks, eng._skip))
     ctl = Controller(k_max=max(K_MIN, eng._b.spec_room() - 1))
     fed = eng._fed
     n, nxt, committed = 0, None, len(fed)
