@@ -167,7 +167,7 @@ class Engine:
     def _generate(self, ids, sampler, cancel, max_tokens, counts: SpecCounts | None = None) -> Iterator[int]:
         if self.speculation.drafter is not None:
             from .speculative import generate
-            yield from generate(self, ids, sampler, cancel, max_tokens, self.speculation.drafter,
+            yield from generate(self, ids, sampler, cancel, max_tokens, self.speculation,
                                 counts if counts is not None else SpecCounts())
             return
         logits = self._feed(list(ids))

@@ -111,6 +111,7 @@ class Controller:
     """
 
     k_max: int
+    fixed: int | None = None         # always draft this many (measurements, tests): no adaptation
     t1: float | None = None          # plain decode step, seconds (moving average)
     beta: float = BETA_PRIOR
     hits: float = HITS_PRIOR
@@ -120,6 +121,8 @@ class Controller:
 
     def want(self) -> int:
         """Draft tokens to ask for now (0: decode plainly; always, until a plain step was timed)."""
+        if self.fixed:
+            return min(self.fixed, self.k_max)
         if self.t1 is None:
             return 0
         if self.wait > 0:
@@ -128,8 +131,8 @@ class Controller:
                 self.hits, self.misses = HITS_PRIOR, MISSES_PRIOR
             return 0
         k = best_k(self.hits / (self.hits + self.misses), self.beta, self.k_max)
-        if k == 0:
-            self.wait, self.pause = self.pause, min(2 * self.pause, PAUSE_MAX)
+        if k == 0:             # this step is the pause's first
+            self.wait, self.pause = self.pause - 1, min(2 * self.pause, PAUSE_MAX)
         return k
 
     def plain(self, seconds: float) -> None:
@@ -200,13 +203,15 @@ def _residual_draw(sampler, ids: np.ndarray, p: np.ndarray, q_of: dict) -> int:
 class Speculation:
     """The engine's speculation setting: a mode and its drafter (None when off)."""
 
-    def __init__(self, mode: str = "lookup", drafter: Drafter | None = None, note: str = ""):
+    def __init__(self, mode: str = "lookup", drafter: Drafter | None = None, note: str = "",
+                 fixed_k: int | None = None):
         if mode not in MODES:
             from .errors import EdgechatError
             raise EdgechatError(f"unknown --speculative mode '{mode}' (choose from {', '.join(MODES)})")
         self.mode = mode if drafter is not None else "off"
         self.drafter = drafter
         self.note = note             # why it is off, when it was asked for and is not available
+        self.fixed_k = fixed_k       # draft exactly this many tokens each step (None: adapt)
 
     def close(self) -> None:
         close = getattr(self.drafter, "close", None)
@@ -215,35 +220,39 @@ class Speculation:
 
 
 def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
-             drafter: Drafter, counts: SpecCounts) -> Iterator[int]:
+             spec: Speculation, counts: SpecCounts) -> Iterator[int]:
     """``Engine._generate`` with drafts: the same tokens (temp 0) or the same distribution (temp > 0).
 
-    As the plain loop, a token is yielded before it is fed (as far as the caller can tell): when the
-    caller stops, drafts fed ahead of the tokens it took are rolled back (the generator's close).
+    As the plain loop, a token is yielded before it is fed, and fed when the next one is asked for (as
+    far as the caller can tell): drafts fed ahead of that are rolled back when the generator ends or is
+    closed.
     """
+    drafter = spec.drafter
     logits = eng._feed(list(ids))
     drafter.prepare(DraftInput(eng._fed, None, sampler, eng._cache.sinks, eng._skip))
-    ctl = Controller(k_max=max(K_MIN, eng._b.spec_room() - 1))
-    fed = eng._fed
-    n, nxt, committed = 0, None, len(fed)
+    ctl = Controller(k_max=max(K_MIN, eng._b.spec_room() - 1), fixed=spec.fixed_k)
+    n, nxt, committed = 0, None, len(eng._fed)
     try:
         while max_tokens is None or n < max_tokens:
             if cancel is not None and cancel.is_set():
                 return
             if nxt is None:
-                nxt = sampler.sample(logits, fed)
-            committed = len(fed)
-            yield nxt
+                nxt = sampler.sample(logits, eng._fed)
+            committed = len(eng._fed)
+            yield nxt                      # resumed: nxt is to be fed, as in the plain loop
             n += 1
             if max_tokens is not None and n >= max_tokens:
+                eng._feed([nxt])
+                committed = len(eng._fed)
                 return
             left = None if max_tokens is None else max_tokens - n
             logits, nxt, accepted = _step(eng, nxt, sampler, drafter, ctl, counts, left)
-            for i, d in enumerate(accepted):
+            committed = len(eng._fed) - len(accepted)
+            for d in accepted:             # already fed: each counts once the caller asks for more
                 if cancel is not None and cancel.is_set():
                     return
-                committed = len(fed) - len(accepted) + i
                 yield d
+                committed += 1
                 n += 1
                 if max_tokens is not None and n >= max_tokens:
                     return
