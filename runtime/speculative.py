@@ -299,7 +299,7 @@ def make_speculation(mode: str, draft, backend, tokenizer, *, ctx: int, sinks: i
     if mode == "lookup" and draft is not None:
         raise EdgechatError("--draft is for --speculative draft (the default when --draft is given)")
     if backend.spec_room() < 2:
-        note = f"speculation is native-only (the {backend.name} backend runs without it)"
+        note = f"speculation is native-only; the {backend.name} backend decodes without it"
         if mode == "draft":
             raise EdgechatError(f"--draft: {note}")
         return Speculation("off", note=note)

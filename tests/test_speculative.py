@@ -384,3 +384,48 @@ def test_draft_model_with_another_tokenizer_is_refused(default_model, tmp_path, 
     monkeypatch.undo()
     with pytest.raises(EdgechatError, match="tokenizer is not the model's: token 300 differs"):
         load(default_model, threads=THREADS, ctx=128, draft=path, speculative="draft")
+
+
+# ---- the command line ------------------------------------------------------------------------------------------
+
+def _cli(*args, timeout=300):
+    import subprocess
+    exe = str(Path(sys.executable).parent / "edgechat")
+    return subprocess.run([exe, *args], capture_output=True, timeout=timeout, text=True)
+
+
+def test_cli_json_counts_drafts_and_off_changes_nothing(prompts):
+    import json
+    base = ["-p", prompts["rewrite"], "--json", "--threads", "2", "--max-tokens", "60", "--temp", "0"]
+    on, off = (json.loads(_cli(*base, *extra).stdout) for extra in ([], ["--speculative", "off"]))
+    assert on["speculative"] == "lookup" and off["speculative"] == "off"
+    assert on["text"] == off["text"]
+    assert on["timings"]["accepted_tokens"] > 10 and on["timings"]["draft_tokens"] >= on["timings"]["accepted_tokens"]
+    assert off["timings"]["draft_tokens"] == off["timings"]["accepted_tokens"] == 0
+
+
+@pytest.mark.parametrize("args,code,fragment", [
+    (["--speculative", "draft"], 2, "--speculative draft needs --draft MODEL"),
+    (["--speculative", "lookup", "--draft", "x.gguf"], 2, "--draft needs --speculative draft"),
+    (["--draft", "/no/such/draft.gguf"], 1, "no such file"),
+    (["--backend", "llama.cpp", "--draft", "DEFAULT"], 1, "speculation is native-only"),
+])
+def test_cli_speculation_errors(default_model, args, code, fragment):
+    args = [str(default_model) if a == "DEFAULT" else a for a in args]
+    r = _cli("-p", "hi", "--max-tokens", "2", "--threads", "2", *args)
+    assert r.returncode == code and fragment in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 1 + 12 * (code == 2)
+
+
+def test_cli_llama_cpp_says_speculation_is_native_only():
+    r = _cli("-p", "hi", "--max-tokens", "2", "--threads", "2", "--backend", "llama.cpp", "-v")
+    assert r.returncode == 0 and "speculation is native-only" in r.stderr
+
+
+def test_bench_speculative_table():
+    """``edgechat bench --speculative``: the four prompts, tok/s off and on, acceptance, same text."""
+    r = _cli("--threads", "2", "bench", "--speculative", "--runs", "1", "--spec-tokens", "24", timeout=600)
+    assert r.returncode == 0, r.stderr
+    for name in ("code edit", "rewrite", "quote", "free chat"):
+        line = next(x for x in r.stdout.splitlines() if x.startswith(name))
+        assert line.rstrip().endswith("yes") and "x" in line
