@@ -35,6 +35,7 @@ HITS_PRIOR, MISSES_PRIOR = 2.0, 1.0   # acceptance prior (2/3) at the start of a
 DECAY = 0.7              # weight of past drafts in the acceptance estimate
 MIN_PAYOFF = 1.02        # draft only when the expected tokens per unit of time beat plain decode by this
 BETA_MAX = 2.0           # cap on one step's measured beta
+T1_STEPS = 2             # plain steps timed before the first draft (one can be an outlier)
 PAUSE_START = 16         # tokens without drafting once drafts stop paying; doubles each time
 PAUSE_MAX = 512
 EMA = 0.2                # weight of the newest measurement in the moving averages
@@ -103,11 +104,12 @@ class Controller:
     """Draft length and whether drafting pays, for one reply.
 
     Expected tokens per verify step with k drafts and per-token acceptance a are
-    ``E(k) = (1 - a**(k + 1)) / (1 - a)``; the step costs ``t1 * (1 + beta * k)`` (t1: a plain decode
-    step). Both ``a`` (decayed hit/miss counts) and ``beta`` (timed steps) are learned as the reply goes;
-    k maximizes ``E(k) / (1 + beta * k)``. When no k beats plain decode, drafting pauses for ``pause``
-    tokens (doubling each time, so a reply whose drafts do not pay soon stops drafting), then probes again
-    from the prior.
+    ``E(k) = (1 - a**(k + 1)) / (1 - a)``; the step costs ``cost(k)`` plain decode steps. Both are
+    learned as the reply goes: ``a`` from decayed hit/miss counts, ``cost(k)`` from the timed steps of
+    that length (a draft model's steps have a fixed part, a batch's cost is not linear in its length);
+    a length not timed yet is priced ``1 + beta * k``, beta fitted to all timed steps. k maximizes
+    ``E(k) / cost(k)``. When no k beats plain decode, drafting pauses for ``pause`` tokens (doubling each
+    time, so a reply whose drafts do not pay soon stops drafting), then probes again from the prior.
     """
 
     k_max: int
@@ -118,40 +120,55 @@ class Controller:
     misses: float = MISSES_PRIOR
     pause: int = PAUSE_START
     wait: int = 0                    # tokens left before drafting again
+    costs: dict = field(default_factory=dict)   # k -> step cost in plain steps (moving average)
+    timed: int = 0                   # plain steps timed
 
     def want(self) -> int:
-        """Draft tokens to ask for now (0: decode plainly; always, until a plain step was timed)."""
+        """Draft tokens to ask for now (0: decode plainly; always, until T1_STEPS plain steps were timed)."""
         if self.fixed:
             return min(self.fixed, self.k_max)
-        if self.t1 is None:
+        if self.timed < T1_STEPS:
             return 0
         if self.wait > 0:
             self.wait -= 1
-            if self.wait == 0:
-                self.hits, self.misses = HITS_PRIOR, MISSES_PRIOR
+            if self.wait == 0:     # probe afresh: the text and the machine's load may have changed
+                self.hits, self.misses, self.costs = HITS_PRIOR, MISSES_PRIOR, {}
             return 0
-        k = best_k(self.hits / (self.hits + self.misses), self.beta, self.k_max)
+        k = best_k(self.hits / (self.hits + self.misses), self.cost, self.k_max)
         if k == 0:             # this step is the pause's first
             self.wait, self.pause = self.pause - 1, min(2 * self.pause, PAUSE_MAX)
         return k
 
+    def cost(self, k: int) -> float:
+        return self.costs.get(k, 1 + self.beta * k)
+
     def plain(self, seconds: float) -> None:
+        self.timed += 1
         self.t1 = seconds if self.t1 is None else (1 - EMA) * self.t1 + EMA * seconds
 
     def verified(self, drafted: int, accepted: int, seconds: float) -> None:
         self.hits = DECAY * self.hits + accepted
         self.misses = DECAY * self.misses + (accepted < drafted)
         if self.t1:
-            observed = min(max((seconds / self.t1 - 1) / drafted, 0.0), BETA_MAX)   # one outlier moves it little
-            self.beta = (1 - EMA) * self.beta + EMA * observed
+            rel = min(seconds / self.t1, 1 + BETA_MAX * drafted)     # one outlier moves it little
+            old = self.costs.get(drafted)
+            self.costs[drafted] = rel if old is None else (1 - EMA) * old + EMA * rel
+            self.beta = (1 - EMA) * self.beta + EMA * (rel - 1) / drafted
 
 
-def best_k(alpha: float, beta: float, k_max: int) -> int:
-    """The draft length with the most expected tokens per unit of time, or 0 if none beats plain decode."""
+def best_k(alpha: float, cost, k_max: int) -> int:
+    """The draft length with the most expected tokens per unit of time, or 0 if none beats plain decode.
+
+    Args:
+        alpha: per-token acceptance probability.
+        cost: k -> a step's cost in plain decode steps (a number: beta, for ``1 + beta * k``).
+        k_max: the longest draft.
+    """
+    price = cost if callable(cost) else (lambda k: 1 + cost * k)
     best, best_rate = 0, MIN_PAYOFF
     for k in range(K_MIN, k_max + 1):
         expected = k + 1 if alpha >= 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
-        rate = expected / (1 + beta * k)
+        rate = expected / price(k)
         if rate > best_rate:
             best, best_rate = k, rate
     return best
@@ -271,7 +288,7 @@ def _step(eng, tok: int, sampler, drafter: Drafter, ctl: Controller, counts: Spe
     draft = Draft([])
     if k > 0:
         inp = DraftInput(eng._fed, tok, sampler, eng._cache.sinks, eng._skip)
-        draft = drafter.propose(inp, min(k, eng._b.spec_room() - 1))
+        draft = drafter.propose(inp, k)
     if not draft.tokens:
         logits = eng._feed([tok])
         ctl.plain(time.perf_counter() - t0)

@@ -124,10 +124,11 @@ def test_draft_length_follows_acceptance_and_cost():
 def test_drafting_pauses_when_it_does_not_pay_and_the_pause_doubles():
     """Synthetic step times (t1 = 1): rejected drafts that cost 1.5 steps each stop drafting; after the
     pause it probes once more, fails, and pauses twice as long."""
-    from edgechat.runtime.speculative import PAUSE_START, Controller
+    from edgechat.runtime.speculative import PAUSE_START, T1_STEPS, Controller
     c = Controller(k_max=15)
-    assert c.want() == 0                     # no plain step timed yet
-    c.plain(1.0)
+    for _ in range(T1_STEPS):
+        assert c.want() == 0                 # no draft before plain steps were timed
+        c.plain(1.0)
     attempts = 0
     while (k := c.want()) > 0:
         c.verified(k, 0, 1.0 + 0.5 * k)
