@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .drafting import Draft, DraftInput, Prefix
 from .errors import EdgechatError
-from .speculative import Draft, DraftInput, Prefix
 
 TOKENIZER_KEYS = ("bos_id", "eos_id", "eot_ids", "add_bos")
 

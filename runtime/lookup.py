@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .drafting import Draft
+
 MAX_NGRAM = 6          # longest suffix looked for (a longer match picks the right one of many)
 MIN_NGRAM = 3          # shortest: shorter matches guess wrong too often to pay for their verify batches
 SEARCH_SPAN = 1 << 15  # tokens searched back from the end (bounds the cost per token in a long chat)
@@ -33,9 +35,8 @@ class PromptLookup:
     def prepare(self, inp) -> None:
         """Nothing to catch up with: the stream is searched as it is."""
 
-    def propose(self, inp, k: int):
-        """A ``speculative.Draft`` of up to ``k`` tokens after ``inp``'s stream (a ``DraftInput``)."""
-        from .speculative import Draft
+    def propose(self, inp, k: int) -> Draft:
+        """A ``Draft`` of up to ``k`` tokens after ``inp``'s stream (a ``DraftInput``)."""
         return Draft(self.find(inp.tail(self.span), k))
 
     def find(self, stream: np.ndarray, k: int) -> list[int]:
