@@ -79,7 +79,8 @@ def bench(engine, runs: int, max_tokens: int) -> dict:
     from ..runtime.speculative import Speculation
     on, off = engine.speculation, Speculation("off")
     if on.mode == "off":
-        raise SystemExit(f"edgechat bench --speculative: speculation is off ({on.note or '--speculative off'})")
+        from ..runtime.errors import EdgechatError
+        raise EdgechatError(f"bench --speculative: speculation is off ({on.note or '--speculative off'})")
     try:
         rows = {name: bench_prompt(engine, p, on, off, runs, max_tokens) for name, p in PROMPTS.items()}
     finally:

@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench}")
     manage.add_parsers(sub)
     from . import bench
-    b = sub.add_parser("bench", help="native vs llama.cpp speed, side by side, on models x weight types",
+    b = sub.add_parser("bench", help="native vs llama.cpp speed, side by side, on models x weight types "
+                       "(--speculative: with vs without speculative decoding)",
                        description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_arguments(b)
     return p

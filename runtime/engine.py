@@ -91,6 +91,7 @@ class Engine:
         self._cache = backend.cache_info()
         self._active = False              # a call is running (see EngineBusy)
         self.speculation = Speculation("off")   # load() sets it (runtime/speculative.py)
+        self.spec_counts = SpecCounts()           # drafted / accepted tokens of the last generate
         self._flag = threading.Lock()     # guards _active only; never held while running
 
     # ---- the contract ---------------------------------------------------------------------------
@@ -164,11 +165,11 @@ class Engine:
         with self._turn():
             yield from self._generate(ids, sampler, cancel, max_tokens)
 
-    def _generate(self, ids, sampler, cancel, max_tokens, counts: SpecCounts | None = None) -> Iterator[int]:
+    def _generate(self, ids, sampler, cancel, max_tokens) -> Iterator[int]:
         if self.speculation.drafter is not None:
             from .speculative import generate
-            yield from generate(self, ids, sampler, cancel, max_tokens, self.speculation,
-                                counts if counts is not None else SpecCounts())
+            self.spec_counts = SpecCounts()
+            yield from generate(self, ids, sampler, cancel, max_tokens, self.speculation, self.spec_counts)
             return
         logits = self._feed(list(ids))
         n = 0
@@ -201,11 +202,12 @@ class Engine:
             clock = _Clock(self.info.load_s)
             new, clock.stats = self._sync(messages)
             sampler = sampler or make_sampler(**params.sampler_kwargs())
-            counts = SpecCounts()
-            tokens = self._generate(new, sampler, cancel, params.max_tokens, counts)
+            self.spec_counts = SpecCounts()
+            tokens = self._generate(new, sampler, cancel, params.max_tokens)
             yield from self._stream_reply(tokens, clock)
             tokens.close()                 # drafts fed past the last token taken are rolled back
-            clock.stats.draft_tokens, clock.stats.accepted_tokens = counts.draft_tokens, counts.accepted_tokens
+            s = self.spec_counts
+            clock.stats.draft_tokens, clock.stats.accepted_tokens = s.draft_tokens, s.accepted_tokens
             done = clock.done(cancel, params.max_tokens)
             self._feed(self._conv.finish(done.text))
             done.cache = self._cache

@@ -298,7 +298,7 @@ def test_sampled_text_has_the_target_distribution(default_model, tokenizer, quan
     from edgechat.runtime import load
     from edgechat.runtime.draft import DraftModel
     from edgechat.runtime.sampler import make_sampler
-    from edgechat.runtime.speculative import SpecCounts, Speculation
+    from edgechat.runtime.speculative import Speculation
     e = load(default_model, threads=THREADS, ctx=256, speculative="off")
     prompt = [tokenizer.bos_id] + tokenizer.tokenize("The cat sat on the mat. The cat sat on the")
     kw = dict(temp=1.0, top_k=3, top_p=0.97, min_p=0.05, repeat_penalty=1.3)
@@ -325,11 +325,10 @@ def test_sampled_text_has_the_target_distribution(default_model, tokenizer, quan
     e.eval(prompt[:-1])
     for seed in range(n):
         e._rollback(len(prompt) - 1)         # the cache holds the prompt but its last token
-        spec = SpecCounts()
-        out = tuple(e._generate(prompt[-1:], make_sampler(seed=seed, **kw), None, 3, spec))
+        out = tuple(e.generate(prompt[-1:], make_sampler(seed=seed, **kw), max_tokens=3))
         counts[out] = counts.get(out, 0) + 1
-        counts_drafts[0] += spec.draft_tokens
-        counts_drafts[1] += spec.accepted_tokens
+        counts_drafts[0] += e.spec_counts.draft_tokens
+        counts_drafts[1] += e.spec_counts.accepted_tokens
     pv = _chi2_p(counts, exact, n)
     print(f"{drafter}: {len(exact)} outcomes, most likely {best} p={exact[best]:.3f} seen "
           f"{counts.get(best, 0)}/{n}, drafts accepted {counts_drafts[1]}/{counts_drafts[0]}, p-value {pv:.3g}")
@@ -430,3 +429,18 @@ def test_bench_speculative_table():
     for name in ("code edit", "rewrite", "quote", "free chat"):
         line = next(x for x in r.stdout.splitlines() if x.startswith(name))
         assert line.rstrip().endswith("yes") and "x" in line
+
+
+def test_status_bar_shows_the_acceptance_rate():
+    """The TUI's status bar: the last reply's accepted share of drafted tokens next to its speed (not in
+    reproducible screenshots, where speeds are dashes too; not when nothing was drafted)."""
+    from edgechat.app.tui.widgets import StatusBar
+    bar = StatusBar()
+    bar.prefill_tps, bar.decode_tps, bar.acceptance = 300.0, 50.0, 0.78
+    assert str(bar._speed(True)).endswith("decode 50.0 tok/s · drafts 78% accepted")
+    assert str(bar._speed(False)).endswith("·78%")
+    bar.acceptance = None
+    assert "drafts" not in str(bar._speed(True))
+    still = StatusBar(volatile=False)
+    still.acceptance = 0.5
+    assert "%" not in str(still._speed(True))
