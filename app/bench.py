@@ -84,6 +84,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tokens", type=_int_at_least(1), default=DEFAULT_DECODE_TOKENS,
                    help=f"greedy tokens timed per decode (default: {DEFAULT_DECODE_TOKENS})")
     p.add_argument("--json", action="store_true", default=S, help="print the results as one JSON object")
+    g = p.add_argument_group("speculative decoding (bench --speculative)")
+    g.add_argument("--speculative", dest="spec_bench", action="store_true",
+                   help="instead of the matrix: decode tok/s with and without speculation (prompt lookup, "
+                        "or --draft) on a code edit, a rewrite, a quote and free chat, with -m or the default "
+                        "model; greedy texts must be identical")
+    g.add_argument("--draft", default=S, metavar="MODEL", help="with --speculative: a draft model")
+    g.add_argument("--spec-tokens", type=_int_at_least(1), default=256, help="with --speculative: "
+                   "tokens per reply (default: 256)")
 
 
 # ---- one measurement (child process) ------------------------------------------------------------
@@ -347,6 +355,9 @@ def table(r: dict) -> str:
 
 def run(args) -> int:
     """``edgechat bench`` after parsing: print the table (or JSON with --json)."""
+    if getattr(args, "spec_bench", False):
+        from . import bench_spec
+        return bench_spec.run(args)
     if getattr(args, "model", None) and args.type:
         print("edgechat bench: --type applies to --shape presets; a -m file runs as it is", file=sys.stderr)
         return 2

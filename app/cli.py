@@ -58,6 +58,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="layers to offload to a GPU (llama.cpp built with Metal/CUDA)")
     g.add_argument("--evict-chunk", type=_int_at_least(1), help="llama.cpp backend: tokens evicted at once")
     g.add_argument("--force", action="store_true", help="load even if the memory preflight says no")
+    g.add_argument("--speculative", choices=["lookup", "draft", "off"],
+                   help="speculative decoding (native backend; never changes the answer): lookup drafts "
+                        "from the conversation's own text (default), draft uses --draft, off disables it")
+    g.add_argument("--draft", metavar="MODEL", help="a small draft model with the same tokenizer "
+                   "(name or .gguf path); implies --speculative draft")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -107,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench,serve}")
     manage.add_parsers(sub)
     from . import bench
-    b = sub.add_parser("bench", help="native vs llama.cpp speed, side by side, on models x weight types",
+    b = sub.add_parser("bench", help="native vs llama.cpp speed, side by side, on models x weight types "
+                       "(--speculative: with vs without speculative decoding)",
                        description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_arguments(b)
     from .serve.command import add_parser as add_serve
@@ -133,6 +139,8 @@ def one_shot(args, prompt: str) -> int:
         i = engine.info
         print(f"edgechat: backend {i.backend} ({i.reason}); {i.name} [{i.arch}, {', '.join(i.types)}], "
               f"{i.threads} threads, isa {i.isa}", file=sys.stderr)
+        if engine.speculation.note:
+            print(f"edgechat: {engine.speculation.note}", file=sys.stderr)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
         [{"role": "user", "content": prompt}]
     from .prompt_notice import PrefillReporter
@@ -151,6 +159,7 @@ def one_shot(args, prompt: str) -> int:
         print(f"edgechat: {s.prompt_tokens} prompt tokens at {s.prefill_tps:.1f} tok/s, {s.completion_tokens} "
               f"tokens at {s.decode_tps:.1f} tok/s, ttft {s.ttft_s:.3f} s, finish {done.finish_reason}, "
               f"cache {c.used}/{c.capacity} evicted {c.evicted}", file=sys.stderr)
+        print(f"edgechat: {speculation_line(engine, s)}", file=sys.stderr)
     engine.close()
     return code
 
@@ -197,9 +206,20 @@ def _json_result(engine, text: str, done) -> dict:
         "tokens": {"prompt": s.prompt_tokens if s else 0, "completion": s.completion_tokens if s else 0},
         "timings": {"load_s": round(info.load_s, 4), "ttft_s": round(s.ttft_s, 4) if s else None,
                     "prefill_tps": round(s.prefill_tps, 2) if s else None,
-                    "decode_tps": round(s.decode_tps, 2) if s else None},
+                    "decode_tps": round(s.decode_tps, 2) if s else None,
+                    "draft_tokens": s.draft_tokens if s else 0, "accepted_tokens": s.accepted_tokens if s else 0},
+        "speculative": engine.speculation.mode,
         "cache": {k: getattr(cache, k) for k in ("capacity", "used", "sinks", "evicted")},
     }
+
+
+def speculation_line(engine, s) -> str:
+    """One line on a reply's speculation: mode, drafted and accepted tokens."""
+    sp = engine.speculation
+    if sp.mode == "off":
+        return f"speculative off{f' ({sp.note})' if sp.note else ''}"
+    rate = f" ({s.acceptance:.0%})" if s.acceptance is not None else ""
+    return f"speculative {sp.mode}: {s.accepted_tokens}/{s.draft_tokens} drafted tokens accepted{rate}"
 
 
 def _run_bench(args) -> int:
@@ -214,6 +234,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.ctx <= args.sinks:
         parser.error(f"--ctx ({args.ctx}) must be larger than --sinks ({args.sinks})")
+    if args.draft and args.speculative == "lookup":
+        parser.error("--draft needs --speculative draft (the default when --draft is given)")
+    if args.speculative == "draft" and not args.draft:
+        parser.error("--speculative draft needs --draft MODEL")
     try:
         if args.command == "bench":
             return _run_bench(args)

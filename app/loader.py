@@ -13,10 +13,20 @@ def load_engine(args, model: str | None = None, pin_system: bool | None = None):
     from ..models.resolve import resolve
     from ..runtime import load
     name = args.model if model is None else model
+    mode, draft = speculation_args(args)
     return load(resolve(name or None), backend=args.backend, threads=args.threads, ctx=args.ctx,
                 sinks=args.sinks, gpu_layers=args.gpu_layers,
                 pin_system=args.pin_system if pin_system is None else pin_system,
-                evict_chunk=getattr(args, "evict_chunk", None), force=getattr(args, "force", False))
+                evict_chunk=getattr(args, "evict_chunk", None), force=getattr(args, "force", False),
+                speculative=mode, draft=resolve(draft) if draft else None)
+
+
+def speculation_args(args) -> tuple[str, str | None]:
+    """(mode, draft model name) from --speculative and --draft: lookup by default, draft with --draft,
+    off turns both off (the draft model is then not loaded)."""
+    mode, draft = getattr(args, "speculative", None), getattr(args, "draft", None)
+    mode = mode or ("draft" if draft else "lookup")
+    return mode, (draft if mode == "draft" else None)
 
 
 def sampling_kwargs(args) -> dict:

@@ -176,12 +176,18 @@ NB_MODULE(_native, m) {
                  std::lock_guard<std::mutex> lock(pm.mu);
                  return pm.model->cache().truncate(n);
              }, "n_past"_a)
+        .def("checkpoint", [](PyModel& pm, int n) {
+                 nb::gil_scoped_release nogil;
+                 std::lock_guard<std::mutex> lock(pm.mu);
+                 pm.model->cache().checkpoint(n);
+             }, "n"_a, "keep the rows the next n tokens overwrite: truncate back into them restores them")
         .def("cache_info", &cache_info)
         .def("new_cache", &new_cache, "sinks"_a, nb::rv_policy::take_ownership)
         .def("swap_cache", &swap_cache, "cache"_a)
         .def_prop_ro("isa", [](PyModel& pm) { return std::string(pm.model->isa()); })
         .def_prop_ro("threads", [](PyModel& pm) { return pm.model->threads(); })
         .def_prop_ro("n_vocab", [](PyModel& pm) { return pm.model->config().n_vocab; })
+        .def_prop_ro("exact_batch", [](PyModel&) { return Model::exact_batch(); })
         .def_prop_ro("n_ctx", [](PyModel& pm) { return pm.model->cache().ctx(); });
 
     nb::class_<PyCache>(m, "Cache");

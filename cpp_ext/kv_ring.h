@@ -20,6 +20,10 @@ public:
     KVRing(int n_layer, int ctx, int kv_dim, int head_dim);
     void reset(int sinks);          // empty; sinks in [0, ctx - 1]
     bool truncate(int64_t n_past);  // roll back to the state after n_past tokens; false if evicted past it
+    // speculation: keep the window rows that the next n tokens (a verify batch) will overwrite, so that
+    // truncate back to any point in [n_past(), n_past() + n] restores them, as if only the tokens up to
+    // that point had been fed. valid until reset, the next checkpoint, or n_past() passing that range.
+    void checkpoint(int n);
 
     int ctx() const { return ctx_; }
     int sinks() const { return sinks_; }
@@ -39,7 +43,10 @@ public:
     half* k(int layer, int head, int slot) { return k_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
     half* v(int layer, int head, int slot) { return v_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
     int head_dim() const { return head_dim_; }
-    void advance(int n) { n_past_ += n; }
+    void advance(int n) {
+        n_past_ += n;
+        if (n_past_ > ckpt_end_) ckpt_end_ = -1;   // past the saved range: the checkpoint no longer covers it
+    }
 
 private:
     int n_layer_, ctx_, head_dim_, n_head_;
@@ -49,6 +56,13 @@ private:
     using Buf = std::unique_ptr<half, void (*)(void*)>;
     Buf k_{nullptr, std::free};   // (layer, kv head, ctx, head_dim)
     Buf v_{nullptr, std::free};   // (layer, kv head, ctx, head_dim)
+
+    // checkpoint: positions [ckpt_p0_, ckpt_end_) fed after it; rows of the window entries that
+    // positions [max(ckpt_p0_, ctx), ckpt_end_) overwrite (entry pos - window()), copied through k()/v()
+    int64_t ckpt_p0_ = -1, ckpt_end_ = -1;
+    std::vector<uint8_t> saved_;  // (pos, layer, kv head, k|v, row bytes)
+    size_t row_bytes() const { return sizeof(*k_.get()) * head_dim_; }
+    void copy_rows(int64_t pos, bool save);   // one position's rows, all layers and heads: ring <-> saved_
 };
 
 }  // namespace ec

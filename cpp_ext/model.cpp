@@ -18,7 +18,8 @@ static constexpr int kDecodeTasks = 8;  // decode: about this many row tasks per
                                         // contiguous weight streams, still balanced if a thread stalls)
 static constexpr int kColBlock = 64;    // activation columns per gemm task
 static constexpr int kElemRows = 8;     // token rows per elementwise task
-static constexpr int kMaxSplitTokens = 4;  // attention of chunks up to this many tokens splits the keys
+static constexpr int kMaxSplitTokens = 16; // attention of chunks up to this many tokens (decode, speculative
+                                           // verify batches) runs token by token and splits the keys
 static constexpr int kTokenBlock = 8;      // longer chunks: tokens per attention task
 static constexpr int kMaxSplits = 16;      // at most this many splits per kv head
 static constexpr int kMinSplitKeys = 256;  // and at least this many keys per split
@@ -343,15 +344,25 @@ void Model::attention(int layer, int n, int64_t p0) {
     const size_t lds = (size_t)kv_.ctx() + max_batch_;   // scores row stride (per query)
     const int T = pool_.size();
     const int TB = n <= kMaxSplitTokens ? 1 : kTokenBlock, blocks = (n + TB - 1) / TB;
-    // splits (decode): enough tasks for every thread (4 each), at least kMinSplitKeys keys per split
-    const int64_t keys = std::min<int64_t>(p0 + n, kv_.ctx());
-    int splits = 1;
+    // splits (decode): enough tasks for every thread (4 each), at least kMinSplitKeys keys per split.
+    // each token of a short chunk (a speculative verify batch) splits its keys as its own one-token
+    // decode would, so its logits equal token-by-token decode bit for bit
+    int first_task[kMaxSplitTokens + 1] = {0}, split_of[kMaxSplitTokens];   // per token (TB == 1)
+    auto splits_at = [&](int64_t p) {
+        const int64_t keys = std::min<int64_t>(p + 1, kv_.ctx());
+        return (int)std::clamp<int64_t>(std::min<int64_t>((4 * T + n_kv - 1) / n_kv, keys / kMinSplitKeys), 1, kMaxSplits);
+    };
     if (TB == 1)
-        splits = (int)std::clamp<int64_t>(std::min<int64_t>((4 * T + n * n_kv - 1) / (n * n_kv), keys / kMinSplitKeys),
-                                          1, kMaxSplits);
+        for (int t = 0; t < n; t++) split_of[t] = splits_at(p0 + t), first_task[t + 1] = first_task[t] + n_kv * split_of[t];
     const size_t part_stride = (size_t)G * (hd + 2);      // per split task: G x (out[hd], max, sum)
-    pool_.run(blocks * n_kv * splits, [&](int task, int th) {
-        const int sp = task % splits, kvh = (task / splits) % n_kv, blk = task / (splits * n_kv);
+    pool_.run(TB == 1 ? first_task[n] : blocks * n_kv, [&](int task, int th) {
+        int blk = task / n_kv, kvh = task % n_kv, sp = 0, splits = 1;
+        if (TB == 1) {
+            blk = 0;
+            while (task >= first_task[blk + 1]) blk++;
+            splits = split_of[blk];
+            kvh = (task - first_task[blk]) / splits, sp = (task - first_task[blk]) % splits;
+        }
         const int t0 = blk * TB, tn = std::min(TB, n - t0), Q = tn * G;   // queries: (token, head in group)
         float* qw = q_sink_.data() + (size_t)th * 2 * TB * G * hd;   // Q queries rotated for window keys
         float* qs = qw + (size_t)TB * G * hd;                         // and for sink keys
@@ -448,11 +459,11 @@ void Model::attention(int layer, int n, int64_t p0) {
                 std::memcpy(att_.data() + (size_t)(t0 + i / G) * q_dim_ + (size_t)(kvh * G + i % G) * hd,
                             y + (size_t)i * hd, hd * sizeof(float));
     });
-    if (splits == 1) return;
+    if (TB != 1) return;
     // merge the splits of each (token, query head): rescale each partial to the common max
     for (int t = 0; t < n; t++)
-        for (int kvh = 0; kvh < n_kv; kvh++) {
-            const float* part0 = part_.data() + (size_t)((t * n_kv + kvh) * splits) * part_stride;
+        for (int kvh = 0, splits = split_of[t]; kvh < n_kv && splits > 1; kvh++) {
+            const float* part0 = part_.data() + (size_t)(first_task[t] + kvh * splits) * part_stride;
             for (int g = 0; g < G; g++) {
                 float mx = -INFINITY;
                 for (int s = 0; s < splits; s++) mx = std::max(mx, part0[s * part_stride + G * hd + 2 * g]);
@@ -539,6 +550,8 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
     if (all_logits) output(0, n, out);
     else output(n - 1, 1, out);
 }
+
+int Model::exact_batch() { return kMaxSplitTokens; }
 
 void Model::eval(const int32_t* tokens, int n, bool all_logits, float* out) {
     for (int i = 0; i < n; i++)

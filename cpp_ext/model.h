@@ -65,6 +65,9 @@ public:
     const char* isa() const { return k_.isa; }
     int threads() const { return pool_.size(); }
     int max_batch() const { return max_batch_; }
+    // chunks up to this many tokens give each token the logits its own one-token decode gives, bit for
+    // bit (speculative verify batches)
+    static int exact_batch();
 
 private:
     void eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out);

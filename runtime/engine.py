@@ -27,6 +27,7 @@ from .events import DoneEvent, Stats, TextEvent
 from .info import DEFAULT_CTX, DEFAULT_SINKS, CacheInfo, EngineInfo
 from .prefill import PREFILL_CHUNK, feed_chunks, fit
 from .sampler import Sampler, SamplingParams, make_sampler
+from .speculative import SpecCounts, Speculation
 
 BACKENDS = ("auto", "native", "llama.cpp")
 
@@ -90,6 +91,8 @@ class Engine:
         self._skip = 0                    # logical tokens skipped by a rebuild (after the sinks)
         self._cache = backend.cache_info()
         self._active = False              # a call is running (see EngineBusy)
+        self.speculation = Speculation("off")   # load() sets it (runtime/speculative.py)
+        self.spec_counts = SpecCounts()           # drafted / accepted tokens of the last generate
         self._flag = threading.Lock()     # guards _active only; never held while running
         self._told = None                 # the turn's prefill progress callback (tokens fed so far)
 
@@ -142,6 +145,7 @@ class Engine:
             if self._b is not None:
                 self._b.close()
                 self._b = None
+            self.speculation.close()
             close = getattr(self._tok, "close", None)
             if close:
                 close()
@@ -190,6 +194,11 @@ class Engine:
             yield from self._generate(ids, sampler, cancel, max_tokens)
 
     def _generate(self, ids, sampler, cancel, max_tokens) -> Iterator[int]:
+        if self.speculation.drafter is not None:
+            from .speculative import generate
+            self.spec_counts = SpecCounts()
+            yield from generate(self, ids, sampler, cancel, max_tokens, self.speculation, self.spec_counts)
+            return
         logits = self._feed_prompt(list(ids), cancel)
         if logits is None:                 # cancelled while the prompt was read
             return
@@ -229,8 +238,12 @@ class Engine:
             new, clock.stats = self._sync(messages)
             new = self._fit_prompt(new, clock.stats, on_prefill, truncate_prompt)
             sampler = sampler or make_sampler(**params.sampler_kwargs())
+            self.spec_counts = SpecCounts()
             tokens = self._generate(new, sampler, cancel, params.max_tokens)
             yield from self._stream_reply(tokens, clock)
+            tokens.close()                 # drafts fed past the last token taken are rolled back
+            s = self.spec_counts
+            clock.stats.draft_tokens, clock.stats.accepted_tokens = s.draft_tokens, s.accepted_tokens
             done = clock.done(cancel, params.max_tokens)
             read_whole = len(self._fed) == len(self._conv.ids)   # not cancelled inside the prompt
             closing = self._conv.finish(done.text)
@@ -401,7 +414,8 @@ class _Clock:
 
 def load(path: str | Path, *, backend: str = "auto", threads: int | None = None, ctx: int = DEFAULT_CTX,
          sinks: int = DEFAULT_SINKS, gpu_layers: int = 0, pin_system: bool = False,
-         evict_chunk: int | None = None, force: bool = False) -> Engine:
+         evict_chunk: int | None = None, force: bool = False, speculative: str = "lookup",
+         draft: str | Path | None = None) -> Engine:
     """Load a GGUF file (the app resolves model names to paths: ``edgechat.models.resolve``).
 
     Args:
@@ -414,6 +428,9 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         pin_system: make the sink region BOS + the whole system prompt.
         evict_chunk: llama.cpp backend: tokens evicted at once when the ring is full.
         force: skip the memory preflight.
+        speculative: "lookup" (prompt-lookup drafts), "draft" (a draft model: ``draft``) or "off".
+            Native backend only; the text (temp 0) or its distribution (temp > 0) never changes.
+        draft: the draft model's GGUF (same tokenizer) for ``speculative="draft"``.
 
     Returns:
         An Engine.
@@ -437,7 +454,14 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
                       gpu_layers=gpu_layers, pin_system=pin_system, extra=dict(be.info.extra),
                       load_s=time.perf_counter() - t0)
-    return Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
+    engine = Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
+    from .speculative import make_speculation
+    try:
+        engine.speculation = make_speculation(speculative, draft, be, tok, ctx=ctx, sinks=sinks, threads=threads)
+    except BaseException:
+        engine.close()
+        raise
+    return engine
 
 
 def _check_load_args(ctx: int, sinks: int, threads: int | None) -> int:

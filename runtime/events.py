@@ -27,6 +27,13 @@ class Stats:
     prefill_tps: float = 0.0
     decode_tps: float = 0.0
     rebuild_tokens: int = 0       # tokens re-fed because the ring had evicted past a rollback point
+    draft_tokens: int = 0         # speculation: drafted tokens verified by the model
+    accepted_tokens: int = 0      # speculation: drafted tokens kept
+
+    @property
+    def acceptance(self) -> float | None:
+        """Accepted / drafted tokens, or None when nothing was drafted."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else None
 
 
 @dataclass

@@ -85,6 +85,18 @@ class Sampler:
         ids, z = self.candidates(logits, history)
         return self._draw(ids, z)
 
+    def distribution(self, logits: np.ndarray, history: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """The distribution ``sample`` draws from (speculative sampling verifies drafts against it).
+
+        Returns:
+            ``(ids [n] int, probs [n] float64)``, probs summing to 1; greedy: the argmax with probability 1.
+        """
+        if self.greedy:
+            return np.array([self.sample(logits, history)]), np.ones(1)
+        ids, z = self.candidates(logits, history)
+        p = np.exp((z.astype(np.float64) - float(z.max())) / self.temp)
+        return ids, p / p.sum()
+
     def candidates(self, logits: np.ndarray, history: Sequence[int] = ()):
         """The tokens left after penalty, top-k, top-p and min-p, and their penalized logits.
 

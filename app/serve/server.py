@@ -50,6 +50,11 @@ def check_address(host: str, port: int) -> None:
 
 def serve(args, api_key: str | None, started: float) -> int:
     from ..loader import load_engine
+    # a request's sampler (penalties, logit bias, log-probabilities) sees every sampled token; drafts
+    # accepted in a verify batch would skip it, so the server decodes without speculation
+    if getattr(args, "draft", None) or getattr(args, "speculative", None) not in (None, "off"):
+        raise EdgechatError("serve: speculative decoding is not available in the server (drop --speculative/--draft)")
+    args.speculative = "off"
     engine = load_engine(args)
     worker = EngineWorker(args.queue_size)
     try:

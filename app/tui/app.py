@@ -415,6 +415,7 @@ class EdgechatApp(App[int]):
         self._last_map = (reply.chat_id, spans, event.cache)
         status = self.status
         status.prefill_tps, status.decode_tps = event.stats.prefill_tps, event.stats.decode_tps
+        status.acceptance = event.stats.acceptance
         status.cache = event.cache
 
     def _save_reply(self, reply: Reply) -> StoredMessage | None:

@@ -34,6 +34,14 @@ class Backend(Protocol):
         Returns False (and changes nothing) when the ring has evicted tokens that state still held.
         """
 
+    def spec_room(self) -> int:
+        """Speculation: the longest verify batch (sampled token + drafts) whose logits equal one-token
+        decodes and that ``checkpoint`` + ``truncate`` can roll back exactly; 0 where none is."""
+
+    def checkpoint(self, n: int) -> None:
+        """Speculation: keep what the next ``n`` tokens overwrite, so ``truncate`` back to any point
+        among them leaves the cache as if only the tokens up to it had been fed (across an eviction)."""
+
     def cache_info(self) -> CacheInfo:
         """The cache now, computed by the backend (it alone knows how it evicts)."""
 

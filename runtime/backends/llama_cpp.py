@@ -215,6 +215,15 @@ class LlamaCppBackend:
             self._n_past = n_past
         return True
 
+    def spec_room(self) -> int:
+        """0: no speculation on llama.cpp. Its batched logits differ from its one-token decode's once
+        the cache holds a few hundred tokens (max |dlogit| 0.4-0.7 at 600 tokens on the default model,
+        0.0 at 50), so a verified draft could change a greedy reply; speculation is native-only."""
+        return 0
+
+    def checkpoint(self, n: int) -> None:
+        """Nothing to keep (``spec_room`` is 0: no verify batches here)."""
+
     def _evict(self) -> None:
         """Drop the oldest ``evict_chunk`` window entries and slide the rest down over them."""
         s, k = self._sinks, self._evict_chunk

@@ -36,6 +36,8 @@ class NativeBackend:
         self.n_vocab = int(model.config["n_vocab"])
         self.n_ctx = ctx
         self.info = BackendInfo(isa=self._m.isa, threads=self._m.threads)
+        # speculation: verify batches up to this long give the logits of one-token decodes, bit for bit
+        self.exact_batch = min(int(self._m.exact_batch), ctx - sinks)
 
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append ids; logits (len(ids), n_vocab) or (n_vocab,)."""
@@ -57,6 +59,16 @@ class NativeBackend:
     def swap_cache(self, cache) -> None:
         """Exchange the live cache with a spare one from ``new_cache`` (O(1): buffers are swapped)."""
         self._m.swap_cache(cache)
+
+    def spec_room(self) -> int:
+        """The longest verify batch (sampled token + drafts) that is exact: logits equal to one-token
+        decodes, and a rollback into it leaves the cache as if only the kept tokens had been fed."""
+        return min(self.exact_batch, self.n_ctx - self._m.cache_info()["sinks"])
+
+    def checkpoint(self, n: int) -> None:
+        """Speculation: keep what the next ``n`` tokens (a verify batch, n <= window) overwrite in the
+        ring, so ``truncate`` back to any point among them succeeds even across an eviction."""
+        self._m.checkpoint(n)
 
     def cache_info(self) -> CacheInfo:
         """The ring now; it evicts one entry at a time."""

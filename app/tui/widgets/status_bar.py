@@ -1,4 +1,4 @@
-"""The status bar: model, backend and why, speed, memory and the KV cache gauge."""
+"""The status bar: model, backend and why, speed (and speculation's acceptance), memory and the KV gauge."""
 from __future__ import annotations
 
 from rich.text import Text
@@ -25,6 +25,7 @@ class StatusBar(Widget):
     error = reactive("")
     prefill_tps = reactive(0.0)
     decode_tps = reactive(0.0)
+    acceptance = reactive(None)        # speculation: accepted / drafted tokens of the last reply, or None
     rss = reactive(0)                  # bytes
     cache = reactive(None, always_update=True)   # CacheInfo, or None before the engine is ready
 
@@ -68,7 +69,10 @@ class StatusBar(Widget):
         if not self.volatile or not self.decode_tps:
             return Text("– tok/s")
         pre, dec = f"{self.prefill_tps:,.0f}", f"{self.decode_tps:,.1f}"
-        return Text(f"prefill {pre} · decode {dec} tok/s" if wide else f"{pre}/{dec} tok/s")
+        text = Text(f"prefill {pre} · decode {dec} tok/s" if wide else f"{pre}/{dec} tok/s")
+        if self.acceptance is not None:      # drafts were verified: how many the model kept
+            text.append(f" · drafts {self.acceptance:.0%} accepted" if wide else f" ·{self.acceptance:.0%}")
+        return text
 
     def _rss(self, wide: bool) -> Text:
         mb = f"{self.rss / 2**20:,.0f} MB" if self.volatile and self.rss else "–"
