@@ -16,7 +16,8 @@ def load_engine(args, model: str | None = None, pin_system: bool | None = None):
     return load(resolve(name or None), backend=args.backend, threads=args.threads, ctx=args.ctx,
                 sinks=args.sinks, gpu_layers=args.gpu_layers,
                 pin_system=args.pin_system if pin_system is None else pin_system,
-                evict_chunk=getattr(args, "evict_chunk", None), force=getattr(args, "force", False))
+                evict_chunk=getattr(args, "evict_chunk", None), force=getattr(args, "force", False),
+                kv_type=getattr(args, "kv_type", None) or "f16")
 
 
 def sampling_kwargs(args) -> dict:

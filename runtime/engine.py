@@ -333,7 +333,7 @@ class _Clock:
 
 def load(path: str | Path, *, backend: str = "auto", threads: int | None = None, ctx: int = DEFAULT_CTX,
          sinks: int = DEFAULT_SINKS, gpu_layers: int = 0, pin_system: bool = False,
-         evict_chunk: int | None = None, force: bool = False) -> Engine:
+         evict_chunk: int | None = None, force: bool = False, kv_type: str = "f16") -> Engine:
     """Load a GGUF file (the app resolves model names to paths: ``edgechat.models.resolve``).
 
     Args:
@@ -346,6 +346,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         pin_system: make the sink region BOS + the whole system prompt.
         evict_chunk: llama.cpp backend: tokens evicted at once when the ring is full.
         force: skip the memory preflight.
+        kv_type: KV cache rows, "f16" or "q8_0" (int8 with a scale per 32 values: about half the bytes).
 
     Returns:
         An Engine.
@@ -357,13 +358,14 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     threads = _check_load_args(ctx, sinks, threads)
     path = Path(path)
     mf = read_model(path)
-    _preflight(path, mf.config, ctx, force)
+    _check_kv_type(kv_type)
+    _preflight(path, mf.config, ctx, force, kv_type)
     problem = mf.native_problem()
     slower = None if problem or backend != "auto" else native_slower_here(mf.tensors)
     name, reason = choose_backend(backend, problem, gpu_layers, slower)
     tok = MemoTokenizer(Tokenizer(path))
     be = _make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
-                       evict_chunk=evict_chunk)
+                       evict_chunk=evict_chunk, kv_type=kv_type)
     template = _template(mf, tok)
     info = EngineInfo(backend=name, reason=reason, arch=mf.arch, path=str(path), name=path.stem,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
@@ -381,19 +383,26 @@ def _check_load_args(ctx: int, sinks: int, threads: int | None) -> int:
     return threads
 
 
-def _preflight(path: Path, cfg: dict, ctx: int, force: bool) -> None:
+def _check_kv_type(kv_type: str) -> None:
+    from .memory import KV_TYPES
+    if kv_type not in KV_TYPES:
+        raise EdgechatError(f"unknown --kv-type '{kv_type}' (choose from {', '.join(KV_TYPES)})")
+
+
+def _preflight(path: Path, cfg: dict, ctx: int, force: bool, kv_type: str = "f16") -> None:
     from . import memory
-    est = memory.estimate(path.stat().st_size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"])
+    est = memory.estimate(path.stat().st_size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
+                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]))
     memory.preflight(est, force=force)
 
 
-def _make_backend(name: str, mf, path: Path, *, ctx, sinks, threads, gpu_layers, evict_chunk):
+def _make_backend(name: str, mf, path: Path, *, ctx, sinks, threads, gpu_layers, evict_chunk, kv_type):
     if name == "native":
         from .backends.native import NativeBackend
-        return NativeBackend(mf, ctx=ctx, sinks=sinks, threads=threads)
+        return NativeBackend(mf, ctx=ctx, sinks=sinks, threads=threads, kv_type=kv_type)
     from .backends.llama_cpp import LlamaCppBackend
     return LlamaCppBackend(str(path), ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
-                           evict_chunk=evict_chunk)
+                           evict_chunk=evict_chunk, kv_type=kv_type)
 
 
 def _template(mf, tok):
