@@ -88,6 +88,8 @@ class Engine:
         self._fed = array("i")            # logical tokens the cache represents, in order (4 bytes each)
         self._skip = 0                    # logical tokens skipped by a rebuild (after the sinks)
         self._cache = backend.cache_info()
+        self.model_identity = ""          # file size + header hash (snapshot.model_identity), set by load
+        self.state_note = ""              # what the last load_state did: "restored" or why not
         self._active = False              # a call is running (see EngineBusy)
         self._flag = threading.Lock()     # guards _active only; never held while running
 
@@ -129,6 +131,34 @@ class Engine:
     def message_spans(self) -> list[tuple[int, int]]:
         """Logical token range of each message of the last ``chat`` call (the reply last)."""
         return self._conv.spans()
+
+    def save_state(self, path: str | Path) -> int:
+        """Write a KV snapshot of the cache and the conversation it holds (atomically: temp + rename).
+
+        Returns:
+            the snapshot's size in bytes.
+        """
+        from . import snapshot
+        with self._turn():
+            header, arrays = snapshot.capture(self)
+        return snapshot.write(path, header, arrays)
+
+    def load_state(self, path: str | Path) -> bool:
+        """Restore a snapshot written by ``save_state`` for this model, backend, ctx, sinks and kv type.
+
+        Returns:
+            True when restored; False when the file is missing, does not match, is truncated or corrupt:
+            then nothing changed and ``state_note`` says why in one line.
+        """
+        from . import snapshot
+        with self._turn():
+            try:
+                snapshot.restore(self, *snapshot.read(path, snapshot.expected(self)))
+            except snapshot.SnapshotRefused as e:
+                self.state_note = str(e)
+                return False
+        self.state_note = "restored"
+        return True
 
     def close(self) -> None:
         with self._turn():
@@ -371,7 +401,10 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
                       gpu_layers=gpu_layers, pin_system=pin_system, extra=dict(be.info.extra),
                       load_s=time.perf_counter() - t0)
-    return Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
+    engine = Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
+    from .snapshot import model_identity
+    engine.model_identity = model_identity(path, mf.data_offset)
+    return engine
 
 
 def _check_load_args(ctx: int, sinks: int, threads: int | None) -> int:

@@ -227,6 +227,34 @@ class LlamaCppBackend:
             self._n_past = n_past
         return True
 
+    # -- snapshots (llama_state_get_data / llama_state_set_data: cells, positions, the last logits) --
+
+    _COUNTERS = ("used", "n_past", "evicted", "last_evict", "sinks", "evict_chunk")
+
+    def export_state(self) -> dict:
+        """llama.cpp's context state as one uint8 array ``blob``, with this backend's counters."""
+        L = lib()
+        n = L.llama_state_get_size(self._ctx)
+        blob = np.empty(n, np.uint8)
+        got = L.llama_state_get_data(self._ctx, blob.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), n)
+        state = {k: getattr(self, "_" + k) for k in self._COUNTERS}
+        return dict(state, blob=blob[:got])
+
+    def import_state(self, state: dict) -> bool:
+        """Load ``export_state()``; False (and an empty cache) when llama.cpp does not take it."""
+        if any(not isinstance(state.get(k), int) for k in self._COUNTERS):
+            return False
+        blob = np.ascontiguousarray(state["blob"], dtype=np.uint8)
+        self._mem.clear()
+        L = lib()
+        got = L.llama_state_set_data(self._ctx, blob.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), blob.size)
+        if got != blob.size or not 0 <= state["used"] <= self.n_ctx or not 0 <= state["sinks"] < self.n_ctx:
+            self.reset()
+            return False
+        for k in self._COUNTERS:
+            setattr(self, "_" + k, state[k])
+        return True
+
     def _evict(self) -> None:
         """Drop the oldest ``evict_chunk`` window entries and slide the rest down over them."""
         s, k = self._sinks, self._evict_chunk
