@@ -85,6 +85,8 @@ def read(path: str | Path, expect: dict) -> tuple[dict, dict[str, np.ndarray]]:
             header = _header(z)
             _match(header, expect)
             arrays = {name: z[name] for name in z.files if name != "header"}
+        if not all(isinstance(a, np.ndarray) for a in arrays.values()):
+            raise SnapshotRefused("not an edgechat snapshot (a member is not an array)")
     except SnapshotRefused:
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
@@ -98,7 +100,7 @@ def _header(z) -> dict:
     if "header" not in z.files:
         raise SnapshotRefused("not an edgechat snapshot (no header)")
     raw = z["header"]
-    if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_HEADER:
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_HEADER:
         raise SnapshotRefused("not an edgechat snapshot (bad header)")
     header = json.loads(raw.tobytes().decode())
     if not isinstance(header, dict):
