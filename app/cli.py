@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("-p", "--prompt", help="one-shot prompt ('-' reads stdin)")
     p.add_argument("--json", action="store_true", help="one-shot: print one JSON object")
+    p.add_argument("--session", metavar="FILE", help="one-shot: restore the KV cache and conversation from FILE "
+                   "when it matches, feed only the new prompt, save them back")
     p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and why, and timings")
     add_model_options(p)
     add_sampling_options(p)
@@ -130,11 +132,14 @@ def one_shot(args, prompt: str) -> int:
         i = engine.info
         print(f"edgechat: backend {i.backend} ({i.reason}); {i.name} [{i.arch}, {', '.join(i.types)}], "
               f"{i.threads} threads, isa {i.isa}", file=sys.stderr)
-    messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
-        [{"role": "user", "content": prompt}]
+    from . import session
+    sess = session.start(engine, args.session, args.verbose)
+    messages = session.messages(engine, sess, prompt, args.system)
     text, done, code = _stream(engine, messages, args)
+    if done and code == EXIT_OK:
+        session.save(engine, args.session)
     if args.json:
-        print(json.dumps(_json_result(engine, text, done), ensure_ascii=False))
+        print(json.dumps(_json_result(engine, text, done, sess), ensure_ascii=False))
     elif text and not text.endswith("\n"):
         sys.stdout.write("\n")
     if args.verbose and done:
@@ -164,7 +169,7 @@ def _stream(engine, messages: list[dict], args):
     return (done.text if done else "".join(parts)), done, code
 
 
-def _json_result(engine, text: str, done) -> dict:
+def _json_result(engine, text: str, done, sess=None) -> dict:
     info = engine.info
     s = done.stats if done else None
     cache = done.cache if done else engine.cache_info()
@@ -176,10 +181,13 @@ def _json_result(engine, text: str, done) -> dict:
         "backend_reason": info.reason,
         "finish_reason": done.finish_reason if done else "cancelled",
         "tokens": {"prompt": s.prompt_tokens if s else 0, "completion": s.completion_tokens if s else 0},
-        "timings": {"load_s": round(info.load_s, 4), "ttft_s": round(s.ttft_s, 4) if s else None,
+        "timings": {"load_s": round(info.load_s, 4),
+                    "ttft_s": round(s.ttft_s + (sess.restore_s if sess else 0.0), 4) if s else None,
+                    "restore_s": round(sess.restore_s, 4) if sess else 0.0,
                     "prefill_tps": round(s.prefill_tps, 2) if s else None,
                     "decode_tps": round(s.decode_tps, 2) if s else None},
-        "cache": {k: getattr(cache, k) for k in ("capacity", "used", "sinks", "evicted")},
+        "cache": {**{k: getattr(cache, k) for k in ("capacity", "used", "sinks", "evicted", "kv_type", "bytes")},
+                  "restored": bool(sess and sess.restored)},
     }
 
 

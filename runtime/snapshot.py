@@ -80,6 +80,9 @@ def read(path: str | Path, expect: dict) -> tuple[dict, dict[str, np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise SnapshotRefused("no snapshot")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":                  # a zip file (np.savez) starts so
+            raise SnapshotRefused("not an edgechat snapshot")
     try:
         with np.load(path, allow_pickle=False) as z:
             header = _header(z)
