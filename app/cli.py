@@ -55,6 +55,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sinks", type=_int_at_least(0), default=DEFAULT_SINKS, help="pinned attention-sink tokens")
     g.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16",
                    help="KV cache rows: f16, or q8_0 (int8 + a scale per 32 values: about half the memory)")
+    g.add_argument("--kv-snapshots-mib", type=_int_at_least(0), default=512, metavar="N",
+                   help="chat TUI: keep saved chats' KV caches, at most N MiB on disk (0: off)")
     g.add_argument("--pin-system", action="store_true", help="pin BOS + the whole system prompt as sinks")
     g.add_argument("--gpu-layers", type=_gpu_layers, default=0, metavar="N|all",
                    help="layers to offload to a GPU (llama.cpp built with Metal/CUDA)")

@@ -24,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import EdgechatError
+
 VERSION = 1
 MAX_HEADER = 64 << 20        # bytes of JSON header we are willing to parse (messages included)
 
 
-class SnapshotRefused(Exception):
+class SnapshotRefused(EdgechatError):
     """A snapshot that cannot be used here; ``str(e)`` is the one-line reason."""
 
 
@@ -132,6 +134,8 @@ def expected(engine) -> dict:
 
 def capture(engine) -> tuple[dict, dict[str, np.ndarray]]:
     """The engine's state as (header, arrays); the caller holds the engine's turn."""
+    if not hasattr(engine._b, "export_state"):
+        raise SnapshotRefused(f"the {engine.info.backend} backend cannot save its cache")
     state = engine._b.export_state()
     conv = engine._conv
     arrays = {f"cache_{k}": np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
