@@ -73,7 +73,7 @@ def plans(args, kind: str, ids: list[int], n_dense: int) -> list[tuple]:
         plan = [("sinks", f"sinks={args.sinks}", args.ctx, args.sinks, ids), ("window", "window", args.ctx, 0, ids)]
         if not args.no_dense:
             plan.append(("dense", "dense", n_dense, min(4, n_dense - 1), ids[:n_dense]))
-        wanted = args.llama_runs if kind == "llama.cpp" else ("sinks", "window", "dense")
+        wanted = args.llama_runs if kind == "llama.cpp" else args.native_runs
         if kv not in args.kv_type:
             wanted = ("sinks",)
         out += [(s[1], kv) + s[2:] for s in plan if s[0] in wanted]
@@ -200,6 +200,7 @@ def main(argv=None) -> int:
     p.add_argument("--llama-runs", default="sinks,window,dense",
                    help="the llama.cpp runs (comma-separated: sinks, window, dense); llama.cpp with "
                         "evict_chunk=1 is slow, and its sinks run is the one the native engine must match")
+    p.add_argument("--native-runs", default="sinks,window,dense", help="the native runs (as --llama-runs)")
     p.add_argument("--kv-type", default="f16", help="KV cache types, comma-separated: f16, q8_0 (q8_0 adds the f16 "
                                                     "sinks runs as the reference)")
     p.add_argument("--json", action="store_true")
@@ -208,8 +209,9 @@ def main(argv=None) -> int:
     if not args.kv_type or any(k not in ("f16", "q8_0") for k in args.kv_type):
         p.error("--kv-type takes f16 and/or q8_0")
     args.llama_runs = [r.strip() for r in args.llama_runs.split(",") if r.strip()]
-    if any(r not in ("sinks", "window", "dense") for r in args.llama_runs):
-        p.error("--llama-runs takes sinks, window and/or dense")
+    args.native_runs = [r.strip() for r in args.native_runs.split(",") if r.strip()]
+    if any(r not in ("sinks", "window", "dense") for r in args.llama_runs + args.native_runs):
+        p.error("--llama-runs and --native-runs take sinks, window and/or dense")
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if any(b not in ("native", "llama.cpp") for b in args.backends):
         p.error("--backends takes native and/or llama.cpp")
