@@ -148,7 +148,8 @@ class Engine:
 
         Returns:
             True when restored; False when the file is missing, does not match, is truncated or corrupt:
-            then nothing changed and ``state_note`` says why in one line.
+            then ``state_note`` says why in one line, and the cache is as it was (or empty, when the
+            backend itself refused the arrays): never a wrong cache.
         """
         from . import snapshot
         with self._turn():

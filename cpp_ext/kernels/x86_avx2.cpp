@@ -284,6 +284,13 @@ void wsum_f16_g_avx2(int n, int hd, int G, const float* w, size_t ldw, const hal
 // ---- attention over q8_0 kv rows (kernels.h kv_quantize_q8): the same passes as the f16 runs above,
 // the int8 values dequantized in registers (sign-extend, int -> float, times the block scale)
 
+// the fp16 scale of block b (f16c: one instruction, not the scalar bit conversion)
+inline float q8_scale(const uint8_t* row, int hd, int b) {
+    uint16_t h;
+    std::memcpy(&h, row + hd + 2 * b, sizeof(h));
+    return _cvtsh_ss(h);
+}
+
 // 8 int8 values at p, times d, as floats
 inline __m256 q8x8_to_f32(const uint8_t* p, __m256 d) {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p))), d);
@@ -300,7 +307,7 @@ void scores_q8_g_hd(int n, int G, const uint8_t* k, size_t ld, const float* q, f
         for (int i = 0; i < 4; i++) {
             const uint8_t* ki = k + (size_t)(j + std::min(i, rows - 1)) * ld;
             for (int b = 0; b < HD / 32; b++) {
-                const __m256 d = _mm256_set1_ps(kv_q8_scale(ki, HD, b));
+                const __m256 d = _mm256_set1_ps(q8_scale(ki, HD, b));
                 for (int r = 0; r < 4; r++) _mm256_store_ps(&kf[i][32 * b + 8 * r], q8x8_to_f32(ki + 32 * b + 8 * r, d));
             }
         }
@@ -330,7 +337,7 @@ inline void wsum_q8_g_slice(int n, const float* w, size_t ldw, const uint8_t* v,
     for (int g = 0; g < GN; g++) acc[g][0] = _mm256_loadu_ps(y + g * hd), acc[g][1] = _mm256_loadu_ps(y + g * hd + 8);
     for (int j = 0; j < n; j++) {
         const uint8_t* vj = v + (size_t)j * ld;
-        const __m256 d = _mm256_set1_ps(kv_q8_scale(vj, hd, c / 32));
+        const __m256 d = _mm256_set1_ps(q8_scale(vj, hd, c / 32));
         const __m256 v0 = q8x8_to_f32(vj + c, d), v1 = q8x8_to_f32(vj + c + 8, d);
 #pragma GCC unroll 8
         for (int g = 0; g < GN; g++) {
