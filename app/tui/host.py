@@ -109,7 +109,7 @@ class EngineHost:
         reply.restore_s = time.perf_counter() - t0
         if ok:
             reply.kv_note = "restored"
-        elif len(reply.messages) > 1 or reply.messages[0]["role"] != "user":
+        elif any(m["role"] == "assistant" for m in reply.messages):     # a chat with history
             reply.kv_note = f"re-prefilled ({note})"
 
     def forget(self, chat_id: int) -> None:
