@@ -92,17 +92,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--draft", default=S, metavar="MODEL", help="with --speculative: a draft model")
     g.add_argument("--spec-tokens", type=_int_at_least(1), default=256, help="with --speculative: "
                    "tokens per reply (default: 256)")
+    p.add_argument("--kv-type", choices=["f16", "q8_0"], default=S,
+                   help="KV cache rows for both engines (default f16; q8_0: int8 + a scale per 32 values)")
 
 
 # ---- one measurement (child process) ------------------------------------------------------------
 
-def _load(backend: str, path: str, threads: int, ctx: int):
+def _load(backend: str, path: str, threads: int, ctx: int, kv_type: str = "f16"):
     from ..runtime.backends.llama_cpp import LlamaCppBackend
     from ..runtime.backends.native import NativeBackend
     from ..runtime.ggufload import read_model
     if backend == "native":
-        return NativeBackend(read_model(path), ctx=ctx, sinks=4, threads=threads)
-    return LlamaCppBackend(path, ctx=ctx, sinks=4, threads=threads)
+        return NativeBackend(read_model(path), ctx=ctx, sinks=4, threads=threads, kv_type=kv_type)
+    return LlamaCppBackend(path, ctx=ctx, sinks=4, threads=threads, kv_type=kv_type)
 
 
 def _decode(b, logits, n: int) -> tuple[float, list[int]]:
@@ -166,7 +168,7 @@ def _child(backend: str, path: str, threads: int, tokens: list[int], plan: dict,
     try:
         ctx = max(max(plan["prefill"]), max(plan["depths"])) + plan["decode_tokens"] + WARMUP_TOKENS + 8
         t0 = time.perf_counter()
-        b = _load(backend, path, threads, ctx)
+        b = _load(backend, path, threads, ctx, plan.get("kv_type", "f16"))
         res = {"load_s": time.perf_counter() - t0, "info": _info_dict(b.info)}
         res |= _measure(b, tokens, plan["prefill"], plan["depths"], plan["decode_tokens"])
         res["peak_rss_mib"] = _peak_rss_mib()
@@ -283,7 +285,8 @@ def bench(args) -> dict:
 
     from .. import _native
     threads = getattr(args, "threads", None) or psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    plan = {"prefill": list(args.prefill), "depths": list(args.decode_depths), "decode_tokens": args.decode_tokens}
+    plan = {"prefill": list(args.prefill), "depths": list(args.decode_depths), "decode_tokens": args.decode_tokens,
+            "kv_type": getattr(args, "kv_type", None) or "f16"}
     rows = _rows(args)
     dram = _native.read_bandwidth(threads, BANDWIDTH_MIB)
     rows = [_bench_row(r, args, plan, threads) for r in rows]
@@ -293,7 +296,7 @@ def bench(args) -> dict:
             "edgechat_isa_env": os.environ.get("EDGECHAT_ISA"),
             "llama_cpp": {"version": llama.get("llama_cpp"), "weight_repacking": llama.get("extra_bufts")},
             "dram_read_gbps": dram, "runs": args.runs, "decode_tokens": args.decode_tokens,
-            "prefill": plan["prefill"], "decode_depths": plan["depths"], "rows": rows}
+            "prefill": plan["prefill"], "decode_depths": plan["depths"], "kv_type": plan["kv_type"], "rows": rows}
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -321,6 +324,7 @@ def _header(r: dict) -> list[str]:
             f"native     kernel table {r['native_isa']}{forced}",
             f"llama.cpp  {r['llama_cpp']['version']}, weight repacking {repack}",
             f"DRAM read  {r['dram_read_gbps']:.1f} GB/s ({r['threads']} threads, {BANDWIDTH_MIB} MiB buffer)",
+            f"KV cache   {r.get('kv_type', 'f16')} (both engines)",
             f"medians of {r['runs']} run(s), each in a fresh process; decode {r['decode_tokens']} greedy tokens; "
             "ratio = native / llama.cpp (higher is better for tok/s and GB/s, lower for load and RSS)"]
 

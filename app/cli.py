@@ -53,6 +53,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=_int_at_least(1), help="compute threads (default: physical cores)")
     g.add_argument("--ctx", type=_int_at_least(2), default=DEFAULT_CTX, help="KV cache capacity in tokens")
     g.add_argument("--sinks", type=_int_at_least(0), default=DEFAULT_SINKS, help="pinned attention-sink tokens")
+    g.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16",
+                   help="KV cache rows: f16, or q8_0 (int8 + a scale per 32 values: about half the memory)")
+    g.add_argument("--kv-snapshots-mib", type=_int_at_least(0), default=512, metavar="N",
+                   help="chat TUI: keep saved chats' KV caches, at most N MiB on disk (0: off)")
     g.add_argument("--pin-system", action="store_true", help="pin BOS + the whole system prompt as sinks")
     g.add_argument("--gpu-layers", type=_gpu_layers, default=0, metavar="N|all",
                    help="layers to offload to a GPU (llama.cpp built with Metal/CUDA)")
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncate-prompt", action="store_true",
                    help="a prompt beyond the window (--ctx): read only the sinks and the last window's "
                         "worth of it, skip the rest (default: read it all; the earliest tokens leave)")
+    p.add_argument("--session", metavar="FILE", help="one-shot: restore the KV cache and conversation from FILE "
+                   "when it matches, feed only the new prompt, save them back")
     p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and why, and timings")
     add_model_options(p)
     add_sampling_options(p)
@@ -141,17 +147,16 @@ def one_shot(args, prompt: str) -> int:
               f"{i.threads} threads, isa {i.isa}", file=sys.stderr)
         if engine.speculation.note:
             print(f"edgechat: {engine.speculation.note}", file=sys.stderr)
-    messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
-        [{"role": "user", "content": prompt}]
+    from . import session
     from .prompt_notice import PrefillReporter
+    sess = session.start(engine, args.session, args.verbose)
+    messages = session.messages(engine, sess, prompt, args.system)
     reporter = PrefillReporter(sys.stderr)
     text, done, code = _stream(engine, messages, args, reporter)
+    if done and code == EXIT_OK:
+        session.save(engine, args.session)
     if args.json:
-        result = _json_result(engine, text, done)
-        result["prompt"] = reporter.fit.to_dict() if reporter.fit else None
-        if done is None:                      # stopped: count the tokens it streamed
-            result["tokens"]["completion"] = reporter.streamed
-        print(json.dumps(result, ensure_ascii=False))
+        _print_json(engine, text, done, sess, reporter)
     elif text and not text.endswith("\n"):
         sys.stdout.write("\n")
     if args.verbose and done:
@@ -162,6 +167,14 @@ def one_shot(args, prompt: str) -> int:
         print(f"edgechat: {speculation_line(engine, s)}", file=sys.stderr)
     engine.close()
     return code
+
+
+def _print_json(engine, text: str, done, sess, reporter) -> None:
+    result = _json_result(engine, text, done, sess)
+    result["prompt"] = reporter.fit.to_dict() if reporter.fit else None
+    if done is None:                      # stopped: count the tokens it streamed
+        result["tokens"]["completion"] = reporter.streamed
+    print(json.dumps(result, ensure_ascii=False))
 
 
 def _stream(engine, messages: list[dict], args, reporter):
@@ -192,7 +205,7 @@ def _stream(engine, messages: list[dict], args, reporter):
     return (done.text if done else "".join(parts)), done, code
 
 
-def _json_result(engine, text: str, done) -> dict:
+def _json_result(engine, text: str, done, sess=None) -> dict:
     info = engine.info
     s = done.stats if done else None
     cache = done.cache if done else engine.cache_info()
@@ -204,12 +217,15 @@ def _json_result(engine, text: str, done) -> dict:
         "backend_reason": info.reason,
         "finish_reason": done.finish_reason if done else "cancelled",
         "tokens": {"prompt": s.prompt_tokens if s else 0, "completion": s.completion_tokens if s else 0},
-        "timings": {"load_s": round(info.load_s, 4), "ttft_s": round(s.ttft_s, 4) if s else None,
+        "timings": {"load_s": round(info.load_s, 4),
+                    "ttft_s": round(s.ttft_s + (sess.restore_s if sess else 0.0), 4) if s else None,
+                    "restore_s": round(sess.restore_s, 4) if sess else 0.0,
                     "prefill_tps": round(s.prefill_tps, 2) if s else None,
                     "decode_tps": round(s.decode_tps, 2) if s else None,
                     "draft_tokens": s.draft_tokens if s else 0, "accepted_tokens": s.accepted_tokens if s else 0},
         "speculative": engine.speculation.mode,
-        "cache": {k: getattr(cache, k) for k in ("capacity", "used", "sinks", "evicted")},
+        "cache": {**{k: getattr(cache, k) for k in ("capacity", "used", "sinks", "evicted", "kv_type", "bytes")},
+                  "restored": bool(sess and sess.restored)},
     }
 
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 
-def load_engine(args, model: str | None = None, pin_system: bool | None = None):
+def load_engine(args, model: str | None = None, pin_system: bool | None = None, kv_type: str | None = None):
     """Resolve ``args.model`` (or ``model``; "" is the packaged default) and load it with the options.
 
     Args:
         args: the CLI's Namespace (backend, threads, ctx, sinks, gpu_layers, pin_system, ...).
         model: a model other than ``args.model``.
         pin_system: overrides ``args.pin_system``.
+        kv_type: overrides ``args.kv_type``.
     """
     from ..models.resolve import resolve
     from ..runtime import load
@@ -18,7 +19,8 @@ def load_engine(args, model: str | None = None, pin_system: bool | None = None):
                 sinks=args.sinks, gpu_layers=args.gpu_layers,
                 pin_system=args.pin_system if pin_system is None else pin_system,
                 evict_chunk=getattr(args, "evict_chunk", None), force=getattr(args, "force", False),
-                speculative=mode, draft=resolve(draft) if draft else None)
+                speculative=mode, draft=resolve(draft) if draft else None,
+                kv_type=kv_type or getattr(args, "kv_type", None) or "f16")
 
 
 def speculation_args(args) -> tuple[str, str | None]:

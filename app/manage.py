@@ -34,6 +34,7 @@ def add_parsers(subparsers) -> None:
     p = subparsers.add_parser("doctor", help="check this machine and the model: CPU, RAM, GPU, backend")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--ctx", type=_positive_int, default=DEFAULT_CTX, help="context for the memory estimate")
+    p.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16", help="KV cache rows for the memory estimate")
     p.add_argument("--model", "-m", help="model name or path (default: the packaged default)")
     p.set_defaults(manage_cmd="doctor")
 
@@ -124,7 +125,7 @@ def _native_slower(path) -> str | None:
         return None
 
 
-def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX) -> dict:
+def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str = "f16") -> dict:
     """Everything ``doctor`` shows, as a dict; ``problems`` lists what stops a chat."""
     from ..models import local
     from ..models.resolve import DEFAULT_NAME, resolve
@@ -132,7 +133,7 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX) -> dict:
     from ..runtime.device import device_info
     from ..runtime.engine import choose_backend
     dev = device_info()
-    report = {"device": dev.to_dict(), "native_engine": _native_built(), "ctx": ctx,
+    report = {"device": dev.to_dict(), "native_engine": _native_built(), "ctx": ctx, "kv_type": kv_type,
               "model": None, "memory": None, "backend": None, "serve": _serve_report(None, None), "problems": []}
     problems = report["problems"]
     if not report["native_engine"]:
@@ -155,7 +156,8 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX) -> dict:
         problems.append(f"cannot estimate memory: {m.reason}")
         return report
     cfg = m.config
-    est = memory.estimate(m.size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"])
+    est = memory.estimate(m.size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
+                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]))
     report["memory"] = memory.preflight(est, force=True, available=dev.ram_available)
     report["serve"] = _serve_report(est["kv"], dev.ram_available)
     if not report["memory"]["fits"]:
@@ -176,7 +178,7 @@ def _native_built() -> bool:
 
 
 def cmd_doctor(args) -> int:
-    report = doctor_report(args.model, args.ctx)
+    report = doctor_report(args.model, args.ctx, getattr(args, "kv_type", "f16"))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -203,7 +205,7 @@ def format_doctor(r: dict) -> str:
                  ("arch / types", f"{m['arch'] or '?'} / {', '.join(m['types']) or '?'}")]
     if r["memory"]:
         verdict = "fits" if r["memory"]["fits"] else "does NOT fit"
-        rows.append((f"memory @ ctx {r['ctx']}", f"{memory.describe(r['memory'])}: {verdict}"))
+        rows.append((f"memory @ ctx {r['ctx']} {r.get('kv_type', 'f16')}", f"{memory.describe(r['memory'])}: {verdict}"))
     if r["backend"]:
         rows.append(("backend (auto)", f"{r['backend']['name']}: {r['backend']['reason']}"))
     if r.get("serve"):

@@ -49,8 +49,15 @@ static ec::Config make_config(const nb::dict& d) {
 }
 
 // tensors: list of (name, type, shape (ne0..), data view)
+static ec::KVType kv_type_of(const std::string& name) {
+    if (name == "f16") return ec::KVType::F16;
+    if (name == "q8_0") return ec::KVType::Q8_0;
+    throw nb::value_error(("unknown kv type '" + name + "' (f16 or q8_0)").c_str());
+}
+
 static void init_model(PyModel* pm, const nb::dict& config, const nb::list& tensors, int ctx, int sinks,
-                       int threads) {
+                       int threads, const std::string& kv_type) {
+    const ec::KVType kvt = kv_type_of(kv_type);
     std::vector<std::pair<std::string, ec::Tensor>> ts;
     for (nb::handle item : tensors) {
         nb::tuple tup = nb::cast<nb::tuple>(item);
@@ -74,7 +81,7 @@ static void init_model(PyModel* pm, const nb::dict& config, const nb::list& tens
     ec::Config cfg = make_config(config);
     {
         nb::gil_scoped_release nogil;
-        pm->model = std::make_unique<Model>(cfg, ts, ctx, sinks, threads);
+        pm->model = std::make_unique<Model>(cfg, ts, ctx, sinks, threads, kvt);
     }
 }
 
@@ -136,7 +143,48 @@ static nb::dict cache_info(PyModel& pm) {
     d["evicted"] = v[3];
     d["bytes"] = v[4];
     d["n_past"] = v[5];
+    d["kv_type"] = pm.model->cache().type() == ec::KVType::Q8_0 ? "q8_0" : "f16";
     return d;
+}
+
+// ---- snapshots: the ring's slots in use, as two flat uint8 arrays (layer, kv head, used, row_bytes) ----
+
+static nb::dict export_state(PyModel& pm) {
+    uint8_t *k = nullptr, *v = nullptr;
+    size_t n_bytes = 0;
+    int64_t meta[4];   // n_past, sinks, used, row_bytes: read under the lock with the rows
+    {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(pm.mu);
+        ec::KVRing& kv = pm.model->cache();
+        const int used = kv.used();
+        n_bytes = (size_t)kv.n_layer() * kv.n_head() * used * kv.row_bytes();
+        k = new uint8_t[n_bytes + 1];
+        v = new uint8_t[n_bytes + 1];
+        kv.copy_rows_out(used, k, v);
+        meta[0] = kv.n_past(), meta[1] = kv.sinks(), meta[2] = used, meta[3] = (int64_t)kv.row_bytes();
+    }
+    nb::capsule ko(k, [](void* p) noexcept { delete[] (uint8_t*)p; });
+    nb::capsule vo(v, [](void* p) noexcept { delete[] (uint8_t*)p; });
+    nb::dict d;
+    d["k"] = nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>>(k, {n_bytes}, ko);
+    d["v"] = nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>>(v, {n_bytes}, vo);
+    d["n_past"] = meta[0];
+    d["sinks"] = meta[1];
+    d["used"] = meta[2];
+    d["row_bytes"] = meta[3];
+    return d;
+}
+
+// false (and nothing changed) when the arrays do not fit this cache
+static bool import_state(PyModel& pm, int sinks, int64_t n_past, Bytes k, Bytes v) {
+    nb::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(pm.mu);
+    ec::KVRing& kv = pm.model->cache();
+    const int64_t n = std::min<int64_t>(std::max<int64_t>(n_past, 0), kv.ctx());
+    const size_t want = (size_t)kv.n_layer() * kv.n_head() * n * kv.row_bytes();
+    if (k.shape(0) != want || v.shape(0) != want) return false;
+    return kv.set_state(sinks, n_past, (int)n, k.data(), v.data());
 }
 
 // kernel access for tests: run one type's kernels of one isa on raw bytes
@@ -161,10 +209,13 @@ static std::vector<int> types_where(Pred has) {
 NB_MODULE(_native, m) {
     m.doc() = "edgechat native engine";
     nb::class_<PyModel>(m, "Model")
-        .def("__init__", [](PyModel* self, nb::dict config, nb::list tensors, int ctx, int sinks, int threads) {
+        .def("__init__", [](PyModel* self, nb::dict config, nb::list tensors, int ctx, int sinks, int threads,
+                            const std::string& kv_type) {
                  new (self) PyModel();
-                 init_model(self, config, tensors, ctx, sinks, threads);
-             }, "config"_a, "tensors"_a, "ctx"_a, "sinks"_a, "threads"_a)
+                 init_model(self, config, tensors, ctx, sinks, threads, kv_type);
+             }, "config"_a, "tensors"_a, "ctx"_a, "sinks"_a, "threads"_a, "kv_type"_a = "f16")
+        .def("export_state", &export_state)
+        .def("import_state", &import_state, "sinks"_a, "n_past"_a, "k"_a, "v"_a)
         .def("eval", &eval, "tokens"_a, "all_logits"_a = false)
         .def("reset", [](PyModel& pm, int sinks) {
                  nb::gil_scoped_release nogil;

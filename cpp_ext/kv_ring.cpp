@@ -11,23 +11,24 @@ namespace ec {
 
 // zeroed, 2 MiB aligned, marked for transparent huge pages before the first touch: attention streams
 // the rows every token, and 4 KiB pages would cost a TLB miss every 64 cache lines
-static half* alloc_rows(size_t elems) {
+static uint8_t* alloc_rows(size_t n) {
     constexpr size_t huge = 2u << 20;
-    const size_t bytes = (elems * sizeof(half) + huge - 1) & ~(huge - 1);
+    const size_t bytes = (n + huge - 1) & ~(huge - 1);
     void* p = nullptr;
     if (posix_memalign(&p, huge, bytes) != 0) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
     madvise(p, bytes, MADV_HUGEPAGE);
 #endif
     std::memset(p, 0, bytes);
-    return (half*)p;
+    return (uint8_t*)p;
 }
 
-KVRing::KVRing(int n_layer, int ctx, int kv_dim, int head_dim)
-    : n_layer_(n_layer), ctx_(ctx), head_dim_(head_dim), n_head_(kv_dim / head_dim),
-      elems_((size_t)n_layer * ctx * kv_dim) {
-    k_.reset(alloc_rows(elems_));
-    v_.reset(alloc_rows(elems_));
+KVRing::KVRing(int n_layer, int ctx, int kv_dim, int head_dim, KVType type)
+    : n_layer_(n_layer), ctx_(ctx), head_dim_(head_dim), n_head_(kv_dim / head_dim), type_(type),
+      row_bytes_(type == KVType::Q8_0 ? kv_q8_row_bytes(head_dim) : 2 * (size_t)head_dim),
+      rows_((size_t)n_layer * (kv_dim / head_dim) * ctx) {
+    k_.reset(alloc_rows(rows_ * row_bytes_));
+    v_.reset(alloc_rows(rows_ * row_bytes_));
     reset(std::min(4, ctx - 1));
 }
 
@@ -69,21 +70,43 @@ void KVRing::checkpoint(int n) {
     ckpt_end_ = n_past_ + n;
     // only positions >= ctx find their slot occupied (by entry pos - window(), still in the window)
     const int64_t first = std::max<int64_t>(ckpt_p0_, ctx_);
-    saved_.resize((size_t)std::max<int64_t>(0, ckpt_end_ - first) * n_layer_ * n_head_ * 2 * row_bytes());
+    saved_.resize((size_t)std::max<int64_t>(0, ckpt_end_ - first) * n_layer_ * n_head_ * 2 * row_bytes_);
     for (int64_t pos = first; pos < ckpt_end_; pos++) copy_rows(pos, true);
 }
 
 void KVRing::copy_rows(int64_t pos, bool save) {
-    const size_t rb = row_bytes();
+    const size_t rb = row_bytes_;
     uint8_t* at = saved_.data() + (size_t)(pos - std::max<int64_t>(ckpt_p0_, ctx_)) * n_layer_ * n_head_ * 2 * rb;
     const int s = slot(pos);
     for (int l = 0; l < n_layer_; l++)
         for (int h = 0; h < n_head_; h++)
-            for (uint8_t* row : {(uint8_t*)k(l, h, s), (uint8_t*)v(l, h, s)}) {
+            for (uint8_t* row : {k_row(l, h, s), v_row(l, h, s)}) {
                 if (save) std::memcpy(at, row, rb);
                 else std::memcpy(row, at, rb);
                 at += rb;
             }
+}
+
+void KVRing::copy_rows_out(int n, uint8_t* k, uint8_t* v) const {
+    const size_t run = (size_t)n * row_bytes_, stride = (size_t)ctx_ * row_bytes_;
+    for (size_t h = 0; h < (size_t)n_layer_ * n_head_; h++) {
+        std::memcpy(k + h * run, k_.get() + h * stride, run);
+        std::memcpy(v + h * run, v_.get() + h * stride, run);
+    }
+}
+
+bool KVRing::set_state(int sinks, int64_t n_past, int n, const uint8_t* k, const uint8_t* v) {
+    if (sinks < 0 || sinks >= ctx_ || n_past < 0 || n < 0 || n > ctx_) return false;
+    if (n != (int)std::min<int64_t>(n_past, ctx_)) return false;   // slots [0, n) are the ones in use
+    const size_t run = (size_t)n * row_bytes_, stride = (size_t)ctx_ * row_bytes_;
+    for (size_t h = 0; h < (size_t)n_layer_ * n_head_; h++) {
+        std::memcpy(k_.get() + h * stride, k + h * run, run);
+        std::memcpy(v_.get() + h * stride, v + h * run, run);
+    }
+    sinks_ = sinks;
+    n_past_ = n_past;
+    ckpt_end_ = -1;   // a checkpoint of the state before does not cover this one
+    return true;
 }
 
 }  // namespace ec

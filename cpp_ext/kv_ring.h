@@ -4,6 +4,8 @@
 // lives in slot sinks + (p - sinks) % W, so a new token overwrites the oldest window entry in O(1).
 // keys are stored rotated at their absolute positions (sinks at 0..sinks-1); the model rotates each
 // query at its absolute position for window keys and at the re-indexed position for sink keys.
+// rows are f16 (head_dim halfs) or q8_0 (kv_quantize_q8: head_dim int8 + one fp16 scale per 32 values),
+// written once when the token enters the cache and never re-quantized (eviction only overwrites).
 #pragma once
 #include <cstdint>
 #include <cstdlib>
@@ -11,13 +13,16 @@
 #include <vector>
 
 #include "blocks.h"
+#include "kernels/kernels.h"
 
 namespace ec {
+
+enum class KVType { F16 = 0, Q8_0 = 1 };
 
 class KVRing {
 public:
     // kv_dim = n_head_kv * head_dim (checked by the caller)
-    KVRing(int n_layer, int ctx, int kv_dim, int head_dim);
+    KVRing(int n_layer, int ctx, int kv_dim, int head_dim, KVType type = KVType::F16);
     void reset(int sinks);          // empty; sinks in [0, ctx - 1]
     bool truncate(int64_t n_past);  // roll back to the state after n_past tokens; false if evicted past it
     // speculation: keep the window rows that the next n tokens (a verify batch) will overwrite, so that
@@ -34,14 +39,26 @@ public:
     int64_t evicted() const;
     // window entries held after n tokens were fed: absolute positions [first_window(n), n)
     int64_t first_window(int64_t n) const;
-    size_t bytes() const { return 2 * elems_ * sizeof(half); }
+    size_t bytes() const { return 2 * rows_ * row_bytes_; }
+    KVType type() const { return type_; }
+    // bytes of one head's row: 2 * head_dim (f16) or kv_q8_row_bytes(head_dim) (q8_0)
+    size_t row_bytes() const { return row_bytes_; }
+    int n_layer() const { return n_layer_; }
+    int n_head() const { return n_head_; }
 
     int slot(int64_t pos) const {
         return pos < sinks_ ? (int)pos : sinks_ + (int)((pos - sinks_) % (ctx_ - sinks_));
     }
-    // rows of one kv head are contiguous (head_dim apart): attention streams them
-    half* k(int layer, int head, int slot) { return k_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
-    half* v(int layer, int head, int slot) { return v_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * head_dim_; }
+    // rows of one kv head are contiguous (row_bytes apart): attention streams them
+    uint8_t* k_row(int layer, int head, int slot) { return k_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * row_bytes_; }
+    uint8_t* v_row(int layer, int head, int slot) { return v_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * row_bytes_; }
+    // f16 rows (type F16 only)
+    half* k(int layer, int head, int slot) { return (half*)k_row(layer, head, slot); }
+    half* v(int layer, int head, int slot) { return (half*)v_row(layer, head, slot); }
+    // snapshots: slots [0, n) of every (layer, kv head) to / from (layer, kv head, n, row_bytes) arrays;
+    // set_state checks n <= ctx and that n is the slot count n_past implies before changing anything
+    void copy_rows_out(int n, uint8_t* k, uint8_t* v) const;
+    bool set_state(int sinks, int64_t n_past, int n, const uint8_t* k, const uint8_t* v);
     int head_dim() const { return head_dim_; }
     void advance(int n) {
         n_past_ += n;
@@ -50,18 +67,19 @@ public:
 
 private:
     int n_layer_, ctx_, head_dim_, n_head_;
+    KVType type_;
+    size_t row_bytes_;
     int sinks_ = 4;
     int64_t n_past_ = 0;     // tokens fed since reset (the next token's absolute position)
-    size_t elems_;           // layer * ctx * kv_dim
-    using Buf = std::unique_ptr<half, void (*)(void*)>;
-    Buf k_{nullptr, std::free};   // (layer, kv head, ctx, head_dim)
-    Buf v_{nullptr, std::free};   // (layer, kv head, ctx, head_dim)
+    size_t rows_;            // layer * kv head * ctx
+    using Buf = std::unique_ptr<uint8_t, void (*)(void*)>;
+    Buf k_{nullptr, std::free};   // (layer, kv head, ctx, row_bytes)
+    Buf v_{nullptr, std::free};   // (layer, kv head, ctx, row_bytes)
 
     // checkpoint: positions [ckpt_p0_, ckpt_end_) fed after it; rows of the window entries that
-    // positions [max(ckpt_p0_, ctx), ckpt_end_) overwrite (entry pos - window()), copied through k()/v()
+    // positions [max(ckpt_p0_, ctx), ckpt_end_) overwrite (entry pos - window()), copied through k_row()/v_row()
     int64_t ckpt_p0_ = -1, ckpt_end_ = -1;
     std::vector<uint8_t> saved_;  // (pos, layer, kv head, k|v, row bytes)
-    size_t row_bytes() const { return sizeof(*k_.get()) * head_dim_; }
     void copy_rows(int64_t pos, bool save);   // one position's rows, all layers and heads: ring <-> saved_
 };
 

@@ -95,8 +95,9 @@ static int checked_kv_dim(const Config& c, const std::vector<std::pair<std::stri
 }
 
 Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
-             int sinks, int n_threads)
-    : cfg_(cfg), k_(select_kernels()), pool_(n_threads), kv_(cfg.n_layer, ctx, checked_kv_dim(cfg, tensors, ctx), cfg.head_dim) {
+             int sinks, int n_threads, KVType kv_type)
+    : cfg_(cfg), k_(select_kernels()), pool_(n_threads),
+      kv_(cfg.n_layer, ctx, checked_kv_dim(cfg, tensors, ctx), cfg.head_dim, kv_type) {
     const Config& c = cfg_;
     kv_.reset(sinks);
     q_dim_ = c.n_head * c.head_dim;
@@ -146,8 +147,9 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
     hb2_.resize((size_t)B * c.n_ff);
     // widest activation row in any vec_type: q8_K is 292 bytes per 256, q8_1 36 per 32, f32 4 per 1
     xq_.resize(2 * (size_t)B * (widest * 4 + 512));   // two activation types at once (mixed files)
-    kb_.resize((size_t)B * kv_dim_);
-    vb_.resize((size_t)B * kv_dim_);
+    kv_row_ = (size_t)c.n_head_kv * kv_.row_bytes();
+    kb_.resize((size_t)B * kv_row_);
+    vb_.resize((size_t)B * kv_row_);
     cs_abs_.resize((size_t)B * c.n_rot);
     cs_sink_.resize((size_t)B * c.n_rot);
     const int G = c.n_head / c.n_head_kv;
@@ -376,29 +378,31 @@ void Model::attention(int layer, int n, int64_t p0) {
             for (int d = 0; d < hd; d++) qw[(size_t)i * hd + d] *= scale, qs[(size_t)i * hd + d] *= scale;  // 1/sqrt(d) folded in
         }
         float* sc = scores_.data() + (size_t)th * TB * G * lds;
-        const size_t off = (size_t)kvh * hd;
+        const size_t off = (size_t)kvh * kv_.row_bytes();   // this kv head inside a chunk token's row
 
         // the keys (and values) the block's first token sees, plus the chunk's tokens up to its last, as
         // runs of consecutive rows ld apart with their first absolute position: the cache's sinks,
         // its window (at most two runs: the ring wraps once), the chunk's sinks, the chunk's window
-        // (the cache's rows of a kv head are hd apart, the chunk's kv_dim_ apart)
-        struct Run { const half* k; const half* v; size_t ld; int64_t n, pos; const float* q; };
+        // (the cache's rows of a kv head are row_bytes apart, the chunk's kv_row_ apart)
+        // (rows are the ring's row type, ld in bytes)
+        struct Run { const uint8_t* k; const uint8_t* v; size_t ld; int64_t n, pos; const float* q; };
         Run runs[5];
         int n_runs = 0;
         int64_t total = 0;
-        auto add = [&](const half* k, const half* v, size_t ld, int64_t len, int64_t pos, const float* q) {
+        auto add = [&](const uint8_t* k, const uint8_t* v, size_t ld, int64_t len, int64_t pos, const float* q) {
             if (len > 0) runs[n_runs++] = {k, v, ld, len, pos, q}, total += len;
         };
-        add(kv_.k(layer, kvh, 0), kv_.v(layer, kvh, 0), hd, std::min<int64_t>(S, p0), 0, qs);
+        const size_t rb = kv_.row_bytes();
+        add(kv_.k_row(layer, kvh, 0), kv_.v_row(layer, kvh, 0), rb, std::min<int64_t>(S, p0), 0, qs);
         for (int64_t a = std::max<int64_t>(S, p0 + t0 - W + 1); a < p0;) {
             const int s0 = kv_.slot(a);
             const int64_t len = std::min<int64_t>(p0 - a, kv_.ctx() - s0);
-            add(kv_.k(layer, kvh, s0), kv_.v(layer, kvh, s0), hd, len, a, qw);
+            add(kv_.k_row(layer, kvh, s0), kv_.v_row(layer, kvh, s0), rb, len, a, qw);
             a += len;
         }
         const int64_t t_end = t0 + tn, chunk_sinks = std::clamp<int64_t>(S - p0, 0, t_end);
-        add(kb_.data() + off, vb_.data() + off, kv_dim_, chunk_sinks, p0, qs);
-        add(kb_.data() + (size_t)chunk_sinks * kv_dim_ + off, vb_.data() + (size_t)chunk_sinks * kv_dim_ + off, kv_dim_,
+        add(kb_.data() + off, vb_.data() + off, kv_row_, chunk_sinks, p0, qs);
+        add(kb_.data() + (size_t)chunk_sinks * kv_row_ + off, vb_.data() + (size_t)chunk_sinks * kv_row_ + off, kv_row_,
             t_end - chunk_sinks, p0 + chunk_sinks, qw);
 
         // this split's keys: [k0, k1) of the runs laid end to end
@@ -412,8 +416,10 @@ void Model::attention(int layer, int n, int64_t p0) {
                 base += runs[r].n;
             }
         };
+        const bool q8 = kv_.type() == KVType::Q8_0;
         each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
-            k_.scores_f16_g((int)len, hd, Q, r.k + first * r.ld, r.ld, r.q, sc + at, lds);
+            if (q8) k_.scores_q8_g((int)len, hd, Q, r.k + first * r.ld, r.ld, r.q, sc + at, lds);
+            else k_.scores_f16_g((int)len, hd, Q, (const half*)(r.k + first * r.ld), r.ld / sizeof(half), r.q, sc + at, lds);
         });
         // keys a later query of the block must not see: the block's own future (the tail of the chunk
         // runs), and, with a full ring, the window entries that left a later token's window (the head
@@ -452,7 +458,8 @@ void Model::attention(int layer, int n, int64_t p0) {
             }
         }
         each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
-            k_.wsum_f16_g((int)len, hd, Q, sc + at, lds, r.v + first * r.ld, r.ld, y);
+            if (q8) k_.wsum_q8_g((int)len, hd, Q, sc + at, lds, r.v + first * r.ld, r.ld, y);
+            else k_.wsum_f16_g((int)len, hd, Q, sc + at, lds, (const half*)(r.v + first * r.ld), r.ld / sizeof(half), y);
         });
         if (splits == 1)
             for (int i = 0; i < Q; i++)
@@ -492,6 +499,13 @@ void Model::output(int row0, int n_rows, float* out) {
     matmul(out_w_, xn, n_rows, out);
 }
 
+// one token's keys or values (kv_dim floats) in the ring's row type: f16, or q8_0 per head
+void Model::store_kv_row(const float* x, uint8_t* dst) const {
+    if (kv_.type() == KVType::F16) return k_.f32_to_f16(x, (half*)dst, kv_dim_);
+    for (int h = 0; h < cfg_.n_head_kv; h++)
+        kv_quantize_q8(x + (size_t)h * cfg_.head_dim, dst + (size_t)h * kv_.row_bytes(), cfg_.head_dim);
+}
+
 void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out) {
     const Config& c = cfg_;
     const int64_t p0 = kv_.n_past();
@@ -518,16 +532,17 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
                 if (!L.q_norm.empty()) rmsnorm(q, q, L.q_norm.data(), c.n_head, c.head_dim);
                 if (!L.k_norm.empty()) rmsnorm(k, k, L.k_norm.data(), c.n_head_kv, c.head_dim);
                 rope(k, c.n_head_kv, cs_abs_.data() + (size_t)t * c.n_rot);   // keys at absolute positions
-                k_.f32_to_f16(k, kb_.data() + (size_t)t * kv_dim_, kv_dim_);
-                k_.f32_to_f16(v, vb_.data() + (size_t)t * kv_dim_, kv_dim_);
+                store_kv_row(k, kb_.data() + (size_t)t * kv_row_);
+                store_kv_row(v, vb_.data() + (size_t)t * kv_row_);
             }
         });
         attention(l, n, p0);
         for (int t = 0; t < n; t++) {   // the chunk enters the ring, overwriting the oldest window entries
             int s = kv_.slot(p0 + t);
+            const size_t rb = kv_.row_bytes();
             for (int h = 0; h < c.n_head_kv; h++) {
-                std::memcpy(kv_.k(l, h, s), kb_.data() + (size_t)t * kv_dim_ + (size_t)h * c.head_dim, c.head_dim * sizeof(half));
-                std::memcpy(kv_.v(l, h, s), vb_.data() + (size_t)t * kv_dim_ + (size_t)h * c.head_dim, c.head_dim * sizeof(half));
+                std::memcpy(kv_.k_row(l, h, s), kb_.data() + (size_t)t * kv_row_ + (size_t)h * rb, rb);
+                std::memcpy(kv_.v_row(l, h, s), vb_.data() + (size_t)t * kv_row_ + (size_t)h * rb, rb);
             }
         }
         matmul(L.wo, att_.data(), n, xb_.data());

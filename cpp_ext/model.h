@@ -47,7 +47,7 @@ class Model {
 public:
     // tensors named as in gguf ("blk.0.attn_q.weight" ...); throws std::invalid_argument on a bad set
     Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
-          int sinks, int n_threads);
+          int sinks, int n_threads, KVType kv_type = KVType::F16);
 
     // append tokens to the cache; logits (n_out, n_vocab) into out, n_out = all_logits ? n : 1
     void eval(const int32_t* tokens, int n, bool all_logits, float* out);
@@ -56,7 +56,7 @@ public:
     // an empty cache of the same geometry, and an O(1) exchange with it (buffers swapped, not copied):
     // the server keeps the caches of several conversations and swaps the one a request continues in
     KVRing make_cache(int sinks) const {
-        KVRing c(cfg_.n_layer, kv_.ctx(), kv_dim_, cfg_.head_dim);
+        KVRing c(cfg_.n_layer, kv_.ctx(), kv_dim_, cfg_.head_dim, kv_.type());   // same row type as the live cache
         c.reset(sinks);
         return c;
     }
@@ -79,6 +79,7 @@ private:
     void rope(float* x, int n_heads, const float* cs) const;
     void rmsnorm(float* y, const float* x, const float* w, int n_rows, int dim) const;
     void embed(const int32_t* tokens, int n);
+    void store_kv_row(const float* x, uint8_t* dst) const;
     void pack_weights();
     void output(int row0, int n_rows, float* out);
 
@@ -98,7 +99,9 @@ private:
     // scratch, sized for max_batch_ tokens
     std::vector<float> x_, xb_, q_, k_cur_, v_cur_, att_, hb_, hb2_;   // (batch, dim) each
     std::vector<uint8_t> xq_;       // (2, batch, quantized row of the widest input): one slot per activation type
-    std::vector<half> kb_, vb_;     // (batch, kv_dim) this chunk's keys/values before they enter the ring
+    std::vector<uint8_t> kb_, vb_;  // (batch, kv head, row_bytes) this chunk's keys/values in the ring's row
+                                    // type, before they enter the ring (attention reads them as stored)
+    size_t kv_row_;                 // bytes of one token's kv row: kv head x row_bytes
     std::vector<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
     std::vector<float> scores_;     // (threads, token block x group, ctx + batch) one row per query
     std::vector<float> q_sink_;     // (threads, 2, token block x group, head_dim) queries rotated for window / sink keys

@@ -90,6 +90,8 @@ class Engine:
         self._fed = array("i")            # logical tokens the cache represents, in order (4 bytes each)
         self._skip = 0                    # logical tokens skipped by a rebuild (after the sinks)
         self._cache = backend.cache_info()
+        self.model_identity = ""          # file size + header hash (snapshot.model_identity), set by load
+        self.state_note = ""              # what the last load_state did: "restored" or why not
         self._active = False              # a call is running (see EngineBusy)
         self.speculation = Speculation("off")   # load() sets it (runtime/speculative.py)
         self.spec_counts = SpecCounts()           # drafted / accepted tokens of the last generate
@@ -139,6 +141,35 @@ class Engine:
     def message_spans(self) -> list[tuple[int, int]]:
         """Logical token range of each message of the last ``chat`` call (the reply last)."""
         return self._conv.spans()
+
+    def save_state(self, path: str | Path) -> int:
+        """Write a KV snapshot of the cache and the conversation it holds (atomically: temp + rename).
+
+        Returns:
+            the snapshot's size in bytes.
+        """
+        from . import snapshot
+        with self._turn():
+            header, arrays = snapshot.capture(self)
+        return snapshot.write(path, header, arrays)
+
+    def load_state(self, path: str | Path) -> bool:
+        """Restore a snapshot written by ``save_state`` for this model, backend, ctx, sinks and kv type.
+
+        Returns:
+            True when restored; False when the file is missing, does not match, is truncated or corrupt:
+            then ``state_note`` says why in one line, and the cache is as it was (or empty, when the
+            backend itself refused the arrays): never a wrong cache.
+        """
+        from . import snapshot
+        with self._turn():
+            try:
+                snapshot.restore(self, *snapshot.read(path, snapshot.expected(self)))
+            except snapshot.SnapshotRefused as e:
+                self.state_note = str(e)
+                return False
+        self.state_note = "restored"
+        return True
 
     def close(self) -> None:
         with self._turn():
@@ -415,7 +446,7 @@ class _Clock:
 def load(path: str | Path, *, backend: str = "auto", threads: int | None = None, ctx: int = DEFAULT_CTX,
          sinks: int = DEFAULT_SINKS, gpu_layers: int = 0, pin_system: bool = False,
          evict_chunk: int | None = None, force: bool = False, speculative: str = "lookup",
-         draft: str | Path | None = None) -> Engine:
+         draft: str | Path | None = None, kv_type: str = "f16") -> Engine:
     """Load a GGUF file (the app resolves model names to paths: ``edgechat.models.resolve``).
 
     Args:
@@ -431,6 +462,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         speculative: "lookup" (prompt-lookup drafts), "draft" (a draft model: ``draft``) or "off".
             Native backend only; the text (temp 0) or its distribution (temp > 0) never changes.
         draft: the draft model's GGUF (same tokenizer) for ``speculative="draft"``.
+        kv_type: KV cache rows, "f16" or "q8_0" (int8 with a scale per 32 values: about half the bytes).
 
     Returns:
         An Engine.
@@ -442,19 +474,22 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     threads = _check_load_args(ctx, sinks, threads)
     path = Path(path)
     mf = read_model(path)
-    _preflight(path, mf.config, ctx, force)
+    _check_kv_type(kv_type)
+    _preflight(path, mf.config, ctx, force, kv_type)
     problem = mf.native_problem()
     slower = None if problem or backend != "auto" else native_slower_here(mf.tensors)
     name, reason = choose_backend(backend, problem, gpu_layers, slower)
     tok = MemoTokenizer(Tokenizer(path))
     be = _make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
-                       evict_chunk=evict_chunk)
+                       evict_chunk=evict_chunk, kv_type=kv_type)
     template = _template(mf, tok)
     info = EngineInfo(backend=name, reason=reason, arch=mf.arch, path=str(path), name=path.stem,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
                       gpu_layers=gpu_layers, pin_system=pin_system, extra=dict(be.info.extra),
                       load_s=time.perf_counter() - t0)
     engine = Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
+    from .snapshot import model_identity
+    engine.model_identity = model_identity(path, mf.data_offset)
     from .speculative import make_speculation
     try:
         engine.speculation = make_speculation(speculative, draft, be, tok, ctx=ctx, sinks=sinks, threads=threads)
@@ -473,19 +508,26 @@ def _check_load_args(ctx: int, sinks: int, threads: int | None) -> int:
     return threads
 
 
-def _preflight(path: Path, cfg: dict, ctx: int, force: bool) -> None:
+def _check_kv_type(kv_type: str) -> None:
+    from .memory import KV_TYPES
+    if kv_type not in KV_TYPES:
+        raise EdgechatError(f"unknown --kv-type '{kv_type}' (choose from {', '.join(KV_TYPES)})")
+
+
+def _preflight(path: Path, cfg: dict, ctx: int, force: bool, kv_type: str = "f16") -> None:
     from . import memory
-    est = memory.estimate(path.stat().st_size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"])
+    est = memory.estimate(path.stat().st_size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
+                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]))
     memory.preflight(est, force=force)
 
 
-def _make_backend(name: str, mf, path: Path, *, ctx, sinks, threads, gpu_layers, evict_chunk):
+def _make_backend(name: str, mf, path: Path, *, ctx, sinks, threads, gpu_layers, evict_chunk, kv_type):
     if name == "native":
         from .backends.native import NativeBackend
-        return NativeBackend(mf, ctx=ctx, sinks=sinks, threads=threads)
+        return NativeBackend(mf, ctx=ctx, sinks=sinks, threads=threads, kv_type=kv_type)
     from .backends.llama_cpp import LlamaCppBackend
     return LlamaCppBackend(str(path), ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
-                           evict_chunk=evict_chunk)
+                           evict_chunk=evict_chunk, kv_type=kv_type)
 
 
 def _template(mf, tok):

@@ -31,6 +31,7 @@ class ModelFile:
     metadata: dict            # scalar metadata (arrays as their length), chat template included
     config: dict              # hyperparameters for the native engine
     tensors: list[TensorView] = field(default_factory=list)
+    data_offset: int = 0      # where the tensor data start: every byte before is header + tensor infos
 
     @property
     def types(self) -> list[str]:
@@ -73,7 +74,8 @@ def read_model(path: str | Path) -> ModelFile:
     mm = np.memmap(path, dtype=np.uint8, mode="r")             # (file bytes,)
     tensors = [TensorView(t.name, t.type_id, t.type_name, tuple(t.shape), mm[t.offset:t.offset + t.nbytes])
                for t in summary.tensors]
-    return ModelFile(path, summary.arch, meta, make_config(summary.arch, meta, tensors), tensors)
+    return ModelFile(path, summary.arch, meta, make_config(summary.arch, meta, tensors), tensors,
+                     summary.data_offset)
 
 
 MAX_HPARAM = 2**31 - 1      # the C++ engine holds hyperparameters in int

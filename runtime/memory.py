@@ -16,8 +16,22 @@ OVERHEAD_FIXED = 100 * MiB
 OVERHEAD_MODEL_FRACTION = 0.10
 
 
+KV_TYPES = ("f16", "q8_0")
+Q8_BLOCK = 32            # q8_0: one fp16 scale per 32 int8 values (native rows: per head, a short last block)
+
+
+def kv_bytes_per_elem(kv_type: str = "f16", head_dim: int = 64) -> float:
+    """Bytes per cached K or V element: 2 for f16; q8_0 is 1 byte plus an fp16 scale per 32 values of
+    a head's row (the native ring's rows; llama.cpp's q8_0 blocks are the same 34 bytes per 32)."""
+    if kv_type == "f16":
+        return 2.0
+    if kv_type == "q8_0":
+        return (head_dim + 2 * -(-head_dim // Q8_BLOCK)) / head_dim
+    raise ValueError(f"unknown kv type '{kv_type}' (choose from {', '.join(KV_TYPES)})")
+
+
 def estimate(model_bytes: int, n_layer: int, n_ctx: int, n_kv_head: int, head_dim: int,
-             kv_bytes_per_elem: int = 2) -> dict:
+             kv_bytes_per_elem: float = 2) -> dict:
     """Bytes the model needs at run time.
 
     Args:
@@ -26,7 +40,7 @@ def estimate(model_bytes: int, n_layer: int, n_ctx: int, n_kv_head: int, head_di
         n_ctx: KV cache capacity in tokens.
         n_kv_head: key/value heads (GQA).
         head_dim: size of one head.
-        kv_bytes_per_elem: bytes per cached element (2 for f16).
+        kv_bytes_per_elem: bytes per cached element (2 for f16; see ``kv_bytes_per_elem()``).
 
     Returns:
         ``{"model", "kv", "overhead", "total"}`` in bytes.

@@ -2,7 +2,7 @@
 """Streaming perplexity: a long text through the sink-ring cache, per 1k-token segment and overall.
 
     .venv/bin/python scripts/streaming_ppl.py [--tokens 20000] [--ctx 512] [--sinks 4]
-        [--backends native,llama.cpp] [--threads N] [--chunk 512] [--json]
+        [--backends native,llama.cpp] [--threads N] [--chunk 512] [--kv-type f16|q8_0[,..]] [--json]
 
 The text is natural_text of the tests (Python's own docs, pydoc_data.topics), BOS first. Each run feeds
 it in evals of --chunk tokens with all logits and scores every next token. Runs, for each backend:
@@ -13,6 +13,10 @@ it in evals of --chunk tokens with all logits and scores every next token. Runs,
 - ``dense``: no eviction at all, a cache as long as the text. Only where it fits the model's trained
   context (SmolLM2: 8192), so dense covers the first min(--tokens, n_ctx_train) tokens only; its segments
   after that are blank and its "overall" is over that prefix (the "first N" row compares all runs on it).
+
+``--kv-type q8_0``: the runs use a q8_0 KV cache (native: int8 rows + an fp16 scale per 32 values;
+llama.cpp: type_k/type_v q8_0 with flash attention and its own shift); the f16 sinks run of each backend
+is added as the reference, and a last block compares q8_0 with f16 and native with llama.cpp.
 
 Rows: 1k-token segments (the token being predicted), then overall, overall from the first eviction on
 (tokens >= ctx), and the dense range. llama.cpp with evict_chunk=1 decodes one token per call once the
@@ -52,12 +56,28 @@ def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_backend(kind: str, path: str, mf, ctx: int, sinks: int, threads: int):
+def make_backend(kind: str, path: str, mf, ctx: int, sinks: int, threads: int, kv_type: str = "f16"):
     if kind == "native":
         from edgechat.runtime.backends.native import NativeBackend
-        return NativeBackend(mf, ctx=ctx, sinks=sinks, threads=threads)
+        return NativeBackend(mf, ctx=ctx, sinks=sinks, threads=threads, kv_type=kv_type)
     from edgechat.runtime.backends.llama_cpp import LlamaCppBackend
-    return LlamaCppBackend(path, ctx=ctx, sinks=sinks, threads=threads, evict_chunk=1)
+    return LlamaCppBackend(path, ctx=ctx, sinks=sinks, threads=threads, evict_chunk=1, kv_type=kv_type)
+
+
+def plans(args, kind: str, ids: list[int], n_dense: int) -> list[tuple]:
+    """(run name, kv type, ctx, sinks, tokens) of one backend: each asked kv type, plus the f16 sinks
+    run as the reference when f16 was not asked for."""
+    out = []
+    kv_types = args.kv_type if "f16" in args.kv_type else ["f16"] + args.kv_type
+    for kv in kv_types:
+        plan = [("sinks", f"sinks={args.sinks}", args.ctx, args.sinks, ids), ("window", "window", args.ctx, 0, ids)]
+        if not args.no_dense:
+            plan.append(("dense", "dense", n_dense, min(4, n_dense - 1), ids[:n_dense]))
+        wanted = args.llama_runs if kind == "llama.cpp" else args.native_runs
+        if kv not in args.kv_type:
+            wanted = ("sinks",)
+        out += [(s[1], kv) + s[2:] for s in plan if s[0] in wanted]
+    return out
 
 
 def stream_nll(backend, ids: list[int], chunk: int, label: str) -> np.ndarray:
@@ -97,20 +117,16 @@ def run(args) -> dict:
     n_dense = min(len(ids), n_train, args.dense_max or len(ids))
     runs = []
     for kind in args.backends:
-        plan = [("sinks", f"sinks={args.sinks}", args.ctx, args.sinks, ids), ("window", "window", args.ctx, 0, ids)]
-        if not args.no_dense:
-            plan.append(("dense", "dense", n_dense, min(4, n_dense - 1), ids[:n_dense]))
-        wanted = args.llama_runs if kind == "llama.cpp" else ("sinks", "window", "dense")
-        plan = [step[1:] for step in plan if step[0] in wanted]
-        for name, ctx, sinks, toks in plan:
+        for name, kv, ctx, sinks, toks in plans(args, kind, ids, n_dense):
+            name = name if kv == "f16" else f"{name} {kv}"
             label = f"{kind} {name}"
-            b = make_backend(kind, path, mf, ctx, sinks, args.threads)
+            b = make_backend(kind, path, mf, ctx, sinks, args.threads, kv)
             t = time.perf_counter()
             nll = stream_nll(b, toks, args.chunk, label)
             secs = time.perf_counter() - t
             info = b.cache_info()
             b.close()
-            runs.append({"backend": kind, "run": name, "ctx": ctx, "sinks": sinks, "tokens": len(toks),
+            runs.append({"backend": kind, "run": name, "kv_type": kv, "ctx": ctx, "sinks": sinks, "tokens": len(toks),
                          "seconds": round(secs, 2), "evicted": info.evicted, "nll": nll})
     seg = args.segment
     n_pred = len(ids) - 1                                   # predicted tokens: ids[1:]
@@ -122,11 +138,27 @@ def run(args) -> dict:
         nll = r.pop("nll")
         r["segments"] = [ppl(nll[a:b]) if b <= len(nll) else None for a, b in bounds]
         r["overall"] = ppl(nll)
-        r["after_first_eviction"] = ppl(nll[args.ctx - 1:]) if r["run"] != "dense" else None
+        r["after_first_eviction"] = ppl(nll[args.ctx - 1:]) if not r["run"].startswith("dense") else None
         r["dense_range"] = ppl(nll[:n_dense - 1])
         out["runs"].append(r)
     out["segment_bounds"] = [[a + 1, b + 1] for a, b in bounds]   # token indices predicted, [a, b)
+    out["kv_compare"] = kv_compare(out["runs"], args.sinks)
     return out
+
+
+def kv_compare(runs: list[dict], sinks: int) -> list[str]:
+    """The sinks runs' overall perplexity: each quantized cache against the same backend's f16, and
+    native against llama.cpp at the same kv type (relative differences)."""
+    sink = {(r["backend"], r["kv_type"]): r["overall"] for r in runs if r["run"].startswith(f"sinks={sinks}")}
+    lines = []
+    for (be, kv), p in sorted(sink.items()):
+        if kv != "f16" and (be, "f16") in sink:
+            f = sink[(be, "f16")]
+            lines.append(f"{be} sinks {kv} vs f16: {p:.4f} vs {f:.4f} ({(p - f) / f:+.2%})")
+        if be == "native" and ("llama.cpp", kv) in sink:
+            q = sink[("llama.cpp", kv)]
+            lines.append(f"native vs llama.cpp sinks {kv}: {p:.4f} vs {q:.4f} ({(p - q) / q:+.2%})")
+    return lines
 
 
 def fmt(x) -> str:
@@ -150,7 +182,7 @@ def table(r: dict) -> str:
         lines.append(f"{'first ' + str(r['dense_tokens']):>14}" + "".join(f"{fmt(x['dense_range']):>{W}}" for x in runs))
     lines.append(f"{'evicted':>14}" + "".join(f"{x['evicted']:>{W}}" for x in runs))
     lines.append(f"{'seconds':>14}" + "".join(f"{x['seconds']:>{W}.1f}" for x in runs))
-    return "\n".join(lines)
+    return "\n".join(lines + r.get("kv_compare", []))
 
 
 def main(argv=None) -> int:
@@ -168,11 +200,18 @@ def main(argv=None) -> int:
     p.add_argument("--llama-runs", default="sinks,window,dense",
                    help="the llama.cpp runs (comma-separated: sinks, window, dense); llama.cpp with "
                         "evict_chunk=1 is slow, and its sinks run is the one the native engine must match")
+    p.add_argument("--native-runs", default="sinks,window,dense", help="the native runs (as --llama-runs)")
+    p.add_argument("--kv-type", default="f16", help="KV cache types, comma-separated: f16, q8_0 (q8_0 adds the f16 "
+                                                    "sinks runs as the reference)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    args.kv_type = [k.strip() for k in args.kv_type.split(",") if k.strip()]
+    if not args.kv_type or any(k not in ("f16", "q8_0") for k in args.kv_type):
+        p.error("--kv-type takes f16 and/or q8_0")
     args.llama_runs = [r.strip() for r in args.llama_runs.split(",") if r.strip()]
-    if any(r not in ("sinks", "window", "dense") for r in args.llama_runs):
-        p.error("--llama-runs takes sinks, window and/or dense")
+    args.native_runs = [r.strip() for r in args.native_runs.split(",") if r.strip()]
+    if any(r not in ("sinks", "window", "dense") for r in args.llama_runs + args.native_runs):
+        p.error("--llama-runs and --native-runs take sinks, window and/or dense")
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if any(b not in ("native", "llama.cpp") for b in args.backends):
         p.error("--backends takes native and/or llama.cpp")

@@ -27,7 +27,7 @@ def test_bench_cli_json_on_the_default_model(tmp_path):
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout)
     assert r["threads"] == THREADS and r["runs"] == 1 and r["prefill"] == [64] and r["decode_depths"] == [0, 128]
-    assert r["cpu"] and r["native_isa"] and r["dram_read_gbps"] > 0
+    assert r["cpu"] and r["native_isa"] and r["dram_read_gbps"] > 0 and r["kv_type"] == "f16"
     assert isinstance(r["llama_cpp"]["weight_repacking"], bool)
     [row] = r["rows"]
     assert (row["model"], row["type"], row["arch"]) == ("smollm2-135m", "Q4_1", "llama")
@@ -51,6 +51,8 @@ def test_bench_options_parse_after_the_subcommand():
     assert (args.command, args.threads, args.runs, args.layers) == ("bench", 2, 3, 2)
     assert args.shape == ("llama-1b", "qwen3-0.6b") and args.type == ("Q4_0", "Q4_K_M")
     assert build_parser().parse_args(["--threads", "3", "bench"]).threads == 3
+    assert build_parser().parse_args(["bench", "--kv-type", "q8_0"]).kv_type == "q8_0"
+    assert build_parser().parse_args(["bench"]).kv_type == "f16"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--type", "Q5_1"])
 

@@ -51,8 +51,9 @@ def test_json_schema():
     assert obj["backend"] == "native"
     assert obj["finish_reason"] in ("stop", "length")
     assert obj["tokens"]["prompt"] > 0 and 0 < obj["tokens"]["completion"] <= 12
-    assert set(obj["timings"]) == {"load_s", "ttft_s", "prefill_tps", "decode_tps", "draft_tokens",
+    assert set(obj["timings"]) == {"load_s", "ttft_s", "restore_s", "prefill_tps", "decode_tps", "draft_tokens",
                                    "accepted_tokens"}
+    assert obj["cache"]["restored"] is False and obj["cache"]["kv_type"] == "f16"
     assert obj["cache"]["evicted"] == 0
 
 

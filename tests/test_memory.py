@@ -56,3 +56,16 @@ def test_force_goes_on():
 def test_measures_available_ram():
     assert memory.available_bytes() > 0
     memory.preflight(memory.estimate(1, 1, 1, 1, 1))     # a few bytes fit on any machine
+
+
+def test_q8_0_cache_counted_at_its_real_size(default_model):
+    """The preflight and doctor count a q8_0 cache as the native engine allocates it (CacheInfo.bytes)."""
+    from edgechat.app.manage import doctor_report
+    from edgechat.runtime import load
+    assert memory.kv_bytes_per_elem("q8_0", 64) == 68 / 64 and memory.kv_bytes_per_elem("f16", 64) == 2
+    e = load(default_model, ctx=512, kv_type="q8_0", threads=1)
+    real = e.cache_info().bytes
+    e.close()
+    r = doctor_report(str(default_model), 512, "q8_0")
+    assert r["memory"]["kv"] == real
+    assert r["memory"]["kv"] <= 0.55 * doctor_report(str(default_model), 512, "f16")["memory"]["kv"]

@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Label, Markdown, OptionList, Static
 
+from ..kv_snapshots import DEFAULT_MAX_MIB, SnapshotDir
 from ..signals import TERMINATING
 from ..store import Chat, Store, open_store
 from ..store import Message as StoredMessage
@@ -71,7 +72,8 @@ class EdgechatApp(App[int]):
         super().__init__()
         self.args = args
         self.store = store if store is not None else open_store()
-        self.host = EngineHost(self, args, engine)
+        snapshots = SnapshotDir.beside(self.store.path, getattr(args, "kv_snapshots_mib", DEFAULT_MAX_MIB))
+        self.host = EngineHost(self, args, engine, snapshots)
         self.volatile = volatile
         self.chat: Chat | None = None
         self.history = []                      # store.Message of the chat shown, in order
@@ -275,7 +277,8 @@ class EdgechatApp(App[int]):
 
     def _ensure_engine(self) -> None:
         """Load the chat's model (with its pin_system) unless it is the one loaded or loading."""
-        key = (self.chat.model, bool(self.chat.settings.get("pin_system")))
+        key = (self.chat.model, bool(self.chat.settings.get("pin_system")),
+               self.chat.settings.get("kv_type") or getattr(self.args, "kv_type", None) or "f16")
         if self.host.ensure(key):
             status = self.status
             status.model, status.state = key[0] or "default model", "loading"
@@ -411,9 +414,10 @@ class EdgechatApp(App[int]):
 
     def _show_stats(self, reply: Reply, event, spans: list) -> None:
         """The reply's speed and the cache, in the status bar and for /stats and the context map."""
-        self.last_stats = asdict(event.stats)
+        self.last_stats = dict(asdict(event.stats), kv=reply.kv_note, restore_s=reply.restore_s)
         self._last_map = (reply.chat_id, spans, event.cache)
         status = self.status
+        status.kv_note = reply.kv_note
         status.prefill_tps, status.decode_tps = event.stats.prefill_tps, event.stats.decode_tps
         status.acceptance = event.stats.acceptance
         status.cache = event.cache
@@ -552,6 +556,7 @@ class EdgechatApp(App[int]):
         if current:
             await self._detach_reply()
         self.store.delete_chat(chat_id)
+        self.host.forget(chat_id)
         if not current:
             self._refresh_chat_list()
             return
@@ -567,6 +572,7 @@ class EdgechatApp(App[int]):
             return
         await self._detach_reply()
         self.store.clear_messages(self.chat.id)
+        self.host.forget(self.chat.id)
         await self._show_chat(self.chat)
 
     # ---- sidebar --------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ class Reply:
     cancel: threading.Event = field(default_factory=threading.Event)
     detached: bool = False                    # the user left the chat: store it, draw nothing
     done: DoneEvent | None = None             # set by the worker when the reply has ended
+    kv_note: str = ""                         # set by the worker: "restored" / "re-prefilled (why)" / ""
+    restore_s: float = 0.0                    # time the worker spent restoring the chat's KV snapshot
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""A chat's settings: sampling parameters, reply length and --pin-system, kept per chat."""
+"""A chat's settings: sampling parameters, reply length, --pin-system and --kv-type, kept per chat."""
 from __future__ import annotations
 
 from ...runtime.sampler import DEFAULTS
@@ -26,6 +26,8 @@ def from_args(args) -> dict:
     settings = {k: getattr(args, k, None) for k in FIELDS}
     settings = {k: v for k, v in settings.items() if v is not None}
     settings["pin_system"] = bool(getattr(args, "pin_system", False))
+    if getattr(args, "kv_type", None) not in (None, "f16"):
+        settings["kv_type"] = args.kv_type
     return settings
 
 
@@ -43,4 +45,6 @@ def summary(settings: dict) -> str:
     parts.append(f"max {shown['max_tokens']}")
     if settings.get("pin_system"):
         parts.append("pinned system")
+    if settings.get("kv_type") == "q8_0":
+        parts.append("q8_0 KV")
     return " · ".join(parts)

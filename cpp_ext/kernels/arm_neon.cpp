@@ -197,6 +197,50 @@ void from_float_q8_K_neon(const float* src, void* dst, int64_t n) {
 
 // ---- table ----
 
+// ---- attention over q8_0 kv rows: 8 int8 values widened to two f32x4 and scaled by the block's d;
+// per query head, row by row (as scores_g_by_head / wsum_g_by_head for f16)
+
+inline void q8x8_to_f32(const uint8_t* p, float d, float32x4_t* lo, float32x4_t* hi) {
+    const int16x8_t w = vmovl_s8(vld1_s8((const int8_t*)p));                 // 8 x int8 -> int16
+    *lo = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), d);         // -> f32, times d
+    *hi = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), d);
+}
+
+void scores_q8_g_neon(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+    if (hd % 32 != 0) return scores_q8_g_ref(n, hd, G, k, ld, q, s, lds);
+    for (int j = 0; j < n; j++) {
+        const uint8_t* row = k + (size_t)j * ld;
+        for (int g = 0; g < G; g++) {
+            const float* qg = q + (size_t)g * hd;
+            float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0);
+            for (int i = 0; i < hd; i += 8) {
+                float32x4_t lo, hi;
+                q8x8_to_f32(row + i, kv_q8_scale(row, hd, i / 32), &lo, &hi);
+                a0 = vfmaq_f32(a0, lo, vld1q_f32(qg + i));
+                a1 = vfmaq_f32(a1, hi, vld1q_f32(qg + i + 4));
+            }
+            s[g * lds + j] = vaddvq_f32(vaddq_f32(a0, a1));
+        }
+    }
+}
+
+void wsum_q8_g_neon(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y) {
+    if (hd % 32 != 0) return wsum_q8_g_ref(n, hd, G, w, ldw, v, ld, y);
+    for (int j = 0; j < n; j++) {
+        const uint8_t* row = v + (size_t)j * ld;
+        for (int i = 0; i < hd; i += 8) {
+            float32x4_t lo, hi;
+            q8x8_to_f32(row + i, kv_q8_scale(row, hd, i / 32), &lo, &hi);
+            for (int g = 0; g < G; g++) {
+                float* yg = y + (size_t)g * hd + i;
+                const float wj = w[g * ldw + j];
+                vst1q_f32(yg, vfmaq_n_f32(vld1q_f32(yg), lo, wj));
+                vst1q_f32(yg + 4, vfmaq_n_f32(vld1q_f32(yg + 4), hi, wj));
+            }
+        }
+    }
+}
+
 KernelTable make_neon_table() {
     KernelTable t = kernels_generic();  // anything not overridden stays generic
     t.isa = "neon";
@@ -216,6 +260,8 @@ KernelTable make_neon_table() {
     t.wsum_f16 = wsum_f16_neon;
     t.scores_f16_g = scores_g_by_head<scores_f16_neon>;
     t.wsum_f16_g = wsum_g_by_head<wsum_f16_neon>;
+    t.scores_q8_g = scores_q8_g_neon;
+    t.wsum_q8_g = wsum_q8_g_neon;
     t.f32_to_f16 = f32_to_f16_neon;
     t.f16_to_f32 = f16_to_f32_neon;
     return t;

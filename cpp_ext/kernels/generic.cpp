@@ -616,12 +616,32 @@ static KernelTable make_generic_table() {
     t.wsum_f16 = wsum_by_axpy<axpy_f16_f32_generic>;
     t.scores_f16_g = scores_g_by_head<scores_by_dot<dot_f16_f32_generic>>;
     t.wsum_f16_g = wsum_g_by_head<wsum_by_axpy<axpy_f16_f32_generic>>;
+    t.scores_q8_g = scores_q8_g_ref;
+    t.wsum_q8_g = wsum_q8_g_ref;
     t.exp_sum = exp_sum_generic;
     t.silu_mul = silu_mul_generic;
     t.max_f32 = max_f32_generic;
     t.f32_to_f16 = f32_to_f16_generic;
     t.f16_to_f32 = f16_to_f32_generic;
     return t;
+}
+
+// ---- q8_0 kv rows ----
+
+void kv_quantize_q8(const float* x, uint8_t* row, int hd) {
+    for (int b = 0; b * kKvQ8Block < hd; b++) {
+        const int i0 = b * kKvQ8Block, i1 = std::min(hd, i0 + kKvQ8Block);
+        float amax = 0.0f;
+        for (int i = i0; i < i1; i++) amax = std::max(amax, std::fabs(x[i]));
+        const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+        for (int i = i0; i < i1; i++) row[i] = (uint8_t)(int8_t)roundf(x[i] * id);   // as quantize_row_q8_0_ref
+        const half h = fp32_to_fp16(d);
+        std::memcpy(row + hd + 2 * b, &h, sizeof(half));
+    }
+}
+
+void kv_dequantize_q8(const uint8_t* row, float* y, int hd) {
+    for (int i = 0; i < hd; i++) y[i] = kv_q8_scale(row, hd, i / kKvQ8Block) * (float)(int8_t)row[i];
 }
 
 const KernelTable& kernels_generic() {

@@ -57,6 +57,12 @@ struct KernelTable {
                          size_t lds) = nullptr;
     void (*wsum_f16_g)(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld,
                        float* y) = nullptr;
+    // the same over q8_0 kv rows (kv_q8_row_bytes(hd) bytes each, `ld` bytes apart; see kv_quantize_q8):
+    // the int8 values are dequantized in registers, the queries and weights stay f32
+    void (*scores_q8_g)(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s,
+                        size_t lds) = nullptr;
+    void (*wsum_q8_g)(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld,
+                      float* y) = nullptr;
     // softmax numerator: x[i] = exp(x[i] - mx) for i < n; returns their sum
     float (*exp_sum)(int n, float* x, float mx) = nullptr;
     float (*max_f32)(int n, const float* x) = nullptr;   // max of x[0..n), n >= 1
@@ -69,6 +75,14 @@ struct KernelTable {
 // scalar fp16 <-> fp32 (bit exact, round to nearest even), usable everywhere
 float fp16_to_fp32(half h);
 half fp32_to_fp16(float f);
+
+// q8_0 kv row of one head (hd values): hd int8 quants, then one fp16 scale per block of 32 values
+// (the last block may be shorter), as ggml's q8_0: d = max|x| / 127, q = round(x / d), x ~ d * q
+constexpr int kKvQ8Block = 32;
+inline int kv_q8_blocks(int hd) { return (hd + kKvQ8Block - 1) / kKvQ8Block; }
+inline size_t kv_q8_row_bytes(int hd) { return (size_t)hd + 2 * (size_t)kv_q8_blocks(hd); }
+void kv_quantize_q8(const float* x, uint8_t* row, int hd);    // row: kv_q8_row_bytes(hd) bytes
+void kv_dequantize_q8(const uint8_t* row, float* y, int hd);  // exact: y[i] = fp32(d_b) * q[i]
 
 const KernelTable& kernels_generic();
 // x86: each file is built with its isa's flags; call a table only on a cpu that has them

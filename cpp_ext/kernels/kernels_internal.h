@@ -4,8 +4,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "../blocks.h"
+#include "kernels.h"
 
 namespace ec {
 namespace {
@@ -44,6 +46,38 @@ void scores_g_by_head(int n, int hd, int G, const half* k, size_t ld, const floa
 template <void (*WSUM)(int, int, const float*, const half*, size_t, float*)>
 void wsum_g_by_head(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld, float* y) {
     for (int g = 0; g < G; g++) WSUM(n, hd, w + g * ldw, v, ld, y + (size_t)g * hd);
+}
+
+// q8_0 kv rows (kernels.h): the scale of block b sits after the hd quants
+inline float kv_q8_scale(const uint8_t* row, int hd, int b) {
+    half d;
+    std::memcpy(&d, row + hd + 2 * b, sizeof(half));
+    return fp16_to_fp32(d);
+}
+
+// scalar reference for q8_0 kv rows (the generic table; head sizes a table has no register path for):
+// each value dequantized (d_b * q, one rounding) and multiplied in f32, in row order
+inline void scores_q8_g_ref(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+    for (int j = 0; j < n; j++) {
+        const uint8_t* row = k + (size_t)j * ld;
+        for (int g = 0; g < G; g++) {
+            const float* qg = q + (size_t)g * hd;
+            float acc = 0.0f;
+            for (int i = 0; i < hd; i++) acc += kv_q8_scale(row, hd, i / 32) * (float)(int8_t)row[i] * qg[i];
+            s[g * lds + j] = acc;
+        }
+    }
+}
+
+inline void wsum_q8_g_ref(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y) {
+    for (int j = 0; j < n; j++) {
+        const uint8_t* row = v + (size_t)j * ld;
+        for (int g = 0; g < G; g++) {
+            const float wj = w[g * ldw + j];
+            float* yg = y + (size_t)g * hd;
+            for (int i = 0; i < hd; i++) yg[i] += wj * (kv_q8_scale(row, hd, i / 32) * (float)(int8_t)row[i]);
+        }
+    }
 }
 
 // q4_K: scale and min j (0..7) from the 12 packed bytes (ggml get_scale_min_k4)

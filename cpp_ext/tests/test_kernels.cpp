@@ -369,6 +369,67 @@ static void test_attention_groups(const KernelTable& t) {
 }
 
 // swiglu against float64, including saturated gates (|g| up to 200: exp over- and underflows)
+// q8_0 kv rows (kv_quantize_q8): the round trip within half a step of each block's max, and the
+// attention runs over such rows against float64 on the exactly dequantized values (kv_dequantize_q8).
+// the kernels dequantize each value in f32 (one more rounding per term than the f16 runs, within
+// SUM_SLACK); rows sit ld bytes apart (a kv head inside a token's row of 3 heads, as in a chunk)
+static void test_attention_q8(const KernelTable& t) {
+    const std::string isa = t.isa;
+    for (int hd : {40, 64, 128}) {
+        const size_t rb = kv_q8_row_bytes(hd), ld = 3 * rb + 8;
+        double rt_worst = 0;
+        for (int G : {1, 3, 4, 6}) {
+            double worst_s = 0, worst_sd = 0, worst_w = 0, worst_wd = 0;
+            for (int n : {1, 3, 17, 300}) {
+                std::vector<float> kf = random_floats((int64_t)n * hd, 2.0f), q = random_floats((int64_t)G * hd);
+                std::vector<uint8_t> buf(n * ld + 1);
+                const uint8_t* k = buf.data() + rb;   // the second head
+                std::vector<float> deq((size_t)n * hd);
+                for (int j = 0; j < n; j++) {
+                    kv_quantize_q8(kf.data() + (size_t)j * hd, buf.data() + rb + (size_t)j * ld, hd);
+                    kv_dequantize_q8(k + (size_t)j * ld, deq.data() + (size_t)j * hd, hd);
+                    for (int b = 0; b * 32 < hd; b++) {
+                        double amax = 0, d = 0;
+                        for (int i = b * 32; i < std::min(hd, b * 32 + 32); i++) amax = std::max(amax, (double)fabs(kf[(size_t)j * hd + i]));
+                        for (int i = b * 32; i < std::min(hd, b * 32 + 32); i++)
+                            d = std::max(d, fabs(deq[(size_t)j * hd + i] - kf[(size_t)j * hd + i]));
+                        rt_worst = std::max(rt_worst, amax ? d / amax : d);
+                    }
+                }
+                const size_t lds = n + 5, ldw = n + 3;
+                std::vector<float> s(G * lds, -1.0f);
+                t.scores_q8_g(n, hd, G, k, ld, q.data(), s.data(), lds);
+                std::vector<float> w = random_floats((int64_t)G * ldw), y = random_floats((int64_t)G * hd), y0 = y;
+                t.wsum_q8_g(n, hd, G, w.data(), ldw, k, ld, y.data());
+                for (int g = 0; g < G; g++) {
+                    for (int j = 0; j < n; j++) {
+                        double ref = 0, l1 = 0;
+                        for (int i = 0; i < hd; i++) {
+                            const double term = (double)deq[(size_t)j * hd + i] * q[g * hd + i];
+                            ref += term, l1 += fabs(term);
+                        }
+                        const double d = fabs(s[g * lds + j] - ref), r = d / dot_tol(hd, l1);
+                        if (!(r < worst_s)) worst_s = std::isnan(r) ? INFINITY : r, worst_sd = d;
+                    }
+                    for (int i = 0; i < hd; i++) {
+                        double ref = y0[g * hd + i], l1 = fabs(y0[g * hd + i]);
+                        for (int j = 0; j < n; j++) {
+                            const double term = (double)w[g * ldw + j] * deq[(size_t)j * hd + i];
+                            ref += term, l1 += fabs(term);
+                        }
+                        const double d = fabs(y[g * hd + i] - ref), r = d / dot_tol(n + 1, l1);
+                        if (!(r < worst_w)) worst_w = std::isnan(r) ? INFINITY : r, worst_wd = d;
+                    }
+                }
+            }
+            const std::string tag = " hd=" + std::to_string(hd) + " G=" + std::to_string(G);
+            check_ratio(isa + " scores_q8_g vs f64" + tag, worst_sd, worst_s);
+            check_ratio(isa + " wsum_q8_g vs f64" + tag, worst_wd, worst_w);
+        }
+        check(isa + " kv q8_0 round trip hd=" + std::to_string(hd), rt_worst, RT_Q8_0, " of block max");
+    }
+}
+
 static void test_silu(const KernelTable& t) {
     for (int n : {1, 7, 17, 1000}) {
         std::vector<float> g = random_floats(n, 8.0f), u = random_floats(n);
@@ -673,6 +734,7 @@ int main(int argc, char** argv) {
         test_f16_helpers(t);
         test_attention_runs(t);
         test_attention_groups(t);
+        test_attention_q8(t);
         test_silu(t);
         test_act_quantizers(t);
         test_round_trips(t);

@@ -25,7 +25,11 @@ from ..llama_lib import clear_error, first_error, lib
 SEQ = 0                      # the one sequence this backend uses
 MAX_BATCH = 512              # tokens per llama_decode call (n_batch = n_ubatch)
 DEFAULT_EVICT_CHUNK = 64     # window entries dropped per eviction unless asked otherwise
-GGML_TYPE_F16 = 1            # KV cache element type; 2 bytes
+GGML_TYPE_F16 = 1            # KV cache element types: f16 (2 bytes) and q8_0 (34 bytes per 32)
+GGML_TYPE_Q8_0 = 8
+KV_GGML_TYPES = {"f16": GGML_TYPE_F16, "q8_0": GGML_TYPE_Q8_0}
+KV_BYTES_PER_ELEM = {"f16": 2.0, "q8_0": 34 / 32}
+FLASH_ATTN_ENABLED = 1       # LLAMA_FLASH_ATTN_TYPE_ENABLED: a quantized V cache needs flash attention
 
 
 def _cpu_has_amx() -> bool:
@@ -89,13 +93,16 @@ class LlamaCppBackend:
     name = "llama.cpp"
 
     def __init__(self, path, *, ctx: int = 2048, sinks: int = 4, threads: int | None = None,
-                 gpu_layers=0, evict_chunk: int | None = None):
+                 gpu_layers=0, evict_chunk: int | None = None, kv_type: str = "f16"):
         self._model = self._ctx = self._batch = None
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ModelNotFound(f"no such model file: {path}")
         if ctx < 2:
             raise ValueError(f"ctx must be >= 2, got {ctx}")
+        if kv_type not in KV_GGML_TYPES:
+            raise ValueError(f"unknown kv type '{kv_type}' (f16 or q8_0)")
+        self._kv_type = kv_type
         L = lib()
         self.n_ctx = ctx
         self._evict_chunk_arg = evict_chunk
@@ -136,17 +143,22 @@ class LlamaCppBackend:
         cp.n_batch = cp.n_ubatch = self._n_batch
         cp.n_seq_max = 1
         cp.n_threads = cp.n_threads_batch = self._n_threads
-        cp.type_k = cp.type_v = GGML_TYPE_F16
+        cp.type_k = cp.type_v = KV_GGML_TYPES[self._kv_type]
+        if self._kv_type != "f16" and hasattr(cp, "flash_attn_type"):
+            cp.flash_attn_type = FLASH_ATTN_ENABLED   # llama.cpp refuses a quantized V cache without it
         cp.no_perf = True
         clear_error()
         self._ctx = L.llama_init_from_model(self._model, cp)
         if not self._ctx:
             self.close()
-            raise UnsupportedModel(f"llama.cpp cannot create a context: {first_error() or 'out of memory?'}")
+            why = first_error() or ("out of memory?" if self._kv_type == "f16" else
+                                    f"it refuses a {self._kv_type} KV cache here")
+            raise UnsupportedModel(f"llama.cpp cannot create a context with a {self._kv_type} KV cache: {why}")
         self._mem = _Memory(L, self._ctx)
         if not self._mem.can_shift:
             self.close()
-            raise UnsupportedModel("llama.cpp cannot shift this model's cache, which the sink cache needs")
+            raise UnsupportedModel(f"llama.cpp cannot shift this model's {self._kv_type} cache, which the sink "
+                                   f"cache needs" + (" (try --kv-type f16)" if self._kv_type != "f16" else ""))
 
     def _new_batch(self, L) -> None:
         n = self._n_batch
@@ -160,14 +172,14 @@ class LlamaCppBackend:
             b.seq_id[i][0] = SEQ
 
     def _kv_bytes_for(self, L, cells: int) -> int:
-        """F16 K and V for ``cells`` entries: n_layer * cells * (k_dim + v_dim) * 2."""
+        """K and V for ``cells`` entries: n_layer * cells * (k_dim + v_dim) * bytes per element."""
         n_layer = L.llama_model_n_layer(self._model)
         n_head, n_head_kv = L.llama_model_n_head(self._model), L.llama_model_n_head_kv(self._model)
         head = L.llama_model_n_embd(self._model) // max(n_head, 1)
         arch = self._meta(L, "general.architecture") or ""
         k_head = int(self._meta(L, f"{arch}.attention.key_length") or head)
         v_head = int(self._meta(L, f"{arch}.attention.value_length") or head)
-        return n_layer * cells * n_head_kv * (k_head + v_head) * 2
+        return int(n_layer * cells * n_head_kv * (k_head + v_head) * KV_BYTES_PER_ELEM[self._kv_type])
 
     def _meta(self, L, key: str) -> str | None:
         buf = ctypes.create_string_buffer(256)
@@ -195,7 +207,7 @@ class LlamaCppBackend:
         """The cache now; ``window_start`` moves a chunk at a time, as eviction does."""
         return CacheInfo(capacity=self.n_ctx, used=self._used, sinks=self._sinks, evicted=self._evicted,
                          window_start=ring_window_start(self._n_past, self._sinks, self._evicted),
-                         bytes=self._kv_bytes, kv_type="f16", n_past=self._n_past,
+                         bytes=self._kv_bytes, kv_type=self._kv_type, n_past=self._n_past,
                          evict_chunk=self._evict_chunk)
 
     def truncate(self, n_past: int) -> bool:
@@ -223,6 +235,33 @@ class LlamaCppBackend:
 
     def checkpoint(self, n: int) -> None:
         """Nothing to keep (``spec_room`` is 0: no verify batches here)."""
+    # -- snapshots (llama_state_get_data / llama_state_set_data: cells, positions, the last logits) --
+
+    _COUNTERS = ("used", "n_past", "evicted", "last_evict", "sinks", "evict_chunk")
+
+    def export_state(self) -> dict:
+        """llama.cpp's context state as one uint8 array ``blob``, with this backend's counters."""
+        L = lib()
+        n = L.llama_state_get_size(self._ctx)
+        blob = np.empty(n, np.uint8)
+        got = L.llama_state_get_data(self._ctx, blob.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), n)
+        state = {k: getattr(self, "_" + k) for k in self._COUNTERS}
+        return dict(state, blob=blob[:got])
+
+    def import_state(self, state: dict) -> bool:
+        """Load ``export_state()``; False (and an empty cache) when llama.cpp does not take it."""
+        if any(not isinstance(state.get(k), int) for k in self._COUNTERS):
+            return False
+        blob = np.ascontiguousarray(state["blob"], dtype=np.uint8)
+        self._mem.clear()
+        L = lib()
+        got = L.llama_state_set_data(self._ctx, blob.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), blob.size)
+        if got != blob.size or not 0 <= state["used"] <= self.n_ctx or not 0 <= state["sinks"] < self.n_ctx:
+            self.reset()
+            return False
+        for k in self._COUNTERS:
+            setattr(self, "_" + k, state[k])
+        return True
 
     def _evict(self) -> None:
         """Drop the oldest ``evict_chunk`` window entries and slide the rest down over them."""

@@ -17,7 +17,8 @@ class NativeBackend:
 
     name = "native"
 
-    def __init__(self, model: ModelFile, *, ctx: int = 2048, sinks: int = 4, threads: int = 1):
+    def __init__(self, model: ModelFile, *, ctx: int = 2048, sinks: int = 4, threads: int = 1,
+                 kv_type: str = "f16"):
         from ... import _native
         problem = model.native_problem()
         if problem:
@@ -28,7 +29,7 @@ class NativeBackend:
         try:
             # the views are of read_model's read-only file mmap: repacked weights may hand their pages back
             config = dict(model.config, release_source=True)
-            self._m = _native.Model(config, tensors, ctx, sinks, threads)
+            self._m = _native.Model(config, tensors, ctx, sinks, threads, kv_type)
         except ValueError as e:
             raise UnsupportedModel(f"native backend: {e}") from None
         except MemoryError:
@@ -75,7 +76,18 @@ class NativeBackend:
         c = self._m.cache_info()       # capacity, used, sinks, evicted, bytes, n_past
         return CacheInfo(capacity=c["capacity"], used=c["used"], sinks=c["sinks"], evicted=c["evicted"],
                          window_start=ring_window_start(c["n_past"], c["sinks"], c["evicted"]),
-                         bytes=c["bytes"], kv_type="f16", n_past=c["n_past"])
+                         bytes=c["bytes"], kv_type=c["kv_type"], n_past=c["n_past"])
+
+    def export_state(self) -> dict:
+        """The ring's slots in use: ``k``, ``v`` (flat uint8: layer, kv head, used, row_bytes), ``n_past``,
+        ``sinks``, ``used``, ``row_bytes`` (copied with the GIL released)."""
+        return self._m.export_state()
+
+    def import_state(self, state: dict) -> bool:
+        """Load ``export_state()``'s arrays; False (cache unchanged) when they do not fit this cache."""
+        return self._m.import_state(int(state["sinks"]), int(state["n_past"]),
+                                    np.ascontiguousarray(state["k"], dtype=np.uint8),
+                                    np.ascontiguousarray(state["v"], dtype=np.uint8))
 
     def close(self) -> None:
         self._m = None

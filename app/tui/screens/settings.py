@@ -29,6 +29,9 @@ class SettingsScreen(ModalScreen[dict | None]):
             with Horizontal(id="pin-row"):
                 yield Switch(bool(self.settings.get("pin_system")), id="pin")
                 yield Label("Pin the system prompt as the attention sink: it never leaves the window")
+            with Horizontal(id="kv-row", classes="switch-row"):
+                yield Switch(self.settings.get("kv_type") == "q8_0", id="kv-q8")
+                yield Label("Quantized KV cache (q8_0): about half the memory; reloads the model")
             with Grid(id="sampling"):
                 for key, (kind, label) in FIELDS.items():
                     value = self.settings.get(key)
@@ -46,7 +49,8 @@ class SettingsScreen(ModalScreen[dict | None]):
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
-        settings = {"pin_system": self.query_one("#pin", Switch).value}
+        settings = {"pin_system": self.query_one("#pin", Switch).value,
+                    "kv_type": "q8_0" if self.query_one("#kv-q8", Switch).value else "f16"}
         for key, (kind, _) in FIELDS.items():
             text = self.query_one(f"#{key}", Input).value.strip()
             if text:

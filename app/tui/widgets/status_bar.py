@@ -28,6 +28,7 @@ class StatusBar(Widget):
     acceptance = reactive(None)        # speculation: accepted / drafted tokens of the last reply, or None
     rss = reactive(0)                  # bytes
     cache = reactive(None, always_update=True)   # CacheInfo, or None before the engine is ready
+    kv_note = reactive("")             # the last reply's KV snapshot: "restored" / "re-prefilled (why)"
 
     def __init__(self, volatile: bool = True, **kwargs):
         super().__init__(**kwargs)
@@ -92,4 +93,7 @@ class StatusBar(Widget):
                          style="bold yellow" if evicted else "")
         else:
             gauge.append(f" s{c.sinks} e{evicted:,}", style="bold yellow" if evicted else "")
+        if self.kv_note:
+            note = self.kv_note if wide else self.kv_note.split(" (")[0]
+            gauge.append(f" · {note}", style="green" if note == "restored" else "yellow")
         return gauge
