@@ -61,7 +61,7 @@ def _names(choices):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """bench's options, for the ``edgechat bench`` subparser and scripts/bench.py. Options the top-level
     parser also has (-m, --threads, --json) default to SUPPRESS so ``edgechat --threads 2 bench`` works."""
-    from .cli import _int_at_least
+    from .argtypes import int_at_least as _int_at_least
     S = argparse.SUPPRESS
     p.add_argument("-m", "--model", default=S, help="a model name or .gguf path, run as it is (one row)")
     p.add_argument("--shape", type=_names(PRESETS), metavar="NAME[,NAME]",

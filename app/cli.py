@@ -11,37 +11,14 @@ import sys
 
 from ..runtime.errors import EdgechatError
 from ..runtime.info import DEFAULT_CTX, DEFAULT_SINKS
+from .argtypes import float_at_least, int_at_least
 from .loader import load_engine, sampling_kwargs
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below {low}")
-        return value
-    return parse
-
-
-def _float_at_least(low: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-        if not value >= low:
-            raise argparse.ArgumentTypeError(f"{value} is below {low}")
-        return value
-    return parse
-
-
 def _gpu_layers(text: str) -> int:
-    return -1 if text == "all" else _int_at_least(0)(text)
+    return -1 if text == "all" else int_at_least(0)(text)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -50,17 +27,17 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-m", "--model", help="model name (see `edgechat models`) or path to a .gguf file "
                                          "(default: the packaged SmolLM2-135M-Instruct)")
     g.add_argument("--backend", choices=["auto", "native", "llama.cpp"], default="auto")
-    g.add_argument("--threads", type=_int_at_least(1), help="compute threads (default: physical cores)")
-    g.add_argument("--ctx", type=_int_at_least(2), default=DEFAULT_CTX, help="KV cache capacity in tokens")
-    g.add_argument("--sinks", type=_int_at_least(0), default=DEFAULT_SINKS, help="pinned attention-sink tokens")
+    g.add_argument("--threads", type=int_at_least(1), help="compute threads (default: physical cores)")
+    g.add_argument("--ctx", type=int_at_least(2), default=DEFAULT_CTX, help="KV cache capacity in tokens")
+    g.add_argument("--sinks", type=int_at_least(0), default=DEFAULT_SINKS, help="pinned attention-sink tokens")
     g.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16",
                    help="KV cache rows: f16, or q8_0 (int8 + a scale per 32 values: about half the memory)")
-    g.add_argument("--kv-snapshots-mib", type=_int_at_least(0), default=512, metavar="N",
+    g.add_argument("--kv-snapshots-mib", type=int_at_least(0), default=512, metavar="N",
                    help="chat TUI: keep saved chats' KV caches, at most N MiB on disk (0: off)")
     g.add_argument("--pin-system", action="store_true", help="pin BOS + the whole system prompt as sinks")
     g.add_argument("--gpu-layers", type=_gpu_layers, default=0, metavar="N|all",
                    help="layers to offload to a GPU (llama.cpp built with Metal/CUDA)")
-    g.add_argument("--evict-chunk", type=_int_at_least(1), help="llama.cpp backend: tokens evicted at once")
+    g.add_argument("--evict-chunk", type=int_at_least(1), help="llama.cpp backend: tokens evicted at once")
     g.add_argument("--force", action="store_true", help="load even if the memory preflight says no")
     g.add_argument("--speculative", choices=["lookup", "draft", "off"],
                    help="speculative decoding (native backend; never changes the answer): lookup drafts "
@@ -73,12 +50,12 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Sampling options; defaults from ``SamplingParams`` (the sampler and the TUI read the same)."""
     from ..runtime.sampler import DEFAULTS as D
     g = p.add_argument_group("sampling")
-    g.add_argument("--max-tokens", type=_int_at_least(1), default=D.max_tokens)
-    g.add_argument("--temp", type=_float_at_least(0.0), default=D.temp)
-    g.add_argument("--top-k", type=_int_at_least(0), default=D.top_k)
-    g.add_argument("--top-p", type=_float_at_least(0.0), default=D.top_p)
-    g.add_argument("--min-p", type=_float_at_least(0.0), default=D.min_p)
-    g.add_argument("--repeat-penalty", type=_float_at_least(0.0), default=D.repeat_penalty)
+    g.add_argument("--max-tokens", type=int_at_least(1), default=D.max_tokens)
+    g.add_argument("--temp", type=float_at_least(0.0), default=D.temp)
+    g.add_argument("--top-k", type=int_at_least(0), default=D.top_k)
+    g.add_argument("--top-p", type=float_at_least(0.0), default=D.top_p)
+    g.add_argument("--min-p", type=float_at_least(0.0), default=D.min_p)
+    g.add_argument("--repeat-penalty", type=float_at_least(0.0), default=D.repeat_penalty)
     g.add_argument("--seed", type=int, default=D.seed)
     g.add_argument("--system", help="system prompt")
 

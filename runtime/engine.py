@@ -459,40 +459,49 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         pin_system: make the sink region BOS + the whole system prompt.
         evict_chunk: llama.cpp backend: tokens evicted at once when the ring is full.
         force: skip the memory preflight.
-        speculative: "lookup" (prompt-lookup drafts), "draft" (a draft model: ``draft``) or "off".
-            Native backend only; the text (temp 0) or its distribution (temp > 0) never changes.
-        draft: the draft model's GGUF (same tokenizer) for ``speculative="draft"``.
+        speculative: "lookup" (prompt-lookup drafts), "draft" (``draft``: a GGUF with the same tokenizer)
+            or "off". Native only; the text (temp 0) or its distribution (temp > 0) never changes.
         kv_type: KV cache rows, "f16" or "q8_0" (int8 with a scale per 32 values: about half the bytes).
 
     Returns:
         An Engine.
     """
     from .ggufload import read_model
-    from .speed import native_slower_here
     from .tokenizer import Tokenizer
     t0 = time.perf_counter()
     threads = _check_load_args(ctx, sinks, threads)
     path = Path(path)
     mf = read_model(path)
-    _check_kv_type(kv_type)
-    _preflight(path, mf.config, ctx, force, kv_type)
-    problem = mf.native_problem()
-    slower = None if problem or backend != "auto" else native_slower_here(mf.tensors)
-    name, reason = choose_backend(backend, problem, gpu_layers, slower)
+    _preflight(path, mf.config, ctx, force, _check_kv_type(kv_type))
+    name, reason = _pick_backend(mf, backend, gpu_layers)
     tok = MemoTokenizer(Tokenizer(path))
     be = _make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
                        evict_chunk=evict_chunk, kv_type=kv_type)
-    template = _template(mf, tok)
     info = EngineInfo(backend=name, reason=reason, arch=mf.arch, path=str(path), name=path.stem,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
                       gpu_layers=gpu_layers, pin_system=pin_system, extra=dict(be.info.extra),
                       load_s=time.perf_counter() - t0)
-    engine = Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
+    engine = Engine(be, tok, _template(mf, tok), info, pin_system=pin_system, sinks=sinks)
+    return _attach(engine, path, mf, speculative, draft, ctx=ctx, sinks=sinks, threads=threads)
+
+
+def _pick_backend(mf, backend: str, gpu_layers: int) -> tuple[str, str]:
+    """(backend name, why) for ``load``: auto weighs support, GPU offload and measured speed."""
+    from .speed import native_slower_here
+    problem = mf.native_problem()
+    slower = None if problem or backend != "auto" else native_slower_here(mf.tensors)
+    return choose_backend(backend, problem, gpu_layers, slower)
+
+
+def _attach(engine: Engine, path: Path, mf, speculative: str, draft, *, ctx: int, sinks: int,
+            threads: int) -> Engine:
+    """The loaded engine's model identity (snapshots) and speculation; closed if the draft fails."""
     from .snapshot import model_identity
-    engine.model_identity = model_identity(path, mf.data_offset)
     from .speculative import make_speculation
+    engine.model_identity = model_identity(path, mf.data_offset)
     try:
-        engine.speculation = make_speculation(speculative, draft, be, tok, ctx=ctx, sinks=sinks, threads=threads)
+        engine.speculation = make_speculation(speculative, draft, engine._b, engine._tok, ctx=ctx,
+                                              sinks=sinks, threads=threads)
     except BaseException:
         engine.close()
         raise
@@ -508,10 +517,11 @@ def _check_load_args(ctx: int, sinks: int, threads: int | None) -> int:
     return threads
 
 
-def _check_kv_type(kv_type: str) -> None:
+def _check_kv_type(kv_type: str) -> str:
     from .memory import KV_TYPES
     if kv_type not in KV_TYPES:
         raise EdgechatError(f"unknown --kv-type '{kv_type}' (choose from {', '.join(KV_TYPES)})")
+    return kv_type
 
 
 def _preflight(path: Path, cfg: dict, ctx: int, force: bool, kv_type: str = "f16") -> None:

@@ -193,11 +193,8 @@ class Speculation:
 def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
              spec: Speculation, counts: SpecCounts) -> Iterator[int]:
     """``Engine._generate`` with drafts: the same tokens (temp 0) or the same distribution (temp > 0).
-
     As the plain loop, a token is yielded before it is fed, and fed when the next one is asked for (as
-    far as the caller can tell): drafts fed ahead of that are rolled back when the generator ends or is
-    closed.
-    """
+    far as the caller can tell): drafts fed ahead of that are rolled back when the generator ends."""
     drafter = spec.drafter
     logits = eng._feed_prompt(list(ids), cancel)
     if logits is None:                 # cancelled while the prompt was read

@@ -20,6 +20,8 @@ STORY = ["-p", "Write a long story about a dragon.", "--threads", "2", "--ctx", 
          "--max-tokens", "2000", "--temp", "0"]
 BIG_CHARS = 200_000           # the prompt: ~44k tokens of the default model for this text
 SMALL_CTX = "512"
+JSON_WRITE_S = 1.5            # after load: the short prompt's prefill plus some decoded tokens, well
+                              # short of the story's end (hundreds of tokens at ~100 tok/s here)
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +36,22 @@ def big_prompt(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("json_out", [False, True], ids=["text", "json"])
 def test_sigterm_mid_reply_prints_the_partial_reply_and_exits_143(json_out):
-    p = subprocess.Popen([EDGECHAT, *STORY] + (["--json"] if json_out else []),
+    p = subprocess.Popen([EDGECHAT, *STORY] + (["--json", "-v"] if json_out else []),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = b""
     if json_out:
-        time.sleep(6.0)                       # nothing streams with --json: let it write a while
+        # nothing streams with --json: -v tells when the model is loaded, then let it write a while
+        # (a fixed wait from the start could outlast the whole reply on a fast machine)
+        first_err = p.stderr.readline()
+        assert b"backend" in first_err, first_err
+        time.sleep(JSON_WRITE_S)
     else:
         first = p.stdout.read(1)              # generation has started
         assert first
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
     out = first + out
+    err = (first_err + err) if json_out else err
     assert p.returncode == 128 + signal.SIGTERM, err
     assert b"Traceback" not in err
     if json_out:

@@ -12,6 +12,8 @@ import argparse
 import sys
 import time
 
+from ..argtypes import int_at_least
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULTS = {"host": "127.0.0.1", "port": 8080, "cache_slots": 4, "queue_size": 16,
             "max_prompt_tokens": 131072, "max_body_mb": 16}
@@ -29,13 +31,13 @@ def add_parser(subparsers, option_groups) -> None:
     g.add_argument("--port", type=_port, default=DEFAULTS["port"], help="port (default: 8080)")
     g.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (default: the "
                                      "EDGECHAT_API_KEY environment variable, else none)")
-    g.add_argument("--cache-slots", type=_int_at_least(1), default=DEFAULTS["cache_slots"],
+    g.add_argument("--cache-slots", type=int_at_least(1), default=DEFAULTS["cache_slots"],
                    help="conversations whose KV cache is kept warm (default: 4; fewer if RAM is short)")
-    g.add_argument("--queue-size", type=_int_at_least(0), default=DEFAULTS["queue_size"],
+    g.add_argument("--queue-size", type=int_at_least(0), default=DEFAULTS["queue_size"],
                    help="requests that may wait behind the running one; more get 503 (default: 16)")
-    g.add_argument("--max-prompt-tokens", type=_int_at_least(1), default=DEFAULTS["max_prompt_tokens"],
+    g.add_argument("--max-prompt-tokens", type=int_at_least(1), default=DEFAULTS["max_prompt_tokens"],
                    help="longest prompt accepted, in tokens (default: 131072; the cache keeps the window)")
-    g.add_argument("--max-body-mb", type=_int_at_least(1), default=DEFAULTS["max_body_mb"],
+    g.add_argument("--max-body-mb", type=int_at_least(1), default=DEFAULTS["max_body_mb"],
                    help="largest request body, in MiB (default: 16)")
     g.add_argument("--no-pin-system", dest="pin_system", action="store_false",
                    help="let the ring evict the system prompt of a long conversation")
@@ -47,18 +49,6 @@ def add_parser(subparsers, option_groups) -> None:
         if action.dest in shared:
             action.default = argparse.SUPPRESS
     p.set_defaults(pin_system=True)
-
-
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below {low}")
-        return value
-    return parse
 
 
 def _port(text: str) -> int:
