@@ -4,25 +4,22 @@ from __future__ import annotations
 import argparse
 
 
-def int_at_least(low: int):
-    def parse(text: str) -> int:
+def _at_least(low, cast, noun: str):
+    """A parser of ``cast(text)`` >= ``low`` (NaN is not: ``not value >= low``)."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below {low}")
-        return value
-    return parse
-
-
-def float_at_least(low: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+            raise argparse.ArgumentTypeError(f"'{text}' is not {noun}") from None
         if not value >= low:
             raise argparse.ArgumentTypeError(f"{value} is below {low}")
         return value
     return parse
+
+
+def int_at_least(low: int):
+    return _at_least(low, int, "a whole number")
+
+
+def float_at_least(low: float):
+    return _at_least(low, float, "a number")

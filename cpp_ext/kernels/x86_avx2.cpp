@@ -177,10 +177,36 @@ void wsum_f16_avx2(int n, int hd, const float* w, const half* v, size_t ld, floa
     wsum_by_axpy<axpy_f16_f32_avx2>(n, hd, w, v, ld, y);
 }
 
-// grouped-query attention runs: 4 rows at a time, converted to f32 once (L1) for all G queries, the
-// 4 dots of a query reduced together (hadd tree)
-template <int HD>
-void scores_g_hd(int n, int G, const half* k, size_t ld, const float* q, float* s, size_t lds) {
+// grouped-query attention runs over kv rows of either cache type. a row format says how 8 values of
+// one row become floats: F16Rows (half rows, ld in halves) or Q8Rows (kernels.h kv_quantize_q8: head_dim
+// int8 + an fp16 scale per 32 values, ld in bytes; dequantized in registers: sign-extend, int -> float,
+// times the block scale). both kernels below run the same passes and sums for either
+struct F16Rows {
+    using T = half;
+    static __m256 load8(const half* row, int, int i) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(row + i))); }
+};
+
+// the fp16 scale of block b (f16c: one instruction, not the scalar bit conversion)
+inline float q8_scale(const uint8_t* row, int hd, int b) {
+    uint16_t h;
+    std::memcpy(&h, row + hd + 2 * b, sizeof(h));
+    return _cvtsh_ss(h);
+}
+
+// 8 int8 values at p, times d, as floats
+inline __m256 q8x8_to_f32(const uint8_t* p, __m256 d) {
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p))), d);
+}
+
+struct Q8Rows {
+    using T = uint8_t;
+    static __m256 load8(const uint8_t* row, int hd, int i) { return q8x8_to_f32(row + i, _mm256_set1_ps(q8_scale(row, hd, i / 32))); }
+};
+
+// 4 rows at a time converted to f32 once (L1) for all G queries, the 4 dots of a query reduced
+// together (hadd tree)
+template <int HD, class Rows>
+void scores_g_hd(int n, int G, const typename Rows::T* k, size_t ld, const float* q, float* s, size_t lds) {
     constexpr int R = HD / 8;
     alignas(32) float kf[4][HD];
     for (int j = 0; j < n; j += 4) {
@@ -188,8 +214,8 @@ void scores_g_hd(int n, int G, const half* k, size_t ld, const float* q, float* 
         const int rows = std::min(4, n - j);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
-            const half* ki = k + (size_t)(j + std::min(i, rows - 1)) * ld;
-            for (int r = 0; r < R; r++) _mm256_store_ps(&kf[i][8 * r], _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(ki + 8 * r))));
+            const typename Rows::T* ki = k + (size_t)(j + std::min(i, rows - 1)) * ld;
+            for (int r = 0; r < R; r++) _mm256_store_ps(&kf[i][8 * r], Rows::load8(ki, HD, 8 * r));
         }
         for (int g = 0; g < G; g++) {
             const float* qg = q + (size_t)g * HD;
@@ -214,18 +240,18 @@ void scores_g_hd(int n, int G, const half* k, size_t ld, const float* q, float* 
     }
 }
 
-// y (GN heads x 16 floats at `y`, head stride HD) += sum_j w_g[j] * v[j][0..16): 2 x GN accumulators
-template <int GN>
-inline void wsum_g_slice(int n, const float* w, size_t ldw, const half* v, size_t ld, float* y, int hd) {
+// y (GN heads x 16 floats at `y`, head stride hd) += sum_j w_g[j] * v[j][c..c+16): 2 x GN accumulators
+// (c is a multiple of 16, so q8_0's 16 values sit in one block)
+template <int GN, class Rows>
+inline void wsum_g_slice(int n, const float* w, size_t ldw, const typename Rows::T* v, size_t ld, float* y, int hd, int c) {
     __m256 acc[GN][2];
 #pragma GCC unroll 8
     for (int g = 0; g < GN; g++) acc[g][0] = _mm256_loadu_ps(y + g * hd), acc[g][1] = _mm256_loadu_ps(y + g * hd + 8);
     for (int j = 0; j < n; j++) {
-        const half* vj = v + (size_t)j * ld;
-        const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)vj));
-        const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(vj + 8)));
-    #pragma GCC unroll 8
-    for (int g = 0; g < GN; g++) {
+        const typename Rows::T* vj = v + (size_t)j * ld;
+        const __m256 v0 = Rows::load8(vj, hd, c), v1 = Rows::load8(vj, hd, c + 8);
+#pragma GCC unroll 8
+        for (int g = 0; g < GN; g++) {
             const __m256 wj = _mm256_broadcast_ss(w + g * ldw + j);
             acc[g][0] = _mm256_fmadd_ps(wj, v0, acc[g][0]);
             acc[g][1] = _mm256_fmadd_ps(wj, v1, acc[g][1]);
@@ -243,7 +269,8 @@ constexpr int WSUM_G = 4;
 #endif
 
 // rows in blocks that stay in L1 while each 16-wide slice of the head, for WSUM_G queries, passes
-void wsum_g_16(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld, float* y) {
+template <class Rows>
+void wsum_g_16(int n, int hd, int G, const float* w, size_t ldw, const typename Rows::T* v, size_t ld, float* y) {
     constexpr int JB = 64;
     for (int j0 = 0; j0 < n; j0 += JB) {
         const int jn = std::min(JB, n - j0);
@@ -251,19 +278,19 @@ void wsum_g_16(int n, int hd, int G, const float* w, size_t ldw, const half* v, 
             const int gn = std::min(WSUM_G, G - g0);
             for (int c = 0; c < hd; c += 16) {
                 const float* wg = w + g0 * ldw + j0;
-                const half* vj = v + (size_t)j0 * ld + c;
+                const typename Rows::T* vj = v + (size_t)j0 * ld;
                 float* yg = y + (size_t)g0 * hd + c;
                 switch (gn) {
 #if EC_X86_VNNI == 2
-                    case 8: wsum_g_slice<8>(jn, wg, ldw, vj, ld, yg, hd); break;
-                    case 7: wsum_g_slice<7>(jn, wg, ldw, vj, ld, yg, hd); break;
-                    case 6: wsum_g_slice<6>(jn, wg, ldw, vj, ld, yg, hd); break;
-                    case 5: wsum_g_slice<5>(jn, wg, ldw, vj, ld, yg, hd); break;
+                    case 8: wsum_g_slice<8, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
+                    case 7: wsum_g_slice<7, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
+                    case 6: wsum_g_slice<6, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
+                    case 5: wsum_g_slice<5, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
 #endif
-                    case 4: wsum_g_slice<4>(jn, wg, ldw, vj, ld, yg, hd); break;
-                    case 3: wsum_g_slice<3>(jn, wg, ldw, vj, ld, yg, hd); break;
-                    case 2: wsum_g_slice<2>(jn, wg, ldw, vj, ld, yg, hd); break;
-                    default: wsum_g_slice<1>(jn, wg, ldw, vj, ld, yg, hd); break;
+                    case 4: wsum_g_slice<4, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
+                    case 3: wsum_g_slice<3, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
+                    case 2: wsum_g_slice<2, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
+                    default: wsum_g_slice<1, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
                 }
             }
         }
@@ -271,121 +298,24 @@ void wsum_g_16(int n, int hd, int G, const float* w, size_t ldw, const half* v, 
 }
 
 void scores_f16_g_avx2(int n, int hd, int G, const half* k, size_t ld, const float* q, float* s, size_t lds) {
-    if (hd == 64) return scores_g_hd<64>(n, G, k, ld, q, s, lds);
-    if (hd == 128) return scores_g_hd<128>(n, G, k, ld, q, s, lds);
+    if (hd == 64) return scores_g_hd<64, F16Rows>(n, G, k, ld, q, s, lds);
+    if (hd == 128) return scores_g_hd<128, F16Rows>(n, G, k, ld, q, s, lds);
     scores_g_by_head<scores_f16_avx2>(n, hd, G, k, ld, q, s, lds);
 }
 
 void wsum_f16_g_avx2(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld, float* y) {
-    if (hd % 16 == 0) return wsum_g_16(n, hd, G, w, ldw, v, ld, y);
+    if (hd % 16 == 0) return wsum_g_16<F16Rows>(n, hd, G, w, ldw, v, ld, y);
     wsum_g_by_head<wsum_f16_avx2>(n, hd, G, w, ldw, v, ld, y);
 }
 
-// ---- attention over q8_0 kv rows (kernels.h kv_quantize_q8): the same passes as the f16 runs above,
-// the int8 values dequantized in registers (sign-extend, int -> float, times the block scale)
-
-// the fp16 scale of block b (f16c: one instruction, not the scalar bit conversion)
-inline float q8_scale(const uint8_t* row, int hd, int b) {
-    uint16_t h;
-    std::memcpy(&h, row + hd + 2 * b, sizeof(h));
-    return _cvtsh_ss(h);
-}
-
-// 8 int8 values at p, times d, as floats
-inline __m256 q8x8_to_f32(const uint8_t* p, __m256 d) {
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p))), d);
-}
-
-// 4 rows at a time dequantized once into L1 for all G queries, reduced as scores_g_hd
-template <int HD>
-void scores_q8_g_hd(int n, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
-    constexpr int R = HD / 8;
-    alignas(32) float kf[4][HD];
-    for (int j = 0; j < n; j += 4) {
-        const int rows = std::min(4, n - j);   // a short last group repeats its last row
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            const uint8_t* ki = k + (size_t)(j + std::min(i, rows - 1)) * ld;
-            for (int b = 0; b < HD / 32; b++) {
-                const __m256 d = _mm256_set1_ps(q8_scale(ki, HD, b));
-                for (int r = 0; r < 4; r++) _mm256_store_ps(&kf[i][32 * b + 8 * r], q8x8_to_f32(ki + 32 * b + 8 * r, d));
-            }
-        }
-        for (int g = 0; g < G; g++) {
-            const float* qg = q + (size_t)g * HD;
-            __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-#pragma GCC unroll 16
-            for (int r = 0; r < R; r++) {
-                const __m256 qv = _mm256_loadu_ps(qg + 8 * r);
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) a[i] = _mm256_fmadd_ps(_mm256_load_ps(&kf[i][8 * r]), qv, a[i]);
-            }
-            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-            alignas(16) float tmp[4];
-            _mm_store_ps(tmp, sum4);
-            for (int i = 0; i < rows; i++) s[g * lds + j + i] = tmp[i];
-        }
-    }
-}
-
-// y (GN heads x 16 floats at `y`, head stride hd) += sum_j w_g[j] * v[j][c..c+16), c inside one block
-template <int GN>
-inline void wsum_q8_g_slice(int n, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y, int hd, int c) {
-    __m256 acc[GN][2];
-#pragma GCC unroll 8
-    for (int g = 0; g < GN; g++) acc[g][0] = _mm256_loadu_ps(y + g * hd), acc[g][1] = _mm256_loadu_ps(y + g * hd + 8);
-    for (int j = 0; j < n; j++) {
-        const uint8_t* vj = v + (size_t)j * ld;
-        const __m256 d = _mm256_set1_ps(q8_scale(vj, hd, c / 32));
-        const __m256 v0 = q8x8_to_f32(vj + c, d), v1 = q8x8_to_f32(vj + c + 8, d);
-#pragma GCC unroll 8
-        for (int g = 0; g < GN; g++) {
-            const __m256 wj = _mm256_broadcast_ss(w + g * ldw + j);
-            acc[g][0] = _mm256_fmadd_ps(wj, v0, acc[g][0]);
-            acc[g][1] = _mm256_fmadd_ps(wj, v1, acc[g][1]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int g = 0; g < GN; g++) _mm256_storeu_ps(y + g * hd, acc[g][0]), _mm256_storeu_ps(y + g * hd + 8, acc[g][1]);
-}
-
-// rows in L1-sized blocks while each 16-wide slice passes for WSUM_G queries (as wsum_g_16)
-void wsum_q8_g_16(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y) {
-    constexpr int JB = 64;
-    for (int j0 = 0; j0 < n; j0 += JB) {
-        const int jn = std::min(JB, n - j0);
-        for (int g0 = 0; g0 < G; g0 += WSUM_G) {
-            const int gn = std::min(WSUM_G, G - g0);
-            for (int c = 0; c < hd; c += 16) {
-                const float* wg = w + g0 * ldw + j0;
-                const uint8_t* vj = v + (size_t)j0 * ld;
-                float* yg = y + (size_t)g0 * hd + c;
-                switch (gn) {
-#if EC_X86_VNNI == 2
-                    case 8: wsum_q8_g_slice<8>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 7: wsum_q8_g_slice<7>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 6: wsum_q8_g_slice<6>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 5: wsum_q8_g_slice<5>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-#endif
-                    case 4: wsum_q8_g_slice<4>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 3: wsum_q8_g_slice<3>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 2: wsum_q8_g_slice<2>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    default: wsum_q8_g_slice<1>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                }
-            }
-        }
-    }
-}
-
 void scores_q8_g_avx2(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
-    if (hd == 64) return scores_q8_g_hd<64>(n, G, k, ld, q, s, lds);
-    if (hd == 128) return scores_q8_g_hd<128>(n, G, k, ld, q, s, lds);
+    if (hd == 64) return scores_g_hd<64, Q8Rows>(n, G, k, ld, q, s, lds);
+    if (hd == 128) return scores_g_hd<128, Q8Rows>(n, G, k, ld, q, s, lds);
     scores_q8_g_ref(n, hd, G, k, ld, q, s, lds);
 }
 
 void wsum_q8_g_avx2(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y) {
-    if (hd % 32 == 0) return wsum_q8_g_16(n, hd, G, w, ldw, v, ld, y);
+    if (hd % 32 == 0) return wsum_g_16<Q8Rows>(n, hd, G, w, ldw, v, ld, y);
     wsum_q8_g_ref(n, hd, G, w, ldw, v, ld, y);
 }
 
