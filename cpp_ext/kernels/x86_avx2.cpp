@@ -45,6 +45,11 @@ inline float h2f(half h) { return f16_table[h]; }
 // one float -> fp16 with f16c (round to nearest even, as fp32_to_fp16)
 inline half f2h(float f) { return (half)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0); }
 
+// an empty asm that takes v in a register: gcc's reassociation would otherwise turn an unrolled
+// chain of integer adds into a tree that computes every product first (and spills them)
+inline void in_register(__m256i& v) { asm("" : "+x"(v)); }
+inline void in_register(__m256& v) { asm("" : "+x"(v)); }
+
 inline float hsum_f32x8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -203,53 +208,79 @@ struct Q8Rows {
     static __m256 load8(const uint8_t* row, int hd, int i) { return q8x8_to_f32(row + i, _mm256_set1_ps(q8_scale(row, hd, i / 32))); }
 };
 
-// 4 rows at a time converted to f32 once (L1) for all G queries, the 4 dots of a query reduced
-// together (hadd tree)
-template <int HD, class Rows>
-void scores_g_hd(int n, int G, const typename Rows::T* k, size_t ld, const float* q, float* s, size_t lds) {
-    constexpr int R = HD / 8;
-    alignas(32) float kf[4][HD];
-    for (int j = 0; j < n; j += 4) {
-        // a short last group repeats its last row: every row is summed the same way wherever it sits
-        const int rows = std::min(4, n - j);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            const typename Rows::T* ki = k + (size_t)(j + std::min(i, rows - 1)) * ld;
-            for (int r = 0; r < R; r++) _mm256_store_ps(&kf[i][8 * r], Rows::load8(ki, HD, 8 * r));
-        }
-        for (int g = 0; g < G; g++) {
-            const float* qg = q + (size_t)g * HD;
-            __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+// the 8 lanes of each of a0..a3 summed as ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)): lane i of the result
+// is a_i's sum, the same order for every vector wherever it sits
+inline __m128 hsum4_f32x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// queries per call of scores_g_pair
+constexpr int SCORES_GN = 4;
+
+// GN queries x 2 rows per step: 2 GN accumulators, the 2 converted rows and one query vector in
+// registers (11 of avx2's 16), so each row is converted once per GN queries and each query vector is
+// loaded once for both rows (in_register: gcc would fold a load into every fma). a short last step
+// repeats its last row: every row's sum is the same wherever it sits
+template <int HD, class Rows, int GN>
+void scores_g_pair(int n, const typename Rows::T* k, size_t ld, const float* q, float* s, size_t lds) {
+    for (int j = 0; j < n; j += 2) {
+        const int rows = std::min(2, n - j);
+        const typename Rows::T* k0 = k + (size_t)j * ld;
+        const typename Rows::T* k1 = k + (size_t)(j + rows - 1) * ld;
+        __m256 acc[GN][2];
+        for (int g = 0; g < GN; g++) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
 #pragma GCC unroll 16
-            for (int r = 0; r < R; r++) {
-                const __m256 qv = _mm256_loadu_ps(qg + 8 * r);
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) a[i] = _mm256_fmadd_ps(_mm256_load_ps(&kf[i][8 * r]), qv, a[i]);
+        for (int r = 0; r < HD / 8; r++) {
+            const __m256 kv0 = Rows::load8(k0, HD, 8 * r), kv1 = Rows::load8(k1, HD, 8 * r);
+            for (int g = 0; g < GN; g++) {
+                __m256 qv = _mm256_loadu_ps(q + (size_t)g * HD + 8 * r);
+                in_register(qv);
+                acc[g][0] = _mm256_fmadd_ps(kv0, qv, acc[g][0]);
+                acc[g][1] = _mm256_fmadd_ps(kv1, qv, acc[g][1]);
             }
-            // 4 x 8 lanes -> 4 sums
-            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-            if (rows == 4) {
-                _mm_storeu_ps(s + g * lds + j, sum4);
+        }
+        // lanes 0, 1: query g's two rows; lanes 2, 3: query g + 1's (an odd last query pairs with itself)
+        for (int g = 0; g < GN; g += 2) {
+            const int h = g + 1 < GN ? g + 1 : g;
+            const __m128 sum = hsum4_f32x8(acc[g][0], acc[g][1], acc[h][0], acc[h][1]);
+            float* sg = s + (size_t)g * lds + j;
+            if (rows == 2) {
+                _mm_storel_pi((__m64*)sg, sum);
+                if (h != g) _mm_storeh_pi((__m64*)(sg + lds), sum);
             } else {
-                alignas(16) float tmp[4];
-                _mm_store_ps(tmp, sum4);
-                for (int i = 0; i < rows; i++) s[g * lds + j + i] = tmp[i];
+                sg[0] = _mm_cvtss_f32(sum);
+                if (h != g) sg[lds] = _mm_cvtss_f32(_mm_movehl_ps(sum, sum));
             }
         }
     }
 }
 
-// y (GN heads x 16 floats at `y`, head stride hd) += sum_j w_g[j] * v[j][c..c+16): 2 x GN accumulators
-// (c is a multiple of 16, so q8_0's 16 values sit in one block)
+// the G queries SCORES_GN at a time
+template <int HD, class Rows>
+void scores_g_hd(int n, int G, const typename Rows::T* k, size_t ld, const float* q, float* s, size_t lds) {
+    for (int g0 = 0; g0 < G; g0 += SCORES_GN) {
+        const float* qg = q + (size_t)g0 * HD;
+        float* sg = s + (size_t)g0 * lds;
+        switch (std::min(SCORES_GN, G - g0)) {
+            case 4: scores_g_pair<HD, Rows, 4>(n, k, ld, qg, sg, lds); break;
+            case 3: scores_g_pair<HD, Rows, 3>(n, k, ld, qg, sg, lds); break;
+            case 2: scores_g_pair<HD, Rows, 2>(n, k, ld, qg, sg, lds); break;
+            default: scores_g_pair<HD, Rows, 1>(n, k, ld, qg, sg, lds); break;
+        }
+    }
+}
+
+// y (GN heads, head stride hd) at dims [c0, c0 + 8) and [c1, c1 + 8) += sum_j w_g[j] * v[j] there:
+// 2 x GN accumulators
 template <int GN, class Rows>
-inline void wsum_g_slice(int n, const float* w, size_t ldw, const typename Rows::T* v, size_t ld, float* y, int hd, int c) {
+inline void wsum_g_slice(int n, const float* w, size_t ldw, const typename Rows::T* v, size_t ld, float* y, int hd, int c0, int c1) {
     __m256 acc[GN][2];
 #pragma GCC unroll 8
-    for (int g = 0; g < GN; g++) acc[g][0] = _mm256_loadu_ps(y + g * hd), acc[g][1] = _mm256_loadu_ps(y + g * hd + 8);
+    for (int g = 0; g < GN; g++) acc[g][0] = _mm256_loadu_ps(y + g * hd + c0), acc[g][1] = _mm256_loadu_ps(y + g * hd + c1);
     for (int j = 0; j < n; j++) {
         const typename Rows::T* vj = v + (size_t)j * ld;
-        const __m256 v0 = Rows::load8(vj, hd, c), v1 = Rows::load8(vj, hd, c + 8);
+        const __m256 v0 = Rows::load8(vj, hd, c0), v1 = Rows::load8(vj, hd, c1);
 #pragma GCC unroll 8
         for (int g = 0; g < GN; g++) {
             const __m256 wj = _mm256_broadcast_ss(w + g * ldw + j);
@@ -258,7 +289,7 @@ inline void wsum_g_slice(int n, const float* w, size_t ldw, const typename Rows:
         }
     }
 #pragma GCC unroll 8
-    for (int g = 0; g < GN; g++) _mm256_storeu_ps(y + g * hd, acc[g][0]), _mm256_storeu_ps(y + g * hd + 8, acc[g][1]);
+    for (int g = 0; g < GN; g++) _mm256_storeu_ps(y + g * hd + c0, acc[g][0]), _mm256_storeu_ps(y + g * hd + c1, acc[g][1]);
 }
 
 // queries per pass over a block of rows: 2 x WSUM_G accumulators (16 registers on avx2, 32 on avx512)
@@ -268,31 +299,37 @@ constexpr int WSUM_G = 8;
 constexpr int WSUM_G = 4;
 #endif
 
-// rows in blocks that stay in L1 while each 16-wide slice of the head, for WSUM_G queries, passes
+// rows per block: a block stays in L1 while the passes (16 dims of the head for WSUM_G queries each) run
+constexpr int WSUM_JB = 64;
+
+template <class Rows>
+void wsum_g_pass(int gn, int n, const float* w, size_t ldw, const typename Rows::T* v, size_t ld, float* y, int hd, int c0, int c1) {
+    switch (gn) {
+#if EC_X86_VNNI == 2
+        case 8: return wsum_g_slice<8, Rows>(n, w, ldw, v, ld, y, hd, c0, c1);
+        case 7: return wsum_g_slice<7, Rows>(n, w, ldw, v, ld, y, hd, c0, c1);
+        case 6: return wsum_g_slice<6, Rows>(n, w, ldw, v, ld, y, hd, c0, c1);
+        case 5: return wsum_g_slice<5, Rows>(n, w, ldw, v, ld, y, hd, c0, c1);
+#endif
+        case 4: return wsum_g_slice<4, Rows>(n, w, ldw, v, ld, y, hd, c0, c1);
+        case 3: return wsum_g_slice<3, Rows>(n, w, ldw, v, ld, y, hd, c0, c1);
+        case 2: return wsum_g_slice<2, Rows>(n, w, ldw, v, ld, y, hd, c0, c1);
+        default: return wsum_g_slice<1, Rows>(n, w, ldw, v, ld, y, hd, c0, c1);
+    }
+}
+
+// a pass takes 8 dims from each half of the head, so the first pass over a block reads both halves of
+// every row (for hd 64 both cache lines: the rows stream from memory in one pass, not a line at a time
+// over two passes)
 template <class Rows>
 void wsum_g_16(int n, int hd, int G, const float* w, size_t ldw, const typename Rows::T* v, size_t ld, float* y) {
-    constexpr int JB = 64;
-    for (int j0 = 0; j0 < n; j0 += JB) {
-        const int jn = std::min(JB, n - j0);
+    const int half = hd / 2;
+    for (int j0 = 0; j0 < n; j0 += WSUM_JB) {
+        const int jn = std::min(WSUM_JB, n - j0);
         for (int g0 = 0; g0 < G; g0 += WSUM_G) {
             const int gn = std::min(WSUM_G, G - g0);
-            for (int c = 0; c < hd; c += 16) {
-                const float* wg = w + g0 * ldw + j0;
-                const typename Rows::T* vj = v + (size_t)j0 * ld;
-                float* yg = y + (size_t)g0 * hd + c;
-                switch (gn) {
-#if EC_X86_VNNI == 2
-                    case 8: wsum_g_slice<8, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 7: wsum_g_slice<7, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 6: wsum_g_slice<6, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 5: wsum_g_slice<5, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-#endif
-                    case 4: wsum_g_slice<4, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 3: wsum_g_slice<3, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    case 2: wsum_g_slice<2, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                    default: wsum_g_slice<1, Rows>(jn, wg, ldw, vj, ld, yg, hd, c); break;
-                }
-            }
+            for (int c = 0; c < half; c += 8)
+                wsum_g_pass<Rows>(gn, jn, w + g0 * ldw + j0, ldw, v + (size_t)j0 * ld, ld, y + (size_t)g0 * hd, hd, c, c + half);
         }
     }
 }
@@ -1086,9 +1123,6 @@ inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_
 inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
 #endif
 
-// an empty asm that takes v in a register: gcc's reassociation would otherwise turn an unrolled
-// chain of integer adds into a tree that computes every product first (and spills them)
-inline void in_register(__m256i& v) { asm("" : "+x"(v)); }
 
 inline __m256i bcast4(const int8_t* p) {
     int32_t v;
