@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/auxv.h>
@@ -197,8 +198,9 @@ void from_float_q8_K_neon(const float* src, void* dst, int64_t n) {
 
 // ---- table ----
 
-// ---- attention over q8_0 kv rows: 8 int8 values widened to two f32x4 and scaled by the block's d;
-// per query head, row by row (as scores_g_by_head / wsum_g_by_head for f16)
+// ---- attention over q8_0 kv rows. scores: as scores_q8_g_ref (the queries quantized as kv rows, each
+// block's dot exact in int32: int16 products, pairwise added into int32 lanes), so the same bits.
+// wsum: 8 int8 values widened to two f32x4 and scaled by the block's d, row by row
 
 inline void q8x8_to_f32(const uint8_t* p, float d, float32x4_t* lo, float32x4_t* hi) {
     const int16x8_t w = vmovl_s8(vld1_s8((const int8_t*)p));                 // 8 x int8 -> int16
@@ -206,20 +208,32 @@ inline void q8x8_to_f32(const uint8_t* p, float d, float32x4_t* lo, float32x4_t*
     *hi = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), d);
 }
 
+// exact dot of 32 int8 pairs (|products| <= 127 * 128: int16 holds each, int32 their sums)
+inline int32_t dot_i8x32(const int8_t* a, const int8_t* b) {
+    int32x4_t acc = vdupq_n_s32(0);
+    for (int i = 0; i < 32; i += 16) {
+        const int8x16_t x = vld1q_s8(a + i), y = vld1q_s8(b + i);
+        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(x), vget_low_s8(y)));
+        acc = vpadalq_s16(acc, vmull_s8(vget_high_s8(x), vget_high_s8(y)));
+    }
+    return vaddvq_s32(acc);
+}
+
 void scores_q8_g_neon(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
     if (hd % 32 != 0) return scores_q8_g_ref(n, hd, G, k, ld, q, s, lds);
+    const size_t qrb = kv_q8_row_bytes(hd);
+    thread_local std::vector<uint8_t> qq;
+    qq.resize((size_t)G * qrb);
+    for (int g = 0; g < G; g++) kv_quantize_q8(q + (size_t)g * hd, qq.data() + g * qrb, hd);
     for (int j = 0; j < n; j++) {
         const uint8_t* row = k + (size_t)j * ld;
         for (int g = 0; g < G; g++) {
-            const float* qg = q + (size_t)g * hd;
-            float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0);
-            for (int i = 0; i < hd; i += 8) {
-                float32x4_t lo, hi;
-                q8x8_to_f32(row + i, kv_q8_scale(row, hd, i / 32), &lo, &hi);
-                a0 = vfmaq_f32(a0, lo, vld1q_f32(qg + i));
-                a1 = vfmaq_f32(a1, hi, vld1q_f32(qg + i + 4));
-            }
-            s[g * lds + j] = vaddvq_f32(vaddq_f32(a0, a1));
+            const uint8_t* qg = qq.data() + g * qrb;
+            float acc = 0.0f;
+            for (int b = 0; b < hd / 32; b++)
+                acc += (float)dot_i8x32((const int8_t*)row + 32 * b, (const int8_t*)qg + 32 * b) *
+                       (kv_q8_scale(row, hd, b) * kv_q8_scale(qg, hd, b));
+            s[g * lds + j] = acc;
         }
     }
 }

@@ -57,8 +57,10 @@ struct KernelTable {
                          size_t lds) = nullptr;
     void (*wsum_f16_g)(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld,
                        float* y) = nullptr;
-    // the same over q8_0 kv rows (kv_q8_row_bytes(hd) bytes each, `ld` bytes apart; see kv_quantize_q8):
-    // the int8 values are dequantized in registers, the queries and weights stay f32
+    // the same over q8_0 kv rows (kv_q8_row_bytes(hd) bytes each, `ld` bytes apart; see kv_quantize_q8).
+    // scores: each query is quantized as a kv row (q8_0 blocks, as llama.cpp's vec_dot_type for a q8_0
+    // K), each block's dot is exact in int32 and s = sum_b dot_b * (dk_b * dq_b) (scores_q8_g_ref).
+    // wsum: the int8 values are dequantized in registers, the weights stay f32
     void (*scores_q8_g)(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s,
                         size_t lds) = nullptr;
     void (*wsum_q8_g)(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld,

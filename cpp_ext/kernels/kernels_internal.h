@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
+#include <vector>
 
 #include "../blocks.h"
 #include "kernels.h"
@@ -55,15 +57,25 @@ inline float kv_q8_scale(const uint8_t* row, int hd, int b) {
     return fp16_to_fp32(d);
 }
 
-// scalar reference for q8_0 kv rows (the generic table; head sizes a table has no register path for):
-// each value dequantized (d_b * q, one rounding) and multiplied in f32, in row order
+// scalar reference for q8_0 kv rows (the generic table; head sizes a table has no register path for).
+// scores: each query quantized as a kv row (kv_quantize_q8), each block's dot exact in int32, then
+// s = sum over blocks in order of (float)dot_b * (dk_b * dq_b). wsum: each value dequantized
+// (d_b * q, one rounding) and multiplied in f32, in row order
 inline void scores_q8_g_ref(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+    const size_t qrb = kv_q8_row_bytes(hd);
+    thread_local std::vector<uint8_t> qq;
+    qq.resize((size_t)G * qrb);
+    for (int g = 0; g < G; g++) kv_quantize_q8(q + (size_t)g * hd, qq.data() + g * qrb, hd);
     for (int j = 0; j < n; j++) {
         const uint8_t* row = k + (size_t)j * ld;
         for (int g = 0; g < G; g++) {
-            const float* qg = q + (size_t)g * hd;
+            const uint8_t* qg = qq.data() + g * qrb;
             float acc = 0.0f;
-            for (int i = 0; i < hd; i++) acc += kv_q8_scale(row, hd, i / 32) * (float)(int8_t)row[i] * qg[i];
+            for (int b = 0; b * kKvQ8Block < hd; b++) {
+                int32_t dot = 0;
+                for (int i = b * kKvQ8Block; i < std::min(hd, (b + 1) * kKvQ8Block); i++) dot += (int8_t)row[i] * (int8_t)qg[i];
+                acc += (float)dot * (kv_q8_scale(row, hd, b) * kv_q8_scale(qg, hd, b));
+            }
             s[g * lds + j] = acc;
         }
     }

@@ -182,10 +182,10 @@ void wsum_f16_avx2(int n, int hd, const float* w, const half* v, size_t ld, floa
     wsum_by_axpy<axpy_f16_f32_avx2>(n, hd, w, v, ld, y);
 }
 
-// grouped-query attention runs over kv rows of either cache type. a row format says how 8 values of
-// one row become floats: F16Rows (half rows, ld in halves) or Q8Rows (kernels.h kv_quantize_q8: head_dim
-// int8 + an fp16 scale per 32 values, ld in bytes; dequantized in registers: sign-extend, int -> float,
-// times the block scale). both kernels below run the same passes and sums for either
+// grouped-query attention over kv rows of either cache type (the scores over q8_0 keys have their own
+// int8 kernel below). a row format says how 8 values of one row become floats: F16Rows (half rows, ld in
+// halves) or Q8Rows (kernels.h kv_quantize_q8: head_dim int8 + an fp16 scale per 32 values, ld in
+// bytes; dequantized in registers: sign-extend, int -> float, times the block scale)
 struct F16Rows {
     using T = half;
     static __m256 load8(const half* row, int, int i) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(row + i))); }
@@ -205,7 +205,11 @@ inline __m256 q8x8_to_f32(const uint8_t* p, __m256 d) {
 
 struct Q8Rows {
     using T = uint8_t;
-    static __m256 load8(const uint8_t* row, int hd, int i) { return q8x8_to_f32(row + i, _mm256_set1_ps(q8_scale(row, hd, i / 32))); }
+    static __m256 load8(const uint8_t* row, int hd, int i) {
+        uint16_t h;   // the block scale broadcast straight from the fp16 table
+        std::memcpy(&h, row + hd + 2 * (i / 32), sizeof(h));
+        return q8x8_to_f32(row + i, _mm256_broadcast_ss(f16_table + h));
+    }
 };
 
 // the 8 lanes of each of a0..a3 summed as ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)): lane i of the result
@@ -299,8 +303,10 @@ constexpr int WSUM_G = 8;
 constexpr int WSUM_G = 4;
 #endif
 
-// rows per block: a block stays in L1 while the passes (16 dims of the head for WSUM_G queries each) run
-constexpr int WSUM_JB = 64;
+// rows per block: a block stays in L1 while the passes (16 dims of the head for WSUM_G queries each) run.
+// short blocks: a pass that reads a block from memory is soon followed by passes that compute from L1
+// (f16, llama-1b shape at 4096 keys, single thread: 64 rows 4.1 ms, 32 3.5-3.8, 16 3.0-3.1, 8 3.2-3.3)
+constexpr int WSUM_JB = 16;
 
 template <class Rows>
 void wsum_g_pass(int gn, int n, const float* w, size_t ldw, const typename Rows::T* v, size_t ld, float* y, int hd, int c0, int c1) {
@@ -345,9 +351,89 @@ void wsum_f16_g_avx2(int n, int hd, int G, const float* w, size_t ldw, const hal
     wsum_g_by_head<wsum_f16_avx2>(n, hd, G, w, ldw, v, ld, y);
 }
 
+// ---- scores over q8_0 keys: int8 dots (kernels.h: the queries quantized as kv rows) ----
+
+// exact int32 lanes: the 32 int8 products of a and b, 4 per lane, as |a| . sign(b, a) (u8 x s8;
+// the maddubs pairs fit int16: 2 * 127 * 127 < 2^15). au = |a|, shared by the queries of one key
+inline __m256i dot_i8x32(__m256i au, __m256i a, __m256i b) {
+    const __m256i bs = _mm256_sign_epi8(b, a);
+#if EC_X86_VNNI == 2
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), au, bs);
+#elif EC_X86_VNNI == 1
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), au, bs);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(au, bs), _mm256_set1_epi16(1));
+#endif
+}
+
+// one key row against QG = 8 / NB queries: lane g * NB + b = (float)dot_b(key, query g) * (dk_b * dq_gb)
+// (qr: the quantized queries, qrb bytes apart; dq: their scales in the same lane order)
+template <int HD>
+inline __m256 scores_q8_lanes(const uint8_t* kr, const uint8_t* qr, size_t qrb, __m256 dq) {
+    constexpr int NB = HD / 32, QG = 8 / NB;
+    __m256i p[8];
+    for (int b = 0; b < NB; b++) {
+        const __m256i kb = _mm256_loadu_si256((const __m256i*)(kr + 32 * b)), ka = _mm256_sign_epi8(kb, kb);
+        for (int g = 0; g < QG; g++) p[g * NB + b] = dot_i8x32(ka, kb, _mm256_loadu_si256((const __m256i*)(qr + g * qrb + 32 * b)));
+    }
+    // 8 vectors -> their 8 sums in order (integer: exact in any order)
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+    // the key's block scales repeated for each query: NB fp16 values broadcast, then widened
+    __m128i dh;
+    if constexpr (NB == 2) {
+        int32_t v;
+        std::memcpy(&v, kr + HD, sizeof(v));
+        dh = _mm_set1_epi32(v);
+    } else {
+        int64_t v;
+        std::memcpy(&v, kr + HD, sizeof(v));
+        dh = _mm_set1_epi64x(v);
+    }
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_cvtph_ps(dh), dq));
+}
+
+// hd 64 (2 blocks, 4 queries per pass) and 128 (4 blocks, 2 queries per pass), 2 rows per step: the
+// blocks of a query summed in lanes (hadd: 64: f0 + f1; 128: (f0 + f1) + (f2 + f3)), then each query's
+// two scores stored together. a short last step repeats its last row
+template <int HD>
+void scores_q8_int(int n, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+    constexpr int NB = HD / 32, QG = 8 / NB;
+    const size_t qrb = kv_q8_row_bytes(HD);
+    const int groups = (G + QG - 1) / QG;
+    thread_local std::vector<uint8_t> qbuf;
+    qbuf.assign((size_t)groups * QG * qrb, 0);   // a group's missing queries: zero quants and scales
+    for (int g = 0; g < G; g++) kv_quantize_q8(q + (size_t)g * HD, qbuf.data() + g * qrb, HD);
+    for (int g0 = 0; g0 < G; g0 += QG) {
+        const uint8_t* qr = qbuf.data() + g0 * qrb;
+        alignas(32) float dqf[8];
+        for (int i = 0; i < 8; i++) dqf[i] = kv_q8_scale(qr + (i / NB) * qrb, HD, i % NB);
+        const __m256 dq = _mm256_load_ps(dqf);
+        const int gn = std::min(QG, G - g0);
+        for (int j = 0; j < n; j += 2) {
+            const int rows = std::min(2, n - j);
+            const __m256 f0 = scores_q8_lanes<HD>(k + (size_t)j * ld, qr, qrb, dq);
+            const __m256 f1 = scores_q8_lanes<HD>(k + (size_t)(j + rows - 1) * ld, qr, qrb, dq);
+            __m256 h = _mm256_hadd_ps(f0, f1);   // NB 2: [r0 g0, r0 g1, r1 g0, r1 g1 | r0 g2, r0 g3, r1 g2, r1 g3]
+            if constexpr (NB == 2) h = _mm256_permutevar8x32_ps(h, _mm256_setr_epi32(0, 2, 1, 3, 4, 6, 5, 7));
+            else h = _mm256_hadd_ps(h, h);       // NB 4: [r0 g0, r1 g0, .. | r0 g1, r1 g1, ..]
+            // (r0, r1) pairs: NB 2: query g in lanes 2g, 2g + 1; NB 4: query g in lanes 4g, 4g + 1
+            const __m128 lo = _mm256_castps256_ps128(h), hi = _mm256_extractf128_ps(h, 1);
+            const __m128 pairs[4] = {lo, _mm_movehl_ps(lo, lo), hi, _mm_movehl_ps(hi, hi)};
+            for (int g = 0; g < gn; g++) {
+                const __m128 v = pairs[NB == 2 ? g : 2 * g];
+                float* sg = s + (size_t)(g0 + g) * lds + j;
+                if (rows == 2) _mm_storel_pi((__m64*)sg, v);
+                else _mm_store_ss(sg, v);
+            }
+        }
+    }
+}
+
 void scores_q8_g_avx2(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
-    if (hd == 64) return scores_g_hd<64, Q8Rows>(n, G, k, ld, q, s, lds);
-    if (hd == 128) return scores_g_hd<128, Q8Rows>(n, G, k, ld, q, s, lds);
+    if (hd == 64) return scores_q8_int<64>(n, G, k, ld, q, s, lds);
+    if (hd == 128) return scores_q8_int<128>(n, G, k, ld, q, s, lds);
     scores_q8_g_ref(n, hd, G, k, ld, q, s, lds);
 }
 

@@ -370,9 +370,11 @@ static void test_attention_groups(const KernelTable& t) {
 
 // swiglu against float64, including saturated gates (|g| up to 200: exp over- and underflows)
 // q8_0 kv rows (kv_quantize_q8): the round trip within half a step of each block's max, and the
-// attention runs over such rows against float64 on the exactly dequantized values (kv_dequantize_q8).
-// the kernels dequantize each value in f32 (one more rounding per term than the f16 runs, within
-// SUM_SLACK); rows sit ld bytes apart (a kv head inside a token's row of 3 heads, as in a chunk)
+// attention runs over such rows against float64 on the exactly dequantized values (kv_dequantize_q8):
+// scores against the query quantized as the kernels do (kernels.h: as a kv row, exactly dequantized),
+// whose int8 block dots are exact (a few roundings per row); wsum dequantizes each value in f32 (one
+// more rounding per term than the f16 runs, within SUM_SLACK). rows sit ld bytes apart (a kv head
+// inside a token's row of 3 heads, as in a chunk)
 static void test_attention_q8(const KernelTable& t) {
     const std::string isa = t.isa;
     for (int hd : {40, 64, 128}) {
@@ -401,11 +403,17 @@ static void test_attention_q8(const KernelTable& t) {
                 t.scores_q8_g(n, hd, G, k, ld, q.data(), s.data(), lds);
                 std::vector<float> w = random_floats((int64_t)G * ldw), y = random_floats((int64_t)G * hd), y0 = y;
                 t.wsum_q8_g(n, hd, G, w.data(), ldw, k, ld, y.data());
+                std::vector<uint8_t> qrow(rb);
+                std::vector<float> qdeq((size_t)G * hd);   // the queries as the kernels quantize them
+                for (int g = 0; g < G; g++) {
+                    kv_quantize_q8(q.data() + (size_t)g * hd, qrow.data(), hd);
+                    kv_dequantize_q8(qrow.data(), qdeq.data() + (size_t)g * hd, hd);
+                }
                 for (int g = 0; g < G; g++) {
                     for (int j = 0; j < n; j++) {
                         double ref = 0, l1 = 0;
                         for (int i = 0; i < hd; i++) {
-                            const double term = (double)deq[(size_t)j * hd + i] * q[g * hd + i];
+                            const double term = (double)deq[(size_t)j * hd + i] * qdeq[g * hd + i];
                             ref += term, l1 += fabs(term);
                         }
                         const double d = fabs(s[g * lds + j] - ref), r = d / dot_tol(hd, l1);
