@@ -46,7 +46,8 @@ inline float h2f(half h) { return f16_table[h]; }
 inline half f2h(float f) { return (half)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0); }
 
 // an empty asm that takes v in a register: gcc's reassociation would otherwise turn an unrolled
-// chain of integer adds into a tree that computes every product first (and spills them)
+// chain of integer adds into a tree that computes every product first (and spills them), and it
+// folds a load that several fmas share into each of them
 inline void in_register(__m256i& v) { asm("" : "+x"(v)); }
 inline void in_register(__m256& v) { asm("" : "+x"(v)); }
 
@@ -190,13 +191,6 @@ struct F16Rows {
     using T = half;
     static __m256 load8(const half* row, int, int i) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(row + i))); }
 };
-
-// the fp16 scale of block b (f16c: one instruction, not the scalar bit conversion)
-inline float q8_scale(const uint8_t* row, int hd, int b) {
-    uint16_t h;
-    std::memcpy(&h, row + hd + 2 * b, sizeof(h));
-    return _cvtsh_ss(h);
-}
 
 // 8 int8 values at p, times d, as floats
 inline __m256 q8x8_to_f32(const uint8_t* p, __m256 d) {
@@ -1208,7 +1202,6 @@ inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_
 #elif EC_X86_VNNI == 1
 inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
 #endif
-
 
 inline __m256i bcast4(const int8_t* p) {
     int32_t v;
