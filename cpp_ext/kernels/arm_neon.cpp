@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #if defined(__linux__)
 #include <sys/auxv.h>
@@ -208,8 +207,9 @@ inline void q8x8_to_f32(const uint8_t* p, float d, float32x4_t* lo, float32x4_t*
     *hi = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), d);
 }
 
-// exact dot of 32 int8 pairs (|products| <= 127 * 128: int16 holds each, int32 their sums)
-inline int32_t dot_i8x32(const int8_t* a, const int8_t* b) {
+// exact dot of one block's 32 int8 pairs (|products| <= 127 * 128: int16 holds each, int32 their sums);
+// n is 32 (scores_q8_g_neon takes head sizes of whole blocks only)
+inline int32_t dot_i8x32(const int8_t* a, const int8_t* b, int) {
     int32x4_t acc = vdupq_n_s32(0);
     for (int i = 0; i < 32; i += 16) {
         const int8x16_t x = vld1q_s8(a + i), y = vld1q_s8(b + i);
@@ -221,21 +221,7 @@ inline int32_t dot_i8x32(const int8_t* a, const int8_t* b) {
 
 void scores_q8_g_neon(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
     if (hd % 32 != 0) return scores_q8_g_ref(n, hd, G, k, ld, q, s, lds);
-    const size_t qrb = kv_q8_row_bytes(hd);
-    thread_local std::vector<uint8_t> qq;
-    qq.resize((size_t)G * qrb);
-    for (int g = 0; g < G; g++) kv_quantize_q8(q + (size_t)g * hd, qq.data() + g * qrb, hd);
-    for (int j = 0; j < n; j++) {
-        const uint8_t* row = k + (size_t)j * ld;
-        for (int g = 0; g < G; g++) {
-            const uint8_t* qg = qq.data() + g * qrb;
-            float acc = 0.0f;
-            for (int b = 0; b < hd / 32; b++)
-                acc += (float)dot_i8x32((const int8_t*)row + 32 * b, (const int8_t*)qg + 32 * b) *
-                       (kv_q8_scale(row, hd, b) * kv_q8_scale(qg, hd, b));
-            s[g * lds + j] = acc;
-        }
-    }
+    scores_q8_blocks<dot_i8x32>(n, hd, G, k, ld, q, s, lds);
 }
 
 void wsum_q8_g_neon(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y) {

@@ -57,28 +57,49 @@ inline float kv_q8_scale(const uint8_t* row, int hd, int b) {
     return fp16_to_fp32(d);
 }
 
-// scalar reference for q8_0 kv rows (the generic table; head sizes a table has no register path for).
-// scores: each query quantized as a kv row (kv_quantize_q8), each block's dot exact in int32, then
-// s = sum over blocks in order of (float)dot_b * (dk_b * dq_b). wsum: each value dequantized
-// (d_b * q, one rounding) and multiplied in f32, in row order
-inline void scores_q8_g_ref(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+// the G queries quantized as q8_0 kv rows (kv_quantize_q8), kv_q8_row_bytes(hd) bytes apart, in a
+// per-thread buffer of rows >= G rows; the rows past G are zero (zero quants and scales)
+inline const uint8_t* kv_quantize_queries(const float* q, int G, int hd, int rows) {
     const size_t qrb = kv_q8_row_bytes(hd);
-    thread_local std::vector<uint8_t> qq;
-    qq.resize((size_t)G * qrb);
-    for (int g = 0; g < G; g++) kv_quantize_q8(q + (size_t)g * hd, qq.data() + g * qrb, hd);
+    thread_local std::vector<uint8_t> buf;
+    buf.assign((size_t)rows * qrb, 0);
+    for (int g = 0; g < G; g++) kv_quantize_q8(q + (size_t)g * hd, buf.data() + g * qrb, hd);
+    return buf.data();
+}
+
+// exact int32 dot of the n int8 pairs at a and b
+inline int32_t dot_i8_ref(const int8_t* a, const int8_t* b, int n) {
+    int32_t dot = 0;
+    for (int i = 0; i < n; i++) dot += a[i] * b[i];
+    return dot;
+}
+
+// scores over q8_0 kv rows: each query quantized as a kv row, each block's dot exact in int32 (DOT, on
+// one block of up to 32 pairs), then s = sum over blocks in order of (float)dot_b * (dk_b * dq_b)
+template <int32_t (*DOT)(const int8_t*, const int8_t*, int)>
+void scores_q8_blocks(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+    const size_t qrb = kv_q8_row_bytes(hd);
+    const uint8_t* qq = kv_quantize_queries(q, G, hd, G);
     for (int j = 0; j < n; j++) {
         const uint8_t* row = k + (size_t)j * ld;
         for (int g = 0; g < G; g++) {
-            const uint8_t* qg = qq.data() + g * qrb;
+            const uint8_t* qg = qq + g * qrb;
             float acc = 0.0f;
             for (int b = 0; b * kKvQ8Block < hd; b++) {
-                int32_t dot = 0;
-                for (int i = b * kKvQ8Block; i < std::min(hd, (b + 1) * kKvQ8Block); i++) dot += (int8_t)row[i] * (int8_t)qg[i];
-                acc += (float)dot * (kv_q8_scale(row, hd, b) * kv_q8_scale(qg, hd, b));
+                const int i0 = b * kKvQ8Block;
+                acc += (float)DOT((const int8_t*)row + i0, (const int8_t*)qg + i0, std::min(hd - i0, kKvQ8Block)) *
+                       (kv_q8_scale(row, hd, b) * kv_q8_scale(qg, hd, b));
             }
             s[g * lds + j] = acc;
         }
     }
+}
+
+// scalar reference for q8_0 kv rows (the generic table; head sizes a table has no register path for).
+// scores: scores_q8_blocks with a scalar dot. wsum: each value dequantized (d_b * q, one rounding) and
+// multiplied in f32, in row order
+inline void scores_q8_g_ref(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+    scores_q8_blocks<dot_i8_ref>(n, hd, G, k, ld, q, s, lds);
 }
 
 inline void wsum_q8_g_ref(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y) {

@@ -395,12 +395,10 @@ template <int HD>
 void scores_q8_int(int n, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
     constexpr int NB = HD / 32, QG = 8 / NB;
     const size_t qrb = kv_q8_row_bytes(HD);
-    const int groups = (G + QG - 1) / QG;
-    thread_local std::vector<uint8_t> qbuf;
-    qbuf.assign((size_t)groups * QG * qrb, 0);   // a group's missing queries: zero quants and scales
-    for (int g = 0; g < G; g++) kv_quantize_q8(q + (size_t)g * HD, qbuf.data() + g * qrb, HD);
+    // whole groups: a group's missing queries are zero (zero quants and scales)
+    const uint8_t* qq = kv_quantize_queries(q, G, HD, (G + QG - 1) / QG * QG);
     for (int g0 = 0; g0 < G; g0 += QG) {
-        const uint8_t* qr = qbuf.data() + g0 * qrb;
+        const uint8_t* qr = qq + g0 * qrb;
         alignas(32) float dqf[8];
         for (int i = 0; i < 8; i++) dqf[i] = kv_q8_scale(qr + (i / NB) * qrb, HD, i % NB);
         const __m256 dq = _mm256_load_ps(dqf);
