@@ -336,6 +336,54 @@ void Model::matmul(const Tensor& w, const float* x, int n, float* y) { matmuls({
 
 // ---- attention ----------------------------------------------------------------------------------
 
+// the weighted sum over q8_0 values of a split's runs. the kernel quantizes the weights per group of
+// kWsumGroup absolute positions (kernels.h), so that a group's sum does not depend on how its rows were
+// split into runs (cache and chunk, the ring's wrap, sinks and window): chunked prefill, a speculative
+// verify batch and token-by-token decode give the same bits. a group whose rows lie in two or more runs
+// is gathered into one buffer first; every other row is read where it lies.
+// runs(piece) calls piece(rows, ld, n, first position, index of the first row's weight) for each run
+template <class RUNS>
+void Model::wsum_q8_runs(int hd, int Q, const float* w, size_t ldw, float* y, RUNS&& runs) const {
+    struct Piece { const uint8_t* v; size_t ld; int64_t n, pos, at; };
+    Piece pc[8];
+    int np = 0;
+    runs([&](const uint8_t* v, size_t ld, int64_t n, int64_t pos, int64_t at) { if (n > 0) pc[np++] = {v, ld, n, pos, at}; });
+    const int64_t G = kWsumGroup;
+    const size_t rb = kv_q8_row_bytes(hd);
+    thread_local std::vector<uint8_t> gathered;
+    gathered.resize((size_t)G * rb);
+    // rows of piece p that go to the kernel where they lie: all but the last group's when that group
+    // continues in the next piece
+    auto own_rows = [&](int p) {
+        const Piece& c = pc[p];
+        const int64_t last = c.pos + c.n - 1, start = last / G * G;
+        return p + 1 < np && pc[p + 1].pos < start + G ? std::max<int64_t>(0, start - c.pos) : c.n;
+    };
+    int p = 0;
+    int64_t o = 0;
+    while (p < np) {
+        const Piece& c = pc[p];
+        const int64_t own = own_rows(p);
+        if (o == c.n) {
+            p++, o = 0;
+        } else if (o < own) {
+            k_.wsum_q8_g((int)(own - o), hd, Q, w + c.at + o, ldw, c.v + o * c.ld, c.ld, y, c.pos + o);
+            o = own;
+        } else {   // o starts a group that continues in the next piece(s): gather it
+            const int64_t end = (c.pos + o) / G * G + G, at = c.at + o;
+            int m = 0;
+            while (p < np && pc[p].pos + o < end) {
+                const int64_t take = std::min(pc[p].n - o, end - pc[p].pos - o);
+                for (int64_t j = 0; j < take; j++) std::memcpy(gathered.data() + (size_t)m++ * rb, pc[p].v + (o + j) * pc[p].ld, rb);
+                o += take;
+                if (o < pc[p].n) break;
+                p++, o = 0;
+            }
+            k_.wsum_q8_g(m, hd, Q, w + at, ldw, gathered.data(), rb, y, 0);   // one group (m <= G rows)
+        }
+    }
+}
+
 // softmax(q k^T / sqrt(d)) v for each token of the chunk and each head. a query at absolute position p
 // sees the key at position a when a <= p and (a < S or a > p - W): the sinks, the cache's window entries
 // still inside its own window, the chunk's tokens up to itself (the chunk is never longer than W).
@@ -461,9 +509,11 @@ void Model::attention(int layer, int n, int64_t p0) {
                 part[G * hd + 2 * i + 1] = sum;
             }
         }
-        each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
-            if (q8) k_.wsum_q8_g((int)len, hd, Q, sc + at, lds, r.v + first * r.ld, r.ld, y);
-            else k_.wsum_f16_g((int)len, hd, Q, sc + at, lds, (const half*)(r.v + first * r.ld), r.ld / sizeof(half), y);
+        if (q8) wsum_q8_runs(hd, Q, sc, lds, y, [&](const auto& piece) {
+            each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) { piece(r.v + first * r.ld, r.ld, len, r.pos + first, at); });
+        });
+        else each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
+            k_.wsum_f16_g((int)len, hd, Q, sc + at, lds, (const half*)(r.v + first * r.ld), r.ld / sizeof(half), y);
         });
         if (splits == 1)
             for (int i = 0; i < Q; i++)

@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
                         for (int g = 0; g < G; g++) t.exp_sum(n, s.data() + g * lds, t.max_f32(n, s.data() + g * lds));
                         sec[th * 3 + 1] += since(t0);
                         t0 = clk::now();
-                        if (type) t.wsum_q8_g(n, hd, G, s.data(), lds, v, R.rb, y.data());
+                        if (type) t.wsum_q8_g(n, hd, G, s.data(), lds, v, R.rb, y.data(), 0);
                         else t.wsum_f16_g(n, hd, G, s.data(), lds, (const half*)v, hd, y.data());
                         sec[th * 3 + 2] += since(t0);
                     }

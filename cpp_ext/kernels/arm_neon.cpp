@@ -199,13 +199,7 @@ void from_float_q8_K_neon(const float* src, void* dst, int64_t n) {
 
 // ---- attention over q8_0 kv rows. scores: as scores_q8_g_ref (the queries quantized as kv rows, each
 // block's dot exact in int32: int16 products, pairwise added into int32 lanes), so the same bits.
-// wsum: 8 int8 values widened to two f32x4 and scaled by the block's d, row by row
-
-inline void q8x8_to_f32(const uint8_t* p, float d, float32x4_t* lo, float32x4_t* hi) {
-    const int16x8_t w = vmovl_s8(vld1_s8((const int8_t*)p));                 // 8 x int8 -> int16
-    *lo = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), d);         // -> f32, times d
-    *hi = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), d);
-}
+// wsum: wsum_q8_groups's integer sums, two rows a step
 
 // exact dot of one block's 32 int8 pairs (|products| <= 127 * 128: int16 holds each, int32 their sums);
 // n is 32 (scores_q8_g_neon takes head sizes of whole blocks only)
@@ -224,21 +218,27 @@ void scores_q8_g_neon(int n, int hd, int G, const uint8_t* k, size_t ld, const f
     scores_q8_blocks<dot_i8x32>(n, hd, G, k, ld, q, s, lds);
 }
 
-void wsum_q8_g_neon(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y) {
-    if (hd % 32 != 0) return wsum_q8_g_ref(n, hd, G, w, ldw, v, ld, y);
-    for (int j = 0; j < n; j++) {
-        const uint8_t* row = v + (size_t)j * ld;
-        for (int i = 0; i < hd; i += 8) {
-            float32x4_t lo, hi;
-            q8x8_to_f32(row + i, kv_q8_scale(row, hd, i / 32), &lo, &hi);
-            for (int g = 0; g < G; g++) {
-                float* yg = y + (size_t)g * hd + i;
-                const float wj = w[g * ldw + j];
-                vst1q_f32(yg, vfmaq_n_f32(vld1q_f32(yg), lo, wj));
-                vst1q_f32(yg + 4, vfmaq_n_f32(vld1q_f32(yg + 4), hi, wj));
-            }
+// the group's exact int32 sums (wsum_q8_groups): two rows at a time, 8 dims a step: int8 x int8 products
+// (the weights are 0..127) into int16, two rows' worth (2 * 127 * 127 < 2^15), widened into int32
+inline void wsum_q8_acc_neon(int m, const uint8_t* iw, const uint8_t* v, size_t ld, int nd, int32_t* acc) {
+    if (nd != kKvQ8Block) return wsum_q8_acc_ref(m, iw, v, ld, nd, acc);
+    int32x4_t a[8];
+    for (int k = 0; k < 8; k++) a[k] = vdupq_n_s32(0);
+    for (int j = 0; j < m; j += 2) {
+        const int8_t* r0 = (const int8_t*)v + (size_t)j * ld;
+        const int8x8_t w0 = vdup_n_s8((int8_t)iw[j]), w1 = vdup_n_s8(j + 1 < m ? (int8_t)iw[j + 1] : 0);
+        const int8_t* r1 = j + 1 < m ? r0 + ld : r0;   // a lone last row: its pair weighs 0
+        for (int i = 0; i < 4; i++) {
+            const int16x8_t p = vmlal_s8(vmull_s8(vld1_s8(r0 + 8 * i), w0), vld1_s8(r1 + 8 * i), w1);
+            a[2 * i] = vaddw_s16(a[2 * i], vget_low_s16(p));
+            a[2 * i + 1] = vaddw_s16(a[2 * i + 1], vget_high_s16(p));
         }
     }
+    for (int k = 0; k < 8; k++) vst1q_s32(acc + 4 * k, a[k]);
+}
+
+void wsum_q8_g_neon(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y, int64_t phase) {
+    wsum_q8_groups<wsum_q8_acc_neon>(n, hd, G, w, ldw, v, ld, y, phase);
 }
 
 KernelTable make_neon_table() {

@@ -60,11 +60,17 @@ struct KernelTable {
     // the same over q8_0 kv rows (kv_q8_row_bytes(hd) bytes each, `ld` bytes apart; see kv_quantize_q8).
     // scores: each query is quantized as a kv row (q8_0 blocks, as llama.cpp's vec_dot_type for a q8_0
     // K), each block's dot is exact in int32 and s = sum_b dot_b * (dk_b * dq_b) (scores_q8_g_ref).
-    // wsum: the int8 values are dequantized in registers, the weights stay f32
+    // wsum: integer too. the rows fall into groups of kWsumGroup by (phase + j) / kWsumGroup (the caller
+    // passes the first row's absolute position, so a group is the same 32 positions however the rows
+    // were split into runs); per group, query and value block b, the weights a_j = w_j * d_jb (w >= 0,
+    // the softmax numerators; d_jb row j's block scale) are quantized to 0..127 against their max, as
+    // llama.cpp quantizes the softmax for a q8_0 V (a 0..127 weight times an int8 value: exact in int32,
+    // and an int16 pair sum cannot saturate), and y += (amax / 127) * sum_j iw_j * q_j (one fma per
+    // group; wsum_q8_g_ref)
     void (*scores_q8_g)(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s,
                         size_t lds) = nullptr;
     void (*wsum_q8_g)(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld,
-                      float* y) = nullptr;
+                      float* y, int64_t phase) = nullptr;
     // softmax numerator: x[i] = exp(x[i] - mx) for i < n; returns their sum
     float (*exp_sum)(int n, float* x, float mx) = nullptr;
     float (*max_f32)(int n, const float* x) = nullptr;   // max of x[0..n), n >= 1
@@ -85,6 +91,7 @@ inline int kv_q8_blocks(int hd) { return (hd + kKvQ8Block - 1) / kKvQ8Block; }
 inline size_t kv_q8_row_bytes(int hd) { return (size_t)hd + 2 * (size_t)kv_q8_blocks(hd); }
 void kv_quantize_q8(const float* x, uint8_t* row, int hd);    // row: kv_q8_row_bytes(hd) bytes
 void kv_dequantize_q8(const uint8_t* row, float* y, int hd);  // exact: y[i] = fp32(d_b) * q[i]
+constexpr int kWsumGroup = 32;   // rows per weight quantization group of wsum_q8_g (llama.cpp's q8_0 block)
 
 const KernelTable& kernels_generic();
 // x86: each file is built with its isa's flags; call a table only on a cpu that has them

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 #include <algorithm>
 #include <vector>
@@ -96,21 +97,65 @@ void scores_q8_blocks(int n, int hd, int G, const uint8_t* k, size_t ld, const f
 }
 
 // scalar reference for q8_0 kv rows (the generic table; head sizes a table has no register path for).
-// scores: scores_q8_blocks with a scalar dot. wsum: each value dequantized (d_b * q, one rounding) and
-// multiplied in f32, in row order
+// scores: scores_q8_blocks with a scalar dot. wsum: wsum_q8_groups with scalar int32 sums
 inline void scores_q8_g_ref(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
     scores_q8_blocks<dot_i8_ref>(n, hd, G, k, ld, q, s, lds);
 }
 
-inline void wsum_q8_g_ref(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y) {
-    for (int j = 0; j < n; j++) {
-        const uint8_t* row = v + (size_t)j * ld;
-        for (int g = 0; g < G; g++) {
-            const float wj = w[g * ldw + j];
-            float* yg = y + (size_t)g * hd;
-            for (int i = 0; i < hd; i++) yg[i] += wj * (kv_q8_scale(row, hd, i / 32) * (float)(int8_t)row[i]);
+// rows of the wsum group that starts at row j0 of a call (kernels.h: groups by (phase + j) / kWsumGroup)
+inline int wsum_group_rows(int n, int j0, int64_t phase) {
+    return std::min<int>(n - j0, kWsumGroup - (int)((phase + j0) % kWsumGroup));
+}
+
+// one query's weights over a group of m <= kWsumGroup rows for one value block: a_j = w_j * d_j
+// quantized to 0..127 against their max (nearest, ties to even: as _mm256_cvtps_epi32). iw gets
+// kWsumGroup bytes, zero past m; returns the scale amax / 127, 0 when no a_j is positive (iw all 0)
+inline float wsum_q8_weights(int m, const float* w, const float* d, uint8_t* iw) {
+    float a[kWsumGroup], amax = 0.0f;
+    for (int j = 0; j < m; j++) a[j] = w[j] * d[j], amax = std::max(amax, a[j]);
+    std::memset(iw, 0, kWsumGroup);
+    if (!(amax > 0.0f)) return 0.0f;
+    const float id = 127.0f / amax;
+    for (int j = 0; j < m; j++) iw[j] = (uint8_t)std::nearbyint(a[j] * id);
+    return amax / 127.0f;
+}
+
+// the integer weighted sum (kernels.h), for any head size: per group and value block, the rows' block
+// scales, each query's weights (wsum_q8_weights), ACC(m, iw, values, ld, nd, acc): the exact int32 sums
+// acc[i] = sum_j iw[j] * q_j[i] over the group's m rows for the block's nd <= 32 dims, then
+// y = fma(acc, scale, y) per dim (exact: |acc| <= 32 * 127 * 127 < 2^24 converts without rounding)
+template <void (*ACC)(int, const uint8_t*, const uint8_t*, size_t, int, int32_t*)>
+void wsum_q8_groups(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y,
+                    int64_t phase) {
+    float d[kWsumGroup];
+    uint8_t iw[kWsumGroup];
+    int32_t acc[kKvQ8Block];
+    for (int j0 = 0, m; j0 < n; j0 += m) {
+        m = wsum_group_rows(n, j0, phase);
+        const uint8_t* rows = v + (size_t)j0 * ld;
+        for (int b = 0; b * kKvQ8Block < hd; b++) {
+            const int i0 = b * kKvQ8Block, nd = std::min(hd - i0, kKvQ8Block);
+            for (int j = 0; j < m; j++) d[j] = kv_q8_scale(rows + (size_t)j * ld, hd, b);
+            for (int g = 0; g < G; g++) {
+                const float scale = wsum_q8_weights(m, w + g * ldw + j0, d, iw);
+                if (scale == 0.0f) continue;
+                ACC(m, iw, rows + i0, ld, nd, acc);
+                float* yg = y + (size_t)g * hd + i0;
+                for (int i = 0; i < nd; i++) yg[i] = std::fma((float)acc[i], scale, yg[i]);
+            }
         }
     }
+}
+
+inline void wsum_q8_acc_ref(int m, const uint8_t* iw, const uint8_t* v, size_t ld, int nd, int32_t* acc) {
+    for (int i = 0; i < nd; i++) acc[i] = 0;
+    for (int j = 0; j < m; j++)
+        for (int i = 0; i < nd; i++) acc[i] += iw[j] * (int8_t)v[(size_t)j * ld + i];
+}
+
+inline void wsum_q8_g_ref(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld, float* y,
+                          int64_t phase) {
+    wsum_q8_groups<wsum_q8_acc_ref>(n, hd, G, w, ldw, v, ld, y, phase);
 }
 
 // q4_K: scale and min j (0..7) from the 12 packed bytes (ggml get_scale_min_k4)

@@ -48,6 +48,9 @@ constexpr double RT_Q6_K = 1.0 / 64 + 1.0 / 256 + 64 * FP16_REL;
 // exp of x - max: the polynomial's error (about 1 ulp), the rounding of x - max and of the range
 // reduction (k ln 2 in two parts): a few ulp
 constexpr double EXP_REL = 8 * FLT_EPSILON;
+// wsum_q8_g: each quantized weight within half a step (amax / 127) of w * d, plus the roundings of
+// w * d * 127 / amax in f32 (a few ulps of 127: under 1e-4 of a step)
+constexpr double WSUM_Q8_STEP = 0.5 + 1e-4;
 
 // ---- check bookkeeping ----
 
@@ -372,16 +375,19 @@ static void test_attention_groups(const KernelTable& t) {
 // q8_0 kv rows (kv_quantize_q8): the round trip within half a step of each block's max, and the
 // attention runs over such rows against float64 on the exactly dequantized values (kv_dequantize_q8):
 // scores against the query quantized as the kernels do (kernels.h: as a kv row, exactly dequantized),
-// whose int8 block dots are exact (a few roundings per row); wsum dequantizes each value in f32 (one
-// more rounding per term than the f16 runs, within SUM_SLACK). rows sit ld bytes apart (a kv head
-// inside a token's row of 3 heads, as in a chunk)
+// whose int8 block dots are exact (a few roundings per row). wsum (kernels.h: the weights quantized
+// per group of 32 positions, 0..127 against the group's max): against float64 on the weights quantized
+// as the contract says (one fma per group and query: a few roundings), within half a weight step of
+// float64 on the weights as given, and bit for bit the generic table's (integer sums, then the same
+// fma). the weights are softmax numerators (>= 0), some 0 and some small; groups start mid-call
+// (phase). rows sit ld bytes apart (a kv head inside a token's row of 3 heads, as in a chunk)
 static void test_attention_q8(const KernelTable& t) {
     const std::string isa = t.isa;
     for (int hd : {40, 64, 128}) {
         const size_t rb = kv_q8_row_bytes(hd), ld = 3 * rb + 8;
         double rt_worst = 0;
         for (int G : {1, 3, 4, 6}) {
-            double worst_s = 0, worst_sd = 0, worst_w = 0, worst_wd = 0;
+            double worst_s = 0, worst_sd = 0, worst_w = 0, worst_wd = 0, worst_x = 0, worst_xd = 0, worst_bits = 0;
             for (int n : {1, 3, 17, 300}) {
                 std::vector<float> kf = random_floats((int64_t)n * hd, 2.0f), q = random_floats((int64_t)G * hd);
                 std::vector<uint8_t> buf(n * ld + 1);
@@ -402,7 +408,13 @@ static void test_attention_q8(const KernelTable& t) {
                 std::vector<float> s(G * lds, -1.0f);
                 t.scores_q8_g(n, hd, G, k, ld, q.data(), s.data(), lds);
                 std::vector<float> w = random_floats((int64_t)G * ldw), y = random_floats((int64_t)G * hd), y0 = y;
-                t.wsum_q8_g(n, hd, G, w.data(), ldw, k, ld, y.data());
+                for (size_t i = 0; i < w.size(); i++) w[i] = i % 7 == 3 ? 0.0f : std::fabs(w[i]) * (i % 5 == 1 ? 1e-3f : 1.0f);
+                const int64_t phase = (7 * n + G) % 41;
+                t.wsum_q8_g(n, hd, G, w.data(), ldw, k, ld, y.data(), phase);
+                std::vector<float> yg = y0;
+                kernels_generic().wsum_q8_g(n, hd, G, w.data(), ldw, k, ld, yg.data(), phase);
+                for (size_t i = 0; i < y.size(); i++)
+                    if (!(y[i] == yg[i])) worst_bits = std::max(worst_bits, std::isnan(y[i]) ? INFINITY : fabs(y[i] - yg[i]));
                 std::vector<uint8_t> qrow(rb);
                 std::vector<float> qdeq((size_t)G * hd);   // the queries as the kernels quantize them
                 for (int g = 0; g < G; g++) {
@@ -419,20 +431,48 @@ static void test_attention_q8(const KernelTable& t) {
                         const double d = fabs(s[g * lds + j] - ref), r = d / dot_tol(hd, l1);
                         if (!(r < worst_s)) worst_s = std::isnan(r) ? INFINITY : r, worst_sd = d;
                     }
-                    for (int i = 0; i < hd; i++) {
-                        double ref = y0[g * hd + i], l1 = fabs(y0[g * hd + i]);
-                        for (int j = 0; j < n; j++) {
-                            const double term = (double)w[g * ldw + j] * deq[(size_t)j * hd + i];
-                            ref += term, l1 += fabs(term);
+                    // the weights quantized per group and value block as kernels.h says, in f32
+                    std::vector<double> yq(hd), l1q(hd), yx(hd), l1x(hd), half_step(hd);
+                    for (int i = 0; i < hd; i++) yq[i] = yx[i] = y0[g * hd + i], l1q[i] = l1x[i] = fabs(y0[g * hd + i]);
+                    for (int j0 = 0, m; j0 < n; j0 += m) {
+                        m = std::min<int>(n - j0, 32 - (int)((phase + j0) % 32));
+                        for (int b = 0; b * 32 < hd; b++) {
+                            const int i0 = b * 32, i1 = std::min(hd, i0 + 32);
+                            std::vector<float> a(m);
+                            float amax = 0.0f;
+                            for (int j = 0; j < m; j++) {
+                                half h;
+                                std::memcpy(&h, k + (size_t)(j0 + j) * ld + hd + 2 * b, 2);
+                                a[j] = w[g * ldw + j0 + j] * fp16_to_fp32(h), amax = std::max(amax, a[j]);
+                            }
+                            const float scale = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+                            for (int i = i0; i < i1; i++) {
+                                double acc = 0, qabs = 0;
+                                for (int j = 0; j < m; j++) {
+                                    const double qv = (int8_t)k[(size_t)(j0 + j) * ld + i];
+                                    acc += std::nearbyint(a[j] * id) * qv, qabs += fabs(qv);
+                                    const double term = (double)w[g * ldw + j0 + j] * deq[(size_t)(j0 + j) * hd + i];
+                                    yx[i] += term, l1x[i] += fabs(term);
+                                }
+                                yq[i] += (double)scale * acc, l1q[i] += fabs((double)scale * acc);
+                                half_step[i] += WSUM_Q8_STEP * scale * qabs;
+                            }
                         }
-                        const double d = fabs(y[g * hd + i] - ref), r = d / dot_tol(n + 1, l1);
+                    }
+                    for (int i = 0; i < hd; i++) {
+                        const double yi = y[g * hd + i];
+                        const double d = fabs(yi - yq[i]), r = d / dot_tol(n / 32 + 2, l1q[i]);
                         if (!(r < worst_w)) worst_w = std::isnan(r) ? INFINITY : r, worst_wd = d;
+                        const double dx = fabs(yi - yx[i]), rx = dx / (half_step[i] + dot_tol(n + 1, l1x[i]));
+                        if (!(rx < worst_x)) worst_x = std::isnan(rx) ? INFINITY : rx, worst_xd = dx;
                     }
                 }
             }
             const std::string tag = " hd=" + std::to_string(hd) + " G=" + std::to_string(G);
             check_ratio(isa + " scores_q8_g vs f64" + tag, worst_sd, worst_s);
-            check_ratio(isa + " wsum_q8_g vs f64" + tag, worst_wd, worst_w);
+            check_ratio(isa + " wsum_q8_g vs f64 (weights quantized)" + tag, worst_wd, worst_w);
+            check_ratio(isa + " wsum_q8_g vs f64 (half a weight step)" + tag, worst_xd, worst_x);
+            check(isa + " wsum_q8_g vs generic" + tag, worst_bits, 0.0, " (bits)");
         }
         check(isa + " kv q8_0 round trip hd=" + std::to_string(hd), rt_worst, RT_Q8_0, " of block max");
     }
