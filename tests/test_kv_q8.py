@@ -76,6 +76,22 @@ def test_q8_chunked_prefill_equals_token_by_token(mf, stream):
     np.testing.assert_array_equal(one, single)
 
 
+def test_q8_short_chunks_equal_token_by_token(mf, stream):
+    """Chunks of up to 16 tokens (speculative verify batches) after the ring wrapped: each chunk's
+    logits equal one-token decodes bit for bit, though the weighted sum's weight groups (32 positions)
+    straddle the cache and the chunk."""
+    ids = stream[:200]
+    a, b = native(mf, 64, 4), native(mf, 64, 4)
+    a.eval(ids[:100]), b.eval(ids[:100])
+    at = 100
+    for n in (5, 16, 3, 11):
+        chunk = ids[at:at + n]
+        batch = a.eval(chunk, all_logits=True)
+        single = np.stack([b.eval([t]) for t in chunk])
+        np.testing.assert_array_equal(batch, single)
+        at += n
+
+
 def test_q8_matches_f16_and_llama_cpp_after_wraparound(default_model, mf, stream):
     """After the ring wrapped 4 times: perplexity within 1% of our f16 cache and within 2% of
     llama.cpp with q8_0 K/V and the same policy (evict_chunk=1); top-1 agreement with both."""
