@@ -347,87 +347,6 @@ void wsum_f16_g_avx2(int n, int hd, int G, const float* w, size_t ldw, const hal
     wsum_g_by_head<wsum_f16_avx2>(n, hd, G, w, ldw, v, ld, y);
 }
 
-// ---- scores over q8_0 keys: int8 dots (kernels.h: the queries quantized as kv rows) ----
-
-// exact int32 lanes: the 32 int8 products of a and b, 4 per lane, as |a| . sign(b, a) (u8 x s8;
-// the maddubs pairs fit int16: 2 * 127 * 127 < 2^15). au = |a|, shared by the queries of one key
-inline __m256i dot_i8x32(__m256i au, __m256i a, __m256i b) {
-    const __m256i bs = _mm256_sign_epi8(b, a);
-#if EC_X86_VNNI
-    return dpbusd(_mm256_setzero_si256(), au, bs);
-#else
-    return widen_sum(_mm256_maddubs_epi16(au, bs));
-#endif
-}
-
-// one key row against QG = 8 / NB queries: lane g * NB + b = (float)dot_b(key, query g) * (dk_b * dq_gb)
-// (qr: the quantized queries, qrb bytes apart; dq: their scales in the same lane order)
-template <int HD>
-inline __m256 scores_q8_lanes(const uint8_t* kr, const uint8_t* qr, size_t qrb, __m256 dq) {
-    constexpr int NB = HD / 32, QG = 8 / NB;
-    __m256i p[8];
-    for (int b = 0; b < NB; b++) {
-        const __m256i kb = _mm256_loadu_si256((const __m256i*)(kr + 32 * b)), ka = _mm256_sign_epi8(kb, kb);
-        for (int g = 0; g < QG; g++) p[g * NB + b] = dot_i8x32(ka, kb, _mm256_loadu_si256((const __m256i*)(qr + g * qrb + 32 * b)));
-    }
-    // 8 vectors -> their 8 sums in order (integer: exact in any order)
-    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
-    const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
-    // the key's block scales repeated for each query: NB fp16 values broadcast, then widened
-    __m128i dh;
-    if constexpr (NB == 2) {
-        int32_t v;
-        std::memcpy(&v, kr + HD, sizeof(v));
-        dh = _mm_set1_epi32(v);
-    } else {
-        int64_t v;
-        std::memcpy(&v, kr + HD, sizeof(v));
-        dh = _mm_set1_epi64x(v);
-    }
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_cvtph_ps(dh), dq));
-}
-
-// hd 64 (2 blocks, 4 queries per pass) and 128 (4 blocks, 2 queries per pass), 2 rows per step: the
-// blocks of a query summed in lanes (hadd: 64: f0 + f1; 128: (f0 + f1) + (f2 + f3)), then each query's
-// two scores stored together. a short last step repeats its last row
-template <int HD>
-void scores_q8_int(int n, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
-    constexpr int NB = HD / 32, QG = 8 / NB;
-    const size_t qrb = kv_q8_row_bytes(HD);
-    // whole groups: a group's missing queries are zero (zero quants and scales)
-    const uint8_t* qq = kv_quantize_queries(q, G, HD, (G + QG - 1) / QG * QG);
-    for (int g0 = 0; g0 < G; g0 += QG) {
-        const uint8_t* qr = qq + g0 * qrb;
-        alignas(32) float dqf[8];
-        for (int i = 0; i < 8; i++) dqf[i] = kv_q8_scale(qr + (i / NB) * qrb, HD, i % NB);
-        const __m256 dq = _mm256_load_ps(dqf);
-        const int gn = std::min(QG, G - g0);
-        for (int j = 0; j < n; j += 2) {
-            const int rows = std::min(2, n - j);
-            const __m256 f0 = scores_q8_lanes<HD>(k + (size_t)j * ld, qr, qrb, dq);
-            const __m256 f1 = scores_q8_lanes<HD>(k + (size_t)(j + rows - 1) * ld, qr, qrb, dq);
-            __m256 h = _mm256_hadd_ps(f0, f1);   // NB 2: [r0 g0, r0 g1, r1 g0, r1 g1 | r0 g2, r0 g3, r1 g2, r1 g3]
-            if constexpr (NB == 2) h = _mm256_permutevar8x32_ps(h, _mm256_setr_epi32(0, 2, 1, 3, 4, 6, 5, 7));
-            else h = _mm256_hadd_ps(h, h);       // NB 4: [r0 g0, r1 g0, .. | r0 g1, r1 g1, ..]
-            // (r0, r1) pairs: NB 2: query g in lanes 2g, 2g + 1; NB 4: query g in lanes 4g, 4g + 1
-            const __m128 lo = _mm256_castps256_ps128(h), hi = _mm256_extractf128_ps(h, 1);
-            const __m128 pairs[4] = {lo, _mm_movehl_ps(lo, lo), hi, _mm_movehl_ps(hi, hi)};
-            for (int g = 0; g < gn; g++) {
-                const __m128 v = pairs[NB == 2 ? g : 2 * g];
-                float* sg = s + (size_t)(g0 + g) * lds + j;
-                if (rows == 2) _mm_storel_pi((__m64*)sg, v);
-                else _mm_store_ss(sg, v);
-            }
-        }
-    }
-}
-
-void scores_q8_g_avx2(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
-    if (hd == 64) return scores_q8_int<64>(n, G, k, ld, q, s, lds);
-    if (hd == 128) return scores_q8_int<128>(n, G, k, ld, q, s, lds);
-    scores_q8_g_ref(n, hd, G, k, ld, q, s, lds);
-}
 
 // ---- weighted sum over q8_0 values: integer (kernels.h, wsum_q8_g_ref's arithmetic) ----
 // per group of rows: each 4 rows' values of a block as (dim, 4 rows) byte quads, built once for every
@@ -701,6 +620,176 @@ void from_float_q8_0_avx2(const float* src, void* dst, int64_t n) {
     block_q8_0* b = (block_q8_0*)dst;
     float d;
     for (int64_t i = 0; i < n / QK8_0; i++) quantize_block_q8(src + i * QK8_0, &b[i].d, b[i].qs, &d);
+}
+
+// ---- scores over q8_0 keys: int8 dots (kernels.h: the queries quantized as kv rows) ----
+// with vnni, 8 keys a step: their block b transposed to 8 vectors of (4 dims x 8 keys), lane r of
+// vector c holding dims 4c..4c+3 of key r, so that one vpdpbusd adds a query's 4 dims (broadcast as a
+// dword) into the dots of 8 keys and no horizontal sum is left; the keys are offset by 128 to unsigned
+// and 128 * sum(q) taken off after (exact). then f_b = (float)dot_b * (dk_b * dq_b) and s = ((f_0 + f_1)
+// + f_2) + ..., as the reference (scores_q8_g_ref) computes them. (llama-1b shape, 4096
+// keys in L2, one thread, avx512: 5.5 ns a key, as f16's; in the model at 4096 cached tokens and 2
+// threads, 7% of decode samples against 16% for the one-key-a-step kernel below)
+#if EC_X86_VNNI
+// 8 x 8 dwords: t[c] lane r = r[r] dword c
+inline void transpose8x8_epi32(const __m256i r[8], __m256i t[8]) {
+    __m256i a[8], b[8];
+    for (int i = 0; i < 8; i += 2) a[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]), a[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4) {
+        b[i] = _mm256_unpacklo_epi64(a[i], a[i + 2]), b[i + 1] = _mm256_unpackhi_epi64(a[i], a[i + 2]);
+        b[i + 2] = _mm256_unpacklo_epi64(a[i + 1], a[i + 3]), b[i + 3] = _mm256_unpackhi_epi64(a[i + 1], a[i + 3]);
+    }
+    for (int c = 0; c < 4; c++) t[c] = _mm256_permute2x128_si256(b[c], b[c + 4], 0x20), t[c + 4] = _mm256_permute2x128_si256(b[c], b[c + 4], 0x31);
+}
+
+template <int HD>
+void scores_q8_int(int n, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+    constexpr int NB = HD / 32;
+    // the queries quantized as kv rows (quantize_block_q8: kv_quantize_q8's bits, as from_float_q8_0's
+    // are the generic's), their block scales (the fp16 values, as the rows hold them) and 128 * the sum
+    // of each block's quants (the vnni offset)
+    constexpr size_t qrb = HD;   // the quants only: the scales go to dq
+    thread_local std::vector<int8_t> qbuf;
+    thread_local std::vector<float> dq;
+    thread_local std::vector<int32_t> corr;
+    qbuf.resize((size_t)G * qrb), dq.resize((size_t)G * NB), corr.resize((size_t)G * NB);
+    for (int g = 0; g < G; g++)
+        for (int b = 0; b < NB; b++) {
+            half h;
+            float d;
+            corr[g * NB + b] = 128 * quantize_block_q8(q + (size_t)g * HD + 32 * b, &h, qbuf.data() + g * qrb + 32 * b, &d);
+            dq[g * NB + b] = h2f(h);
+        }
+    const int8_t* qq = qbuf.data();
+    for (int j = 0; j < n; j += 8) {
+        const int rows = std::min(8, n - j);
+        const uint8_t* kr[8];
+        for (int r = 0; r < 8; r++) kr[r] = k + (size_t)(j + std::min(r, rows - 1)) * ld;   // a short step repeats its last key
+        alignas(32) float dk[NB][8];
+        for (int r = 0; r < 8; r++)
+            for (int b = 0; b < NB; b++) {
+                uint16_t h;
+                std::memcpy(&h, kr[r] + HD + 2 * b, sizeof(h));
+                dk[b][r] = f16_table[h];
+            }
+        for (int b = 0; b < NB; b++) {
+            __m256i rv[8], t[8];
+            for (int r = 0; r < 8; r++) rv[r] = _mm256_loadu_si256((const __m256i*)(kr[r] + 32 * b));
+            transpose8x8_epi32(rv, t);
+            for (int c = 0; c < 8; c++) t[c] = _mm256_xor_si256(t[c], _mm256_set1_epi8((char)0x80));   // k + 128
+            const __m256 dkb = _mm256_load_ps(dk[b]);
+            for (int g = 0; g < G; g++) {
+                const int8_t* qg = qq + g * qrb + 32 * b;
+                __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+                for (int c = 0; c < 8; c++) {
+                    const __m256i qb = bcast4(qg + 4 * c);
+                    acc[c % 4] = dpbusd(acc[c % 4], t[c], qb);
+                }
+                const __m256i dot = _mm256_sub_epi32(_mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3])),
+                                                     _mm256_set1_epi32(corr[g * NB + b]));
+                const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dkb, _mm256_set1_ps(dq[g * NB + b])));
+                float* sg = s + (size_t)g * lds + j;
+                if (rows == 8) {
+                    _mm256_storeu_ps(sg, _mm256_add_ps(b == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(sg), f));
+                } else {
+                    alignas(32) float fr[8];
+                    _mm256_store_ps(fr, f);
+                    for (int r = 0; r < rows; r++) sg[r] = (b == 0 ? 0.0f : sg[r]) + fr[r];
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if !EC_X86_VNNI
+// exact int32 lanes: the 32 int8 products of a and b, 4 per lane, as |a| . sign(b, a) (u8 x s8;
+// the maddubs pairs fit int16: 2 * 127 * 127 < 2^15). au = |a|, shared by the queries of one key
+inline __m256i dot_i8x32(__m256i au, __m256i a, __m256i b) {
+    const __m256i bs = _mm256_sign_epi8(b, a);
+#if EC_X86_VNNI
+    return dpbusd(_mm256_setzero_si256(), au, bs);
+#else
+    return widen_sum(_mm256_maddubs_epi16(au, bs));
+#endif
+}
+
+// one key row against QG = 8 / NB queries: lane g * NB + b = (float)dot_b(key, query g) * (dk_b * dq_gb)
+// (qr: the quantized queries, qrb bytes apart; dq: their scales in the same lane order)
+template <int HD>
+inline __m256 scores_q8_lanes(const uint8_t* kr, const uint8_t* qr, size_t qrb, __m256 dq) {
+    constexpr int NB = HD / 32, QG = 8 / NB;
+    __m256i p[8];
+    for (int b = 0; b < NB; b++) {
+        const __m256i kb = _mm256_loadu_si256((const __m256i*)(kr + 32 * b)), ka = _mm256_sign_epi8(kb, kb);
+        for (int g = 0; g < QG; g++) p[g * NB + b] = dot_i8x32(ka, kb, _mm256_loadu_si256((const __m256i*)(qr + g * qrb + 32 * b)));
+    }
+    // 8 vectors -> their 8 sums in order (integer: exact in any order)
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+    // the key's block scales repeated for each query: NB fp16 values broadcast, then widened
+    __m128i dh;
+    if constexpr (NB == 2) {
+        int32_t v;
+        std::memcpy(&v, kr + HD, sizeof(v));
+        dh = _mm_set1_epi32(v);
+    } else {
+        int64_t v;
+        std::memcpy(&v, kr + HD, sizeof(v));
+        dh = _mm_set1_epi64x(v);
+    }
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_cvtph_ps(dh), dq));
+}
+
+// without vnni (where the 8-key transposes cost more than they save: avx2 table, llama-1b shape,
+// 4096 keys in L2, 7.6 ns a key against 6.1): one key at a time against 8 / NB queries.
+// hd 64 (2 blocks, 4 queries per pass) and 128 (4 blocks, 2 queries per pass), 2 rows per step: the
+// blocks of a query summed in lanes (hadd: 64: f0 + f1; 128: (f0 + f1) + (f2 + f3)), then each query's
+// two scores stored together. a short last step repeats its last row
+template <int HD>
+void scores_q8_hsum(int n, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+    constexpr int NB = HD / 32, QG = 8 / NB;
+    const size_t qrb = kv_q8_row_bytes(HD);
+    // whole groups: a group's missing queries are zero (zero quants and scales)
+    const uint8_t* qq = kv_quantize_queries(q, G, HD, (G + QG - 1) / QG * QG);
+    for (int g0 = 0; g0 < G; g0 += QG) {
+        const uint8_t* qr = qq + g0 * qrb;
+        alignas(32) float dqf[8];
+        for (int i = 0; i < 8; i++) dqf[i] = kv_q8_scale(qr + (i / NB) * qrb, HD, i % NB);
+        const __m256 dq = _mm256_load_ps(dqf);
+        const int gn = std::min(QG, G - g0);
+        for (int j = 0; j < n; j += 2) {
+            const int rows = std::min(2, n - j);
+            const __m256 f0 = scores_q8_lanes<HD>(k + (size_t)j * ld, qr, qrb, dq);
+            const __m256 f1 = scores_q8_lanes<HD>(k + (size_t)(j + rows - 1) * ld, qr, qrb, dq);
+            __m256 h = _mm256_hadd_ps(f0, f1);   // NB 2: [r0 g0, r0 g1, r1 g0, r1 g1 | r0 g2, r0 g3, r1 g2, r1 g3]
+            if constexpr (NB == 2) h = _mm256_permutevar8x32_ps(h, _mm256_setr_epi32(0, 2, 1, 3, 4, 6, 5, 7));
+            else h = _mm256_hadd_ps(h, h);       // NB 4: [r0 g0, r1 g0, .. | r0 g1, r1 g1, ..]
+            // (r0, r1) pairs: NB 2: query g in lanes 2g, 2g + 1; NB 4: query g in lanes 4g, 4g + 1
+            const __m128 lo = _mm256_castps256_ps128(h), hi = _mm256_extractf128_ps(h, 1);
+            const __m128 pairs[4] = {lo, _mm_movehl_ps(lo, lo), hi, _mm_movehl_ps(hi, hi)};
+            for (int g = 0; g < gn; g++) {
+                const __m128 v = pairs[NB == 2 ? g : 2 * g];
+                float* sg = s + (size_t)(g0 + g) * lds + j;
+                if (rows == 2) _mm_storel_pi((__m64*)sg, v);
+                else _mm_store_ss(sg, v);
+            }
+        }
+    }
+}
+
+#endif
+
+void scores_q8_g_avx2(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s, size_t lds) {
+#if EC_X86_VNNI
+    if (hd == 64) return scores_q8_int<64>(n, G, k, ld, q, s, lds);
+    if (hd == 128) return scores_q8_int<128>(n, G, k, ld, q, s, lds);
+#else
+    if (hd == 64) return scores_q8_hsum<64>(n, G, k, ld, q, s, lds);
+    if (hd == 128) return scores_q8_hsum<128>(n, G, k, ld, q, s, lds);
+#endif
+    scores_q8_g_ref(n, hd, G, k, ld, q, s, lds);
 }
 
 void from_float_q8_1_avx2(const float* src, void* dst, int64_t n) {
