@@ -9,7 +9,8 @@ medians over --runs and native / llama.cpp ratios; achieved GB/s is the weight b
 token reads (the file's tensors, less the unread embedding table when the output is untied) times
 decode tok/s at the first depth; the DRAM read limit is a multi-threaded read of a 1 GiB buffer
 with the same thread count. llama.cpp runs as its users get it: weight repacking (extra buffer
-types) on, except on AMX CPUs where edgechat turns it off (the header says which).
+types) on, except with a llama.cpp built with AMX on an AMX CPU, where edgechat turns it off (the
+header says which, and what llama.cpp was built with).
 """
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ def _names(choices):
     return parse
 
 
+KV_TYPES = ("f16", "q8_0")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """bench's options, for the ``edgechat bench`` subparser and scripts/bench.py. Options the top-level
     parser also has (-m, --threads, --json) default to SUPPRESS so ``edgechat --threads 2 bench`` works."""
@@ -92,8 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--draft", default=S, metavar="MODEL", help="with --speculative: a draft model")
     g.add_argument("--spec-tokens", type=_int_at_least(1), default=256, help="with --speculative: "
                    "tokens per reply (default: 256)")
-    p.add_argument("--kv-type", choices=["f16", "q8_0"], default=S,
-                   help="KV cache rows for both engines (default f16; q8_0: int8 + a scale per 32 values)")
+    p.add_argument("--kv-type", type=_names(KV_TYPES), default=S, metavar="KV[,KV]",
+                   help="KV cache rows for both engines (default f16; q8_0: int8 + a scale per 32 values). "
+                   "Several (f16,q8_0): a row per type for each file, their runs interleaved, and a line "
+                   "comparing each engine's decode across them")
 
 
 # ---- one measurement (child process) ------------------------------------------------------------
@@ -254,14 +260,23 @@ def _identical_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def _bench_row(row: dict, args, plan: dict, threads: int) -> dict:
+def _bench_file(row: dict, args, plan: dict, threads: int) -> list[dict]:
+    """One file's rows, one per KV type: every run measures each KV type in turn (so a comparison
+    between them is not skewed by the machine drifting), each with both engines, alternating who goes
+    first."""
     path = row["path"]
     tokens = _prompt_tokens(path, max(max(plan["prefill"]), max(plan["depths"]), WARMUP_TOKENS + 1))
     row["weight_bytes_per_token"], row["file_types"], row["arch"] = _weight_bytes_per_token(path)
-    samples = {b: [] for b in BACKENDS}
+    kvs = plan["kv_types"]
+    samples = {kv: {b: [] for b in BACKENDS} for kv in kvs}
     for run in range(args.runs):
-        for b in BACKENDS if run % 2 == 0 else BACKENDS[::-1]:     # alternate who goes first
-            samples[b].append(_run_child(b, path, threads, tokens, plan))
+        for kv in kvs if run % 2 == 0 else kvs[::-1]:
+            for b in BACKENDS if run % 2 == 0 else BACKENDS[::-1]:     # alternate who goes first
+                samples[kv][b].append(_run_child(b, path, threads, tokens, plan | {"kv_type": kv}))
+    return [_row_result(dict(row, kv_type=kv), samples[kv], plan) for kv in kvs]
+
+
+def _row_result(row: dict, samples: dict, plan: dict) -> dict:
     med = {b: _median_row(samples[b], plan, row["weight_bytes_per_token"]) for b in BACKENDS}
     row["median"] = med
     row["ratio"] = {k: med["native"][k] / med["llama.cpp"][k] for k in med["native"]} \
@@ -285,18 +300,21 @@ def bench(args) -> dict:
 
     from .. import _native
     threads = getattr(args, "threads", None) or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    kv = getattr(args, "kv_type", None) or ("f16",)
+    kv_types = list(dict.fromkeys((kv,) if isinstance(kv, str) else kv))  # the top-level --kv-type: one
     plan = {"prefill": list(args.prefill), "depths": list(args.decode_depths), "decode_tokens": args.decode_tokens,
-            "kv_type": getattr(args, "kv_type", None) or "f16"}
+            "kv_types": kv_types}
     rows = _rows(args)
     dram = _native.read_bandwidth(threads, BANDWIDTH_MIB)
-    rows = [_bench_row(r, args, plan, threads) for r in rows]
+    rows = [kv_row for r in rows for kv_row in _bench_file(r, args, plan, threads)]
     isas = sorted({r["info"]["native"]["isa"] for r in rows if "native" in r["info"]})
     llama = next((r["info"]["llama.cpp"] for r in rows if "llama.cpp" in r["info"]), {})
     return {"cpu": _cpu_name(), "threads": threads, "native_isa": ",".join(isas) or _native.isa(),
             "edgechat_isa_env": os.environ.get("EDGECHAT_ISA"),
-            "llama_cpp": {"version": llama.get("llama_cpp"), "weight_repacking": llama.get("extra_bufts")},
+            "llama_cpp": {"version": llama.get("llama_cpp"), "build": llama.get("build"),
+                          "weight_repacking": llama.get("extra_bufts")},
             "dram_read_gbps": dram, "runs": args.runs, "decode_tokens": args.decode_tokens,
-            "prefill": plan["prefill"], "decode_depths": plan["depths"], "kv_type": plan["kv_type"], "rows": rows}
+            "prefill": plan["prefill"], "decode_depths": plan["depths"], "kv_type": ",".join(kv_types), "rows": rows}
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -317,14 +335,15 @@ def _columns(r: dict) -> list[tuple[str, str]]:
 def _header(r: dict) -> list[str]:
     repack = r["llama_cpp"]["weight_repacking"]
     repack = ("on (extra buffer types)" if repack else "OFF: AMX CPU, edgechat turns llama.cpp's extra buffer "
-              "types off (its AMX path crashes), so llama.cpp runs slower here than on other CPUs"
+              "types off (its AMX path crashes), so llama.cpp runs slower here than on other CPUs (README: "
+              "a build without AMX via LLAMA_CPP_LIB_PATH keeps them on)"
               if repack is False else "unknown")
     forced = f" (forced by EDGECHAT_ISA={r['edgechat_isa_env']})" if r["edgechat_isa_env"] else ""
     return [f"cpu        {r['cpu']}, {r['threads']} threads",
             f"native     kernel table {r['native_isa']}{forced}",
-            f"llama.cpp  {r['llama_cpp']['version']}, weight repacking {repack}",
+            f"llama.cpp  {r['llama_cpp']['version']} [{r['llama_cpp'].get('build') or '?'}], weight repacking {repack}",
             f"DRAM read  {r['dram_read_gbps']:.1f} GB/s ({r['threads']} threads, {BANDWIDTH_MIB} MiB buffer)",
-            f"KV cache   {r.get('kv_type', 'f16')} (both engines)",
+            f"KV cache   {r.get('kv_type', 'f16')} (both engines{'; a row per type' if ',' in r.get('kv_type', '') else ''})",
             f"medians of {r['runs']} run(s), each in a fresh process; decode {r['decode_tokens']} greedy tokens; "
             "ratio = native / llama.cpp (higher is better for tok/s and GB/s, lower for load and RSS)"]
 
@@ -351,10 +370,34 @@ def table(r: dict) -> str:
             cells += f" | {_num(n):>{w}}{_num(l):>{w}}{rt:>7}"
         same = row["greedy_identical"]
         same = ",".join(str(v) for v in same.values()) + f"/{r['decode_tokens']}" if same else "-"
-        name, kind = _fit(row["model"], 17), _fit(row["type"] or row["file_types"], 7)
+        label = row["model"] + (f" {row['kv_type']}" if "," in r.get("kv_type", "") else "")
+        name, kind = _fit(label, 17), _fit(row["type"] or row["file_types"], 7)
         lines.append(f"{name:<18}{kind:<8}{cells} | {same}")
         lines += [f"  {b} failed: {e}" for b, e in row["errors"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + _kv_lines(r))
+
+
+def _kv_lines(r: dict) -> list[str]:
+    """With several KV types: each engine's decode tok/s with every other type / with the first, per file."""
+    kvs = r.get("kv_type", "f16").split(",")
+    if len(kvs) < 2:
+        return []
+    out = ["", f"decode tok/s by KV type, each engine against itself (> 1: faster than {kvs[0]}):"]
+    by_file: dict[tuple, dict] = {}
+    for row in r["rows"]:
+        by_file.setdefault((row["model"], row["type"] or row["file_types"]), {})[row["kv_type"]] = row["median"]
+    for (model, kind), meds in by_file.items():
+        base = meds.get(kvs[0])
+        for kv in kvs[1:]:
+            cells = []
+            for b in BACKENDS:
+                if not (base and base[b] and meds.get(kv) and meds[kv][b]):
+                    cells.append(f"{b} -")
+                    continue
+                cells.append(f"{b} " + ", ".join(f"@{d} {meds[kv][b][f'decode{d}_tps'] / base[b][f'decode{d}_tps']:.2f}x"
+                                                 for d in r["decode_depths"]))
+            out.append(f"  {model} {kind}  {kv} / {kvs[0]}:  " + ";  ".join(cells))
+    return out
 
 
 def run(args) -> int:

@@ -21,15 +21,23 @@ THREADS = 2
 
 def test_bench_cli_json_on_the_default_model(tmp_path):
     cmd = [sys.executable, "-m", "edgechat.app.cli", "bench", "--threads", str(THREADS), "--runs", "1",
-           "--prefill", "64", "--decode-depths", "0,128", "--decode-tokens", "8", "--json"]
+           "--prefill", "64", "--decode-depths", "0,128", "--decode-tokens", "8", "--kv-type", "f16,q8_0", "--json"]
     env = {**os.environ, "EDGECHAT_BENCH_CACHE": str(tmp_path)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout)
     assert r["threads"] == THREADS and r["runs"] == 1 and r["prefill"] == [64] and r["decode_depths"] == [0, 128]
-    assert r["cpu"] and r["native_isa"] and r["dram_read_gbps"] > 0 and r["kv_type"] == "f16"
+    assert r["cpu"] and r["native_isa"] and r["dram_read_gbps"] > 0 and r["kv_type"] == "f16,q8_0"
     assert isinstance(r["llama_cpp"]["weight_repacking"], bool)
-    [row] = r["rows"]
+    assert [row["kv_type"] for row in r["rows"]] == ["f16", "q8_0"]      # one row per KV type
+    for row in r["rows"]:
+        _check_row(r, row)
+    from edgechat.app.bench import table
+    text = table(r)
+    assert "q8_0 / f16" in text and text.count("smollm2-135m") >= 3
+
+
+def _check_row(r, row):
     assert (row["model"], row["type"], row["arch"]) == ("smollm2-135m", "Q4_1", "llama")
     assert not row["errors"] and row["weight_bytes_per_token"] > 0
     keys = {"load_s", "prefill64_tps", "decode0_tps", "decode128_tps", "decode_gbps", "peak_rss_mib"}
@@ -51,8 +59,11 @@ def test_bench_options_parse_after_the_subcommand():
     assert (args.command, args.threads, args.runs, args.layers) == ("bench", 2, 3, 2)
     assert args.shape == ("llama-1b", "qwen3-0.6b") and args.type == ("Q4_0", "Q4_K_M")
     assert build_parser().parse_args(["--threads", "3", "bench"]).threads == 3
-    assert build_parser().parse_args(["bench", "--kv-type", "q8_0"]).kv_type == "q8_0"
-    assert build_parser().parse_args(["bench"]).kv_type == "f16"
+    assert build_parser().parse_args(["bench", "--kv-type", "q8_0"]).kv_type == ("q8_0",)
+    assert build_parser().parse_args(["bench", "--kv-type", "f16,q8_0"]).kv_type == ("f16", "q8_0")
+    assert build_parser().parse_args(["bench"]).kv_type == "f16"     # the top-level option's default
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--kv-type", "q4_0"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--type", "Q5_1"])
 

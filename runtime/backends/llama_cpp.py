@@ -32,12 +32,17 @@ KV_BYTES_PER_ELEM = {"f16": 2.0, "q8_0": 34 / 32}
 FLASH_ATTN_ENABLED = 1       # LLAMA_FLASH_ATTN_TYPE_ENABLED: a quantized V cache needs flash attention
 
 
-def _cpu_has_amx() -> bool:
-    """True on x86 CPUs with AMX tiles (Linux). On them llama.cpp picks its AMX matmul buffer type,
-    and with llama-cpp-python 0.3.36 every batched decode then dies of a general-protection fault in
-    ``ggml_backend_amx_mul_mat`` (ldtilecfg); turning llama.cpp's extra buffer types off avoids it.
-    Elsewhere they stay on: they are the CPU weight repacks (Q4_0 on AVX2 and NEON) that speed it up."""
-    return has_amx()
+def _amx_buffer_type(L) -> bool:
+    """True when llama.cpp would put weights in its AMX matmul buffer type: an x86 CPU with AMX tiles
+    (Linux) and a llama.cpp built with AMX (its system info says ``AMX_INT8 = 1``; a native build on
+    such a CPU is). With llama-cpp-python 0.3.36 every batched decode then dies of a general-protection
+    fault in ``ggml_backend_amx_mul_mat`` (ldtilecfg); turning llama.cpp's extra buffer types off avoids
+    it. Elsewhere, a llama.cpp built without AMX included (``LLAMA_CPP_LIB_PATH``), they stay on: they
+    are the CPU weight repacks (Q4_0, Q4_K, IQ4_NL on AVX2/AVX-512 and NEON) that speed it up."""
+    if not has_amx():
+        return False
+    info = L.llama_print_system_info()
+    return b"AMX_INT8 = 1" in (info or b"")
 
 
 def _gpu_layers(gpu_layers) -> int:
@@ -117,9 +122,10 @@ class LlamaCppBackend:
             "gpu_layers": self._gpu_layers,
             "gpu_offload": bool(L.llama_supports_gpu_offload()),
             "n_batch": self._n_batch,
-            "extra_bufts": not _cpu_has_amx(),
+            "extra_bufts": self._extra_bufts,
             "kv_cells": L.llama_n_ctx(self._ctx),   # llama.cpp pads its cache; we use the first ctx
             "llama_cpp": _version(),
+            "build": _build_features(L),
         })
         self.reset(sinks)
 
@@ -128,7 +134,8 @@ class LlamaCppBackend:
     def _load_model(self, L, path: str) -> None:
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = self._gpu_layers
-        mp.use_extra_bufts = not _cpu_has_amx()
+        self._extra_bufts = not _amx_buffer_type(L)
+        mp.use_extra_bufts = self._extra_bufts
         clear_error()
         self._model = L.llama_model_load_from_file(path.encode(), mp)
         if not self._model:
@@ -340,6 +347,17 @@ class LlamaCppBackend:
             self.close()
         except Exception:
             pass
+
+
+def _build_features(L) -> str:
+    """What the loaded llama.cpp was built with, from its system info: the x86 SIMD levels and AMX
+    (or NEON/SVE/Metal/CUDA...) that are on, and where the library came from when
+    ``LLAMA_CPP_LIB_PATH`` points elsewhere; e.g. "AVX2 AVX512 AVX512_VNNI REPACK"."""
+    info = (L.llama_print_system_info() or b"").decode("utf-8", "replace")
+    on = [k.strip() for k, v in re.findall(r"([A-Z0-9_ ]+?) = (\w+)", info) if v == "1"]
+    keep = [k for k in dict.fromkeys(on) if k not in ("SSE3", "SSSE3", "AVX", "F16C", "FMA", "BMI2")]
+    where = os.environ.get("LLAMA_CPP_LIB_PATH")
+    return " ".join(keep) + (f" (library from LLAMA_CPP_LIB_PATH={where})" if where else "")
 
 
 def _version() -> str:
