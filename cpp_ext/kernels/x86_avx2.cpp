@@ -1263,6 +1263,8 @@ void vec_dot_q6_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
 //   q6_K super-block (1680 B): d[8] | scales as 8 pairs x 8 rows x (sc[2k], sc[2k+1]) | per 16-element
 //     sub-block s: ql A (chunk 0 low nibbles, chunk 1 high), ql B (chunks 2, 3), qh (2 bits per chunk,
 //     chunk c at bits 2c..2c+1)
+// the avx512 table packs q4_K and q6_K 16 rows a group (every field above 16 wide, 64-byte chunks:
+// one zmm each); the others, and every type elsewhere, 8.
 constexpr int PACK = 8;
 
 // rows are plain blocks `ld` bytes apart; block b of row r
@@ -1270,14 +1272,16 @@ inline const uint8_t* row_block(const void* src, size_t ld, int r, size_t block_
     return (const uint8_t*)src + r * ld + b * block_bytes;
 }
 
-// 4 bytes of each of the 8 rows (at byte offset `off` of their block b) -> 32 bytes
+// 4 bytes of each of the ROWS rows (at byte offset `off` of their block b) -> 4 * ROWS bytes
+template <int ROWS = PACK>
 inline void put_chunk(uint8_t* dst, const void* src, size_t ld, size_t block_bytes, int64_t b, size_t off) {
-    for (int r = 0; r < PACK; r++) memcpy(dst + 4 * r, row_block(src, ld, r, block_bytes, b) + off, 4);
+    for (int r = 0; r < ROWS; r++) memcpy(dst + 4 * r, row_block(src, ld, r, block_bytes, b) + off, 4);
 }
 
-// one field (2 bytes at `off`) of each of the 8 rows -> 16 bytes
+// one field (2 bytes at `off`) of each of the ROWS rows -> 2 * ROWS bytes
+template <int ROWS = PACK>
 inline void put_half(uint8_t* dst, const void* src, size_t ld, size_t block_bytes, int64_t b, size_t off) {
-    for (int r = 0; r < PACK; r++) memcpy(dst + 2 * r, row_block(src, ld, r, block_bytes, b) + off, 2);
+    for (int r = 0; r < ROWS; r++) memcpy(dst + 2 * r, row_block(src, ld, r, block_bytes, b) + off, 2);
 }
 
 template <class WB>
@@ -1296,41 +1300,48 @@ void pack_q32(const void* src, size_t ld, void* vdst, int64_t rows, int64_t cols
     }
 }
 
+// q4_K in groups of ROWS rows (8: every x86 table; 16: avx512, one zmm per chunk), the layout above
+// with every field ROWS wide: d[ROWS] | dmin[ROWS] | 3 scale chunks | 4 x 8 qs chunks
+template <int ROWS>
 void pack_q4_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t cols) {
     const int64_t nb = cols / QK_K;
     const size_t bb = sizeof(block_q4_K);
     uint8_t* dst = (uint8_t*)vdst;
-    for (int64_t g = 0; g < rows / PACK; g++) {
-        const uint8_t* s = (const uint8_t*)src + g * PACK * ld;
+    for (int64_t g = 0; g < rows / ROWS; g++) {
+        const uint8_t* s = (const uint8_t*)src + g * ROWS * ld;
         for (int64_t b = 0; b < nb; b++) {
-            put_half(dst, s, ld, bb, b, offsetof(block_q4_K, d)), dst += 16;
-            put_half(dst, s, ld, bb, b, offsetof(block_q4_K, dmin)), dst += 16;
-            for (int k = 0; k < 3; k++, dst += 32) put_chunk(dst, s, ld, bb, b, offsetof(block_q4_K, scales) + 4 * k);
+            put_half<ROWS>(dst, s, ld, bb, b, offsetof(block_q4_K, d)), dst += 2 * ROWS;
+            put_half<ROWS>(dst, s, ld, bb, b, offsetof(block_q4_K, dmin)), dst += 2 * ROWS;
+            for (int k = 0; k < 3; k++, dst += 4 * ROWS)
+                put_chunk<ROWS>(dst, s, ld, bb, b, offsetof(block_q4_K, scales) + 4 * k);
             for (int p = 0; p < 4; p++)
                 #pragma GCC unroll 8
-                for (int j = 0; j < 8; j++, dst += 32) put_chunk(dst, s, ld, bb, b, offsetof(block_q4_K, qs) + 32 * p + 4 * j);
+                for (int j = 0; j < 8; j++, dst += 4 * ROWS)
+                    put_chunk<ROWS>(dst, s, ld, bb, b, offsetof(block_q4_K, qs) + 32 * p + 4 * j);
         }
     }
 }
 
+// q6_K in groups of ROWS rows (8, or 16 on avx512): the layout above with every field ROWS wide
+template <int ROWS>
 void pack_q6_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t cols) {
     const int64_t nb = cols / QK_K;
     uint8_t* dst = (uint8_t*)vdst;
-    for (int64_t g = 0; g < rows / PACK; g++) {
-        const uint8_t* s = (const uint8_t*)src + g * PACK * ld;
+    for (int64_t g = 0; g < rows / ROWS; g++) {
+        const uint8_t* s = (const uint8_t*)src + g * ROWS * ld;
         for (int64_t b = 0; b < nb; b++) {
-            const block_q6_K* rb[PACK];
-            for (int r = 0; r < PACK; r++) rb[r] = (const block_q6_K*)row_block(s, ld, r, sizeof(block_q6_K), b);
-            for (int r = 0; r < PACK; r++) memcpy(dst + 2 * r, &rb[r]->d, 2);
-            dst += 16;
+            const block_q6_K* rb[ROWS];
+            for (int r = 0; r < ROWS; r++) rb[r] = (const block_q6_K*)row_block(s, ld, r, sizeof(block_q6_K), b);
+            for (int r = 0; r < ROWS; r++) memcpy(dst + 2 * r, &rb[r]->d, 2);
+            dst += 2 * ROWS;
             #pragma GCC unroll 8
             for (int k = 0; k < 8; k++)
-                for (int r = 0; r < PACK; r++, dst += 2) dst[0] = rb[r]->scales[2 * k], dst[1] = rb[r]->scales[2 * k + 1];
+                for (int r = 0; r < ROWS; r++, dst += 2) dst[0] = rb[r]->scales[2 * k], dst[1] = rb[r]->scales[2 * k + 1];
             for (int sb = 0; sb < 16; sb++) {
                 // element e of the super-block: 6 bits from (ql, qh) as in to_float_q6_K_generic
                 #pragma GCC unroll 8
                 for (int c = 0; c < 4; c++)
-                    for (int r = 0; r < PACK; r++)
+                    for (int r = 0; r < ROWS; r++)
                         #pragma GCC unroll 8
                         for (int i = 0; i < 4; i++) {
                             const int e = 16 * sb + 4 * c + i, h = e / 128, l = e % 32, quarter = (e % 128) / 32;
@@ -1338,13 +1349,13 @@ void pack_q6_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t col
                             const uint8_t qlb = ql[l + (quarter & 1) * 32];
                             const int lo = quarter < 2 ? (qlb & 0xf) : (qlb >> 4);
                             const int hi = (rb[r]->qh[32 * h + l] >> (2 * quarter)) & 3;
-                            uint8_t* a = dst + (c < 2 ? 0 : 32) + 4 * r + i;     // ql A / B
+                            uint8_t* a = dst + (c < 2 ? 0 : 4 * ROWS) + 4 * r + i;     // ql A / B
                             if (c % 2 == 0) *a = (uint8_t)lo; else *a |= (uint8_t)(lo << 4);
-                            uint8_t* q = dst + 64 + 4 * r + i;                   // qh
+                            uint8_t* q = dst + 8 * ROWS + 4 * r + i;                   // qh
                             if (c == 0) *q = 0;
                             *q |= (uint8_t)(hi << (2 * c));
                         }
-                dst += 96;
+                dst += 12 * ROWS;
             }
         }
     }
@@ -1373,34 +1384,37 @@ void packed_row_q32(const void* group, int r, int64_t cols, float* dst) {
         .to_float(row.data(), dst, cols);
 }
 
+template <int ROWS>
 void packed_row_q4_K(const void* group, int r, int64_t cols, float* dst) {
     std::vector<block_q4_K> row(cols / QK_K);
     const uint8_t* g = (const uint8_t*)group;
-    for (size_t b = 0; b < row.size(); b++, g += 8 * sizeof(block_q4_K)) {
+    for (size_t b = 0; b < row.size(); b++, g += ROWS * sizeof(block_q4_K)) {
         memcpy(&row[b].d, g + 2 * r, 2);
-        memcpy(&row[b].dmin, g + 16 + 2 * r, 2);
-        for (int k = 0; k < 3; k++) memcpy(row[b].scales + 4 * k, g + 32 + 32 * k + 4 * r, 4);
+        memcpy(&row[b].dmin, g + 2 * ROWS + 2 * r, 2);
+        for (int k = 0; k < 3; k++) memcpy(row[b].scales + 4 * k, g + 4 * ROWS * (1 + k) + 4 * r, 4);
         for (int p = 0; p < 4; p++)
-            for (int j = 0; j < 8; j++) memcpy(row[b].qs + 32 * p + 4 * j, g + 128 + 256 * p + 32 * j + 4 * r, 4);
+            for (int j = 0; j < 8; j++)
+                memcpy(row[b].qs + 32 * p + 4 * j, g + 4 * ROWS * (4 + 8 * p + j) + 4 * r, 4);
     }
     kernels_generic().types[GT_Q4_K].to_float(row.data(), dst, cols);
 }
 
 // q6_K: the 6-bit values of row r straight from the packed sub-blocks, times d * scale (as
 // to_float_q6_K_generic computes them: d * sc * (q - 32) in float, in that order)
+template <int ROWS>
 void packed_row_q6_K(const void* group, int r, int64_t cols, float* dst) {
     const uint8_t* g = (const uint8_t*)group;
-    for (int64_t b = 0; b < cols / QK_K; b++, g += 8 * sizeof(block_q6_K), dst += QK_K) {
+    for (int64_t b = 0; b < cols / QK_K; b++, g += ROWS * sizeof(block_q6_K), dst += QK_K) {
         half dh;
         memcpy(&dh, g + 2 * r, 2);
         const float d = fp16_to_fp32(dh);
         for (int sb = 0; sb < 16; sb++) {
-            const int8_t sc = (int8_t)g[16 + 16 * (sb / 2) + 2 * r + sb % 2];
-            const uint8_t* q = g + 144 + 96 * sb;
+            const int8_t sc = (int8_t)g[2 * ROWS + 2 * ROWS * (sb / 2) + 2 * r + sb % 2];
+            const uint8_t* q = g + 18 * ROWS + 12 * ROWS * sb;
             for (int c = 0; c < 4; c++)
                 for (int i = 0; i < 4; i++) {
-                    const uint8_t a = q[(c < 2 ? 0 : 32) + 4 * r + i];
-                    const int lo = c % 2 ? a >> 4 : a & 0xf, hi = (q[64 + 4 * r + i] >> (2 * c)) & 3;
+                    const uint8_t a = q[(c < 2 ? 0 : 4 * ROWS) + 4 * r + i];
+                    const int lo = c % 2 ? a >> 4 : a & 0xf, hi = (q[8 * ROWS + 4 * r + i] >> (2 * c)) & 3;
                     dst[16 * sb + 4 * c + i] = d * sc * ((lo | hi << 4) - 32);
                 }
         }
@@ -1418,15 +1432,15 @@ constexpr int MAX_RN = 8;
 constexpr int MAX_RN = 4;
 #endif
 
-// every 8-row group x column tile of a packed gemm call, widest tiles first:
+// every ROWS-row group x column tile of a packed gemm call, widest tiles first:
 // run(std::integral_constant<int, RN>, group start, first column, the group's y)
-template <class RUN>
+template <int ROWS = PACK, int WIDEST = MAX_RN, class RUN>
 inline void packed_tiles(int nr, int nc, const void* w, size_t ldw, float* y, RUN&& run) {
-    for (int g = 0; g < nr / PACK; g++) {
-        const uint8_t* wg = (const uint8_t*)w + (size_t)g * PACK * ldw;
-        float* yg = y + g * PACK;
+    for (int g = 0; g < nr / ROWS; g++) {
+        const uint8_t* wg = (const uint8_t*)w + (size_t)g * ROWS * ldw;
+        float* yg = y + g * ROWS;
         int c0 = 0;
-        for (; c0 + MAX_RN <= nc; c0 += MAX_RN) run(std::integral_constant<int, MAX_RN>(), wg, c0, yg);
+        for (; c0 + WIDEST <= nc; c0 += WIDEST) run(std::integral_constant<int, WIDEST>(), wg, c0, yg);
         for (; c0 + 2 <= nc; c0 += 2) run(std::integral_constant<int, 2>(), wg, c0, yg);
         for (; c0 < nc; c0++) run(std::integral_constant<int, 1>(), wg, c0, yg);  // decode: one column
     }
@@ -1547,29 +1561,127 @@ void gemm_packed_q32(int n, int nr, int nc, const void* w, size_t ldw, const voi
     packed_tiles(nr, nc, w, ldw, y, run);
 }
 
-// ---- q4_K x8 ----
+// ---- q4_K x8 (ymm) and x16 (zmm, avx512) ----
 
-// 6-bit scales and mins of 8 rows (lanes) from the 3 x 8 packed uint32 (as get_scale_min_k4):
-// sc[0] bytes = scales 0..3, sc[1] = 4..7, mn[0] = mins 0..3, mn[1] = 4..7
-inline void q4_K_scales(const uint8_t* p, __m256i sc[2], __m256i mn[2]) {
-    const __m256i u0 = _mm256_loadu_si256((const __m256i*)p), u1 = _mm256_loadu_si256((const __m256i*)(p + 32));
-    const __m256i u2 = _mm256_loadu_si256((const __m256i*)(p + 64));
-    const __m256i m6 = _mm256_set1_epi32(0x3f3f3f3f), m4 = _mm256_set1_epi32(0x0f0f0f0f), m2 = _mm256_set1_epi32(0x03030303);
-    sc[0] = _mm256_and_si256(u0, m6);
-    mn[0] = _mm256_and_si256(u1, m6);
+// the vector ops of the q4_K tile at one width: Ymm (8 rows, every table) and, on avx512, Zmm (16
+// rows: a zmm vpdpbusd does two ymm's work a cycle on cpus with two 512-bit units, as sapphire
+// rapids; zen 4 splits it in two, which costs it nothing)
+struct Ymm {
+    static constexpr int ROWS = 8;
+    static constexpr bool VNNI = EC_X86_VNNI != 0;
+    using I = __m256i;
+    using F = __m256;
+    static I load(const uint8_t* p) { return _mm256_loadu_si256((const __m256i*)p); }
+    static I zero() { return _mm256_setzero_si256(); }
+    static I set1(int32_t v) { return _mm256_set1_epi32(v); }
+    static I and_(I a, I b) { return _mm256_and_si256(a, b); }
+    static I or_(I a, I b) { return _mm256_or_si256(a, b); }
+    static I srl32(I a, int n) { return _mm256_srli_epi32(a, n); }
+    static I sll32(I a, int n) { return _mm256_slli_epi32(a, n); }
+    static I add32(I a, I b) { return _mm256_add_epi32(a, b); }
+    static I madd16(I a, I b) { return _mm256_madd_epi16(a, b); }
+    static I sub32(I a, I b) { return _mm256_sub_epi32(a, b); }
+    static I sra32(I a, int n) { return _mm256_srai_epi32(a, n); }
+    static I srl16(I a, int n) { return _mm256_srli_epi16(a, n); }
+    static I sll16(I a, int n) { return _mm256_slli_epi16(a, n); }
+    static I i8_to_i16(const uint8_t* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)p)); }
+    static I lo_nibbles(I v) { return low_nibbles(v); }
+    static I hi_nibbles(I v) { return high_nibbles(v); }
+    // acc += the dots of u with 4 activation bytes in every lane (int32 with vnni, else int16 pairs:
+    // 8 * 2 * 15 * 127 < 32768, so one 64-element group's 8 chunks fit)
+    static I dot(I acc, I u, const int8_t* x) {
+#if EC_X86_VNNI
+        return dpbusd(acc, u, bcast4(x));
+#else
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, bcast4(x)));
+        in_register(acc);
+        return acc;
+#endif
+    }
+    // a dot sum times the sub-block scale s32 (int32 per row, < 64) as int32
+    static I scaled(I d, I s32) {
+#if EC_X86_VNNI
+        return _mm256_mullo_epi32(d, s32);
+#else
+        return _mm256_madd_epi16(d, _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16)));  // scale in both int16 halves
+#endif
+    }
+    static F halves(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+    static F fzero() { return _mm256_setzero_ps(); }
+    static F fset1(float v) { return _mm256_set1_ps(v); }
+    static F to_f(I v) { return _mm256_cvtepi32_ps(v); }
+    static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+    static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+    static F fnmadd(F a, F b, F c) { return _mm256_fnmadd_ps(a, b, c); }
+    static void store(float* y, F v) { _mm256_storeu_ps(y, v); }
+};
+
+#if EC_X86_VNNI == 2
+struct Zmm {
+    static constexpr int ROWS = 16;
+    static constexpr bool VNNI = true;
+    using I = __m512i;
+    using F = __m512;
+    static I load(const uint8_t* p) { return _mm512_loadu_si512((const void*)p); }
+    static I zero() { return _mm512_setzero_si512(); }
+    static I set1(int32_t v) { return _mm512_set1_epi32(v); }
+    static I and_(I a, I b) { return _mm512_and_si512(a, b); }
+    static I or_(I a, I b) { return _mm512_or_si512(a, b); }
+    static I srl32(I a, int n) { return _mm512_srli_epi32(a, n); }
+    static I sll32(I a, int n) { return _mm512_slli_epi32(a, n); }
+    static I add32(I a, I b) { return _mm512_add_epi32(a, b); }
+    static I madd16(I a, I b) { return _mm512_madd_epi16(a, b); }
+    static I sub32(I a, I b) { return _mm512_sub_epi32(a, b); }
+    static I sra32(I a, int n) { return _mm512_srai_epi32(a, n); }
+    static I srl16(I a, int n) { return _mm512_srli_epi16(a, n); }
+    static I sll16(I a, int n) { return _mm512_slli_epi16(a, n); }
+    static I i8_to_i16(const uint8_t* p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)p)); }
+    static I lo_nibbles(I v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0f)); }
+    static I hi_nibbles(I v) { return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f)); }
+    static I dot(I acc, I u, const int8_t* x) {
+        int32_t v;
+        memcpy(&v, x, 4);
+        return _mm512_dpbusd_epi32(acc, u, _mm512_set1_epi32(v));
+    }
+    static I scaled(I d, I s32) { return _mm512_mullo_epi32(d, s32); }
+    static F halves(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
+    static F fzero() { return _mm512_setzero_ps(); }
+    static F fset1(float v) { return _mm512_set1_ps(v); }
+    static F to_f(I v) { return _mm512_cvtepi32_ps(v); }
+    static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+    static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+    static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
+    static void store(float* y, F v) { _mm512_storeu_ps(y, v); }
+};
+using KWide = Zmm;    // the q4_K packed layout of this table
+constexpr int KWIDE_RN = 8;   // its widest column tile: 8 beat 4 and 6 (scripts/kernel_bench.cpp, sapphire rapids)
+#else
+using KWide = Ymm;
+constexpr int KWIDE_RN = MAX_RN;
+#endif
+
+// 6-bit scales and mins of the group's rows (lanes) from the 3 packed uint32 chunks (as
+// get_scale_min_k4): sc[0] bytes = scales 0..3, sc[1] = 4..7, mn[0] = mins 0..3, mn[1] = 4..7
+template <class V>
+inline void q4_K_scales(const uint8_t* p, typename V::I sc[2], typename V::I mn[2]) {
+    using I = typename V::I;
+    const I u0 = V::load(p), u1 = V::load(p + 4 * V::ROWS), u2 = V::load(p + 8 * V::ROWS);
+    const I m6 = V::set1(0x3f3f3f3f), m4 = V::set1(0x0f0f0f0f), m2 = V::set1(0x03030303);
+    sc[0] = V::and_(u0, m6);
+    mn[0] = V::and_(u1, m6);
     // high 2 bits of scales / mins 4..7 sit in the top bits of bytes 0..3 / 4..7
-    sc[1] = _mm256_or_si256(_mm256_and_si256(u2, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), m2), 4));
-    mn[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), m4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), m2), 4));
+    sc[1] = V::or_(V::and_(u2, m4), V::sll32(V::and_(V::srl32(u0, 6), m2), 4));
+    mn[1] = V::or_(V::and_(V::srl32(u2, 4), m4), V::sll32(V::and_(V::srl32(u1, 6), m2), 4));
 }
 
 // byte k of each lane as int32
-inline __m256i lane_byte(__m256i v, int k) { return _mm256_and_si256(_mm256_srli_epi32(v, 8 * k), _mm256_set1_epi32(0xff)); }
+template <class V>
+inline typename V::I lane_byte(typename V::I v, int k) { return V::and_(V::srl32(v, 8 * k), V::set1(0xff)); }
 
 // bytes (2k, 2k+1) of each lane as an int16 pair (for madd against a pair of activation sums)
-inline __m256i lane_byte_pair(__m256i v, int k) {
-    const __m256i lo = lane_byte(v, 2 * k), hi = lane_byte(v, 2 * k + 1);
-    return _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16));
+template <class V>
+inline typename V::I lane_byte_pair(typename V::I v, int k) {
+    return V::or_(lane_byte<V>(v, 2 * k), V::sll32(lane_byte<V>(v, 2 * k + 1), 16));
 }
 
 // int32 row sums += the dots of one 64-element group (8 chunks: low nibbles = sub-block a, high =
@@ -1577,91 +1689,77 @@ inline __m256i lane_byte_pair(__m256i v, int k) {
 // (int32 per row, < 64). HALVES = 2 walks the chunks once for both sub-blocks (two independent dot
 // chains per column: short tiles); 1 walks them twice, one sub-block at a time (fewer live registers
 // for wide tiles)
-inline __m256i q4_K_dot(__m256i acc, __m256i u, const int8_t* x) {
-#if EC_X86_VNNI
-    return dpbusd(acc, u, bcast4(x));
-#else
-    acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, bcast4(x)));  // 8 * 2 * 15 * 127 < 32768
-    in_register(acc);
-    return acc;
-#endif
-}
-
-inline __m256i q4_K_scaled(__m256i d, __m256i s32) {
-#if EC_X86_VNNI
-    return _mm256_mullo_epi32(d, s32);
-#else
-    return _mm256_madd_epi16(d, _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16)));  // scale in both int16 halves
-#endif
-}
-
-template <int RN, int HALVES>
-inline void q4_K_group(const uint8_t* q, const int8_t* const x[RN], __m256i sa, __m256i sb, __m256i sumi[RN]) {
+template <class V, int RN, int HALVES>
+inline void q4_K_group(const uint8_t* q, const int8_t* const x[RN], typename V::I sa, typename V::I sb,
+                       typename V::I sumi[RN]) {
+    using I = typename V::I;
     #pragma GCC unroll 8
     for (int half = 0; half < 3 - HALVES; half++) {
-        __m256i da[RN], db[RN];
+        I da[RN], db[RN];
         #pragma GCC unroll 8
-        for (int c = 0; c < RN; c++) da[c] = db[c] = _mm256_setzero_si256();
+        for (int c = 0; c < RN; c++) da[c] = db[c] = V::zero();
         #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * j));
+            const I v = V::load(q + 4 * V::ROWS * j);
             #pragma GCC unroll 8
             for (int c = 0; c < RN; c++) {
-                if (HALVES == 2 || half == 0) da[c] = q4_K_dot(da[c], low_nibbles(v), x[c] + 4 * j);
-                if (HALVES == 2 || half == 1) db[c] = q4_K_dot(db[c], high_nibbles(v), x[c] + 32 + 4 * j);
+                if (HALVES == 2 || half == 0) da[c] = V::dot(da[c], V::lo_nibbles(v), x[c] + 4 * j);
+                if (HALVES == 2 || half == 1) db[c] = V::dot(db[c], V::hi_nibbles(v), x[c] + 32 + 4 * j);
             }
         }
         #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
-            if (HALVES == 2 || half == 0) sumi[c] = _mm256_add_epi32(sumi[c], q4_K_scaled(da[c], sa));
-            if (HALVES == 2 || half == 1) sumi[c] = _mm256_add_epi32(sumi[c], q4_K_scaled(db[c], sb));
+            if (HALVES == 2 || half == 0) sumi[c] = V::add32(sumi[c], V::scaled(da[c], sa));
+            if (HALVES == 2 || half == 1) sumi[c] = V::add32(sumi[c], V::scaled(db[c], sb));
         }
     }
 }
 
-template <int RN>
+template <class V, int RN>
 void tile_q4_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], const int32_t* sp, float* y, size_t ldy) {
-    __m256 acc[RN];
+    using I = typename V::I;
+    using F = typename V::F;
+    constexpr int R = V::ROWS;
+    F acc[RN];
     #pragma GCC unroll 8
-    for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
+    for (int c = 0; c < RN; c++) acc[c] = V::fzero();
     for (int b = 0; b < nb; b++) {
-        const uint8_t* blk = wg + (size_t)b * 8 * sizeof(block_q4_K);
-        __m256i sc[2], mn[2];
-        q4_K_scales(blk + 32, sc, mn);
-        __m256i sumi[RN], summ[RN];
+        const uint8_t* blk = wg + (size_t)b * R * sizeof(block_q4_K);
+        I sc[2], mn[2];
+        q4_K_scales<V>(blk + 4 * R, sc, mn);
+        I sumi[RN], summ[RN];
         const int8_t* x[RN];
         #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
-            sumi[c] = summ[c] = _mm256_setzero_si256();
+            sumi[c] = summ[c] = V::zero();
             x[c] = xb[c][b].qs;
         }
         // mins: sum over sub-blocks of m * (activation sum of the sub-block), by int16 pairs
         #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) {
-            const __m256i mp = lane_byte_pair(mn[k / 2], k % 2);
+            const I mp = lane_byte_pair<V>(mn[k / 2], k % 2);
             #pragma GCC unroll 8
             for (int c = 0; c < RN; c++)
-                summ[c] = _mm256_add_epi32(summ[c], _mm256_madd_epi16(mp, _mm256_set1_epi32(sp[(c * nb + b) * 4 + k])));
+                summ[c] = V::add32(summ[c], V::madd16(mp, V::set1(sp[(c * nb + b) * 4 + k])));
         }
-        const uint8_t* q = blk + 128;
-        for (int p = 0; p < 4; p++, q += 256) {
+        const uint8_t* q = blk + 16 * R;
+        for (int p = 0; p < 4; p++, q += 32 * R) {
             const int8_t* xp[RN];
             #pragma GCC unroll 8
             for (int c = 0; c < RN; c++) xp[c] = x[c] + 64 * p;
-            const __m256i sa = lane_byte(sc[p / 2], (2 * p) % 4), sb = lane_byte(sc[p / 2], (2 * p + 1) % 4);
-            q4_K_group<RN, (RN <= 4 ? 2 : 1)>(q, xp, sa, sb, sumi);
+            const I sa = lane_byte<V>(sc[p / 2], (2 * p) % 4), sb = lane_byte<V>(sc[p / 2], (2 * p + 1) % 4);
+            q4_K_group<V, RN, (RN <= 4 ? 2 : 1)>(q, xp, sa, sb, sumi);
         }
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
-        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(blk + 16)));
+        const F d = V::halves(blk), dmin = V::halves(blk + 2 * R);
         #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
-            const __m256 dx = _mm256_set1_ps(xb[c][b].d);
-            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
-            acc[c] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(summ[c]), acc[c]);
+            const F dx = V::fset1(xb[c][b].d);
+            acc[c] = V::fmadd(V::mul(d, dx), V::to_f(sumi[c]), acc[c]);
+            acc[c] = V::fnmadd(V::mul(dmin, dx), V::to_f(summ[c]), acc[c]);
         }
     }
     #pragma GCC unroll 8
-    for (int c = 0; c < RN; c++) _mm256_storeu_ps(y + c * ldy, acc[c]);
+    for (int c = 0; c < RN; c++) V::store(y + c * ldy, acc[c]);
 }
 
 // q8_K activation: per super-block, the 8 sums of 32 (bsums pairs) as 4 int16 pairs
@@ -1682,70 +1780,72 @@ void prep_q8_K_pairs(int nb, int nc, const void* x, size_t ldx) {
 
 // ---- q6_K x8 ----
 
-template <int RN>
+template <class V, int RN>
 void tile_q6_K(int nb, const uint8_t* wg, const block_q8_K* const xb[RN], float* y, size_t ldy) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-    __m256 acc[RN];
+    using I = typename V::I;
+    using F = typename V::F;
+    constexpr int R = V::ROWS;
+    const I m4 = V::set1(0x0f0f0f0f), m30 = V::set1(0x30303030);
+    F acc[RN];
     #pragma GCC unroll 8
-    for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
+    for (int c = 0; c < RN; c++) acc[c] = V::fzero();
     for (int b = 0; b < nb; b++) {
-        const uint8_t* blk = wg + (size_t)b * 8 * sizeof(block_q6_K);
-        __m256i sumi[RN], off[RN];
+        const uint8_t* blk = wg + (size_t)b * R * sizeof(block_q6_K);
+        I sumi[RN], off[RN];
         #pragma GCC unroll 8
-        for (int c = 0; c < RN; c++) sumi[c] = off[c] = _mm256_setzero_si256();
-        const uint8_t* q = blk + 144;
+        for (int c = 0; c < RN; c++) sumi[c] = off[c] = V::zero();
+        const uint8_t* q = blk + 18 * R;
         #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             // row r: (sc[2k], sc[2k+1]) as an int16 pair
-            const __m256i scp = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 16 + 16 * k)));
+            const I scp = V::i8_to_i16(blk + 2 * R + 2 * R * k);
             #pragma GCC unroll 8
             for (int c = 0; c < RN; c++) {   // the -32 offset: sum of sc * bsum, by pairs
                 int32_t bsp;
                 memcpy(&bsp, xb[c][b].bsums + 2 * k, 4);
-                off[c] = _mm256_add_epi32(off[c], _mm256_madd_epi16(scp, _mm256_set1_epi32(bsp)));
+                off[c] = V::add32(off[c], V::madd16(scp, V::set1(bsp)));
             }
             #pragma GCC unroll 8
-            for (int h = 0; h < 2; h++, q += 96) {
+            for (int h = 0; h < 2; h++, q += 12 * R) {
                 const int sb = 2 * k + h;
-                const __m256i a = _mm256_loadu_si256((const __m256i*)q), bq = _mm256_loadu_si256((const __m256i*)(q + 32));
-                const __m256i qh = _mm256_loadu_si256((const __m256i*)(q + 64));
+                const I a = V::load(q), bq = V::load(q + 4 * R), qh = V::load(q + 8 * R);
                 // 4 bits | 2 bits << 4 -> 0..63, chunk by chunk
-                const __m256i u0 = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
-                const __m256i u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
-                const __m256i u2 = _mm256_or_si256(_mm256_and_si256(bq, m4), _mm256_and_si256(qh, m30));
-                const __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bq, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-#if EC_X86_VNNI
-                const __m256i s32 = h ? _mm256_srai_epi32(scp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(scp, 16), 16);
-#else
-                const __m256i s16 = h ? _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(scp, 0xf5), 0xf5)
-                                      : _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(scp, 0xa0), 0xa0);
-#endif
-                #pragma GCC unroll 8
-                for (int c = 0; c < RN; c++) {
-                    const int8_t* x = xb[c][b].qs + 16 * sb;
-#if EC_X86_VNNI
-                    __m256i d = dpbusd(dpbusd(_mm256_setzero_si256(), u0, bcast4(x)), u1, bcast4(x + 4));
-                    d = dpbusd(dpbusd(d, u2, bcast4(x + 8)), u3, bcast4(x + 12));
-                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_mullo_epi32(d, s32));
-#else
-                    // two maddubs of 2 * 63 * 127 each fit int16, four do not
-                    const __m256i d01 = _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast4(x)), _mm256_maddubs_epi16(u1, bcast4(x + 4)));
-                    const __m256i d23 = _mm256_add_epi16(_mm256_maddubs_epi16(u2, bcast4(x + 8)), _mm256_maddubs_epi16(u3, bcast4(x + 12)));
-                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_madd_epi16(d01, s16), _mm256_madd_epi16(d23, s16)));
-                    in_register(sumi[c]);
-#endif
+                const I u0 = V::or_(V::and_(a, m4), V::and_(V::sll16(qh, 4), m30));
+                const I u1 = V::or_(V::and_(V::srl16(a, 4), m4), V::and_(V::sll16(qh, 2), m30));
+                const I u2 = V::or_(V::and_(bq, m4), V::and_(qh, m30));
+                const I u3 = V::or_(V::and_(V::srl16(bq, 4), m4), V::and_(V::srl16(qh, 2), m30));
+                if constexpr (V::VNNI) {
+                    const I s32 = h ? V::sra32(scp, 16) : V::sra32(V::sll32(scp, 16), 16);
+                    #pragma GCC unroll 8
+                    for (int c = 0; c < RN; c++) {
+                        const int8_t* x = xb[c][b].qs + 16 * sb;
+                        const I d = V::dot(V::dot(V::dot(V::dot(V::zero(), u0, x), u1, x + 4), u2, x + 8), u3, x + 12);
+                        sumi[c] = V::add32(sumi[c], V::scaled(d, s32));
+                    }
+                } else {
+                    const I s16 = h ? _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(scp, 0xf5), 0xf5)
+                                    : _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(scp, 0xa0), 0xa0);
+                    #pragma GCC unroll 8
+                    for (int c = 0; c < RN; c++) {
+                        const int8_t* x = xb[c][b].qs + 16 * sb;
+                        // two maddubs of 2 * 63 * 127 each fit int16, four do not
+                        const I d01 = _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast4(x)), _mm256_maddubs_epi16(u1, bcast4(x + 4)));
+                        const I d23 = _mm256_add_epi16(_mm256_maddubs_epi16(u2, bcast4(x + 8)), _mm256_maddubs_epi16(u3, bcast4(x + 12)));
+                        sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_madd_epi16(d01, s16), _mm256_madd_epi16(d23, s16)));
+                        in_register(sumi[c]);
+                    }
                 }
             }
         }
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
+        const F d = V::halves(blk);
         #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
-            const __m256i t = _mm256_sub_epi32(sumi[c], _mm256_slli_epi32(off[c], 5));  // - 32 * sum sc * bsum
-            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb[c][b].d)), _mm256_cvtepi32_ps(t), acc[c]);
+            const I t = V::sub32(sumi[c], V::sll32(off[c], 5));  // - 32 * sum sc * bsum
+            acc[c] = V::fmadd(V::mul(d, V::fset1(xb[c][b].d)), V::to_f(t), acc[c]);
         }
     }
     #pragma GCC unroll 8
-    for (int c = 0; c < RN; c++) _mm256_storeu_ps(y + c * ldy, acc[c]);
+    for (int c = 0; c < RN; c++) V::store(y + c * ldy, acc[c]);
 }
 
 template <GType T>
@@ -1758,10 +1858,10 @@ void gemm_packed_k(int n, int nr, int nc, const void* w, size_t ldw, const void*
         const block_q8_K* xb[RN];
         #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) xb[c] = (const block_q8_K*)((const char*)x + (c0 + c) * ldx);
-        if constexpr (T == GT_Q4_K) tile_q4_K<RN>(nb, wg, xb, sp + (size_t)c0 * nb * 4, yg + c0 * ldy, ldy);
-        else tile_q6_K<RN>(nb, wg, xb, yg + c0 * ldy, ldy);
+        if constexpr (T == GT_Q4_K) tile_q4_K<KWide, RN>(nb, wg, xb, sp + (size_t)c0 * nb * 4, yg + c0 * ldy, ldy);
+        else tile_q6_K<KWide, RN>(nb, wg, xb, yg + c0 * ldy, ldy);
     };
-    packed_tiles(nr, nc, w, ldw, y, run);
+    packed_tiles<KWide::ROWS, KWIDE_RN>(nr, nc, w, ldw, y, run);
 }
 
 // ---- table ----
@@ -1793,8 +1893,8 @@ KernelTable make_x86_table() {
     t.types[GT_Q4_K].gemm = gemm_k_rows<block_q4_K, dot_q4_K_cols<4>, dot_q4_K_cols<1>>;
     t.types[GT_Q6_K].gemm = gemm_k_rows<block_q6_K, dot_q6_K_cols<4>, dot_q6_K_cols<1>>;
 
-    auto packed = [&](GType ty, auto pack, auto gemm, auto row) {
-        t.types[ty].pack_rows = PACK;
+    auto packed = [&](GType ty, auto pack, auto gemm, auto row, int rows = PACK) {
+        t.types[ty].pack_rows = rows;
         t.types[ty].pack = pack;
         t.types[ty].gemm_packed = gemm;
         t.types[ty].packed_row_to_float = row;
@@ -1802,8 +1902,8 @@ KernelTable make_x86_table() {
     packed(GT_Q4_0, pack_q32<block_q4_0>, gemm_packed_q32<block_q4_0>, packed_row_q32<block_q4_0>);
     packed(GT_Q4_1, pack_q32<block_q4_1>, gemm_packed_q32<block_q4_1>, packed_row_q32<block_q4_1>);
     packed(GT_Q8_0, pack_q32<block_q8_0>, gemm_packed_q32<block_q8_0>, packed_row_q32<block_q8_0>);
-    packed(GT_Q4_K, pack_q4_K, gemm_packed_k<GT_Q4_K>, packed_row_q4_K);
-    packed(GT_Q6_K, pack_q6_K, gemm_packed_k<GT_Q6_K>, packed_row_q6_K);
+    packed(GT_Q4_K, pack_q4_K<KWide::ROWS>, gemm_packed_k<GT_Q4_K>, packed_row_q4_K<KWide::ROWS>, KWide::ROWS);
+    packed(GT_Q6_K, pack_q6_K<KWide::ROWS>, gemm_packed_k<GT_Q6_K>, packed_row_q6_K<KWide::ROWS>, KWide::ROWS);
 
     t.dot_f16_f32 = dot_f16_f32_avx2;
     t.axpy_f16_f32 = axpy_f16_f32_avx2;

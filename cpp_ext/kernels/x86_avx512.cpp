@@ -2,6 +2,11 @@
 // tiles): built with those flags, used only when the cpu has them (zen 4, ice lake and later).
 // the kernels are x86_avx2.cpp's.
 #define EC_X86_VNNI 2
+// gcc 12 reports the _mm512_undefined_* inside its own zmm shift and convert intrinsics as "may be
+// used uninitialized" once they are inlined into a template (a false positive, gcc bug 105593)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #define EC_X86_ISA "avx512"
 #define EC_X86_TABLE kernels_avx512
 #include "x86_avx2.cpp"
