@@ -323,3 +323,26 @@ def test_engine_window_start_follows_chunked_eviction(default_model):
         assert seen_gap, "no turn ended with a partly filled window after a chunk eviction"
     finally:
         e.close()
+
+
+class _FakeLib:
+    """Stands in for llama.cpp's module where only its system info is read."""
+
+    def __init__(self, info: bytes):
+        self.info = info
+
+    def llama_print_system_info(self) -> bytes:
+        return self.info
+
+
+def test_repacking_off_only_for_an_amx_build_on_an_amx_cpu(monkeypatch):
+    from edgechat.runtime.backends import llama_cpp as lc
+    amx_build = b"CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |"
+    plain_build = b"CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |"
+    monkeypatch.setattr(lc, "has_amx", lambda: True)
+    assert lc._amx_buffer_type(_FakeLib(amx_build))          # its AMX buffer type would crash: repacks off
+    assert not lc._amx_buffer_type(_FakeLib(plain_build))    # a build without AMX keeps them
+    monkeypatch.setattr(lc, "has_amx", lambda: False)
+    assert not lc._amx_buffer_type(_FakeLib(amx_build))      # no AMX tiles on this CPU
+    monkeypatch.delenv("LLAMA_CPP_LIB_PATH", raising=False)
+    assert lc._build_features(_FakeLib(plain_build)).split() == ["AVX2", "AVX512", "REPACK"]

@@ -3,7 +3,7 @@
 // the kernels are x86_avx2.cpp's.
 #define EC_X86_VNNI 2
 // gcc 12 reports the _mm512_undefined_* inside its own zmm shift and convert intrinsics as "may be
-// used uninitialized" once they are inlined into a template (a false positive, gcc bug 105593)
+// used uninitialized" once they are inlined into a template (a false positive: those values are never read)
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
