@@ -42,6 +42,13 @@ void fill_f16_table() {
 
 inline float h2f(half h) { return f16_table[h]; }
 
+// block b's scale of a q8_0 kv row (kv_q8_scale's value, from the table)
+inline float kv_scale(const uint8_t* row, int hd, int b) {
+    half h;
+    memcpy(&h, row + hd + 2 * b, sizeof(h));
+    return h2f(h);
+}
+
 // one float -> fp16 with f16c (round to nearest even, as fp32_to_fp16)
 inline half f2h(float f) { return (half)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0); }
 
@@ -446,11 +453,7 @@ void wsum_q8_g_avx2(int n, int hd, int G, const float* w, size_t ldw, const uint
         const uint8_t* rows = v + (size_t)j0 * ld;
         const int nq = (m + 3) / 4;
         for (int b = 0; b < nbk; b++) {
-            for (int j = 0; j < m; j++) {
-                uint16_t h;
-                std::memcpy(&h, rows + (size_t)j * ld + hd + 2 * b, sizeof(h));
-                wq8.d[b][j] = f16_table[h];
-            }
+            for (int j = 0; j < m; j++) wq8.d[b][j] = kv_scale(rows + (size_t)j * ld, hd, b);
             for (int j = m; j < kWsumGroup; j++) wq8.d[b][j] = 0.0f;
         }
         for (int q = 0; q < nq; q++) {
@@ -667,11 +670,7 @@ void scores_q8_int(int n, int G, const uint8_t* k, size_t ld, const float* q, fl
         for (int r = 0; r < 8; r++) kr[r] = k + (size_t)(j + std::min(r, rows - 1)) * ld;   // a short step repeats its last key
         alignas(32) float dk[NB][8];
         for (int r = 0; r < 8; r++)
-            for (int b = 0; b < NB; b++) {
-                uint16_t h;
-                std::memcpy(&h, kr[r] + HD + 2 * b, sizeof(h));
-                dk[b][r] = f16_table[h];
-            }
+            for (int b = 0; b < NB; b++) dk[b][r] = kv_scale(kr[r], HD, b);
         for (int b = 0; b < NB; b++) {
             __m256i rv[8], t[8];
             for (int r = 0; r < 8; r++) rv[r] = _mm256_loadu_si256((const __m256i*)(kr[r] + 32 * b));
@@ -706,12 +705,7 @@ void scores_q8_int(int n, int G, const uint8_t* k, size_t ld, const float* q, fl
 // exact int32 lanes: the 32 int8 products of a and b, 4 per lane, as |a| . sign(b, a) (u8 x s8;
 // the maddubs pairs fit int16: 2 * 127 * 127 < 2^15). au = |a|, shared by the queries of one key
 inline __m256i dot_i8x32(__m256i au, __m256i a, __m256i b) {
-    const __m256i bs = _mm256_sign_epi8(b, a);
-#if EC_X86_VNNI
-    return dpbusd(_mm256_setzero_si256(), au, bs);
-#else
-    return widen_sum(_mm256_maddubs_epi16(au, bs));
-#endif
+    return widen_sum(_mm256_maddubs_epi16(au, _mm256_sign_epi8(b, a)));
 }
 
 // one key row against QG = 8 / NB queries: lane g * NB + b = (float)dot_b(key, query g) * (dk_b * dq_gb)
