@@ -59,7 +59,7 @@ def _names(choices):
     return parse
 
 
-KV_TYPES = ("f16", "q8_0")
+KV_TYPES = ("auto", "f16", "q8_0")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,17 +97,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--spec-tokens", type=_int_at_least(1), default=256, help="with --speculative: "
                    "tokens per reply (default: 256)")
     p.add_argument("--kv-type", type=_names(KV_TYPES), default=S, metavar="KV[,KV]",
-                   help="KV cache rows for both engines (default f16; q8_0: int8 + a scale per 32 values). "
-                   "Several (f16,q8_0): a row per type for each file, their runs interleaved, and a line "
-                   "comparing each engine's decode across them")
+                   help="KV cache rows (default auto: each engine's own default, as its users get it: q8_0 "
+                   "native, f16 llama.cpp; f16 or q8_0: that type on both engines). Several (f16,q8_0): a "
+                   "row per type for each file, their runs interleaved, and a line comparing each engine's "
+                   "decode across them")
 
 
 # ---- one measurement (child process) ------------------------------------------------------------
 
-def _load(backend: str, path: str, threads: int, ctx: int, kv_type: str = "f16"):
+def _load(backend: str, path: str, threads: int, ctx: int, kv_type: str = "auto"):
     from ..runtime.backends.llama_cpp import LlamaCppBackend
     from ..runtime.backends.native import NativeBackend
     from ..runtime.ggufload import read_model
+    from ..runtime.memory import resolve_kv_type
+    kv_type = resolve_kv_type(kv_type, backend)
     if backend == "native":
         return NativeBackend(read_model(path), ctx=ctx, sinks=4, threads=threads, kv_type=kv_type)
     return LlamaCppBackend(path, ctx=ctx, sinks=4, threads=threads, kv_type=kv_type)
@@ -174,7 +177,7 @@ def _child(backend: str, path: str, threads: int, tokens: list[int], plan: dict,
     try:
         ctx = max(max(plan["prefill"]), max(plan["depths"])) + plan["decode_tokens"] + WARMUP_TOKENS + 8
         t0 = time.perf_counter()
-        b = _load(backend, path, threads, ctx, plan.get("kv_type", "f16"))
+        b = _load(backend, path, threads, ctx, plan.get("kv_type", "auto"))
         res = {"load_s": time.perf_counter() - t0, "info": _info_dict(b.info)}
         res |= _measure(b, tokens, plan["prefill"], plan["depths"], plan["decode_tokens"])
         res["peak_rss_mib"] = _peak_rss_mib()
@@ -300,7 +303,7 @@ def bench(args) -> dict:
 
     from .. import _native
     threads = getattr(args, "threads", None) or psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    kv = getattr(args, "kv_type", None) or ("f16",)
+    kv = getattr(args, "kv_type", None) or ("auto",)
     kv_types = list(dict.fromkeys((kv,) if isinstance(kv, str) else kv))  # the top-level --kv-type: one
     plan = {"prefill": list(args.prefill), "depths": list(args.decode_depths), "decode_tokens": args.decode_tokens,
             "kv_types": kv_types}
@@ -343,9 +346,18 @@ def _header(r: dict) -> list[str]:
             f"native     kernel table {r['native_isa']}{forced}",
             f"llama.cpp  {r['llama_cpp']['version']} [{r['llama_cpp'].get('build') or '?'}], weight repacking {repack}",
             f"DRAM read  {r['dram_read_gbps']:.1f} GB/s ({r['threads']} threads, {BANDWIDTH_MIB} MiB buffer)",
-            f"KV cache   {r.get('kv_type', 'f16')} (both engines{'; a row per type' if ',' in r.get('kv_type', '') else ''})",
+            f"KV cache   {_kv_header(r.get('kv_type', 'f16'))}",
             f"medians of {r['runs']} run(s), each in a fresh process; decode {r['decode_tokens']} greedy tokens; "
             "ratio = native / llama.cpp (higher is better for tok/s and GB/s, lower for load and RSS)"]
+
+
+def _kv_header(kv: str) -> str:
+    """The header's KV line: the types, and what auto runs on each engine."""
+    from ..runtime.memory import AUTO_KV_TYPE
+    notes = ["a row per type"] if "," in kv else []
+    if "auto" in kv.split(","):
+        notes.append("auto: each engine's default, " + ", ".join(f"{b} {t}" for b, t in AUTO_KV_TYPE.items()))
+    return f"{kv} ({'; '.join(notes) or 'both engines'})"
 
 
 def _fit(text: str, width: int) -> str:

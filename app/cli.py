@@ -30,8 +30,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int_at_least(1), help="compute threads (default: physical cores)")
     g.add_argument("--ctx", type=int_at_least(2), default=DEFAULT_CTX, help="KV cache capacity in tokens")
     g.add_argument("--sinks", type=int_at_least(0), default=DEFAULT_SINKS, help="pinned attention-sink tokens")
-    g.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16",
-                   help="KV cache rows: f16, or q8_0 (int8 + a scale per 32 values: about half the memory)")
+    g.add_argument("--kv-type", choices=["auto", "f16", "q8_0"], default="auto",
+                   help="KV cache rows: f16, q8_0 (int8 + a scale per 32 values: about half the memory), or "
+                        "auto (default): q8_0 on the native engine, f16 on llama.cpp, each one's faster")
     g.add_argument("--kv-snapshots-mib", type=int_at_least(0), default=512, metavar="N",
                    help="chat TUI: keep saved chats' KV caches, at most N MiB on disk (0: off)")
     g.add_argument("--pin-system", action="store_true", help="pin BOS + the whole system prompt as sinks")

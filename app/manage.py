@@ -34,7 +34,8 @@ def add_parsers(subparsers) -> None:
     p = subparsers.add_parser("doctor", help="check this machine and the model: CPU, RAM, GPU, backend")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--ctx", type=_positive_int, default=DEFAULT_CTX, help="context for the memory estimate")
-    p.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16", help="KV cache rows for the memory estimate")
+    p.add_argument("--kv-type", choices=["auto", "f16", "q8_0"], default="auto",
+                   help="KV cache rows for the memory estimate (auto: the one the auto backend runs)")
     p.add_argument("--model", "-m", help="model name or path (default: the packaged default)")
     p.set_defaults(manage_cmd="doctor")
 
@@ -125,7 +126,7 @@ def _native_slower(path) -> str | None:
         return None
 
 
-def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str = "f16") -> dict:
+def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str = "auto") -> dict:
     """Everything ``doctor`` shows, as a dict; ``problems`` lists what stops a chat."""
     from ..models import local
     from ..models.resolve import DEFAULT_NAME, resolve
@@ -152,6 +153,7 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str
         return report
     name, reason = choose_backend("auto", None if m.native else m.reason, 0, _native_slower(path) if m.native else None)
     report["backend"] = {"name": name, "reason": reason}
+    report["kv_type"] = kv_type = memory.resolve_kv_type(kv_type, name)
     if not m.config:
         problems.append(f"cannot estimate memory: {m.reason}")
         return report
@@ -178,7 +180,7 @@ def _native_built() -> bool:
 
 
 def cmd_doctor(args) -> int:
-    report = doctor_report(args.model, args.ctx, getattr(args, "kv_type", "f16"))
+    report = doctor_report(args.model, args.ctx, getattr(args, "kv_type", "auto"))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

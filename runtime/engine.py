@@ -446,7 +446,7 @@ class _Clock:
 def load(path: str | Path, *, backend: str = "auto", threads: int | None = None, ctx: int = DEFAULT_CTX,
          sinks: int = DEFAULT_SINKS, gpu_layers: int = 0, pin_system: bool = False,
          evict_chunk: int | None = None, force: bool = False, speculative: str = "lookup",
-         draft: str | Path | None = None, kv_type: str = "f16") -> Engine:
+         draft: str | Path | None = None, kv_type: str = "auto") -> Engine:
     """Load a GGUF file (the app resolves model names to paths: ``edgechat.models.resolve``).
 
     Args:
@@ -461,19 +461,23 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         force: skip the memory preflight.
         speculative: "lookup" (prompt-lookup drafts), "draft" (``draft``: a GGUF with the same tokenizer)
             or "off". Native only; the text (temp 0) or its distribution (temp > 0) never changes.
-        kv_type: KV cache rows, "f16" or "q8_0" (int8 with a scale per 32 values: about half the bytes).
+        kv_type: KV cache rows, "f16", "q8_0" (int8 with a scale per 32 values: about half the bytes) or
+            "auto": each backend's faster one (``memory.AUTO_KV_TYPE``: q8_0 native, f16 llama.cpp).
 
     Returns:
         An Engine.
     """
     from .ggufload import read_model
+    from .memory import resolve_kv_type
     from .tokenizer import Tokenizer
     t0 = time.perf_counter()
     threads = _check_load_args(ctx, sinks, threads)
     path = Path(path)
     mf = read_model(path)
-    _preflight(path, mf.config, ctx, force, _check_kv_type(kv_type))
+    _check_kv_type(kv_type)
     name, reason = _pick_backend(mf, backend, gpu_layers)
+    kv_type = resolve_kv_type(kv_type, name)
+    _preflight(path, mf.config, ctx, force, kv_type)
     tok = MemoTokenizer(Tokenizer(path))
     be = _make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
                        evict_chunk=evict_chunk, kv_type=kv_type)
@@ -518,9 +522,9 @@ def _check_load_args(ctx: int, sinks: int, threads: int | None) -> int:
 
 
 def _check_kv_type(kv_type: str) -> str:
-    from .memory import KV_TYPES
-    if kv_type not in KV_TYPES:
-        raise EdgechatError(f"unknown --kv-type '{kv_type}' (choose from {', '.join(KV_TYPES)})")
+    from .memory import KV_CHOICES
+    if kv_type not in KV_CHOICES:
+        raise EdgechatError(f"unknown --kv-type '{kv_type}' (choose from {', '.join(KV_CHOICES)})")
     return kv_type
 
 

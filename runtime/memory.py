@@ -17,7 +17,18 @@ OVERHEAD_MODEL_FRACTION = 0.10
 
 
 KV_TYPES = ("f16", "q8_0")
+KV_CHOICES = ("auto", *KV_TYPES)
+# --kv-type auto, each engine's faster cache by `edgechat bench --kv-type f16,q8_0` (decode with 4096
+# tokens cached, llama-1b Q4_K_M): the native engine's q8_0 rows read half the bytes and its int8 kernels
+# win (q8_0 / f16 1.16x on a Xeon with AVX-512; perplexity through the ring +0.03%), while llama.cpp's
+# q8_0 cache decodes slower than its f16 one there (0.91x) and needs flash attention.
+AUTO_KV_TYPE = {"native": "q8_0", "llama.cpp": "f16"}
 Q8_BLOCK = 32            # q8_0: one fp16 scale per 32 int8 values (native rows: per head, a short last block)
+
+
+def resolve_kv_type(kv_type: str, backend: str) -> str:
+    """The KV type ``backend`` ("native" or "llama.cpp") runs for ``kv_type`` (auto: ``AUTO_KV_TYPE``)."""
+    return AUTO_KV_TYPE[backend] if kv_type == "auto" else kv_type
 
 
 def kv_bytes_per_elem(kv_type: str = "f16", head_dim: int = 64) -> float:

@@ -61,9 +61,10 @@ def test_bench_options_parse_after_the_subcommand():
     assert build_parser().parse_args(["--threads", "3", "bench"]).threads == 3
     assert build_parser().parse_args(["bench", "--kv-type", "q8_0"]).kv_type == ("q8_0",)
     assert build_parser().parse_args(["bench", "--kv-type", "f16,q8_0"]).kv_type == ("f16", "q8_0")
-    assert build_parser().parse_args(["bench"]).kv_type == "f16"     # the top-level option's default
+    assert build_parser().parse_args(["bench"]).kv_type == "auto"    # the top-level option's default
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--kv-type", "q4_0"])
+    assert build_parser().parse_args(["bench", "--kv-type", "auto,f16"]).kv_type == ("auto", "f16")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--type", "Q5_1"])
 

@@ -53,13 +53,14 @@ def test_json_schema():
     assert obj["tokens"]["prompt"] > 0 and 0 < obj["tokens"]["completion"] <= 12
     assert set(obj["timings"]) == {"load_s", "ttft_s", "restore_s", "prefill_tps", "decode_tps", "draft_tokens",
                                    "accepted_tokens"}
-    assert obj["cache"]["restored"] is False and obj["cache"]["kv_type"] == "f16"
+    assert obj["cache"]["restored"] is False and obj["cache"]["kv_type"] == "q8_0"   # --kv-type auto, native
     assert obj["cache"]["evicted"] == 0
 
 
 def test_json_same_text_on_llama_cpp_backend():
-    a = json.loads(run(["-p", "Name a fruit.", "--json", *BASE]).stdout)
-    b = json.loads(run(["-p", "Name a fruit.", "--json", "--backend", "llama.cpp", *BASE]).stdout)
+    same = ["--kv-type", "f16"]                  # the same cache on both (auto gives the native engine q8_0)
+    a = json.loads(run(["-p", "Name a fruit.", "--json", *same, *BASE]).stdout)
+    b = json.loads(run(["-p", "Name a fruit.", "--json", "--backend", "llama.cpp", *same, *BASE]).stdout)
     assert b["backend"] == "llama.cpp"
     assert a["text"] == b["text"]
 

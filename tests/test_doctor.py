@@ -19,14 +19,16 @@ KNOWN_ISA = {"avx", "avx2", "fma", "f16c", "avx512f", "avx_vnni", "avx512_vnni",
              "neon", "dotprod", "fp16", "i8mm", "sve"}
 
 
-def _kv_oracle(path, ctx: int) -> int:
-    """KV bytes from gguf.GGUFReader's metadata: 2 (K,V) * n_layer * ctx * n_head_kv * head_dim * 2."""
+def _kv_oracle(path, ctx: int, kv_type: str = "f16") -> int:
+    """KV bytes from gguf.GGUFReader's metadata: 2 (K,V) * n_layer * ctx * n_head_kv * row bytes, a row
+    being head_dim * 2 (f16) or head_dim + 2 per 32 values (q8_0: int8 and an fp16 scale per block)."""
     import gguf
     r = gguf.GGUFReader(path)
     arch = r.fields["general.architecture"].contents()
     get = lambda k: r.fields[f"{arch}.{k}"].contents()            # noqa: E731
     head_dim = get("embedding_length") // get("attention.head_count")
-    return 2 * get("block_count") * ctx * get("attention.head_count_kv") * head_dim * 2
+    row = head_dim * 2 if kv_type == "f16" else head_dim + 2 * -(-head_dim // 32)
+    return 2 * get("block_count") * ctx * get("attention.head_count_kv") * row
 
 
 # ---- device --------------------------------------------------------------------------------------
@@ -71,7 +73,9 @@ def test_doctor_report_default_model(home):
     r = manage.doctor_report(ctx=4096)
     default = resolve_mod.default_model_path()
     assert r["model"]["path"] == str(default) and r["model"]["size"] == default.stat().st_size
-    assert r["memory"]["kv"] == _kv_oracle(default, 4096) == 2 * 30 * 4096 * 3 * 64 * 2
+    assert r["kv_type"] == "q8_0"                  # --kv-type auto on the native engine
+    assert r["memory"]["kv"] == _kv_oracle(default, 4096, "q8_0") == 2 * 30 * 4096 * 3 * (64 + 4)
+    assert manage.doctor_report(ctx=4096, kv_type="f16")["memory"]["kv"] == _kv_oracle(default, 4096)
     assert r["memory"]["model"] == default.stat().st_size
     assert r["memory"]["total"] > r["memory"]["model"] + r["memory"]["kv"]
     assert r["memory"]["available"] == r["device"]["ram_available"]
@@ -84,7 +88,7 @@ def test_doctor_report_unsupported_model_picks_llama_cpp(home, tmp_path):
     path = write_tiny_gguf(tmp_path / "g.gguf", arch="gemma")
     r = manage.doctor_report(str(path), ctx=1000)
     assert r["backend"]["name"] == "llama.cpp" and "arch 'gemma'" in r["backend"]["reason"]
-    assert r["memory"]["kv"] == _kv_oracle(path, 1000)
+    assert r["kv_type"] == "f16" and r["memory"]["kv"] == _kv_oracle(path, 1000)   # auto on llama.cpp
 
 
 def test_doctor_report_without_default_model(home, monkeypatch):
@@ -118,7 +122,7 @@ def test_doctor_console_script_json_offline(home):
     assert r.returncode in (0, 1), r.stderr
     report = json.loads(r.stdout)
     assert report["ctx"] == 512 and report["model"]["name"] == "smollm2-135m"
-    assert report["memory"]["kv"] == 2 * 30 * 512 * 3 * 64 * 2
+    assert report["kv_type"] == "q8_0" and report["memory"]["kv"] == 2 * 30 * 512 * 3 * (64 + 4)
     assert r.returncode == (1 if report["problems"] else 0)
 
 

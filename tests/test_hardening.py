@@ -415,9 +415,10 @@ def test_cli_huge_ctx_is_one_line_with_the_estimate(default_model):
     cfg = read_model(default_model).config
     r = run_cli(["--ctx", str(HUGE_CTX_CLI), "-p", "hi", "--threads", "1"], limit_memory=True)
     line = assert_one_line_error(r, "GiB", "--force")
-    kv = memory.estimate(default_model.stat().st_size, cfg["n_layer"], HUGE_CTX_CLI, cfg["n_head_kv"],
-                         cfg["head_dim"])["kv"]
-    assert kv == 2 * cfg["n_layer"] * HUGE_CTX_CLI * cfg["n_head_kv"] * cfg["head_dim"] * 2   # f16 K and V
+    hd = cfg["head_dim"]       # --kv-type auto on the native engine: q8_0 rows, int8 + an fp16 scale per 32
+    kv = memory.estimate(default_model.stat().st_size, cfg["n_layer"], HUGE_CTX_CLI, cfg["n_head_kv"], hd,
+                         memory.kv_bytes_per_elem("q8_0", hd))["kv"]
+    assert kv == 2 * cfg["n_layer"] * HUGE_CTX_CLI * cfg["n_head_kv"] * (hd + 2 * -(-hd // 32))   # K and V
     assert f"KV {kv / memory.GiB:.1f}" in line, line
     assert re.search(r"needs [\d.]+ GiB .*, [\d.]+ GiB available; --force to try anyway$", line), line
 

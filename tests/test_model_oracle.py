@@ -101,7 +101,8 @@ def test_golden_greedy_text(prompt, default_model):
     its first near tie, and at every later step where llama.cpp's choice is decisive (teacher-forced on
     llama.cpp's continuation)."""
     from edgechat.runtime import load
-    engines = {b: load(default_model, backend=b, ctx=512, threads=2) for b in ("native", "llama.cpp")}
+    # f16 on both: the oracle's own cache (auto would give the native engine q8_0)
+    engines = {b: load(default_model, backend=b, ctx=512, threads=2, kv_type="f16") for b in ("native", "llama.cpp")}
     try:
         ref, margins, ids = chat_greedy(engines["llama.cpp"], prompt, GOLDEN_TOKENS)
         ours, _, ids_native = chat_greedy(engines["native"], prompt, GOLDEN_TOKENS)

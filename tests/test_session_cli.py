@@ -56,6 +56,6 @@ def test_damaged_session_is_a_note_and_a_fresh_run(tmp_path):
 def test_other_kv_type_session_is_refused(tmp_path):
     s = tmp_path / "chat.npz"
     run(["-p", FIRST, "--session", str(s), *BASE])
-    got, err = run(["-p", SECOND, "--session", str(s), "--kv-type", "q8_0", *BASE])
-    assert got["cache"]["restored"] is False and "kv_type f16, now q8_0" in err
-    assert got["cache"]["kv_type"] == "q8_0"
+    got, err = run(["-p", SECOND, "--session", str(s), "--kv-type", "f16", *BASE])
+    assert got["cache"]["restored"] is False and "kv_type q8_0, now f16" in err   # auto on native: q8_0
+    assert got["cache"]["kv_type"] == "f16"

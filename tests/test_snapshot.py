@@ -123,7 +123,7 @@ def test_damaged_snapshot_is_refused(default_model, saved, fresh, tmp_path, dama
 
 @pytest.mark.parametrize("other", ["ctx", "kv_type", "sinks", "model", "backend"])
 def test_other_settings_are_refused(default_model, quantized_default, saved, fresh, other):
-    kw = {"ctx": {"ctx": CTX * 2}, "kv_type": {"kv_type": "q8_0"}, "sinks": {"sinks": 8},
+    kw = {"ctx": {"ctx": CTX * 2}, "kv_type": {"kv_type": "f16"}, "sinks": {"sinks": 8},  # saved: auto = q8_0
           "backend": {"backend": "llama.cpp"}, "model": {}}[other]
     model = quantized_default("Q4_0") if other == "model" else default_model
     e = _load(model, **kw)

@@ -260,12 +260,15 @@ async def test_settings_editor_saves_the_system_prompt_and_sampling(engine, db):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f3")
         assert isinstance(app.screen, SettingsScreen)
+        assert app.screen.query_one("#kv-type").value == "auto"          # --kv-type's default
+        key = app.host.key
         await pilot.press(*"You are terse.")
         app.screen.query_one("#top_k").value = "5"
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert len(app.screen_stack) == 1
         assert app.chat.system == "You are terse." and app.chat.settings["top_k"] == 5
+        assert app.chat.settings["kv_type"] == "auto" and app.host.key == key    # the same engine: no reload
         assert app.transcript.views[0].role == "system"
         await send(app, pilot, "Hi")
     assert rows(db, "SELECT system, settings FROM chats")[0][0] == "You are terse."
@@ -388,3 +391,13 @@ async def test_stats_answers_during_a_reply(engine, db):
         await pilot.press("escape")
         app.action_stop()
         await wait_reply(app, pilot)
+
+
+def test_chat_settings_keep_an_explicit_kv_type_only():
+    from argparse import Namespace
+
+    from edgechat.app.tui import settings
+    assert "kv_type" not in settings.from_args(Namespace(kv_type="auto", pin_system=False))
+    assert settings.from_args(Namespace(kv_type="f16", pin_system=False))["kv_type"] == "f16"
+    assert "f16 KV" in settings.summary({"kv_type": "f16"}) and "q8_0 KV" in settings.summary({"kv_type": "q8_0"})
+    assert "KV" not in settings.summary({"kv_type": "auto"})

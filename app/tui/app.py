@@ -278,7 +278,7 @@ class EdgechatApp(App[int]):
     def _ensure_engine(self) -> None:
         """Load the chat's model (with its pin_system) unless it is the one loaded or loading."""
         key = (self.chat.model, bool(self.chat.settings.get("pin_system")),
-               self.chat.settings.get("kv_type") or getattr(self.args, "kv_type", None) or "f16")
+               self.chat.settings.get("kv_type") or getattr(self.args, "kv_type", None) or "auto")
         if self.host.ensure(key):
             status = self.status
             status.model, status.state = key[0] or "default model", "loading"

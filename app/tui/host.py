@@ -44,7 +44,7 @@ class EngineHost:
 
     def __init__(self, app, args, engine=None, snapshots=None):
         self.app, self.args, self.engine = app, args, engine
-        kv_type = getattr(args, "kv_type", None) or "f16"
+        kv_type = getattr(args, "kv_type", None) or "auto"
         self.key = (args.model or "", bool(args.pin_system), kv_type) if engine is not None else None
         self._own = engine is None
         self.lock = threading.Lock()

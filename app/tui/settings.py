@@ -26,7 +26,7 @@ def from_args(args) -> dict:
     settings = {k: getattr(args, k, None) for k in FIELDS}
     settings = {k: v for k, v in settings.items() if v is not None}
     settings["pin_system"] = bool(getattr(args, "pin_system", False))
-    if getattr(args, "kv_type", None) not in (None, "f16"):
+    if getattr(args, "kv_type", None) not in (None, "auto"):
         settings["kv_type"] = args.kv_type
     return settings
 
@@ -45,6 +45,6 @@ def summary(settings: dict) -> str:
     parts.append(f"max {shown['max_tokens']}")
     if settings.get("pin_system"):
         parts.append("pinned system")
-    if settings.get("kv_type") == "q8_0":
-        parts.append("q8_0 KV")
+    if settings.get("kv_type") in ("f16", "q8_0"):
+        parts.append(f"{settings['kv_type']} KV")
     return " · ".join(parts)

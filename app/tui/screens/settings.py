@@ -6,9 +6,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Switch, TextArea
+from textual.widgets import Button, Input, Label, Select, Switch, TextArea
 
 from ..settings import FIELDS, defaults
+
+KV_OPTIONS = [("auto: q8_0 on the native engine, f16 on llama.cpp", "auto"),
+              ("f16", "f16"), ("q8_0: int8 rows, about half the memory", "q8_0")]
 
 
 class SettingsScreen(ModalScreen[dict | None]):
@@ -29,9 +32,10 @@ class SettingsScreen(ModalScreen[dict | None]):
             with Horizontal(id="pin-row"):
                 yield Switch(bool(self.settings.get("pin_system")), id="pin")
                 yield Label("Pin the system prompt as the attention sink: it never leaves the window")
-            with Horizontal(id="kv-row", classes="switch-row"):
-                yield Switch(self.settings.get("kv_type") == "q8_0", id="kv-q8")
-                yield Label("Quantized KV cache (q8_0): about half the memory; reloads the model")
+            with Horizontal(id="kv-row"):
+                yield Label("KV cache (a change reloads the model)")
+                yield Select(KV_OPTIONS, value=self.settings.get("kv_type") or "auto", allow_blank=False,
+                             id="kv-type", compact=True)
             with Grid(id="sampling"):
                 for key, (kind, label) in FIELDS.items():
                     value = self.settings.get(key)
@@ -50,7 +54,7 @@ class SettingsScreen(ModalScreen[dict | None]):
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
         settings = {"pin_system": self.query_one("#pin", Switch).value,
-                    "kv_type": "q8_0" if self.query_one("#kv-q8", Switch).value else "f16"}
+                    "kv_type": self.query_one("#kv-type", Select).value}
         for key, (kind, _) in FIELDS.items():
             text = self.query_one(f"#{key}", Input).value.strip()
             if text:
