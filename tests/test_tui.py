@@ -393,7 +393,7 @@ async def test_stats_answers_during_a_reply(engine, db):
         await wait_reply(app, pilot)
 
 
-def test_chat_settings_keep_an_explicit_kv_type_only():
+async def test_chat_settings_keep_an_explicit_kv_type_only():     # async: the module is marked asyncio
     from argparse import Namespace
 
     from edgechat.app.tui import settings
