@@ -122,7 +122,7 @@ def one_shot(args, prompt: str) -> int:
     if args.verbose:
         i = engine.info
         print(f"edgechat: backend {i.backend} ({i.reason}); {i.name} [{i.arch}, {', '.join(i.types)}], "
-              f"{i.threads} threads, isa {i.isa}", file=sys.stderr)
+              f"{i.threads} threads, isa {i.isa}, KV cache {engine.cache_info().kv_type}", file=sys.stderr)
         if engine.speculation.note:
             print(f"edgechat: {engine.speculation.note}", file=sys.stderr)
     from . import session

@@ -57,6 +57,12 @@ def test_json_schema():
     assert obj["cache"]["evicted"] == 0
 
 
+def test_verbose_names_the_backend_and_its_kv_cache():
+    r = run(["-p", "Name a fruit.", "-v", *BASE])
+    err = r.stderr.decode()
+    assert r.returncode == 0 and "backend native" in err and "KV cache q8_0" in err, err   # auto on native
+
+
 def test_json_same_text_on_llama_cpp_backend():
     same = ["--kv-type", "f16"]                  # the same cache on both (auto gives the native engine q8_0)
     a = json.loads(run(["-p", "Name a fruit.", "--json", *same, *BASE]).stdout)

@@ -420,6 +420,7 @@ def test_cli_speculation_errors(default_model, args, code, fragment):
 def test_cli_llama_cpp_says_speculation_is_native_only():
     r = _cli("-p", "hi", "--max-tokens", "2", "--threads", "2", "--backend", "llama.cpp", "-v")
     assert r.returncode == 0 and "speculation is native-only" in r.stderr
+    assert "KV cache f16" in r.stderr                     # --kv-type auto on llama.cpp
 
 
 def test_bench_speculative_table():
