@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# a runner may start the suite with SIGINT ignored (a background job of a non-interactive shell does);
+# children inherit an ignored signal, so the Ctrl-C tests' edgechat could not be interrupted. A handled
+# SIGINT is reset to the default in every child instead
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 CACHE = Path(__file__).parent / ".cache"
 
 
