@@ -391,13 +391,15 @@ void Model::wsum_q8_runs(int hd, int Q, const float* w, size_t ldw, float* y, RU
 // kv head: each key / value row is read and converted once for all TB x G queries; keys a block's
 // first token sees but a later one does not are masked per query. in decode each kv head's keys are
 // also split over several tasks, whose partial softmaxes (max, sum, unnormalized output) are merged.
-void Model::attention(int layer, int n, int64_t p0) {
+// the chunk's n tokens are keys; queries are tokens q0..n-1 (the last layer of a prefill whose earlier
+// tokens' outputs nobody reads skips their queries: a query's result does not depend on which others run)
+void Model::attention(int layer, int n, int64_t p0, int q0) {
     const int hd = cfg_.head_dim, n_kv = cfg_.n_head_kv, G = cfg_.n_head / n_kv;
     const int64_t S = kv_.sinks(), W = kv_.window();
     const float scale = 1.0f / std::sqrt((float)hd);
     const size_t lds = (size_t)kv_.ctx() + max_batch_;   // scores row stride (per query)
     const int T = pool_.size();
-    const int TB = n <= kMaxSplitTokens ? 1 : kTokenBlock, blocks = (n + TB - 1) / TB;
+    const int TB = n <= kMaxSplitTokens ? 1 : kTokenBlock, blocks = (n - q0 + TB - 1) / TB;
     // splits (decode): enough tasks for every thread (4 each), at least kMinSplitKeys keys per split.
     // each token of a short chunk (a speculative verify batch) splits its keys as its own one-token
     // decode would, so its logits equal token-by-token decode bit for bit
@@ -407,7 +409,8 @@ void Model::attention(int layer, int n, int64_t p0) {
         return (int)std::clamp<int64_t>(std::min<int64_t>((4 * T + n_kv - 1) / n_kv, keys / kMinSplitKeys), 1, kMaxSplits);
     };
     if (TB == 1)
-        for (int t = 0; t < n; t++) split_of[t] = splits_at(p0 + t), first_task[t + 1] = first_task[t] + n_kv * split_of[t];
+        for (int t = 0; t < n; t++)   // no tasks for tokens before q0
+            split_of[t] = t < q0 ? 0 : splits_at(p0 + t), first_task[t + 1] = first_task[t] + n_kv * split_of[t];
     const size_t part_stride = (size_t)G * (hd + 2);      // per split task: G x (out[hd], max, sum)
     pool_.run(TB == 1 ? first_task[n] : blocks * n_kv, [&](int task, int th) {
         int blk = task / n_kv, kvh = task % n_kv, sp = 0, splits = 1;
@@ -417,7 +420,7 @@ void Model::attention(int layer, int n, int64_t p0) {
             splits = split_of[blk];
             kvh = (task - first_task[blk]) / splits, sp = (task - first_task[blk]) % splits;
         }
-        const int t0 = blk * TB, tn = std::min(TB, n - t0), Q = tn * G;   // queries: (token, head in group)
+        const int t0 = TB == 1 ? blk : q0 + blk * TB, tn = std::min(TB, n - t0), Q = tn * G;   // queries: (token, head in group)
         float* qw = q_sink_.data() + (size_t)th * 2 * TB * G * hd;   // Q queries rotated for window keys
         float* qs = qw + (size_t)TB * G * hd;                         // and for sink keys
         for (int i = 0; i < Q; i++) {
@@ -563,19 +566,18 @@ void Model::store_kv_row(const float* x, uint8_t* dst) const {
 void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out) {
     const Config& c = cfg_;
     const int64_t p0 = kv_.n_past();
-    const int rows_tasks = (n + kElemRows - 1) / kElemRows;
-    auto rows_run = [&](const std::function<void(int, int)>& f) {   // f(first row, row count)
-        pool_.run(rows_tasks, [&](int task, int) { f(task * kElemRows, std::min(kElemRows, n - task * kElemRows)); });
+    auto rows_run = [&](int rows, const std::function<void(int, int)>& f) {   // f(first row, row count)
+        pool_.run((rows + kElemRows - 1) / kElemRows, [&](int task, int) { f(task * kElemRows, std::min(kElemRows, rows - task * kElemRows)); });
     };
     embed(tokens, n);
     rope_tables(n, p0);
     for (int l = 0; l < c.n_layer; l++) {
         LayerW& L = layers_[l];
         // attention block
-        rows_run([&](int r, int nr) { rmsnorm(xb_.data() + (size_t)r * c.n_embd, x_.data() + (size_t)r * c.n_embd,
+        rows_run(n, [&](int r, int nr) { rmsnorm(xb_.data() + (size_t)r * c.n_embd, x_.data() + (size_t)r * c.n_embd,
                                               L.attn_norm_f.data(), nr, c.n_embd); });
         matmuls({{&L.wq, q_.data()}, {&L.wk, k_cur_.data()}, {&L.wv, v_cur_.data()}}, xb_.data(), n);
-        rows_run([&](int r0, int nr) {
+        rows_run(n, [&](int r0, int nr) {
             for (int t = r0; t < r0 + nr; t++) {
                 float* q = q_.data() + (size_t)t * q_dim_;
                 float* k = k_cur_.data() + (size_t)t * kv_dim_;
@@ -590,7 +592,10 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
                 store_kv_row(v, vb_.data() + (size_t)t * kv_row_);
             }
         });
-        attention(l, n, p0);
+        // the last layer's outputs are read only where logits are: every row, the last row, or none (a
+        // chunk before a prompt's last); rows before q0 stop after their keys and values
+        const int q0 = l + 1 < c.n_layer || all_logits ? 0 : out ? n - 1 : n;
+        if (q0 < n) attention(l, n, p0, q0);
         for (int t = 0; t < n; t++) {   // the chunk enters the ring, overwriting the oldest window entries
             int s = kv_.slot(p0 + t);
             const size_t rb = kv_.row_bytes();
@@ -599,19 +604,26 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
                 std::memcpy(kv_.v_row(l, h, s), vb_.data() + (size_t)t * kv_row_ + (size_t)h * rb, rb);
             }
         }
-        matmul(L.wo, att_.data(), n, xb_.data());
-        rows_run([&](int r0, int nr) {
-            for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x_[i] += xb_[i];
-            rmsnorm(xb_.data() + (size_t)r0 * c.n_embd, x_.data() + (size_t)r0 * c.n_embd, L.ffn_norm_f.data(), nr, c.n_embd);
+        if (q0 == n) continue;
+        // rows q0..n-1 from here on (all of them but in a prefill's last layer)
+        const int m = n - q0;
+        float* x = x_.data() + (size_t)q0 * c.n_embd;
+        float* xb = xb_.data() + (size_t)q0 * c.n_embd;
+        float* hb = hb_.data() + (size_t)q0 * c.n_ff;
+        float* hb2 = hb2_.data() + (size_t)q0 * c.n_ff;
+        matmul(L.wo, att_.data() + (size_t)q0 * q_dim_, m, xb);
+        rows_run(m, [&](int r0, int nr) {
+            for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x[i] += xb[i];
+            rmsnorm(xb + (size_t)r0 * c.n_embd, x + (size_t)r0 * c.n_embd, L.ffn_norm_f.data(), nr, c.n_embd);
         });
         // feed-forward block: down(silu(gate(x)) * up(x))
-        matmuls({{&L.w_gate, hb_.data()}, {&L.w_up, hb2_.data()}}, xb_.data(), n);
-        rows_run([&](int r0, int nr) {
-            k_.silu_mul((int64_t)nr * c.n_ff, hb_.data() + (size_t)r0 * c.n_ff, hb2_.data() + (size_t)r0 * c.n_ff);
+        matmuls({{&L.w_gate, hb}, {&L.w_up, hb2}}, xb, m);
+        rows_run(m, [&](int r0, int nr) {
+            k_.silu_mul((int64_t)nr * c.n_ff, hb + (size_t)r0 * c.n_ff, hb2 + (size_t)r0 * c.n_ff);
         });
-        matmul(L.w_down, hb_.data(), n, xb_.data());
-        rows_run([&](int r0, int nr) {
-            for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x_[i] += xb_[i];
+        matmul(L.w_down, hb, m, xb);
+        rows_run(m, [&](int r0, int nr) {
+            for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x[i] += xb[i];
         });
     }
     kv_.advance(n);

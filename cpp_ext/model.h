@@ -74,7 +74,7 @@ private:
     struct MatJob { const Tensor* w; float* y; };
     void matmuls(std::initializer_list<MatJob> jobs, const float* x, int n);   // y_j (n, rows_j) = x (n, cols) * w_j^T
     void matmul(const Tensor& w, const float* x, int n, float* y);   // y (n, rows) = x (n, cols) * w^T
-    void attention(int layer, int n, int64_t p0);
+    void attention(int layer, int n, int64_t p0, int q0 = 0);
     template <class RUNS>
     void wsum_q8_runs(int hd, int Q, const float* w, size_t ldw, float* y, RUNS&& runs) const;
     void rope_tables(int n, int64_t p0);
