@@ -1419,22 +1419,22 @@ void packed_row_q6_K(const void* group, int r, int64_t cols, float* dst) {
 inline __m256i low_nibbles(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0f)); }
 inline __m256i high_nibbles(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f)); }
 
-// the largest column tile: 16 ymm registers (avx2) hold 4 columns' accumulators, 32 (avx512vl) 8
-#if EC_X86_VNNI == 2
+// the widest column tile of the packed gemms: 8 on every table. 32 registers (avx512vl) hold 8 columns'
+// accumulators, 16 (avx2, avx-vnni) do not, yet the weight unpacking shared by twice the columns beats
+// the spills there too. 8 / 4 columns, best of 8 alternating scripts/kernel_bench.cpp runs, sapphire
+// rapids: avx2 q4_0 1.01x, q4_1 1.12x, q8_0 1.05x, q4_K 1.08x, q6_K 1.16x; avxvnni q4_0 1.17x, q4_K
+// 1.04x, q6_K 1.10x (q4_K walks one sub-block at a time at 8 columns: 8 dot chains)
 constexpr int MAX_RN = 8;
-#else
-constexpr int MAX_RN = 4;
-#endif
 
 // every ROWS-row group x column tile of a packed gemm call, widest tiles first:
 // run(std::integral_constant<int, RN>, group start, first column, the group's y)
-template <int ROWS = PACK, int WIDEST = MAX_RN, class RUN>
+template <int ROWS = PACK, class RUN>
 inline void packed_tiles(int nr, int nc, const void* w, size_t ldw, float* y, RUN&& run) {
     for (int g = 0; g < nr / ROWS; g++) {
         const uint8_t* wg = (const uint8_t*)w + (size_t)g * ROWS * ldw;
         float* yg = y + g * ROWS;
         int c0 = 0;
-        for (; c0 + WIDEST <= nc; c0 += WIDEST) run(std::integral_constant<int, WIDEST>(), wg, c0, yg);
+        for (; c0 + MAX_RN <= nc; c0 += MAX_RN) run(std::integral_constant<int, MAX_RN>(), wg, c0, yg);
         for (; c0 + 2 <= nc; c0 += 2) run(std::integral_constant<int, 2>(), wg, c0, yg);
         for (; c0 < nc; c0++) run(std::integral_constant<int, 1>(), wg, c0, yg);  // decode: one column
     }
@@ -1647,16 +1647,10 @@ struct Zmm {
     static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
     static void store(float* y, F v) { _mm512_storeu_ps(y, v); }
 };
-using KWide = Zmm;    // the q4_K packed layout of this table
-constexpr int KWIDE_RN = 8;   // its widest column tile: 8 beat 4 and 6 (scripts/kernel_bench.cpp, sapphire rapids)
+using KWide = Zmm;    // the q4_K and q6_K packed layout of this table
 #else
 using KWide = Ymm;
-constexpr int KWIDE_RN = MAX_RN;
 #endif
-// q4_K's widest column tile on every table: 8 (one sub-block at a time, 8 dot chains) beat 4 (both
-// sub-blocks, 8 chains) by 8% on avx2 and 4% on avxvnni: the nibble unpacking is shared by twice the
-// columns (scripts/kernel_bench.cpp, best of 8 alternating runs, sapphire rapids)
-constexpr int Q4K_RN = 8;
 
 // 6-bit scales and mins of the group's rows (lanes) from the 3 packed uint32 chunks (as
 // get_scale_min_k4): sc[0] bytes = scales 0..3, sc[1] = 4..7, mn[0] = mins 0..3, mn[1] = 4..7
@@ -1859,7 +1853,7 @@ void gemm_packed_k(int n, int nr, int nc, const void* w, size_t ldw, const void*
         if constexpr (T == GT_Q4_K) tile_q4_K<KWide, RN>(nb, wg, xb, sp + (size_t)c0 * nb * 4, yg + c0 * ldy, ldy);
         else tile_q6_K<KWide, RN>(nb, wg, xb, yg + c0 * ldy, ldy);
     };
-    packed_tiles<KWide::ROWS, T == GT_Q4_K ? Q4K_RN : KWIDE_RN>(nr, nc, w, ldw, y, run);
+    packed_tiles<KWide::ROWS>(nr, nc, w, ldw, y, run);
 }
 
 // ---- table ----
