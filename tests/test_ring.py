@@ -148,8 +148,16 @@ def test_chunked_prefill_equals_token_by_token(mf, stream):
           f"ragged vs token by token {np.abs(ragged - single).max()}")
     np.testing.assert_allclose(one, single, rtol=0, atol=CHUNK_LOGIT_ATOL)
     np.testing.assert_allclose(ragged, single, rtol=0, atol=CHUNK_LOGIT_ATOL)
-    # last-row-only eval returns the same row
+    # last-row-only evals (the last layer runs only that row's queries and FFN) return the same row: one
+    # eval, and ragged pieces, each piece's last token
     np.testing.assert_allclose(native(mf, CHUNK_CTX, 4).eval(ids), single[-1], rtol=0, atol=CHUNK_LOGIT_ATOL)
+    b = native(mf, CHUNK_CTX, 4)
+    i = 0
+    while i < len(ids):
+        m = int(rng.integers(1, CHUNK_CTX + 10))
+        last = b.eval(ids[i:i + m])
+        i = min(i + m, len(ids))
+        np.testing.assert_allclose(last, single[i - 1], rtol=0, atol=CHUNK_LOGIT_ATOL)
 
 
 # ---- counters, capacity, truncate -----------------------------------------------------------------------
