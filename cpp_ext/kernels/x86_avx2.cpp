@@ -1421,9 +1421,10 @@ inline __m256i high_nibbles(__m256i v) { return _mm256_and_si256(_mm256_srli_epi
 
 // the widest column tile of the packed gemms: 8 on every table. 32 registers (avx512vl) hold 8 columns'
 // accumulators, 16 (avx2, avx-vnni) do not, yet the weight unpacking shared by twice the columns beats
-// the spills there too. 8 / 4 columns, best of 8 alternating scripts/kernel_bench.cpp runs, sapphire
-// rapids: avx2 q4_0 1.01x, q4_1 1.12x, q8_0 1.05x, q4_K 1.08x, q6_K 1.16x; avxvnni q4_0 1.17x, q4_K
-// 1.04x, q6_K 1.10x (q4_K walks one sub-block at a time at 8 columns: 8 dot chains)
+// the spills there too. 8 / 4 columns, 2048 x 2048 weights times 64 columns in 128-row gemm_packed calls
+// (as model.cpp's prefill tasks), best of 8 alternating single-thread runs, sapphire rapids: avx2 q4_0
+// 1.01x, q4_1 1.12x, q8_0 1.05x, q4_K 1.08x, q6_K 1.16x; avxvnni q4_0 1.17x, q4_K 1.04x, q6_K 1.10x
+// (q4_K walks one sub-block at a time at 8 columns: 8 dot chains)
 constexpr int MAX_RN = 8;
 
 // every ROWS-row group x column tile of a packed gemm call, widest tiles first:
