@@ -136,12 +136,16 @@ def test_chunked_prefill_equals_token_by_token(mf, stream):
     b = native(mf, CHUNK_CTX, 4)
     single = np.stack([b.eval([t]) for t in ids])
     rng = np.random.default_rng(0)
+
+    def spans():                 # pieces of 1..CHUNK_CTX+10 tokens: some longer than the window
+        i = 0
+        while i < len(ids):
+            m = int(rng.integers(1, CHUNK_CTX + 10))
+            yield i, min(i + m, len(ids))
+            i += m
+
     b = native(mf, CHUNK_CTX, 4)
-    pieces, i = [], 0
-    while i < len(ids):          # pieces of 1..CHUNK_CTX+10 tokens: some longer than the window
-        m = int(rng.integers(1, CHUNK_CTX + 10))
-        pieces.append(b.eval(ids[i:i + m], all_logits=True))
-        i += m
+    pieces = [b.eval(ids[a:e], all_logits=True) for a, e in spans()]
     ragged = np.concatenate(pieces)
     assert b.cache_info().evicted == len(ids) - CHUNK_CTX
     print(f"max |dlogit| one eval vs token by token {np.abs(one - single).max()}, "
@@ -152,12 +156,8 @@ def test_chunked_prefill_equals_token_by_token(mf, stream):
     # eval, and ragged pieces, each piece's last token
     np.testing.assert_allclose(native(mf, CHUNK_CTX, 4).eval(ids), single[-1], rtol=0, atol=CHUNK_LOGIT_ATOL)
     b = native(mf, CHUNK_CTX, 4)
-    i = 0
-    while i < len(ids):
-        m = int(rng.integers(1, CHUNK_CTX + 10))
-        last = b.eval(ids[i:i + m])
-        i = min(i + m, len(ids))
-        np.testing.assert_allclose(last, single[i - 1], rtol=0, atol=CHUNK_LOGIT_ATOL)
+    for a, e in spans():
+        np.testing.assert_allclose(b.eval(ids[a:e]), single[e - 1], rtol=0, atol=CHUNK_LOGIT_ATOL)
 
 
 # ---- counters, capacity, truncate -----------------------------------------------------------------------
