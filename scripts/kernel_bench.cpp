@@ -14,12 +14,17 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 using namespace ec;
 using clk = std::chrono::steady_clock;
@@ -46,6 +51,47 @@ struct Case {
     const char* ggml_symbol;
 };
 
+#if defined(__x86_64__)
+// the ceiling of the avx2 (no vnni) maddubs gemms on this cpu: the packed q4_K tile's inner loop alone, from
+// L1, nothing else (per 32-byte weight chunk: one vpand, then for each of 8 columns a broadcast of 4
+// activation bytes, a vpmaddubsw and a vpaddw). two vector uops per 32 products can use at most 3 ports;
+// compare its GFLOP/s with the avx2/p q4_K and q6_K gemm lines (what the scales, mins and the rest cost)
+__attribute__((target("avx2"))) static void int8_bound_loop(long iters, const uint8_t* w, const int8_t* x, int32_t* out) {
+    __m256i acc[8];
+    for (int c = 0; c < 8; c++) acc[c] = _mm256_setzero_si256();
+    const __m256i m = _mm256_set1_epi8(15);
+    for (long it = 0; it < iters; it++) {
+        asm volatile("" : "+r"(x), "+r"(w));   // every pass loads (and masks) the weights and broadcasts again
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(w + 32 * j)), m);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                int32_t xv;
+                memcpy(&xv, x + 64 * c + 4 * j, 4);
+                acc[c] = _mm256_add_epi16(acc[c], _mm256_maddubs_epi16(v, _mm256_set1_epi32(xv)));
+                asm("" : "+x"(acc[c]));   // keep the 8 independent chains as written
+            }
+        }
+    }
+    for (int c = 0; c < 8; c++) out[c] = _mm256_extract_epi32(acc[c], 0);
+}
+
+static void int8_bound() {
+    if (!__builtin_cpu_supports("avx2")) return;
+    alignas(32) uint8_t w[256];
+    alignas(32) int8_t x[512];
+    for (int i = 0; i < 256; i++) w[i] = (uint8_t)(i * 7);
+    for (int i = 0; i < 512; i++) x[i] = (int8_t)(i * 13);
+    int32_t out[8];
+    const long iters = 20000;
+    const double t = best_seconds(60, [&] { int8_bound_loop(iters, w, x, out); });
+    printf("avx2 int8 bound (maddubs + paddw, 8 columns, L1): %7.2f GFLOP/s\n", 2.0 * iters * 8 * 8 * 32 / t * 1e-9);
+}
+#else
+static void int8_bound() {}
+#endif
+
 int main(int argc, char** argv) {
     const int rows = argc > 2 ? atoi(argv[1]) : 1536, n = argc > 2 ? atoi(argv[2]) : 576;
     void* ggml = nullptr;
@@ -66,6 +112,7 @@ int main(int argc, char** argv) {
                           {GT_Q4_0, "q4_0", "ggml_vec_dot_q4_0_q8_0"}, {GT_Q5_0, "q5_0", "ggml_vec_dot_q5_0_q8_0"},
                           {GT_Q4_K, "q4_K", "ggml_vec_dot_q4_K_q8_K"}, {GT_Q6_K, "q6_K", "ggml_vec_dot_q6_K_q8_K"}};
     printf("%d x %d weights, single thread; gemm: %d columns; vec_dot: every row, one column\n", rows, n, SLAB);
+    int8_bound();
     for (const Case& cs : cases) {
         const TypeKernels& kw = g.types[cs.type];
         const TypeKernels& kx = g.types[kw.vec_type];
