@@ -560,7 +560,7 @@ void Model::output(int row0, int n_rows, float* out) {
 void Model::store_kv_row(const float* x, uint8_t* dst) const {
     if (kv_.type() == KVType::F16) return k_.f32_to_f16(x, (half*)dst, kv_dim_);
     for (int h = 0; h < cfg_.n_head_kv; h++)
-        kv_quantize_q8(x + (size_t)h * cfg_.head_dim, dst + (size_t)h * kv_.row_bytes(), cfg_.head_dim);
+        k_.kv_quantize_q8(x + (size_t)h * cfg_.head_dim, dst + (size_t)h * kv_.row_bytes(), cfg_.head_dim);
 }
 
 void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out) {

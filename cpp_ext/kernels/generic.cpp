@@ -616,6 +616,7 @@ static KernelTable make_generic_table() {
     t.wsum_f16 = wsum_by_axpy<axpy_f16_f32_generic>;
     t.scores_f16_g = scores_g_by_head<scores_by_dot<dot_f16_f32_generic>>;
     t.wsum_f16_g = wsum_g_by_head<wsum_by_axpy<axpy_f16_f32_generic>>;
+    t.kv_quantize_q8 = kv_quantize_q8;
     t.scores_q8_g = scores_q8_g_ref;
     t.wsum_q8_g = wsum_q8_g_ref;
     t.exp_sum = exp_sum_generic;

@@ -58,13 +58,15 @@ inline float kv_q8_scale(const uint8_t* row, int hd, int b) {
     return fp16_to_fp32(d);
 }
 
-// the G queries quantized as q8_0 kv rows (kv_quantize_q8), kv_q8_row_bytes(hd) bytes apart, in a
-// per-thread buffer of rows >= G rows; the rows past G are zero (zero quants and scales)
+// the G queries quantized as q8_0 kv rows (kv_quantize_q8, or a table's QUANT with its bits),
+// kv_q8_row_bytes(hd) bytes apart, in a per-thread buffer of rows >= G rows; the rows past G are zero
+// (zero quants and scales)
+template <void (*QUANT)(const float*, uint8_t*, int) = kv_quantize_q8>
 inline const uint8_t* kv_quantize_queries(const float* q, int G, int hd, int rows) {
     const size_t qrb = kv_q8_row_bytes(hd);
     thread_local std::vector<uint8_t> buf;
     buf.assign((size_t)rows * qrb, 0);
-    for (int g = 0; g < G; g++) kv_quantize_q8(q + (size_t)g * hd, buf.data() + g * qrb, hd);
+    for (int g = 0; g < G; g++) QUANT(q + (size_t)g * hd, buf.data() + g * qrb, hd);
     return buf.data();
 }
 

@@ -638,6 +638,18 @@ void from_float_q8_0_avx2(const float* src, void* dst, int64_t n) {
     for (int64_t i = 0; i < n / QK8_0; i++) quantize_block_q8(src + i * QK8_0, &b[i].d, b[i].qs, &d);
 }
 
+// one kv head's row as q8_0 (kv_quantize_q8's bits: quantize_block_q8 rounds as it does); head sizes
+// that are not whole blocks take the reference
+void kv_quantize_q8_avx2(const float* x, uint8_t* row, int hd) {
+    if (hd % kKvQ8Block != 0) return kv_quantize_q8(x, row, hd);
+    for (int b = 0; b < hd / kKvQ8Block; b++) {
+        half h;
+        float d;
+        quantize_block_q8(x + kKvQ8Block * b, &h, (int8_t*)row + kKvQ8Block * b, &d);
+        memcpy(row + hd + 2 * b, &h, sizeof(h));
+    }
+}
+
 // ---- scores over q8_0 keys: int8 dots (kernels.h: the queries quantized as kv rows) ----
 // with vnni, 8 keys a step: their block b transposed to 8 vectors of (4 dims x 8 keys), lane r of
 // vector c holding dims 4c..4c+3 of key r, so that one vpdpbusd adds a query's 4 dims (broadcast as a
@@ -760,7 +772,7 @@ void scores_q8_hsum(int n, int G, const uint8_t* k, size_t ld, const float* q, f
     constexpr int NB = HD / 32, QG = 8 / NB;
     const size_t qrb = kv_q8_row_bytes(HD);
     // whole groups: a group's missing queries are zero (zero quants and scales)
-    const uint8_t* qq = kv_quantize_queries(q, G, HD, (G + QG - 1) / QG * QG);
+    const uint8_t* qq = kv_quantize_queries<kv_quantize_q8_avx2>(q, G, HD, (G + QG - 1) / QG * QG);
     for (int g0 = 0; g0 < G; g0 += QG) {
         const uint8_t* qr = qq + g0 * qrb;
         alignas(32) float dqf[8];
@@ -1919,6 +1931,7 @@ KernelTable make_x86_table() {
     t.wsum_f16 = wsum_f16_avx2;
     t.scores_f16_g = scores_f16_g_avx2;
     t.wsum_f16_g = wsum_f16_g_avx2;
+    t.kv_quantize_q8 = kv_quantize_q8_avx2;
     t.scores_q8_g = scores_q8_g_avx2;
     t.wsum_q8_g = wsum_q8_g_avx2;
     t.exp_sum = exp_sum_avx2;

@@ -372,6 +372,29 @@ static void test_attention_groups(const KernelTable& t) {
 }
 
 // swiglu against float64, including saturated gates (|g| up to 200: exp over- and underflows)
+// a table's kv_quantize_q8 (the ring's rows, and the avx2 table's quantized queries) against the
+// reference, bit for bit: random rows and the hard cases of the activation quantizers (a zero block,
+// exact .5 ties after scaling, a constant block, a lone negative max), head sizes of whole blocks and not
+static void test_kv_quantize(const KernelTable& t) {
+    for (int hd : {32, 40, 64, 96, 128, 256}) {
+        int bad = 0;
+        for (int rep = 0; rep < 20; rep++) {
+            std::vector<float> x = random_floats(hd, rep % 2 ? 30.0f : 1.0f);
+            if (rep == 0 && hd >= 96) {
+                for (int j = 0; j < 32; j++) x[j] = 0.0f;
+                for (int j = 0; j < 32; j++) x[32 + j] = (float)((j % 9) - 4) * 0.5f + ((j == 0) ? 63.5f : 0.0f);
+                for (int j = 0; j < 32; j++) x[64 + j] = (j == 5) ? -7.0f : 1.0f;
+            }
+            const size_t rb = kv_q8_row_bytes(hd);
+            std::vector<uint8_t> rt(rb, 0xa5), rg(rb, 0x5a);
+            t.kv_quantize_q8(x.data(), rt.data(), hd);
+            kv_quantize_q8(x.data(), rg.data(), hd);
+            for (size_t i = 0; i < rb; i++) bad += rt[i] != rg[i];
+        }
+        check(std::string(t.isa) + " kv_quantize_q8 == reference hd=" + std::to_string(hd), bad, 0, " bytes");
+    }
+}
+
 // q8_0 kv rows (kv_quantize_q8): the round trip within half a step of each block's max, and the
 // attention runs over such rows against float64 on the exactly dequantized values (kv_dequantize_q8):
 // scores against the query quantized as the kernels do (kernels.h: as a kv row, exactly dequantized),
@@ -782,6 +805,7 @@ int main(int argc, char** argv) {
         test_f16_helpers(t);
         test_attention_runs(t);
         test_attention_groups(t);
+        test_kv_quantize(t);
         test_attention_q8(t);
         test_silu(t);
         test_act_quantizers(t);
