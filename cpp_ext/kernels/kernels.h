@@ -67,12 +67,12 @@ struct KernelTable {
     // llama.cpp quantizes the softmax for a q8_0 V (a 0..127 weight times an int8 value: exact in int32,
     // and an int16 pair sum cannot saturate), and y += (amax / 127) * sum_j iw_j * q_j (one fma per
     // group; wsum_q8_g_ref)
-    // one kv head's row of hd floats as a q8_0 kv row (kv_quantize_q8's bits)
-    void (*kv_quantize_q8)(const float* x, uint8_t* row, int hd) = nullptr;
     void (*scores_q8_g)(int n, int hd, int G, const uint8_t* k, size_t ld, const float* q, float* s,
                         size_t lds) = nullptr;
     void (*wsum_q8_g)(int n, int hd, int G, const float* w, size_t ldw, const uint8_t* v, size_t ld,
                       float* y, int64_t phase) = nullptr;
+    // one kv head's row of hd floats as a q8_0 kv row (the ring's rows; kv_quantize_q8's bits)
+    void (*kv_quantize_q8)(const float* x, uint8_t* row, int hd) = nullptr;
     // softmax numerator: x[i] = exp(x[i] - mx) for i < n; returns their sum
     float (*exp_sum)(int n, float* x, float mx) = nullptr;
     float (*max_f32)(int n, const float* x) = nullptr;   // max of x[0..n), n >= 1

@@ -371,7 +371,6 @@ static void test_attention_groups(const KernelTable& t) {
     }
 }
 
-// swiglu against float64, including saturated gates (|g| up to 200: exp over- and underflows)
 // a table's kv_quantize_q8 (the ring's rows, and the avx2 table's quantized queries) against the
 // reference, bit for bit: random rows and the hard cases of the activation quantizers (a zero block,
 // exact .5 ties after scaling, a constant block, a lone negative max), head sizes of whole blocks and not
@@ -395,6 +394,7 @@ static void test_kv_quantize(const KernelTable& t) {
     }
 }
 
+// swiglu against float64, including saturated gates (|g| up to 200: exp over- and underflows)
 // q8_0 kv rows (kv_quantize_q8): the round trip within half a step of each block's max, and the
 // attention runs over such rows against float64 on the exactly dequantized values (kv_dequantize_q8):
 // scores against the query quantized as the kernels do (kernels.h: as a kv row, exactly dequantized),
