@@ -371,6 +371,14 @@ static void test_attention_groups(const KernelTable& t) {
     }
 }
 
+// the quantizers' hard cases in x[0, 3 * blck): a zero block, exact .5 ties after scaling, a constant block,
+// a lone negative max
+static void put_quantizer_hard_cases(float* x, int blck) {
+    for (int j = 0; j < blck; j++) x[j] = 0.0f;
+    for (int j = 0; j < blck; j++) x[blck + j] = (float)((j % 9) - 4) * 0.5f + ((j == 0) ? 63.5f : 0.0f);
+    for (int j = 0; j < blck; j++) x[2 * blck + j] = (j == 5) ? -7.0f : 1.0f;
+}
+
 // a table's kv_quantize_q8 (the ring's rows, and the avx2 table's quantized queries) against the
 // reference, bit for bit: random rows and the hard cases of the activation quantizers (a zero block,
 // exact .5 ties after scaling, a constant block, a lone negative max), head sizes of whole blocks and not
@@ -379,11 +387,7 @@ static void test_kv_quantize(const KernelTable& t) {
         int bad = 0;
         for (int rep = 0; rep < 20; rep++) {
             std::vector<float> x = random_floats(hd, rep % 2 ? 30.0f : 1.0f);
-            if (rep == 0 && hd >= 96) {
-                for (int j = 0; j < 32; j++) x[j] = 0.0f;
-                for (int j = 0; j < 32; j++) x[32 + j] = (float)((j % 9) - 4) * 0.5f + ((j == 0) ? 63.5f : 0.0f);
-                for (int j = 0; j < 32; j++) x[64 + j] = (j == 5) ? -7.0f : 1.0f;
-            }
+            if (rep == 0 && hd >= 3 * kKvQ8Block) put_quantizer_hard_cases(x.data(), kKvQ8Block);
             const size_t rb = kv_q8_row_bytes(hd);
             std::vector<uint8_t> rt(rb, 0xa5), rg(rb, 0x5a);
             t.kv_quantize_q8(x.data(), rt.data(), hd);
@@ -524,12 +528,7 @@ static void test_act_quantizers(const KernelTable& t) {
         const TypeKernels& k = t.types[at];
         for (int n : test_lengths(k.blck)) {
             std::vector<float> x = random_floats(n);
-            // hard cases: a zero block, exact .5 ties after scaling, a constant block, a lone negative max
-            if (n >= 3 * k.blck) {
-                for (int j = 0; j < k.blck; j++) x[j] = 0.0f;
-                for (int j = 0; j < k.blck; j++) x[k.blck + j] = (float)((j % 9) - 4) * 0.5f + ((j == 0) ? 63.5f : 0.0f);
-                for (int j = 0; j < k.blck; j++) x[2 * k.blck + j] = (j == 5) ? -7.0f : 1.0f;
-            }
+            if (n >= 3 * k.blck) put_quantizer_hard_cases(x.data(), k.blck);
             std::vector<uint8_t> qt = quantize(k, x), qg = quantize(g.types[at], x);
             int bad = 0;
             for (size_t i = 0; i < qt.size(); i++) bad += qt[i] != qg[i];
