@@ -121,9 +121,10 @@ def scripted_engine(ctx: int = 2048, sinks: int = 4, pin_system: bool = False, d
 
 
 async def wait_reply(app, pilot, timeout: float = REPLY_TIMEOUT_S) -> None:
-    """Wait until the reply in progress (if any) is finished and drawn."""
+    """Wait until the reply in progress (if any) is finished and drawn, and its worker is done: after
+    the last token is shown the worker still writes the chat's KV snapshot (app/tui/host.py)."""
     start = time.monotonic()
-    while app.reply is not None:
+    while app.reply is not None or any(w.group == "reply" and not w.is_finished for w in app.workers):
         assert time.monotonic() - start < timeout, "the reply did not finish in time"
         await pilot.pause(0.05)
     await pilot.pause()
