@@ -348,7 +348,9 @@ def _header(r: dict) -> list[str]:
             f"DRAM read  {r['dram_read_gbps']:.1f} GB/s ({r['threads']} threads, {BANDWIDTH_MIB} MiB buffer)",
             f"KV cache   {_kv_header(r.get('kv_type', 'f16'))}",
             f"medians of {r['runs']} run(s), each in a fresh process; decode {r['decode_tokens']} greedy tokens; "
-            "ratio = native / llama.cpp (higher is better for tok/s and GB/s, lower for load and RSS)"]
+            "ratio = native / llama.cpp (higher is better for tok/s and GB/s, lower for load and RSS)",
+            "load s     the engine's constructor: native repacks its matmul weights there; llama.cpp maps the "
+            "file and pages in the types it does not repack on first use (in its untimed warm-up)"]
 
 
 def _kv_header(kv: str) -> str:
