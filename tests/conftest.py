@@ -24,6 +24,16 @@ def default_model() -> Path:
     return default_model_path()
 
 
+@pytest.fixture
+def db(tmp_path, monkeypatch) -> Path:
+    """A fresh edgechat home (EDGECHAT_HOME and the working directory: tmp_path); its chat database's
+    path. test_store.py has its own (no home)."""
+    from edgechat.app.store import DB_NAME
+    monkeypatch.setenv("EDGECHAT_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / DB_NAME
+
+
 @pytest.fixture(scope="session")
 def natural_text() -> str:
     """Natural English prose from the standard library (Python's own docs), long enough for 20k tokens."""

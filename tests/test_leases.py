@@ -11,18 +11,11 @@ import textwrap
 import pytest
 
 from edgechat.app import leases
-from edgechat.app.store import DB_NAME, open_store
+from edgechat.app.store import open_store
 from edgechat.app.tui.app import EdgechatApp, unsaved_reminder
 from tui_support import make_args, scripted_engine, send, wait_reply, wait_until
 
 SIZE = (100, 32)
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGECHAT_HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / DB_NAME
 
 
 def holder_process(db, chat_id: int) -> subprocess.Popen:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from edgechat.app.store import DB_NAME, open_store
+from edgechat.app.store import open_store
 from edgechat.app.tui.app import EdgechatApp
 from edgechat.app.tui.screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen
 from edgechat.app.tui.widgets import ChatList, StatusBar
@@ -39,13 +39,6 @@ def real_engine():
     eng = load_engine(ctx=2048)
     yield eng
     eng.close()
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGECHAT_HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / DB_NAME
 
 
 def make_app(engine, db, **args) -> EdgechatApp:

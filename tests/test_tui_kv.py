@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgechat.app.store import DB_NAME, open_store
+from edgechat.app.store import open_store
 from edgechat.app.tui.app import EdgechatApp
 from edgechat.app.tui.widgets import StatusBar
 from tui_support import load_engine, make_args, send, wait_until
@@ -29,13 +29,6 @@ def real_engine():
     eng = load_engine(ctx=2048)
     yield eng
     eng.close()
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGECHAT_HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / DB_NAME
 
 
 def make_app(engine, db) -> EdgechatApp:
