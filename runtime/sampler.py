@@ -24,7 +24,7 @@ class SamplingParams:
     min_p: float = 0.05           # 0 keeps all
     repeat_penalty: float = 1.1   # 1: none
     repeat_last_n: int = 64       # 0: none, -1: all
-    seed: int | None = None       # None: a fresh one
+    seed: int | None = None       # None (or RANDOM_SEED): a fresh one
     max_tokens: int = 512         # reply length limit
 
     @classmethod
@@ -47,6 +47,13 @@ class SamplingParams:
 
 
 DEFAULTS = SamplingParams()
+RANDOM_SEED = -1    # as llama.cpp's: a fresh seed each time, the same as None
+
+
+def seeded_rng(seed: int | None) -> np.random.Generator:
+    """numpy's random stream for ``seed``: a fresh one for None or RANDOM_SEED; any other int, negative or
+    wider than 64 bits (an API client may send either), taken modulo 2**64 (numpy takes only those)."""
+    return np.random.default_rng(None if seed is None or seed == RANDOM_SEED else seed % 2**64)
 
 
 @dataclass
@@ -63,7 +70,7 @@ class Sampler:
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.rng = np.random.default_rng(self.seed)
+        self.rng = seeded_rng(self.seed)
 
     @property
     def greedy(self) -> bool:

@@ -26,6 +26,13 @@ def test_prompt_flag_streams_text():
     assert b"Traceback" not in r.stderr
 
 
+def test_seed_minus_one_is_a_fresh_seed_not_an_error():
+    # llama.cpp users write --seed -1 for "random"; numpy refuses negative seeds (it was a traceback)
+    r = run(["-p", "Say hello.", *BASE[:-2], "--temp", "0.8", "--seed", "-1"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip()
+
+
 def test_version_names_the_kernels_and_llama_cpp():
     from importlib import metadata
 

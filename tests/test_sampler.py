@@ -4,7 +4,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from edgechat.runtime.sampler import make_sampler
+from edgechat.runtime.sampler import RANDOM_SEED, make_sampler
 
 VOCAB = 49152
 
@@ -106,6 +106,11 @@ def test_same_seed_same_sequence():
 
     assert run(7) == run(7)
     assert run(7) != run(8)
+    # any int is a seed (an API client may send a negative or a 128-bit one), except -1: a fresh one
+    # each time, as llama.cpp's; 30 draws at temp 1 over the whole vocab repeat only by chance
+    assert run(-5) == run(-5) and run(-5) != run(7)
+    assert run(2**70 + 3) == run(2**70 + 3)
+    assert run(RANDOM_SEED) != run(RANDOM_SEED)
 
 
 def test_distribution_follows_probabilities():
