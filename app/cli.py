@@ -10,7 +10,7 @@ import signal
 import sys
 
 from ..runtime.errors import EdgechatError
-from ..runtime.info import DEFAULT_CTX, DEFAULT_SINKS
+from ..runtime.info import DEFAULT_CTX, DEFAULT_SINKS, GPU_LAYERS_IGNORED
 from .argtypes import float_at_least, int_at_least
 from .loader import load_engine, sampling_kwargs
 
@@ -37,7 +37,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="chat TUI: keep saved chats' KV caches, at most N MiB on disk (0: off)")
     g.add_argument("--pin-system", action="store_true", help="pin BOS + the whole system prompt as sinks")
     g.add_argument("--gpu-layers", type=_gpu_layers, default=0, metavar="N|all",
-                   help="layers to offload to a GPU (llama.cpp built with Metal/CUDA)")
+                   help="layers to offload to a GPU (llama.cpp built with Metal/CUDA; ignored, with a "
+                   "warning, by a CPU-only build)")
     g.add_argument("--evict-chunk", type=int_at_least(1), help="llama.cpp backend: tokens evicted at once")
     g.add_argument("--force", action="store_true", help="load even if the memory preflight says no")
     g.add_argument("--speculative", choices=["lookup", "draft", "off"],
@@ -57,7 +58,8 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float_at_least(0.0), default=D.top_p)
     g.add_argument("--min-p", type=float_at_least(0.0), default=D.min_p)
     g.add_argument("--repeat-penalty", type=float_at_least(0.0), default=D.repeat_penalty)
-    g.add_argument("--seed", type=int, default=D.seed)
+    g.add_argument("--seed", type=int, default=D.seed,
+                   help="the same seed, the same text; -1 (as llama.cpp) or none: a fresh one each time")
     g.add_argument("--system", help="system prompt")
 
 
@@ -125,6 +127,8 @@ def one_shot(args, prompt: str) -> int:
               f"{i.threads} threads, isa {i.isa}, KV cache {engine.cache_info().kv_type}", file=sys.stderr)
         if engine.speculation.note:
             print(f"edgechat: {engine.speculation.note}", file=sys.stderr)
+    elif GPU_LAYERS_IGNORED in engine.info.reason:                   # said above with -v
+        print(f"edgechat: warning: {GPU_LAYERS_IGNORED}", file=sys.stderr)
     from . import session
     from .prompt_notice import PrefillReporter
     sess = session.start(engine, args.session, args.verbose)

@@ -24,7 +24,7 @@ from .conversation import Conversation, MemoTokenizer
 from .cpu import physical_cores
 from .errors import EdgechatError, UnsupportedModel
 from .events import DoneEvent, Stats, TextEvent
-from .info import DEFAULT_CTX, DEFAULT_SINKS, CacheInfo, EngineInfo
+from .info import DEFAULT_CTX, DEFAULT_SINKS, GPU_LAYERS_IGNORED, CacheInfo, EngineInfo
 from .prefill import PREFILL_CHUNK, feed_chunks, fit
 from .sampler import Sampler, SamplingParams, make_sampler
 from .speculative import SpecCounts, Speculation
@@ -475,7 +475,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     path = Path(path)
     mf = read_model(path)
     _check_kv_type(kv_type)
-    name, reason = _pick_backend(mf, backend, gpu_layers)
+    name, reason, gpu_layers = _pick_backend(mf, backend, gpu_layers)
     kv_type = resolve_kv_type(kv_type, name)
     _preflight(path, mf.config, ctx, force, kv_type)
     tok = MemoTokenizer(Tokenizer(path))
@@ -489,12 +489,24 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     return _attach(engine, path, mf, speculative, draft, ctx=ctx, sinks=sinks, threads=threads)
 
 
-def _pick_backend(mf, backend: str, gpu_layers: int) -> tuple[str, str]:
-    """(backend name, why) for ``load``: auto weighs support, GPU offload and measured speed."""
+def _pick_backend(mf, backend: str, gpu_layers: int) -> tuple[str, str, int]:
+    """(backend name, why, layers to offload) for ``load``: auto weighs support, GPU offload and measured
+    speed. --gpu-layers with a llama.cpp built for CPU only (which ignores it without a word) is said to
+    be ignored, and does not steer auto away from the native engine."""
     from .speed import native_slower_here
     problem = mf.native_problem()
     slower = None if problem or backend != "auto" else native_slower_here(mf.tensors)
-    return choose_backend(backend, problem, gpu_layers, slower)
+    ignored = bool(gpu_layers) and backend != "native" and not _can_offload()
+    if ignored and backend == "auto":
+        gpu_layers = 0
+    name, reason = choose_backend(backend, problem, gpu_layers, slower)
+    return name, f"{reason}; {GPU_LAYERS_IGNORED}" if ignored else reason, gpu_layers
+
+
+def _can_offload() -> bool:
+    """Whether the installed llama.cpp can offload layers to a GPU."""
+    from .device import gpu_offload
+    return gpu_offload()[0]
 
 
 def _attach(engine: Engine, path: Path, mf, speculative: str, draft, *, ctx: int, sinks: int,

@@ -52,6 +52,9 @@ class BackendInfo:
     extra: dict = field(default_factory=dict)  # backend-specific facts (llama.cpp version, batch, ...)
 
 
+GPU_LAYERS_IGNORED = "--gpu-layers is ignored: this llama.cpp was built for CPU only"   # in the reason
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """A loaded engine: which backend runs which file, and why."""

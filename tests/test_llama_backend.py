@@ -282,6 +282,23 @@ def test_gpu_layers_load_on_any_build(default_model, gpu_layers):
         b.close()                                 # idempotent
 
 
+@pytest.mark.parametrize("offload", [False, True])
+def test_gpu_layers_on_a_cpu_only_llama_cpp_is_said_and_keeps_auto_native(default_model, monkeypatch, offload):
+    # a cpu-only llama.cpp ignores n_gpu_layers without a word: auto must not trade the faster native
+    # engine for it then, and every reason (-v, --json, the status bar) says the flag is ignored
+    from edgechat.runtime import engine as engine_mod
+    from edgechat.runtime.info import GPU_LAYERS_IGNORED
+    monkeypatch.setattr(engine_mod, "_can_offload", lambda: offload)
+    for backend, expect in (("auto", "llama.cpp" if offload else "native"), ("llama.cpp", "llama.cpp")):
+        eng = engine_mod.load(default_model, backend=backend, ctx=CTX, threads=2, gpu_layers=-1, speculative="off")
+        try:
+            assert eng.info.backend == expect
+            assert (GPU_LAYERS_IGNORED in eng.info.reason) == (not offload)
+            assert eng.info.gpu_layers == (0 if backend == "auto" and not offload else -1)
+        finally:
+            eng.close()
+
+
 def test_unknown_arch_is_unsupported(tmp_path):
     import gguf
     path = tmp_path / "odd.gguf"
