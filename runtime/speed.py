@@ -3,8 +3,8 @@
 The rule follows side-by-side measurements (``edgechat bench``: native and llama.cpp on the same file,
 same threads, llama.cpp's weight repacking on). Native wins where the selected kernel table reads the
 weight types that hold the matmul bytes in a packed (row-interleaved) layout; on the scalar table, and
-when a file's matmul weights are mostly in a type without one (F32, F16, Q5_0 on x86), llama.cpp is
-faster, so ``auto`` picks it and says why. Tables without any packed layout (NEON today) have not been
+when a file's matmul weights are mostly in a type without one (F32, F16), llama.cpp is faster, so
+``auto`` picks it and says why. Tables without any packed layout (NEON today) have not been
 measured against llama.cpp on their hardware; they keep the native engine.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import numpy as np
 from edgechat.runtime import load
 from edgechat.runtime.speed import native_kernel_facts, native_slower
 
-PACKED_X86 = {"Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K"}
+PACKED_X86 = {"Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q6_K"}
 
 
 @dataclass
@@ -47,9 +47,21 @@ def test_unpacked_weight_types_run_llama_cpp():
     ts = [T("token_embd.weight", "Q8_0", np.zeros(100, np.uint8))] + layer(0, "F16", 1000)
     reason = native_slower(ts, "avx2", PACKED_X86)
     assert reason and "F16" in reason and "avx2" in reason
-    # a few unpacked bytes (a Q5_0 fallback tensor in a Q4_K_M file) stay under the share
-    ts = q4_k_m_file() + [T("blk.0.attn_v.weight", "Q5_0", np.zeros(10, np.uint8))]
+    # a few unpacked bytes (an F16 tensor in a Q4_K_M file) stay under the share
+    ts = q4_k_m_file() + [T("blk.0.attn_v.weight", "F16", np.zeros(10, np.uint8))]
     assert native_slower(ts, "avx2", PACKED_X86) is None
+
+
+def test_q4_k_m_of_narrow_models_runs_native_on_x86():
+    """n_embd not a multiple of 256 (SmolLM2-135M and -360M, Qwen2.5-0.5B): llama.cpp's Q4_K_M falls back
+    to Q5_0 for most tensors. The x86 tables read Q5_0 packed, so these files stay native there."""
+    ts = [T("token_embd.weight", "Q8_0", np.zeros(500, np.uint8))]
+    for i in range(4):
+        ts += layer(i, "Q5_0", 100)[:-1] + [T(f"blk.{i}.ffn_down.weight", "Q6_K" if i % 2 else "Q4_K", np.zeros(100, np.uint8))]
+    assert native_slower(ts, "avx2", PACKED_X86) is None
+    isa, packed = native_kernel_facts()
+    if isa in ("avx2", "avxvnni", "avx512"):
+        assert packed == PACKED_X86
 
 
 def test_tables_without_packed_layouts_keep_native():

@@ -1277,6 +1277,8 @@ void vec_dot_q6_K_q8_K_avx2(int n, float* s, const void* vw, const void* vx) {
 // ever needed. a group takes exactly the bytes of its 8 plain rows.
 //   q4_0 block (144 B): d[8] | 4 chunks: rows' qs[4j..4j+3] (low nibbles: elements 4j.., high: 16+4j..)
 //   q4_1 block (160 B): d[8] | m[8] | 4 chunks as q4_0
+//   q5_0 block (176 B): d[8] | hb: the 5th bits, one byte per chunk lane (row r, byte k: bit j = element
+//     4j+k's, bit 4+j = element 16+4j+k's) | 4 chunks as q4_0 (q4_0 + the bits, shifted into place)
 //   q8_0 block (272 B): d[8] | 8 chunks: rows' qs[4j..4j+3]
 //   q4_K super-block (1152 B): d[8] | dmin[8] | scales as 3 x 8 uint32 (row r's scale bytes 0-3,
 //     4-7, 8-11) | per 64-element group p: 8 chunks of rows' qs[32p+4j..] (low nibbles: sub-block
@@ -1305,9 +1307,23 @@ inline void put_half(uint8_t* dst, const void* src, size_t ld, size_t block_byte
     for (int r = 0; r < ROWS; r++) memcpy(dst + 2 * r, row_block(src, ld, r, block_bytes, b) + off, 2);
 }
 
+// q5_0's 5th bits (qh, element e = bit e) <-> the packed hb bytes of one row (see the layout above)
+inline void q5_bits_pack(uint32_t qh, uint8_t hb[4]) {
+    for (int k = 0; k < 4; k++) {
+        hb[k] = 0;
+        for (int j = 0; j < 4; j++) hb[k] |= (uint8_t)(((qh >> (4 * j + k)) & 1) << j | ((qh >> (16 + 4 * j + k)) & 1) << (4 + j));
+    }
+}
+inline uint32_t q5_bits_unpack(const uint8_t hb[4]) {
+    uint32_t qh = 0;
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < 4; j++) qh |= (uint32_t)((hb[k] >> j) & 1) << (4 * j + k) | (uint32_t)((hb[k] >> (4 + j)) & 1) << (16 + 4 * j + k);
+    return qh;
+}
+
 template <class WB>
 void pack_q32(const void* src, size_t ld, void* vdst, int64_t rows, int64_t cols) {
-    constexpr bool has_m = std::is_same<WB, block_q4_1>::value;
+    constexpr bool has_m = std::is_same<WB, block_q4_1>::value, q5 = std::is_same<WB, block_q5_0>::value;
     constexpr int qbytes = std::is_same<WB, block_q8_0>::value ? 32 : 16;
     const int64_t nb = cols / 32;
     uint8_t* dst = (uint8_t*)vdst;
@@ -1316,6 +1332,14 @@ void pack_q32(const void* src, size_t ld, void* vdst, int64_t rows, int64_t cols
         for (int64_t b = 0; b < nb; b++) {
             put_half(dst, s, ld, sizeof(WB), b, 0), dst += 16;
             if (has_m) put_half(dst, s, ld, sizeof(WB), b, 2), dst += 16;
+            if (q5) {
+                for (int r = 0; r < PACK; r++) {
+                    uint32_t qh;
+                    memcpy(&qh, row_block(s, ld, r, sizeof(WB), b) + 2, 4);
+                    q5_bits_pack(qh, dst + 4 * r);
+                }
+                dst += 32;
+            }
             for (int j = 0; j < qbytes / 4; j++, dst += 32) put_chunk(dst, s, ld, sizeof(WB), b, offsetof(WB, qs) + 4 * j);
         }
     }
@@ -1386,13 +1410,17 @@ void pack_q6_K(const void* src, size_t ld, void* vdst, int64_t rows, int64_t col
 // equals the plain row's. the inverse of each pack_* above.
 template <class WB>
 void unpack_q32_row(const uint8_t* g, int r, int64_t nb, WB* out) {
-    constexpr bool has_m = std::is_same<WB, block_q4_1>::value;
+    constexpr bool has_m = std::is_same<WB, block_q4_1>::value, q5 = std::is_same<WB, block_q5_0>::value;
     constexpr int qbytes = std::is_same<WB, block_q8_0>::value ? 32 : 16;
     for (int64_t b = 0; b < nb; b++, g += 8 * sizeof(WB)) {
         uint8_t* o = (uint8_t*)&out[b];
         memcpy(o, g + 2 * r, 2);
         if (has_m) memcpy(o + 2, g + 16 + 2 * r, 2);
-        const uint8_t* q = g + (has_m ? 32 : 16);
+        if (q5) {
+            const uint32_t qh = q5_bits_unpack(g + 16 + 4 * r);
+            memcpy(o + 2, &qh, 4);
+        }
+        const uint8_t* q = g + (q5 ? 48 : has_m ? 32 : 16);
         for (int j = 0; j < qbytes / 4; j++) memcpy(o + offsetof(WB, qs) + 4 * j, q + 32 * j + 4 * r, 4);
     }
 }
@@ -1401,8 +1429,11 @@ template <class WB>
 void packed_row_q32(const void* group, int r, int64_t cols, float* dst) {
     std::vector<WB> row(cols / 32);
     unpack_q32_row((const uint8_t*)group, r, cols / 32, row.data());
-    kernels_generic().types[std::is_same<WB, block_q4_0>::value ? GT_Q4_0 : std::is_same<WB, block_q4_1>::value ? GT_Q4_1 : GT_Q8_0]
-        .to_float(row.data(), dst, cols);
+    constexpr GType ty = std::is_same<WB, block_q4_0>::value   ? GT_Q4_0
+                         : std::is_same<WB, block_q4_1>::value ? GT_Q4_1
+                         : std::is_same<WB, block_q5_0>::value ? GT_Q5_0
+                                                               : GT_Q8_0;
+    kernels_generic().types[ty].to_float(row.data(), dst, cols);
 }
 
 template <int ROWS>
@@ -1471,17 +1502,18 @@ inline void packed_tiles(int nr, int nc, const void* w, size_t ldw, float* y, RU
 // per-call column data, computed once for all row groups of a gemm call (thread_local scratch)
 struct PackScratch {
     std::vector<float> d;      // (column, block) activation scale
-    std::vector<float> s;      // (column, block) q4_1: q8_1's s; q4_0: 8 * sum(q) as exact float
+    std::vector<float> s;      // (column, block) q4_1: q8_1's s; q4_0 (q5_0): 8 (16) * sum(q) as exact float
     std::vector<int32_t> sp;   // (column, super-block, 4) q4_K: pairs of 32-element sums as int16 x2
 };
 thread_local PackScratch pscratch;
 
-// q4_0 / q4_1 / q8_0: 8 rows x RN columns over all blocks
+// q4_0 / q4_1 / q5_0 / q8_0: 8 rows x RN columns over all blocks
 template <class WB, int RN>
 void tile_q32(int nb, const uint8_t* wg, const int8_t* const xq[RN], size_t xstride, const float* cd,
               const float* cs, float* y, size_t ldy) {
     constexpr bool q4_1 = std::is_same<WB, block_q4_1>::value, q8 = std::is_same<WB, block_q8_0>::value;
-    constexpr size_t head = q4_1 ? 32 : 16, block = 8 * sizeof(WB);
+    constexpr bool q5 = std::is_same<WB, block_q5_0>::value;
+    constexpr size_t head = q4_1 ? 32 : q5 ? 48 : 16, block = 8 * sizeof(WB);
     __m256 acc[RN];
     #pragma GCC unroll 8
     for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
@@ -1506,34 +1538,45 @@ void tile_q32(int nb, const uint8_t* wg, const int8_t* const xq[RN], size_t xstr
                 }
             }
         } else {
+#if !EC_X86_VNNI
+            __m256i s16[RN];   // int16 pair sums: 8 maddubs of 2 * 15 * 127 stay below 32768; q5_0's
+                               // 2 * 31 * 127 only 4, so it widens every 2 chunks
+            #pragma GCC unroll 8
+            for (int c = 0; c < RN; c++) s16[c] = _mm256_setzero_si256();
+#endif
+            const __m256i hb = q5 ? _mm256_loadu_si256((const __m256i*)(blk + 16)) : _mm256_setzero_si256();
             #pragma GCC unroll 8
             for (int j = 0; j < 4; j++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i*)(blk + head + 32 * j));
-                const __m256i lo = low_nibbles(w), hi = high_nibbles(w);   // elements 4j.. and 16+4j..
+                __m256i lo = low_nibbles(w), hi = high_nibbles(w);   // elements 4j.. and 16+4j..
+                if constexpr (q5) {   // their 5th bits: bit j and 4 + j of each hb byte, to bit 4
+                    const __m256i b4 = _mm256_set1_epi8(0x10);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4 - j), b4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi16(hb, j), b4));
+                }
                 #pragma GCC unroll 8
                 for (int c = 0; c < RN; c++) {
                     const int8_t* x = xq[c] + b * xstride;
 #if EC_X86_VNNI
                     sum[c] = dpbusd(dpbusd(sum[c], lo, bcast4(x + 4 * j)), hi, bcast4(x + 16 + 4 * j));
 #else
-                    // int16 pair sums: 8 maddubs of 2 * 15 * 127 each stay below 32768
-                    sum[c] = _mm256_add_epi16(sum[c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(x + 4 * j)),
+                    s16[c] = _mm256_add_epi16(s16[c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(x + 4 * j)),
                                                                        _mm256_maddubs_epi16(hi, bcast4(x + 16 + 4 * j))));
-                    in_register(sum[c]);
+                    in_register(s16[c]);
+                    if (q5 ? j % 2 == 1 : j == 3) {
+                        sum[c] = _mm256_add_epi32(sum[c], widen_sum(s16[c]));
+                        s16[c] = _mm256_setzero_si256();
+                    }
 #endif
                 }
             }
-#if !EC_X86_VNNI
-            #pragma GCC unroll 8
-            for (int c = 0; c < RN; c++) sum[c] = widen_sum(sum[c]);
-#endif
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
         #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
             const float dx = cd[c * nb + b];
             __m256 p = _mm256_cvtepi32_ps(sum[c]);
-            if constexpr (!q4_1 && !q8) p = _mm256_sub_ps(p, _mm256_set1_ps(cs[c * nb + b]));  // q - 8: exact ints
+            if constexpr (!q4_1 && !q8) p = _mm256_sub_ps(p, _mm256_set1_ps(cs[c * nb + b]));  // q - 8 (16): exact ints
             acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[c]);
             if constexpr (q4_1) {  // + m * s
                 const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(blk + 16)));
@@ -1558,9 +1601,10 @@ void prep_q32(int nb, int nc, const void* x, size_t ldx) {
             if constexpr (std::is_same<XB, block_q8_1>::value) {
                 sc.s[c * nb + b] = h2f(xb[b].s);
             } else {
-                // 8 * sum(q): the q4_0 offset, an exact integer (|8 * 32 * 127| < 2^24)
+                // 8 (q5_0: 16) * sum(q): the q4_0 (q5_0) offset, an exact integer (|16 * 32 * 127| < 2^24)
                 const __m256i q = _mm256_loadu_si256((const __m256i*)xb[b].qs);
-                sc.s[c * nb + b] = 8.0f * hsum_i32x8(widen_sum(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q)));
+                constexpr float off = std::is_same<WB, block_q5_0>::value ? 16.0f : 8.0f;
+                sc.s[c * nb + b] = off * hsum_i32x8(widen_sum(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q)));
             }
         }
     }
@@ -1921,6 +1965,7 @@ KernelTable make_x86_table() {
     };
     packed(GT_Q4_0, pack_q32<block_q4_0>, gemm_packed_q32<block_q4_0>, packed_row_q32<block_q4_0>);
     packed(GT_Q4_1, pack_q32<block_q4_1>, gemm_packed_q32<block_q4_1>, packed_row_q32<block_q4_1>);
+    packed(GT_Q5_0, pack_q32<block_q5_0>, gemm_packed_q32<block_q5_0>, packed_row_q32<block_q5_0>);
     packed(GT_Q8_0, pack_q32<block_q8_0>, gemm_packed_q32<block_q8_0>, packed_row_q32<block_q8_0>);
     packed(GT_Q4_K, pack_q4_K<KWide::ROWS>, gemm_packed_k<GT_Q4_K>, packed_row_q4_K<KWide::ROWS>, KWide::ROWS);
     packed(GT_Q6_K, pack_q6_K<KWide::ROWS>, gemm_packed_k<GT_Q6_K>, packed_row_q6_K<KWide::ROWS>, KWide::ROWS);

@@ -739,6 +739,14 @@ static void test_packed_gemm(const KernelTable& t) {
                 std::vector<uint8_t> q = quantize(kx, random_floats(n));
                 memcpy(&x[c * ldx], q.data(), q.size());
             }
+            if (k.vec_type == GT_Q8_0 && k.blck == 32) {
+                // the int16 bound of the maddubs sums: row 0 at the type's largest magnitude (every bit
+                // after d set: q4_0 -8.. as 15 - 8, q5_0 31 - 16; q8_0 -127) against column 0 all +127
+                for (int b = 0; b < n / 32; b++) {
+                    memset(&w[b * k.bytes + 2], wt == GT_Q8_0 ? 0x81 : 0xff, k.bytes - 2);
+                    memset(&x[b * kx.bytes + 2], 0x7f, kx.bytes - 2);
+                }
+            }
             k.pack(w.data(), ld_src, packed.data(), rows, n);
             for (int r = 0; r < rows; r++) {   // a row looked up in the packed layout equals the plain row
                 std::vector<float> got(n), want = dequantize(g.types[wt], &w[r * ld_src], n);
