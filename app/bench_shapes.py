@@ -38,8 +38,10 @@ def _shape(model: str, arch: str, n_layer: int, n_embd: int, n_head: int, n_head
                                     weight_std=WEIGHT_STD))
 
 
-# one table: name -> the real model's shapes (all four tie the output to the token embeddings)
+# one table: name -> the real model's shapes (all tie the output to the token embeddings). qwen2-0.5b's
+# width (896) is not a multiple of 256: llama.cpp's Q4_K_M makes most of its tensors Q5_0, as in the real file
 SHAPES = {
+    "qwen2-0.5b": _shape("Qwen2.5-0.5B", "qwen2", 24, 896, 14, 2, 64, 4864, 1e6, 1e-6, 32768),
     "llama-1b": _shape("Llama-3.2-1B", "llama", 16, 2048, 32, 8, 64, 8192, 500000.0, 1e-5, 131072),
     "llama-3b": _shape("Llama-3.2-3B", "llama", 28, 3072, 24, 8, 128, 8192, 500000.0, 1e-5, 131072),
     "qwen2-1.5b": _shape("Qwen2.5-1.5B", "qwen2", 28, 1536, 12, 2, 128, 8960, 1e6, 1e-6, 32768),
