@@ -1309,10 +1309,10 @@ inline void put_half(uint8_t* dst, const void* src, size_t ld, size_t block_byte
 
 // q5_0's 5th bits (qh, element e = bit e) <-> the packed hb bytes of one row (see the layout above)
 inline void q5_bits_pack(uint32_t qh, uint8_t hb[4]) {
-    for (int k = 0; k < 4; k++) {
-        hb[k] = 0;
-        for (int j = 0; j < 4; j++) hb[k] |= (uint8_t)(((qh >> (4 * j + k)) & 1) << j | ((qh >> (16 + 4 * j + k)) & 1) << (4 + j));
-    }
+    // bits 0, 4, 8, 12 of v -> bits 0..3: the four shifted copies of the product land on distinct bits
+    // (no carries), and bits 12..15 hold v's bits 0, 4, 8, 12 in order
+    auto gather4 = [](uint32_t v) { return (uint8_t)(((v & 0x1111) * 0x1248) >> 12 & 0xf); };
+    for (int k = 0; k < 4; k++) hb[k] = (uint8_t)(gather4(qh >> k) | gather4(qh >> (16 + k)) << 4);
 }
 inline uint32_t q5_bits_unpack(const uint8_t hb[4]) {
     uint32_t qh = 0;
