@@ -267,6 +267,28 @@ async def test_settings_editor_saves_the_system_prompt_and_sampling(engine, db):
     assert rows(db, "SELECT system, settings FROM chats")[0][0] == "You are terse."
 
 
+async def test_settings_editor_refuses_values_the_command_line_refuses(engine, db):
+    # the CLI's bounds (--max-tokens >= 1, --temp >= 0, ...): a bad value is one notice, the screen stays
+    # open and nothing is saved
+    app = make_app(engine, db, max_tokens=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        before = dict(app.chat.settings)
+        for key, text, words in (("max_tokens", "0", "Max reply tokens: 0 is below 1"),
+                                 ("temp", "nan", "Temperature: nan is below 0.0")):
+            app.screen.query_one(f"#{key}").value = text
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert isinstance(app.screen, SettingsScreen) and app.chat.settings == before
+            assert words in [n.message for n in app._notifications]
+            app.screen.query_one(f"#{key}").value = ""
+        app.screen.query_one("#seed").value = "-1"              # llama.cpp's "random": accepted
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert len(app.screen_stack) == 1 and app.chat.settings["seed"] == -1
+        await send(app, pilot, "Hi")                             # and a reply samples with it
+
+
 async def test_chats_survive_a_restart(engine, db):
     app = make_app(engine, db, max_tokens=8)
     async with app.run_test(size=SIZE) as pilot:

@@ -1,18 +1,34 @@
 """A chat's settings: sampling parameters, reply length, --pin-system and --kv-type, kept per chat."""
 from __future__ import annotations
 
-from ...runtime.sampler import DEFAULTS
+import argparse
 
-# name -> (type, label); the values a chat does not set come from SamplingParams' defaults
+from ...runtime.sampler import DEFAULTS
+from ..argtypes import float_at_least, int_at_least
+
+# name -> (type, label, lowest value: the command line's bound); the values a chat does not set come from
+# SamplingParams' defaults
 FIELDS = {
-    "temp": (float, "Temperature"),
-    "top_k": (int, "Top-k"),
-    "top_p": (float, "Top-p"),
-    "min_p": (float, "Min-p"),
-    "repeat_penalty": (float, "Repeat penalty"),
-    "seed": (int, "Seed"),
-    "max_tokens": (int, "Max reply tokens"),
+    "temp": (float, "Temperature", 0.0),
+    "top_k": (int, "Top-k", 0),
+    "top_p": (float, "Top-p", 0.0),
+    "min_p": (float, "Min-p", 0.0),
+    "repeat_penalty": (float, "Repeat penalty", 0.0),
+    "seed": (int, "Seed", float("-inf")),   # any int; -1: a fresh one each reply, as None
+    "max_tokens": (int, "Max reply tokens", 1),
 }
+
+
+def parse(key: str, text: str):
+    """A field's value from the settings screen's text; ValueError with a one-line message (the command
+    line's parsers and bounds)."""
+    kind, label, low = FIELDS[key]
+    try:
+        return (int_at_least if kind is int else float_at_least)(low)(text)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"{label}: {e}") from None
+
+
 MAX_TOKENS = DEFAULTS.max_tokens
 
 

@@ -8,7 +8,7 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Switch, TextArea
 
-from ..settings import FIELDS, defaults
+from ..settings import FIELDS, defaults, parse
 
 KV_OPTIONS = [("auto: q8_0 on the native engine, f16 on llama.cpp", "auto"),
               ("f16", "f16"), ("q8_0: int8 rows, about half the memory", "q8_0")]
@@ -37,7 +37,7 @@ class SettingsScreen(ModalScreen[dict | None]):
                 yield Select(KV_OPTIONS, value=self.settings.get("kv_type") or "auto", allow_blank=False,
                              id="kv-type", compact=True)
             with Grid(id="sampling"):
-                for key, (kind, label) in FIELDS.items():
+                for key, (kind, label, _) in FIELDS.items():
                     value = self.settings.get(key)
                     yield Label(label, classes="field-label")
                     yield Input("" if value is None else str(value), id=key,
@@ -55,13 +55,13 @@ class SettingsScreen(ModalScreen[dict | None]):
     def action_save(self) -> None:
         settings = {"pin_system": self.query_one("#pin", Switch).value,
                     "kv_type": self.query_one("#kv-type", Select).value}
-        for key, (kind, _) in FIELDS.items():
+        for key in FIELDS:
             text = self.query_one(f"#{key}", Input).value.strip()
             if text:
                 try:
-                    settings[key] = kind(text)
-                except ValueError:
-                    self.notify(f"{FIELDS[key][1]}: “{text}” is not a number", severity="error")
+                    settings[key] = parse(key, text)
+                except ValueError as e:
+                    self.notify(str(e), severity="error")
                     return
         self.dismiss({"system": self.query_one("#system", TextArea).text.strip(), "settings": settings})
 
