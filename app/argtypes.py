@@ -23,3 +23,15 @@ def int_at_least(low: int):
 
 def float_at_least(low: float):
     return _at_least(low, float, "a number")
+
+
+# the sampling options, name -> (type, lowest value): the command line (chat, serve) and the TUI's settings
+# screen take the same values. A seed may be any int (-1: a fresh one each time)
+SAMPLING_BOUNDS = {"max_tokens": (int, 1), "temp": (float, 0.0), "top_k": (int, 0), "top_p": (float, 0.0),
+                   "min_p": (float, 0.0), "repeat_penalty": (float, 0.0), "seed": (int, float("-inf"))}
+
+
+def sampling_value(name: str):
+    """The parser of sampling option ``name`` (raises argparse.ArgumentTypeError with a one-line reason)."""
+    kind, low = SAMPLING_BOUNDS[name]
+    return (int_at_least if kind is int else float_at_least)(low)

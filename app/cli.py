@@ -11,7 +11,7 @@ import sys
 
 from ..runtime.errors import EdgechatError
 from ..runtime.info import DEFAULT_CTX, DEFAULT_SINKS, GPU_LAYERS_IGNORED
-from .argtypes import float_at_least, int_at_least
+from .argtypes import int_at_least, sampling_value
 from .loader import load_engine, sampling_kwargs
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -52,13 +52,13 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Sampling options; defaults from ``SamplingParams`` (the sampler and the TUI read the same)."""
     from ..runtime.sampler import DEFAULTS as D
     g = p.add_argument_group("sampling")
-    g.add_argument("--max-tokens", type=int_at_least(1), default=D.max_tokens)
-    g.add_argument("--temp", type=float_at_least(0.0), default=D.temp)
-    g.add_argument("--top-k", type=int_at_least(0), default=D.top_k)
-    g.add_argument("--top-p", type=float_at_least(0.0), default=D.top_p)
-    g.add_argument("--min-p", type=float_at_least(0.0), default=D.min_p)
-    g.add_argument("--repeat-penalty", type=float_at_least(0.0), default=D.repeat_penalty)
-    g.add_argument("--seed", type=int, default=D.seed,
+    g.add_argument("--max-tokens", type=sampling_value("max_tokens"), default=D.max_tokens)
+    g.add_argument("--temp", type=sampling_value("temp"), default=D.temp)
+    g.add_argument("--top-k", type=sampling_value("top_k"), default=D.top_k)
+    g.add_argument("--top-p", type=sampling_value("top_p"), default=D.top_p)
+    g.add_argument("--min-p", type=sampling_value("min_p"), default=D.min_p)
+    g.add_argument("--repeat-penalty", type=sampling_value("repeat_penalty"), default=D.repeat_penalty)
+    g.add_argument("--seed", type=sampling_value("seed"), default=D.seed,
                    help="the same seed, the same text; -1 (as llama.cpp) or none: a fresh one each time")
     g.add_argument("--system", help="system prompt")
 

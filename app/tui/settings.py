@@ -4,29 +4,32 @@ from __future__ import annotations
 import argparse
 
 from ...runtime.sampler import DEFAULTS
-from ..argtypes import float_at_least, int_at_least
+from ..argtypes import SAMPLING_BOUNDS, sampling_value
 
-# name -> (type, label, lowest value: the command line's bound); the values a chat does not set come from
-# SamplingParams' defaults
+# name -> label; types and bounds are the command line's (argtypes.SAMPLING_BOUNDS); the values a chat does
+# not set come from SamplingParams' defaults
 FIELDS = {
-    "temp": (float, "Temperature", 0.0),
-    "top_k": (int, "Top-k", 0),
-    "top_p": (float, "Top-p", 0.0),
-    "min_p": (float, "Min-p", 0.0),
-    "repeat_penalty": (float, "Repeat penalty", 0.0),
-    "seed": (int, "Seed", float("-inf")),   # any int; -1: a fresh one each reply, as None
-    "max_tokens": (int, "Max reply tokens", 1),
+    "temp": "Temperature",
+    "top_k": "Top-k",
+    "top_p": "Top-p",
+    "min_p": "Min-p",
+    "repeat_penalty": "Repeat penalty",
+    "seed": "Seed",
+    "max_tokens": "Max reply tokens",
 }
+
+
+def is_integer(key: str) -> bool:
+    return SAMPLING_BOUNDS[key][0] is int
 
 
 def parse(key: str, text: str):
     """A field's value from the settings screen's text; ValueError with a one-line message (the command
-    line's parsers and bounds)."""
-    kind, label, low = FIELDS[key]
+    line's parser and bound)."""
     try:
-        return (int_at_least if kind is int else float_at_least)(low)(text)
+        return sampling_value(key)(text)
     except argparse.ArgumentTypeError as e:
-        raise ValueError(f"{label}: {e}") from None
+        raise ValueError(f"{FIELDS[key]}: {e}") from None
 
 
 MAX_TOKENS = DEFAULTS.max_tokens

@@ -8,7 +8,7 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Switch, TextArea
 
-from ..settings import FIELDS, defaults, parse
+from ..settings import FIELDS, defaults, is_integer, parse
 
 KV_OPTIONS = [("auto: q8_0 on the native engine, f16 on llama.cpp", "auto"),
               ("f16", "f16"), ("q8_0: int8 rows, about half the memory", "q8_0")]
@@ -37,11 +37,11 @@ class SettingsScreen(ModalScreen[dict | None]):
                 yield Select(KV_OPTIONS, value=self.settings.get("kv_type") or "auto", allow_blank=False,
                              id="kv-type", compact=True)
             with Grid(id="sampling"):
-                for key, (kind, label, _) in FIELDS.items():
+                for key, label in FIELDS.items():
                     value = self.settings.get(key)
                     yield Label(label, classes="field-label")
                     yield Input("" if value is None else str(value), id=key,
-                                type="integer" if kind is int else "number",
+                                type="integer" if is_integer(key) else "number",
                                 placeholder=f"default {engine_defaults.get(key)}")
             with Horizontal(classes="buttons"):
                 yield Label("Ctrl+S saves · Esc cancels", classes="hint")
