@@ -132,7 +132,7 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str
     from ..models.resolve import DEFAULT_NAME, resolve
     from ..runtime import memory
     from ..runtime.device import device_info
-    from ..runtime.engine import choose_backend
+    from ..runtime.loader import choose_backend
     dev = device_info()
     report = {"device": dev.to_dict(), "native_engine": _native_built(), "ctx": ctx, "kv_type": kv_type,
               "model": None, "memory": None, "backend": None, "serve": _serve_report(None, None), "problems": []}

@@ -9,6 +9,6 @@ __all__ = ["load", "EdgechatError", "GGUFError", "ModelNotFound", "UnsupportedMo
 
 
 def load(path, **kwargs):
-    """Load the GGUF file at ``path`` and return an ``Engine``; see ``engine.load``."""
-    from .engine import load as _load
+    """Load the GGUF file at ``path`` and return an ``Engine``; see ``loader.load``."""
+    from .loader import load as _load
     return _load(path, **kwargs)

@@ -270,7 +270,7 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"unknown backend {bad[0]!r} (choose from native, llama.cpp, auto)")
     if args.threads is None:
-        from edgechat.runtime.engine import default_threads
+        from edgechat.runtime.loader import default_threads
         args.threads = default_threads()
     results = [run_one(args, b, int(c)) for c in args.ctx.split(",") if c.strip() for b in backends]
     if args.json:

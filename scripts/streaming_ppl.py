@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     if not 0 <= args.sinks < args.ctx or args.tokens < 2:
         p.error("need 0 <= --sinks < --ctx and --tokens >= 2")
     if args.threads is None:
-        from edgechat.runtime.engine import default_threads
+        from edgechat.runtime.loader import default_threads
         args.threads = default_threads()
     r = run(args)
     print(json.dumps(r, indent=1) if args.json else table(r))

@@ -286,7 +286,7 @@ def test_gpu_layers_load_on_any_build(default_model, gpu_layers):
 def test_gpu_layers_on_a_cpu_only_llama_cpp_is_said_and_keeps_auto_native(default_model, monkeypatch, offload):
     # a cpu-only llama.cpp ignores n_gpu_layers without a word: auto must not trade the faster native
     # engine for it then, and every reason (-v, --json, the status bar) says the flag is ignored
-    from edgechat.runtime import engine as engine_mod
+    from edgechat.runtime import loader as engine_mod
     from edgechat.runtime.info import GPU_LAYERS_IGNORED
     monkeypatch.setattr(engine_mod, "_can_offload", lambda: offload)
     for backend, expect in (("auto", "llama.cpp" if offload else "native"), ("llama.cpp", "llama.cpp")):

@@ -105,7 +105,7 @@ class ScriptedEngine(Engine):
 def scripted_engine(ctx: int = 2048, sinks: int = 4, pin_system: bool = False, delay: float = 0.0):
     """A ScriptedEngine on the default model's tokenizer and chat template."""
     from edgechat.runtime.conversation import MemoTokenizer
-    from edgechat.runtime.engine import _template
+    from edgechat.runtime.loader import _template
     from edgechat.runtime.ggufload import read_model
     from edgechat.runtime.tokenizer import Tokenizer
     path = resolve(None)
