@@ -80,3 +80,63 @@ def release(conn: sqlite3.Connection, me: Owner, chat_id: int | None = None) -> 
             conn.execute("DELETE FROM leases WHERE owner = ?", (me.token,))
         else:
             conn.execute("DELETE FROM leases WHERE chat_id = ? AND owner = ?", (chat_id, me.token))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a window may not write a chat: a notice's title and text."""
+
+    title: str
+    text: str
+
+
+class ChatLeases:
+    """The chats one window writes: the one it shows, and those with a reply still to commit; it lets
+    go of a chat once neither holds.
+
+    Args:
+        store: the chat history (``store.Store``: ``claim``, ``release``, ``get_chat``).
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self.shown: int | None = None
+        self._writing: dict[int, int] = {}       # chat id -> replies of it not committed yet
+
+    def show(self, chat_id: int) -> None:
+        """The window shows ``chat_id`` now: it holds it unless another window does."""
+        left, self.shown = self.shown, chat_id
+        if left is not None and left != chat_id:
+            self.let_go(left)
+        self.store.claim(chat_id)
+
+    def writing(self, chat_id: int) -> None:
+        """A reply of ``chat_id`` started: the chat is held until it is committed."""
+        self._writing[chat_id] = self._writing.get(chat_id, 0) + 1
+
+    def written(self, chat_id: int) -> None:
+        """A reply of ``chat_id`` was committed (or failed)."""
+        left = self._writing.get(chat_id, 0) - 1
+        if left > 0:
+            self._writing[chat_id] = left
+        else:
+            self._writing.pop(chat_id, None)
+        self.let_go(chat_id)
+
+    def let_go(self, chat_id: int) -> None:
+        """Release ``chat_id`` unless it is shown or a reply of it is still to be committed."""
+        if chat_id != self.shown and not self._writing.get(chat_id):
+            self.store.release(chat_id)
+
+    def may_write(self, chat_id: int) -> Refusal | None:
+        """None when no other live window writes ``chat_id`` (this one holds it from now on while it
+        shows it); else why not."""
+        if self.store.get_chat(chat_id) is None:
+            return Refusal("Chat deleted", "This chat was deleted in another edgechat window. "
+                                           "Ctrl+N starts a new chat.")
+        holder = self.store.claim(chat_id)
+        if holder is None:
+            self.let_go(chat_id)                # a chat not shown: held only for this change
+            return None
+        return Refusal("Read only here", f"This chat is open in another edgechat window (pid {holder}), "
+                       "which writes it; here it can be read. Ctrl+N starts a new chat.")

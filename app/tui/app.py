@@ -1,5 +1,8 @@
 """The edgechat TUI: saved chats, a streaming transcript with a context map, and a status bar.
 
+The App composes the screen and routes: keys and commands to actions, the workers' messages to the
+transcript. The reply lifecycle (``replies.py``), the engine host (``host.py``) and the window's chat
+leases (``leases.ChatLeases``) are plain classes; chat-level actions are in ``chat_actions.py``.
 Replies are generated in a thread worker that posts a message per piece of text; the UI thread
 writes them to a ``MarkdownStream``. One engine is loaded at a time; a chat whose model or
 ``pin_system`` differs from the loaded one reloads it (in a worker, the status bar says so).
@@ -18,21 +21,21 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Label, Markdown, OptionList, Static
+from textual.worker import get_current_worker
 
 from ..kv_snapshots import DEFAULT_MAX_MIB, SnapshotDir
+from ..leases import ChatLeases
 from ..signals import TERMINATING
 from ..store import Chat, Store, open_store
-from ..store import Message as StoredMessage
 from . import settings as chat_settings
+from .chat_actions import NEW_TITLE, ChatActions
 from .commands import run_command
-from .export import chat_markdown, default_name, write_export
-from .screens import ConfirmScreen, HelpScreen, ModelPicker, SettingsScreen, StatsScreen, TextPrompt
-from .screens.model_picker import local_models
-from .host import EngineFailed, EngineHost, EngineLoaded
-from .reply import PromptBeyondWindow, Reply, ReplyChunk, ReplyDone, ReplyFailed
+from .host import EngineHost
+from .messages import EngineFailed, EngineLoaded, Poster, PromptBeyondWindow, ReplyChunk, ReplyDone, ReplyFailed
+from .replies import Replies, Reply
+from .screens import HelpScreen, StatsScreen
 from .widgets import ChatList, MessageView, PromptInput, StatusBar, Transcript
 
-NEW_TITLE = "New chat"
 TITLE_CHARS = 40
 RSS_EVERY_S = 2.0
 UNSAVED_CHARS = 60      # each unsaved message is named by its start at quit
@@ -40,7 +43,7 @@ EXIT_GRACE_S = 10.0     # after SIGTERM/SIGHUP the reply is committed first; if 
                         # hangs (it is gone), the process ends this much later anyway
 
 
-class EdgechatApp(App[int]):
+class EdgechatApp(ChatActions, App[int]):
     """Chat with a local model.
 
     Args:
@@ -73,21 +76,32 @@ class EdgechatApp(App[int]):
         self.args = args
         self.store = store if store is not None else open_store()
         snapshots = SnapshotDir.beside(self.store.path, getattr(args, "kv_snapshots_mib", DEFAULT_MAX_MIB))
-        self.host = EngineHost(self, args, engine, snapshots)
+        self.host = EngineHost(args, self._launch, Poster(self), engine, snapshots)
+        self.leases = ChatLeases(self.store)
+        self.replies = Replies(self.store, self.leases)
         self.volatile = volatile
         self.chat: Chat | None = None
         self.history = []                      # store.Message of the chat shown, in order
-        self.reply: Reply | None = None        # the reply drawn now
-        self._unsaved: list[Reply] = []        # replies whose end is not committed yet
         self.last_stats: dict = {}
         self._last_map: tuple | None = None    # (chat id, spans, cache) of the last reply
-        self._queued: tuple[int, str] | None = None   # (chat id, text) sent while a reply ran
         self._terminating: int | None = None   # the exit code of a SIGTERM/SIGHUP being handled
 
     @property
     def engine(self):
         """The loaded engine, or None while one loads (or failed to)."""
         return self.host.engine
+
+    @property
+    def reply(self) -> Reply | None:
+        """The reply drawn now."""
+        return self.replies.current
+
+    def _launch(self, fn, group: str) -> None:
+        """The host's workers: one thread worker per group at a time."""
+        def run() -> None:
+            worker = get_current_worker()
+            fn(lambda: worker.is_cancelled)
+        self.run_worker(run, thread=True, exclusive=True, group=group)
 
     # ---- structure ------------------------------------------------------------------------------
 
@@ -133,11 +147,9 @@ class EdgechatApp(App[int]):
 
     async def on_unmount(self) -> None:
         """Quitting mid-reply stops it and still commits the partial reply."""
-        for reply in self._unsaved:
-            reply.cancel.set()
+        self.replies.cancel_all()
         self.host.close()                       # after the worker, which stops within one token
-        for reply in [r for r in self._unsaved if r.done is not None]:
-            self._save_reply(reply)
+        self.replies.commit_ended()
 
     def _catch_signals(self) -> None:
         """SIGTERM and SIGHUP quit as Ctrl+Q does; the exit code is the shell's (143, 129)."""
@@ -154,124 +166,16 @@ class EdgechatApp(App[int]):
         watchdog = threading.Timer(EXIT_GRACE_S, os._exit, (code,))
         watchdog.daemon = True
         watchdog.start()
-        for reply in self._unsaved:
-            reply.cancel.set()
+        self.replies.cancel_all()
         await asyncio.to_thread(self.host.close)
-        for reply in [r for r in self._unsaved if r.done is not None]:
-            self._save_reply(reply)
+        self.replies.commit_ended()
         self.exit(code, return_code=code)
 
     # ---- chats ----------------------------------------------------------------------------------
 
-    def _initial_chat(self) -> Chat:
-        """The latest chat if it is still empty and no other window holds it, else a new one; the
-        command line sets its settings."""
-        fields = dict(model=self.args.model or "", system=self.args.system or "",
-                      settings=chat_settings.from_args(self.args))
-        chats = self.store.list_chats()
-        if chats and not self.store.messages(chats[0].id) and self.store.claim(chats[0].id) is None:
-            self.store.update_chat(chats[0].id, **fields)
-            return self.store.get_chat(chats[0].id)
-        return self._new_chat(**fields)
-
-    def _new_chat(self, **fields) -> Chat:
-        """A new chat, held by this window."""
-        chat = self.store.create_chat(NEW_TITLE, **fields)
-        self.store.claim(chat.id)
-        return chat
-
-    def _let_go(self, chat_id: int) -> None:
-        """Release a chat this window left, once no reply of it is still to be committed."""
-        if (self.chat is None or chat_id != self.chat.id) and all(r.chat_id != chat_id for r in self._unsaved):
-            self.store.release(chat_id)
-
-    def _may_write(self, chat_id: int) -> bool:
-        """True when no other live window writes ``chat_id`` (this one holds it from now on while it
-        shows it); else the user is told."""
-        if self.store.get_chat(chat_id) is None:
-            self.notify("This chat was deleted in another edgechat window. Ctrl+N starts a new chat.",
-                        title="Chat deleted", severity="warning", timeout=8)
-            return False
-        holder = self.store.claim(chat_id)
-        if holder is None:
-            self._let_go(chat_id)                 # a chat not shown: held only for this change
-            return True
-        self.notify(f"This chat is open in another edgechat window (pid {holder}), which writes it; "
-                    "here it can be read. Ctrl+N starts a new chat.", title="Read only here",
-                    severity="warning", timeout=8)
-        return False
-
-    async def _catch_up(self) -> None:
-        """Show what another window added to this chat while this one only read it."""
-        stored = [m.id for m in self.store.messages(self.chat.id)]
-        if stored != [m.id for m in self.history]:
-            await self._show_chat(self.chat)
-
-    async def _show_chat(self, chat: Chat) -> None:
-        """Show ``chat``: its messages (as committed, by any window), its settings, its model (loaded
-        if another one is). This window holds it unless another one does."""
-        left, self.chat = self.chat, chat
-        if left is not None and left.id != chat.id:
-            self._let_go(left.id)
-        self.store.claim(chat.id)
-        self.history = self.store.messages(chat.id)
-        views = [MessageView(m.role, m.content, finish=m.finish, message_id=m.id) for m in self.history]
-        if chat.system:
-            pinned = " · pinned as the attention sink" if chat.settings.get("pin_system") else ""
-            views.insert(0, MessageView("system", chat.system, label=f"System prompt{pinned}"))
-        await self.transcript.show(views)
-        if self._last_map and self._last_map[0] == chat.id:
-            self.transcript.map_window(*self._last_map[1:], self._pinned)
-        self._refresh_header()
-        self._refresh_chat_list()
-        self._ensure_engine()
-
-    def _refresh_header(self) -> None:
-        self.query_one("#chat-title", Label).update(self.chat.title)
-        model = self.chat.model or (self.engine.info.name if self.engine else "default model")
-        self.query_one("#chat-model", Label).update(model)
-        self.query_one("#chat-settings", Label).update(f" · {chat_settings.summary(self.chat.settings)}")
-
-    def _refresh_chat_list(self) -> None:
-        self.query_one(ChatList).show(self.store.list_chats(), self.chat.id if self.chat else None)
-
     @property
     def _pinned(self) -> bool:
         return bool(self.chat and self.chat.settings.get("pin_system"))
-
-    async def _switch_to(self, chat_id: int) -> None:
-        if self.chat and chat_id == self.chat.id:
-            return
-        chat = self.store.get_chat(chat_id)
-        if chat is not None:
-            await self._detach_reply()
-            await self._show_chat(chat)
-
-    async def update_chat(self, **fields) -> None:
-        """Save the system prompt, settings or model of the current chat and show it again.
-
-        A reply in progress is stopped first; its partial text is kept.
-        """
-        if not self._may_write(self.chat.id):
-            return
-        await self._detach_reply()
-        self.store.update_chat(self.chat.id, **fields)
-        self._last_map = None                  # the spans were of the conversation before
-        await self._show_chat(self.store.get_chat(self.chat.id))
-
-    def rename(self, chat_id: int, title: str) -> None:
-        if not self._may_write(chat_id):
-            return
-        self.store.update_chat(chat_id, title=title)
-        if chat_id == self.chat.id:
-            self.chat = self.store.get_chat(chat_id)
-            self._refresh_header()
-        self._refresh_chat_list()
-
-    def _show_store_problem(self, problem: str | None) -> None:
-        banner = self.query_one("#store-problem", Static)
-        banner.update(f"⚠ {problem}" if problem else "")
-        banner.display = bool(problem)
 
     # ---- the engine -----------------------------------------------------------------------------
 
@@ -285,7 +189,7 @@ class EdgechatApp(App[int]):
 
     @on(EngineLoaded)
     def _engine_loaded(self, message: EngineLoaded) -> None:
-        if self.host.loaded(message):
+        if self.host.loaded(message.engine, message.key):
             self._engine_ready()
 
     @on(EngineFailed)
@@ -316,7 +220,7 @@ class EdgechatApp(App[int]):
         text = event.value.strip()
         if not text:
             return
-        queue = not text.startswith("/") and self.reply is not None and self._queued is None
+        queue = not text.startswith("/") and self.reply is not None and self.replies.queued is None
         if not (text.startswith("/") or queue or self._can_reply()):
             return
         prompt = self.query_one(PromptInput)
@@ -325,24 +229,16 @@ class EdgechatApp(App[int]):
         if text.startswith("/"):
             await run_command(self, text)
         elif queue:
-            self._queued = (self.chat.id, text)
+            self.replies.queue(self.chat.id, text)
             self.notify("Queued: it is sent when this reply ends (Esc stops the reply).")
         else:
             await self._send(text)
 
     async def _send_queued(self) -> None:
         """Send the message queued during the reply that just ended (if its chat is still shown)."""
-        queued, self._queued = self._queued, None
+        queued = self.replies.take_queued()
         if queued is not None and self.chat and queued[0] == self.chat.id and self._can_reply():
             await self._send(queued[1])
-
-    def _unqueue(self) -> None:
-        """Leaving the chat: a queued message goes back to the input, unsent (when that is empty)."""
-        queued, self._queued = self._queued, None
-        prompt = self.query_one(PromptInput)
-        if queued is not None and not prompt.value:
-            prompt.value = queued[1]
-            prompt.cursor_position = len(prompt.value)
 
     def _can_reply(self) -> bool:
         if self.reply is not None:
@@ -370,14 +266,14 @@ class EdgechatApp(App[int]):
 
     async def _start_reply(self) -> None:
         view = await self.transcript.add(MessageView("assistant", pending=True))
-        reply = Reply(self.chat.id, view, Markdown.get_stream(view.markdown), self._engine_messages())
-        self._unsaved.append(reply)
-        self._set_reply(reply)
+        reply = Reply(self.chat.id, self._engine_messages(), view, Markdown.get_stream(view.markdown))
+        self.replies.begin(reply)
+        self._replying_changed()
         self.host.reply(reply, chat_settings.chat_kwargs(self.chat.settings))
 
-    def _set_reply(self, reply: Reply | None) -> None:
-        self.reply = reply
-        self.query_one("#chat").set_class(reply is not None, "-replying")
+    def _replying_changed(self) -> None:
+        """Whether a reply is drawn: the chat's look and the Stop key follow."""
+        self.query_one("#chat").set_class(self.reply is not None, "-replying")
         self.refresh_bindings()
 
     @on(ReplyChunk)
@@ -395,12 +291,11 @@ class EdgechatApp(App[int]):
     @on(ReplyDone)
     async def _reply_done(self, message: ReplyDone) -> None:
         reply, event = message.reply, message.event
-        if reply not in self._unsaved:             # committed already (SIGTERM, SIGHUP)
+        if reply not in self.replies.unsaved:      # committed already (SIGTERM, SIGHUP)
             return
-        stored = self._save_reply(reply)
+        stored = self.replies.commit(reply)
         self._show_stats(reply, event, message.spans)
-        if reply is self.reply:
-            self._set_reply(None)
+        self._replying_changed()
         if reply.detached:
             if self.chat and reply.chat_id == self.chat.id:          # came back before it ended
                 await self._show_chat(self.chat)
@@ -422,24 +317,11 @@ class EdgechatApp(App[int]):
         status.acceptance = event.stats.acceptance
         status.cache = event.cache
 
-    def _save_reply(self, reply: Reply) -> StoredMessage | None:
-        """Commit the ended reply; None if its chat was deleted meanwhile."""
-        self._unsaved.remove(reply)
-        if self.store.get_chat(reply.chat_id) is None:
-            return None
-        event = reply.done
-        stored = self.store.add_message(reply.chat_id, "assistant", event.text,
-                                        finish=event.finish_reason, stats=asdict(event.stats))
-        self._let_go(reply.chat_id)
-        return stored
-
     @on(ReplyFailed)
     async def _reply_failed(self, message: ReplyFailed) -> None:
         reply = message.reply
-        self._unsaved.remove(reply)
-        self._let_go(reply.chat_id)
-        if reply is self.reply:
-            self._set_reply(None)
+        self.replies.failed(reply)
+        self._replying_changed()
         if reply.detached:                       # the user had already left it
             return
         await reply.stream.stop()
@@ -448,15 +330,17 @@ class EdgechatApp(App[int]):
         await self._send_queued()
 
     async def _detach_reply(self) -> None:
-        """Stop the reply and stop drawing it; it is still stored when the worker ends."""
-        reply = self.reply
-        self._unqueue()
-        if reply is None:
-            return
-        reply.cancel.set()
-        reply.detached = True
-        self._set_reply(None)
-        await reply.stream.stop()
+        """Stop the reply and stop drawing it; it is still stored when the worker ends. A queued
+        message goes back to the input, unsent (when that is empty)."""
+        queued = self.replies.take_queued()
+        prompt = self.query_one(PromptInput)
+        if queued is not None and not prompt.value:
+            prompt.value = queued[1]
+            prompt.cursor_position = len(prompt.value)
+        reply = self.replies.detach()
+        if reply is not None:
+            self._replying_changed()
+            await reply.stream.stop()
 
     # ---- actions --------------------------------------------------------------------------------
 
@@ -467,16 +351,7 @@ class EdgechatApp(App[int]):
 
     def action_stop(self) -> None:
         """Stop the reply within one token; the partial reply is kept."""
-        if self.reply is not None:
-            self.reply.cancel.set()
-
-    async def action_new_chat(self) -> None:
-        if self.chat and not self.history and self.chat.title == NEW_TITLE:
-            self.notify("This chat is already new.")
-            return
-        await self._detach_reply()
-        c = self.chat
-        await self._show_chat(self._new_chat(model=c.model, system=c.system, settings=c.settings))
+        self.replies.stop()
 
     async def action_regenerate(self) -> None:
         """Replace the last reply with a new one."""
@@ -499,28 +374,6 @@ class EdgechatApp(App[int]):
         self.copy_to_clipboard(text)
         self.notify(f"Copied the last reply ({len(text):,} characters).")
 
-    def action_export(self, target: str | None = None) -> None:
-        name = self.engine.info.name if self.engine else self.chat.model
-        text = chat_markdown(self.chat, self.history, name or "default model")
-        try:
-            path = write_export(text, default_name(self.chat), target)
-        except OSError as e:
-            self.notify(str(e), title="Export failed", severity="error")
-            return
-        self.notify(f"Exported to {path}", title="Export")
-
-    def action_settings(self) -> None:
-        def saved(result: dict | None) -> None:
-            if result is not None:
-                self.call_later(self.update_chat, system=result["system"], settings=result["settings"])
-        self.push_screen(SettingsScreen(self.chat.title, self.chat.system, self.chat.settings), saved)
-
-    def action_pick_model(self) -> None:
-        def chosen(name: str | None) -> None:
-            if name is not None:
-                self.call_later(self.update_chat, model=name)
-        self.push_screen(ModelPicker(self.chat.model, local_models()), chosen)
-
     def action_toggle_sidebar(self) -> None:
         self.query_one("#sidebar").toggle_class("-hidden")
 
@@ -532,48 +385,6 @@ class EdgechatApp(App[int]):
         info = self.engine.info.to_dict() if self.engine else {}
         cache = self.engine.cache_info().to_dict() if self.engine else {}
         self.push_screen(StatsScreen(info, self.last_stats, cache, psutil.Process().memory_info().rss))
-
-    def action_rename_chat(self, chat_id: int | None = None) -> None:
-        chat = self.store.get_chat(chat_id if chat_id is not None else self.chat.id)
-
-        def renamed(title: str | None) -> None:
-            if title:
-                self.rename(chat.id, title)
-        self.push_screen(TextPrompt("Rename the chat", chat.title), renamed)
-
-    def action_delete_chat(self, chat_id: int | None = None) -> None:
-        chat = self.store.get_chat(chat_id if chat_id is not None else self.chat.id)
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.call_later(self._delete_chat, chat.id)
-        self.push_screen(ConfirmScreen(f"Delete “{chat.title}” and its messages?"), answered)
-
-    async def _delete_chat(self, chat_id: int) -> None:
-        if not self._may_write(chat_id):
-            return
-        current = chat_id == self.chat.id
-        if current:
-            await self._detach_reply()
-        self.store.delete_chat(chat_id)
-        self.host.forget(chat_id)
-        if not current:
-            self._refresh_chat_list()
-            return
-        rest = self.store.list_chats()
-        if rest:
-            await self._show_chat(rest[0])
-        else:
-            c = self.chat
-            await self._show_chat(self._new_chat(model=c.model, system=c.system, settings=c.settings))
-
-    async def clear_chat(self) -> None:
-        if not self._may_write(self.chat.id):
-            return
-        await self._detach_reply()
-        self.store.clear_messages(self.chat.id)
-        self.host.forget(self.chat.id)
-        await self._show_chat(self.chat)
 
     # ---- sidebar --------------------------------------------------------------------------------
 

@@ -1,49 +1,47 @@
-"""Engine hosting for the TUI: one engine at a time, loaded in a worker, used by one thread at a time."""
+"""Engine hosting, without Textual: one engine at a time, loaded and replying in worker threads, used by
+one thread at a time; the chat's KV snapshot is restored before a reply and written after its last token.
+
+The host does not start threads itself: ``launch(fn, group)`` runs ``fn(cancelled)`` in a worker (the
+App's ``run_worker``, a test's ``threading.Thread``), and what happens is told to a listener.
+"""
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
-
-from textual.message import Message
-from textual.worker import get_current_worker
+from typing import Callable, Protocol
 
 from ...runtime.errors import EdgechatError
-from .reply import Reply, stream_reply
+from .replies import Reply, ReplyListener, stream_reply
+
+# launch(fn, group): run fn(cancelled) in a worker of ``group`` ("load" or "reply"), one at a time
+# per group; cancelled() says whether the worker was asked to stop
+Launch = Callable[[Callable[[Callable[[], bool]], None], str], object]
 
 
-@dataclass
-class EngineLoaded(Message):
-    """A model finished loading."""
+class HostListener(ReplyListener, Protocol):
+    """What the host tells, from its worker threads: replies (``ReplyListener``) and loads."""
 
-    engine: object
-    key: tuple
-
-
-@dataclass
-class EngineFailed(Message):
-    """A model could not be loaded."""
-
-    key: tuple
-    error: str
+    def engine_loaded(self, engine, key: tuple) -> None: ...
+    def engine_failed(self, key: tuple, error: str) -> None: ...
 
 
 class EngineHost:
-    """The app's engine. ``key`` is (model, pin_system, kv_type) of the engine loaded or being loaded.
+    """The window's engine. ``key`` is (model, pin_system, kv_type) of the engine loaded or being loaded.
 
     Engine calls are serialized here (the engine does not wait for itself): a reply, a load and the
     close at exit each take ``lock``. ``cache_info()`` needs no turn: it is a snapshot.
 
     Args:
-        app: the App (runs the workers, receives the messages).
         args: the CLI's options (backend, threads, ctx, ...).
+        launch: runs a worker (see ``Launch``).
+        listener: told of loads and replies (from the workers' threads).
         engine: an engine already loaded for ``args.model`` (tests share one); not closed by the host.
         snapshots: where chats keep their KV cache (``kv_snapshots.SnapshotDir``), or None.
     """
 
-    def __init__(self, app, args, engine=None, snapshots=None):
-        self.app, self.args, self.engine = app, args, engine
+    def __init__(self, args, launch: Launch, listener: HostListener, engine=None, snapshots=None):
+        self.args, self.launch, self.listener, self.engine = args, launch, listener, engine
         kv_type = getattr(args, "kv_type", None) or "auto"
         self.key = (args.model or "", bool(args.pin_system), kv_type) if engine is not None else None
         self._own = engine is None
@@ -59,10 +57,10 @@ class EngineHost:
             return False
         old = self.engine if self._own else None
         self.engine, self.key, self._own = None, key, True
-        self.app.run_worker(partial(self._load, key, old), thread=True, exclusive=True, group="load")
+        self.launch(partial(self._load, key, old), "load")
         return True
 
-    def _load(self, key: tuple, old) -> None:
+    def _load(self, key: tuple, old, cancelled=None) -> None:
         from ..loader import load_engine
         with self.lock:
             if old is not None:
@@ -70,28 +68,29 @@ class EngineHost:
             try:
                 engine = load_engine(self.args, model=key[0], pin_system=key[1], kv_type=key[2])
             except EdgechatError as e:
-                self.app.post_message(EngineFailed(key, str(e)))
+                self.listener.engine_failed(key, str(e))
                 return
-        self.app.post_message(EngineLoaded(engine, key))
+        self.listener.engine_loaded(engine, key)
 
-    def loaded(self, message: EngineLoaded) -> bool:
+    def loaded(self, engine, key: tuple) -> bool:
         """Take a loaded engine; False (and it is closed) when another model was asked for meanwhile."""
-        if message.key != self.key:
-            message.engine.close()
+        if key != self.key:
+            engine.close()
             return False
-        self.engine, self.holding = message.engine, None
+        self.engine, self.holding = engine, None
         return True
 
     def reply(self, reply: Reply, kwargs: dict) -> None:
         """Generate ``reply`` in a worker thread."""
-        self.app.run_worker(partial(self._reply, reply, kwargs), thread=True, exclusive=True, group="reply")
+        self.launch(partial(self.run_reply, reply, kwargs), "reply")
 
-    def _reply(self, reply: Reply, kwargs: dict) -> None:
-        worker = get_current_worker()
+    def run_reply(self, reply: Reply, kwargs: dict, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """The reply worker: bring the chat's cache in, stream the reply, then (after the last token is
+        told) write the chat's KV snapshot."""
         kwargs = dict(kwargs, truncate_prompt=bool(getattr(self.args, "truncate_prompt", False)))
         with self.lock:
             self._bring_in(reply)
-            stream_reply(self.engine, reply, kwargs, self.app.post_message, lambda: worker.is_cancelled)
+            stream_reply(self.engine, reply, kwargs, self.listener, cancelled)
             self.holding = reply.chat_id
             if reply.done is not None and self.snapshots is not None and hasattr(self.engine, "save_state"):
                 with self._snap_lock:
