@@ -133,9 +133,11 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str
     from ..runtime import memory
     from ..runtime.device import device_info
     from ..runtime.loader import choose_backend
+    from .doctor_gpu import gpu_report
     dev = device_info()
     report = {"device": dev.to_dict(), "native_engine": _native_built(), "ctx": ctx, "kv_type": kv_type,
               "model": None, "memory": None, "backend": None, "serve": _serve_report(None, None), "problems": []}
+    report["gpu"] = gpu_report(report["device"])
     problems = report["problems"]
     if not report["native_engine"]:
         problems.append("the native engine is not built (pip install --no-build-isolation -e .)")
@@ -152,6 +154,9 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str
         problems.append(f"{path}: {m.reason}")
         return report
     name, reason = choose_backend("auto", None if m.native else m.reason, 0, _native_slower(path) if m.native else None)
+    report["gpu"] = gpu = gpu_report(report["device"], path, m, ctx, kv_type)
+    if gpu["auto"] and gpu["auto"]["layers"]:              # --gpu-layers auto offloads it: llama.cpp on the GPU
+        name, reason = "llama.cpp", gpu["auto"]["why"]
     report["backend"] = {"name": name, "reason": reason}
     report["kv_type"] = kv_type = memory.resolve_kv_type(kv_type, name)
     if not m.config:
@@ -191,6 +196,7 @@ def cmd_doctor(args) -> int:
 def format_doctor(r: dict) -> str:
     """The doctor report as aligned text lines."""
     from ..runtime import memory
+    from .doctor_gpu import gpu_report, gpu_rows
     d = r["device"]
     gpu = f"yes ({d['gpu_kind'] or 'unknown kind'})" if d["gpu_offload"] else "no"
     rows = [("system", f"{d['os']} {d['arch']}"),
@@ -198,8 +204,9 @@ def format_doctor(r: dict) -> str:
             ("isa", " ".join(d["isa"]) or "none detected"),
             ("cores", f"{d['cores_physical']} physical, {d['cores_logical']} logical"),
             ("ram", f"{_size(d['ram_total'])} total, {_size(d['ram_available'])} available"),
-            ("gpu offload", gpu + (f" ({d['note']})" if d["note"] else "")),
-            ("llama.cpp", d["llama_cpp"] or "not installed"),
+            ("llama.cpp", (d["llama_cpp"] or "not installed")
+             + (f" (backends: {', '.join(d['llama_backends'])})" if d.get("llama_backends") else "")),
+            *gpu_rows(r.get("gpu") or gpu_report(d), gpu + (f" ({d['note']})" if d["note"] else "")),
             ("native engine", "built" if r["native_engine"] else "not built")]
     m = r["model"]
     if m:

@@ -1,4 +1,5 @@
-"""Device facts for ``doctor``: CPU ISA, cores, memory, GPU offload through llama.cpp, OS and arch."""
+"""Device facts for ``doctor``: CPU ISA, cores, memory, GPU offload through llama.cpp (its backends and
+GPU devices with their free memory: ``gpu.gpu_facts``), OS and arch."""
 from __future__ import annotations
 
 import platform
@@ -7,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .cpu import CPUINFO, physical_cores, proc_cpuinfo
+from .gpu import gpu_facts
 
 # cpu flag (as /proc/cpuinfo or sysctl spells it) -> the name edgechat reports
 _X86_FLAGS = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f",
@@ -34,6 +36,8 @@ class DeviceInfo:
     gpu_offload: bool = False          # llama.cpp can offload layers to a GPU
     gpu_kind: str | None = None        # "metal" | "cuda" | "rocm" | "vulkan" | "sycl" | None
     llama_cpp: str | None = None       # llama-cpp-python version, None when it does not import
+    llama_backends: list[str] = field(default_factory=list)   # the build's ggml backends: "CUDA", "CPU"
+    gpus: list[dict] = field(default_factory=list)   # gpu.GpuDevice dicts: name, description, free, total
     note: str = ""                     # why GPU facts are missing, when they are
 
     def to_dict(self) -> dict:
@@ -99,8 +103,11 @@ def device_info() -> DeviceInfo:
     cpu, isa = cpu_isa()
     mem = psutil.virtual_memory()
     offload, kind, version, note = gpu_offload()
+    facts = gpu_facts(mem.available) if version else None
     return DeviceInfo(os=platform.system(), arch=_machine(), cpu=cpu, isa=isa,
                       cores_physical=physical_cores(),
                       cores_logical=psutil.cpu_count(logical=True),
                       ram_total=mem.total, ram_available=mem.available,
-                      gpu_offload=offload, gpu_kind=kind, llama_cpp=version, note=note)
+                      gpu_offload=offload, gpu_kind=kind, llama_cpp=version, note=note or (facts.note if facts else ""),
+                      llama_backends=facts.backends if facts else [],
+                      gpus=[asdict(d) for d in facts.devices] if facts else [])

@@ -132,3 +132,60 @@ def test_doctor_report_bad_file_is_a_problem(home, tmp_path):
     r = manage.doctor_report(str(bad))
     assert r["backend"] is None and r["memory"] is None
     assert any(p.startswith(f"{bad}: bad GGUF") for p in r["problems"])
+
+
+# ---- the GPU ---------------------------------------------------------------------------------------
+
+def _rows(text: str) -> dict:
+    """doctor's text as {label: value} (labels and values are two or more spaces apart)."""
+    import re
+    return dict(re.split(r"\s{2,}", line, maxsplit=1) for line in text.splitlines() if re.search(r"\S\s{2,}\S", line))
+
+
+def test_doctor_gpu_on_this_machine(home):
+    import llama_cpp
+    r = manage.doctor_report(ctx=1024)
+    g = r["gpu"]
+    assert g["backends"] == r["device"]["llama_backends"] and "CPU" in g["backends"]
+    rows = _rows(manage.format_doctor(r))
+    assert rows["llama.cpp"] == f"{llama_cpp.__version__} (backends: {', '.join(g['backends'])})"
+    if not g["devices"]:                                 # nothing is loaded to learn what is known
+        assert g["run"] is None and g["auto"] is None
+        assert rows["gpu"].startswith("none that this llama.cpp can use") and rows["gpu offload"].startswith("no")
+    else:
+        assert g["run"]["on_gpu"] > 0 and rows["gpu offload"].startswith("yes: layers ")
+
+
+def _a_gpu(monkeypatch, free: int):
+    from edgechat.runtime.gpu import GpuDevice, GpuFacts
+    facts = GpuFacts(["CUDA", "CPU"], [GpuDevice("CUDA0", "NVIDIA GeForce RTX 3070", "CUDA", free, 8 << 30, False)])
+    monkeypatch.setattr(device, "gpu_facts", lambda ram_available=None: facts)
+
+
+def test_doctor_with_a_gpu_runs_one_token_and_reads_llama_cpps_log(home, monkeypatch):
+    """llama.cpp said to have a CUDA device with 6 GiB free: the default model and its cache fit, so
+    auto runs llama.cpp with every layer there; the one-token run is real (on this machine's llama.cpp
+    its layers land where that build puts them) and its log says where."""
+    import gguf
+    _a_gpu(monkeypatch, 6 << 30)
+    r = manage.doctor_report(ctx=1024)
+    g, default = r["gpu"], resolve_mod.default_model_path()
+    blocks = gguf.GGUFReader(default).fields["llama.block_count"].contents()
+    assert sum(g["run"]["layers"].values()) == blocks + 1                # the blocks and the output layer
+    assert g["auto"]["layers"] == -1 and g["auto"]["why"].startswith(
+        "GPU offload (--gpu-layers auto): every layer on CUDA0 NVIDIA GeForce RTX 3070, ")
+    assert r["backend"] == {"name": "llama.cpp", "reason": g["auto"]["why"]} and r["kv_type"] == "f16"
+    rows = _rows(manage.format_doctor(r))
+    assert rows["gpu"] == "CUDA0 NVIDIA GeForce RTX 3070: 6.0 GiB free of 8.0 GiB"
+    where = ", ".join(f"{n} on {dev}" for dev, n in g["run"]["layers"].items())
+    verdict = "yes" if g["run"]["on_gpu"] else "NO"
+    assert rows["gpu offload"] == f"{verdict}: layers {where} (a one-token run with --gpu-layers all, llama.cpp's log)"
+    assert rows["gpu-layers auto"] == g["auto"]["why"]
+    assert rows["backend (auto)"] == f"llama.cpp: {g['auto']['why']}"
+
+
+def test_doctor_with_a_gpu_too_small_keeps_the_native_engine(home, monkeypatch):
+    _a_gpu(monkeypatch, 64 << 20)                    # 64 MiB free: less than the 94 MiB file alone
+    r = manage.doctor_report(ctx=1024)
+    assert r["gpu"]["auto"]["layers"] == 0 and r["gpu"]["auto"]["why"].startswith("not offloaded to CUDA0")
+    assert r["backend"]["name"] == "native"

@@ -1,0 +1,115 @@
+"""runtime/gpu.py: llama.cpp's backends and GPU devices from ggml's registry, ``--gpu-layers auto``'s
+decision, and where a real load put the layers, read from llama.cpp's own log."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edgechat.runtime import gpu
+from edgechat.runtime.gpu import GpuDevice, GpuFacts
+
+GiB = 1 << 30
+
+
+def _n_layer(path) -> int:
+    """block_count as gguf's reader sees it (not edgechat's reader)."""
+    import gguf
+    r = gguf.GGUFReader(path)
+    arch = r.fields["general.architecture"].contents()
+    return r.fields[f"{arch}.block_count"].contents()
+
+
+def test_gpu_facts_agree_with_llama_cpp():
+    import llama_cpp
+    facts = gpu.gpu_facts()
+    assert facts.note == "" and "CPU" in facts.backends
+    if not llama_cpp.llama_supports_gpu_offload():        # a CPU-only build has no GPU device
+        assert facts.devices == [] and facts.backends == ["CPU"]
+    for d in facts.devices:
+        assert d.name and d.backend in facts.backends and d.backend != "CPU"
+        assert 0 < d.free and (d.shared or d.free <= d.total)
+
+
+def test_gpu_facts_without_llama_cpp(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "llama_cpp._ggml", None)      # its import now fails
+    facts = gpu.gpu_facts()
+    assert facts.devices == [] and facts.note.startswith("llama.cpp's backends unknown")
+
+
+def _device(name="CUDA0", free=8 * GiB, shared=False) -> GpuDevice:
+    return GpuDevice(name, "NVIDIA GeForce RTX 3070", "CUDA", free, 8 * GiB, shared)
+
+
+def test_auto_offloads_every_layer_when_model_and_cache_fit():
+    facts = GpuFacts(["CUDA", "CPU"], [_device("CUDA0", 2 * GiB), _device("CUDA1", 6 * GiB)])
+    layers, why = gpu.auto_layers(5 * GiB, facts)
+    assert layers == -1                                           # llama.cpp's "every layer"
+    assert why == ("GPU offload (--gpu-layers auto): every layer on CUDA1 NVIDIA GeForce RTX 3070, "
+                   "5.0 GiB for model + cache, 6.0 GiB free")     # the device with the most room
+    assert gpu.auto_layers(6 * GiB, facts)[0] == -1                # exactly full still fits
+
+
+def test_auto_keeps_the_cpu_when_it_does_not_fit_or_there_is_no_gpu():
+    layers, why = gpu.auto_layers(7 * GiB, GpuFacts(["CUDA", "CPU"], [_device(free=6 * GiB)]))
+    assert layers == 0 and why == ("not offloaded to CUDA0 NVIDIA GeForce RTX 3070 (--gpu-layers auto): "
+                                   "7.0 GiB for model + cache, 6.0 GiB free")
+    assert gpu.auto_layers(1, GpuFacts(["CPU"], [])) == (0, "")     # nothing new said on a CPU machine
+
+
+def test_auto_on_shared_memory_says_so():
+    layers, why = gpu.auto_layers(GiB, GpuFacts(["CUDA", "CPU"], [_device(free=3 * GiB, shared=True)]))
+    assert layers == -1 and why.endswith("3.0 GiB free (shared with the CPU)")
+
+
+def test_shared_memory_gpus_count_the_free_ram(monkeypatch, tmp_path):
+    """A Jetson's GPU (/etc/nv_tegra_release) has the RAM the preflight reads: gpu_facts takes it."""
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0\n")
+    monkeypatch.setattr(gpu, "TEGRA_RELEASE", release)
+    for d in gpu.gpu_facts(ram_available=123 * GiB).devices:       # none on a machine without a GPU
+        assert d.shared and d.free == 123 * GiB
+
+
+# llama.cpp's load log on a CUDA machine (the format of llama-model.cpp's load_tensors lines)
+CUDA_LOG = ["load_tensors: layer   0 assigned to device CUDA0, is_swa = 0",
+            "load_tensors: layer   1 assigned to device CUDA0, is_swa = 0",
+            "load_tensors: layer   2 assigned to device CPU, is_swa = 0",
+            "load_tensors: offloading 2 repeating layers to GPU",
+            "load_tensors: offloaded 2/3 layers to GPU",
+            "load_tensors:        CUDA0 model buffer size =    61.40 MiB",
+            "load_tensors:   CPU_Mapped model buffer size =    30.70 MiB"]
+
+
+def test_placement_reads_the_load_log():
+    assert gpu.placement(CUDA_LOG) == {"layers": {"CUDA0": 2, "CPU": 1}, "offloaded": [2, 3],
+                                       "model_buffers_mib": {"CUDA0": 61.4, "CPU_Mapped": 30.7}}
+    assert gpu.placement([]) == {"layers": {}, "offloaded": None, "model_buffers_mib": {}}
+
+
+def test_offload_run_reports_where_llama_cpp_put_the_layers(default_model):
+    """A real load + one token with every layer asked on the GPU: every layer (the blocks and the
+    output layer) is somewhere, on a GPU exactly when this llama.cpp has one."""
+    run = gpu.offload_run(default_model)
+    assert sum(run["layers"].values()) == _n_layer(default_model) + 1
+    on_gpu = bool(gpu.gpu_facts().devices)
+    assert (run["on_gpu"] > 0) == on_gpu and (run["offloaded"] is not None) == on_gpu
+    assert run["model_buffers_mib"] and all(v > 0 for v in run["model_buffers_mib"].values())
+
+
+def test_llama_log_leaves_the_logger_as_it_was():
+    log = logging.getLogger("edgechat.llama")
+    before = (log.level, list(log.handlers))
+    with gpu.llama_log() as lines:
+        log.debug("load_tensors: a line")
+    assert lines == ["load_tensors: a line"]
+    assert (log.level, log.handlers) == before
+
+
+@pytest.fixture
+def a_gpu(monkeypatch):
+    """llama.cpp said to have a roomy CUDA device (the real load then runs where llama.cpp puts it)."""
+    facts = GpuFacts(["CUDA", "CPU"], [_device(free=64 * GiB)])
+    monkeypatch.setattr(gpu, "gpu_facts", lambda ram_available=None: facts)
+    return facts
