@@ -2,6 +2,10 @@
 
 Built by ``make_sampler``; ``Sampler.sample(logits, history)`` picks one token. No full sort of the
 vocab in the usual settings: top-k uses argpartition, and min-p prunes before top-p sorts.
+
+A constraint (``runtime.constraint``: JSON schema, regex, grammar) is the chain's first step: its mask
+sets the tokens the grammar does not allow to -inf before the penalty and the filters, and the sampled
+token is consumed by it (``sample``); ``forced`` hands the loop the tokens the grammar forces next.
 """
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ class Sampler:
     repeat_penalty: float = DEFAULTS.repeat_penalty
     repeat_last_n: int = DEFAULTS.repeat_last_n
     seed: int | None = DEFAULTS.seed
+    constraint: object = field(default=None, repr=False, compare=False)   # a constraint.Constraint or None
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -85,21 +90,42 @@ class Sampler:
                 ``repeat_last_n`` are penalized.
 
         Returns:
-            the token id.
+            the token id (consumed by the constraint, when there is one).
         """
+        c = self.constraint
+        if c is not None:
+            logits = c.apply(logits)
         if self.greedy:
-            return int(np.argmax(self._penalize(np.asarray(logits, dtype=np.float32), history)))
-        ids, z = self.candidates(logits, history)
-        return self._draw(ids, z)
+            tok = int(np.argmax(self._penalize(np.asarray(logits, dtype=np.float32), history)))
+        else:
+            ids, z = self.candidates(logits, history)
+            tok = self._draw(ids, z)
+        if c is not None:
+            c.consume(tok)
+        return tok
+
+    def forced(self, limit: int) -> list[int]:
+        """Tokens the constraint forces after the last sampled one (at most ``limit``; [] without one):
+        consumed, for the loop to feed with that token as one batch."""
+        return self.constraint.forced(limit) if self.constraint is not None else []
+
+    def commit(self, tok: int) -> None:
+        """Tell the constraint of a token chosen without ``sample`` (an accepted speculative draft)."""
+        if self.constraint is not None:
+            self.constraint.consume(tok)
 
     def distribution(self, logits: np.ndarray, history: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         """The distribution ``sample`` draws from (speculative sampling verifies drafts against it).
 
         Returns:
             ``(ids [n] int, probs [n] float64)``, probs summing to 1; greedy: the argmax with probability 1.
+            The constraint's mask applies; nothing is consumed.
         """
+        if self.constraint is not None:
+            logits = self.constraint.apply(logits)
         if self.greedy:
-            return np.array([self.sample(logits, history)]), np.ones(1)
+            x = self._penalize(np.asarray(logits, dtype=np.float32), history)
+            return np.array([int(np.argmax(x))]), np.ones(1)
         ids, z = self.candidates(logits, history)
         p = np.exp((z.astype(np.float64) - float(z.max())) / self.temp)
         return ids, p / p.sum()
@@ -168,7 +194,8 @@ class Sampler:
 
 def make_sampler(temp: float = DEFAULTS.temp, top_k: int = DEFAULTS.top_k, top_p: float = DEFAULTS.top_p,
                  min_p: float = DEFAULTS.min_p, repeat_penalty: float = DEFAULTS.repeat_penalty,
-                 repeat_last_n: int = DEFAULTS.repeat_last_n, seed: int | None = DEFAULTS.seed) -> Sampler:
+                 repeat_last_n: int = DEFAULTS.repeat_last_n, seed: int | None = DEFAULTS.seed,
+                 constraint=None) -> Sampler:
     """Build a sampler.
 
     Order, as llama.cpp: repetition penalty, top-k, top-p, min-p, temperature, then a draw from a
@@ -184,9 +211,11 @@ def make_sampler(temp: float = DEFAULTS.temp, top_k: int = DEFAULTS.top_k, top_p
         repeat_penalty: penalty on recent tokens; 1 for none.
         repeat_last_n: how many recent tokens are penalized; 0 for none, -1 for all.
         seed: random seed; None for a fresh one. The same seed gives the same sequence.
+        constraint: a ``constraint.Constraint`` (``compile_constraint``): its mask comes first in the
+            chain, and it consumes each sampled token.
 
     Returns:
         a ``Sampler``.
     """
     return Sampler(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
+                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed, constraint=constraint)

@@ -20,6 +20,7 @@ then tries again, each time waiting twice as long.
 """
 from __future__ import annotations
 
+import copy
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .constraint import FF_MAX
 from .drafting import Draft, Drafter, DraftInput, Prefix
 
 __all__ = ["Draft", "Drafter", "DraftInput", "Prefix", "SpecCounts", "Speculation", "Controller", "verify",
@@ -153,8 +155,11 @@ def verify(rows: np.ndarray, draft: Draft, sampler, fed: array, base: int) -> tu
         q_of = dict(zip(q_ids.tolist(), q.tolist()))
         pd = float(p[ids == d].sum())
         if sampler.rng.random() * q_of.get(d, 0.0) < pd:   # accept with probability min(1, p(d) / q(d))
+            sampler.commit(d)
             continue
-        return i, _residual_draw(sampler, ids, p, q_of)
+        t = _residual_draw(sampler, ids, p, q_of)
+        sampler.commit(t)
+        return i, t
     k = len(draft.tokens)
     return k, sampler.sample(rows[k], Prefix(fed, base + 1 + k))
 
@@ -199,9 +204,10 @@ def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
     logits = eng._feed_prompt(list(ids), cancel)
     if logits is None:                 # cancelled while the prompt was read
         return
-    drafter.prepare(DraftInput(eng._fed, None, sampler, eng._cache.sinks, eng._skip))
+    drafter.prepare(DraftInput(eng._fed, None, _free(sampler), eng._cache.sinks, eng._skip))
     ctl = Controller(k_max=max(K_MIN, eng._b.spec_room() - 1), fixed=spec.fixed_k)
     n, nxt, committed = 0, None, len(eng._fed)
+    held = _Held(sampler)
     try:
         while max_tokens is None or n < max_tokens:
             if cancel is not None and cancel.is_set():
@@ -209,6 +215,7 @@ def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
             if nxt is None:
                 nxt = sampler.sample(logits, eng._fed)
             committed = len(eng._fed)
+            held.taken += 1
             yield nxt                      # resumed: nxt is to be fed, as in the plain loop
             n += 1
             if max_tokens is not None and n >= max_tokens:
@@ -221,6 +228,7 @@ def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
             for d in accepted:             # already fed: each counts once the caller asks for more
                 if cancel is not None and cancel.is_set():
                     return
+                held.taken += 1
                 yield d
                 committed += 1
                 n += 1
@@ -229,19 +237,47 @@ def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
     finally:
         if len(eng._fed) > committed:
             eng._rollback(committed)
+        held.release()
+
+
+class _Held:
+    """The tokens a constraint holds beyond those the caller took (accepted drafts not yet asked for,
+    the token drawn after them) are rolled back with the cache when the generator ends."""
+
+    def __init__(self, sampler):
+        self.c = getattr(sampler, "constraint", None)
+        self.base = self.c.consumed if self.c is not None else 0
+        self.taken = 0
+
+    def release(self) -> None:
+        if self.c is not None:
+            self.c.rollback(self.c.consumed - self.base - self.taken)
+
+
+def _free(sampler):
+    """The sampler without its constraint (a drafter draws from it without moving the matcher; its
+    drafts are then validated by the matcher before the verify batch)."""
+    if getattr(sampler, "constraint", None) is None:
+        return sampler
+    free = copy.copy(sampler)          # shares the random stream
+    free.constraint = None
+    return free
 
 
 def _step(eng, tok: int, sampler, drafter: Drafter, ctl: Controller, counts: SpecCounts, left):
     """Feed ``tok``, with drafts when they are wanted and found. Returns (logits of the next token or
     None, the next token if already drawn or None, accepted drafts now in the cache)."""
     t0 = time.perf_counter()
+    forced = sampler.forced(FF_MAX if left is None else left) if hasattr(sampler, "forced") else []
+    if forced:                         # the grammar's forced tokens: one batch with tok, no drafts
+        return eng._feed([tok] + forced), None, forced
     k = ctl.want()
     if left is not None:
         k = min(k, left)
     draft = Draft([])
     if k > 0:
-        inp = DraftInput(eng._fed, tok, sampler, eng._cache.sinks, eng._skip)
-        draft = drafter.propose(inp, k)
+        inp = DraftInput(eng._fed, tok, _free(sampler), eng._cache.sinks, eng._skip)
+        draft = _valid(drafter.propose(inp, k), sampler)
     if not draft.tokens:
         logits = eng._feed([tok])
         ctl.plain(time.perf_counter() - t0)
@@ -255,6 +291,15 @@ def _step(eng, tok: int, sampler, drafter: Drafter, ctl: Controller, counts: Spe
     counts.accepted_tokens += a
     ctl.verified(len(draft.tokens), a, time.perf_counter() - t0)
     return None, nxt, draft.tokens[:a]
+
+
+def _valid(draft: Draft, sampler) -> Draft:
+    """The draft cut where the constraint's grammar stops accepting it."""
+    c = getattr(sampler, "constraint", None)
+    if c is None or not draft.tokens:
+        return draft
+    n = c.valid_prefix(draft.tokens)
+    return Draft(draft.tokens[:n], draft.q[:n] if draft.q else draft.q)
 
 
 def make_speculation(mode: str, draft, backend, tokenizer, *, ctx: int, sinks: int, threads: int) -> Speculation:

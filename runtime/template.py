@@ -131,6 +131,8 @@ class ChatTemplate:
         """
         variables = dict(tools=None, documents=None, bos_token=self.bos_token,
                          eos_token=self.eos_token)
+        if messages and messages[0].get("tools"):     # a request's tools ride on its first message
+            variables["tools"] = messages[0]["tools"]  # (runtime.tools), so every rendering sees them
         variables.update(kwargs)
         try:
             return self._template.render(messages=[dict(m) for m in messages],
