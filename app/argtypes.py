@@ -21,6 +21,18 @@ def int_at_least(low: int):
     return _at_least(low, int, "a whole number")
 
 
+def int_between(low: int, high: int, noun: str = "a whole number"):
+    """A parser of an int in [low, high]."""
+    at_least = _at_least(low, int, noun)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} is above {high}")
+        return value
+    return parse
+
+
 def float_at_least(low: float):
     return _at_least(low, float, "a number")
 

@@ -23,9 +23,10 @@ import statistics
 import sys
 import time
 
+from ..runtime.info import ENGINES
+from ..runtime.memory import KV_CHOICES
 from .bench_shapes import DEFAULT_SHAPE, DEFAULT_TYPE, PRESETS, SHAPES, TYPES
 
-BACKENDS = ("native", "llama.cpp")
 DEFAULT_PREFILL = (512, 2048)
 DEFAULT_DEPTHS = (0, 4096)
 DEFAULT_DECODE_TOKENS = 64
@@ -59,7 +60,6 @@ def _names(choices):
     return parse
 
 
-KV_TYPES = ("auto", "f16", "q8_0")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--draft", default=S, metavar="MODEL", help="with --speculative: a draft model")
     g.add_argument("--spec-tokens", type=_int_at_least(1), default=256, help="with --speculative: "
                    "tokens per reply (default: 256)")
-    p.add_argument("--kv-type", type=_names(KV_TYPES), default=S, metavar="KV[,KV]",
+    p.add_argument("--kv-type", type=_names(KV_CHOICES), default=S, metavar="KV[,KV]",
                    help="KV cache rows (default auto: each engine's own default, as its users get it: q8_0 "
                    "native, f16 llama.cpp; f16 or q8_0: that type on both engines). Several (f16,q8_0): a "
                    "row per type for each file, their runs interleaved, and a line comparing each engine's "
@@ -106,14 +106,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # ---- one measurement (child process) ------------------------------------------------------------
 
 def _load(backend: str, path: str, threads: int, ctx: int, kv_type: str = "auto"):
-    from ..runtime.backends.llama_cpp import LlamaCppBackend
-    from ..runtime.backends.native import NativeBackend
+    from ..runtime.backends import make_backend
     from ..runtime.ggufload import read_model
     from ..runtime.memory import resolve_kv_type
-    kv_type = resolve_kv_type(kv_type, backend)
-    if backend == "native":
-        return NativeBackend(read_model(path), ctx=ctx, sinks=4, threads=threads, kv_type=kv_type)
-    return LlamaCppBackend(path, ctx=ctx, sinks=4, threads=threads, kv_type=kv_type)
+    mf = read_model(path) if backend == "native" else None
+    return make_backend(backend, mf, path, ctx=ctx, threads=threads, kv_type=resolve_kv_type(kv_type, backend))
 
 
 def _decode(b, logits, n: int) -> tuple[float, list[int]]:
@@ -271,24 +268,24 @@ def _bench_file(row: dict, args, plan: dict, threads: int) -> list[dict]:
     tokens = _prompt_tokens(path, max(max(plan["prefill"]), max(plan["depths"]), WARMUP_TOKENS + 1))
     row["weight_bytes_per_token"], row["file_types"], row["arch"] = _weight_bytes_per_token(path)
     kvs = plan["kv_types"]
-    samples = {kv: {b: [] for b in BACKENDS} for kv in kvs}
+    samples = {kv: {b: [] for b in ENGINES} for kv in kvs}
     for run in range(args.runs):
         for kv in kvs if run % 2 == 0 else kvs[::-1]:
-            for b in BACKENDS if run % 2 == 0 else BACKENDS[::-1]:     # alternate who goes first
+            for b in ENGINES if run % 2 == 0 else ENGINES[::-1]:     # alternate who goes first
                 samples[kv][b].append(_run_child(b, path, threads, tokens, plan | {"kv_type": kv}))
     return [_row_result(dict(row, kv_type=kv), samples[kv], plan) for kv in kvs]
 
 
 def _row_result(row: dict, samples: dict, plan: dict) -> dict:
-    med = {b: _median_row(samples[b], plan, row["weight_bytes_per_token"]) for b in BACKENDS}
+    med = {b: _median_row(samples[b], plan, row["weight_bytes_per_token"]) for b in ENGINES}
     row["median"] = med
     row["ratio"] = {k: med["native"][k] / med["llama.cpp"][k] for k in med["native"]} \
         if med["native"] and med["llama.cpp"] else None
-    row["errors"] = {b: s["error"] for b in BACKENDS for s in samples[b] if "error" in s}
-    first = {b: next((s for s in samples[b] if "error" not in s), None) for b in BACKENDS}
+    row["errors"] = {b: s["error"] for b in ENGINES for s in samples[b] if "error" in s}
+    first = {b: next((s for s in samples[b] if "error" not in s), None) for b in ENGINES}
     row["greedy_identical"] = {str(d): _identical_prefix(first["native"][f"greedy{d}"], first["llama.cpp"][f"greedy{d}"])
                                for d in plan["depths"]} if all(first.values()) else None
-    row["info"] = {b: first[b]["info"] for b in BACKENDS if first[b]}
+    row["info"] = {b: first[b]["info"] for b in ENGINES if first[b]}
     return row
 
 
@@ -379,7 +376,7 @@ def table(r: dict) -> str:
         med, ratio = row["median"], row["ratio"] or {}
         cells = ""
         for _, k in cols:
-            n, l = (med[b][k] if med[b] else None for b in BACKENDS)
+            n, l = (med[b][k] if med[b] else None for b in ENGINES)
             rt = f"{ratio[k]:.2f}x" if k in ratio else "-"
             cells += f" | {_num(n):>{w}}{_num(l):>{w}}{rt:>7}"
         same = row["greedy_identical"]
@@ -404,7 +401,7 @@ def _kv_lines(r: dict) -> list[str]:
         base = meds.get(kvs[0])
         for kv in kvs[1:]:
             cells = []
-            for b in BACKENDS:
+            for b in ENGINES:
                 if not (base and base[b] and meds.get(kv) and meds[kv][b]):
                     cells.append(f"{b} -")
                     continue

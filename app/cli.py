@@ -10,57 +10,11 @@ import signal
 import sys
 
 from ..runtime.errors import EdgechatError
-from ..runtime.info import DEFAULT_CTX, DEFAULT_SINKS, GPU_LAYERS_IGNORED
-from .argtypes import int_at_least, sampling_value
+from ..runtime.info import GPU_LAYERS_IGNORED
 from .loader import load_engine, sampling_kwargs
+from .options import add_model_options, add_output_options, add_sampling_options, inherit
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _gpu_layers(text: str) -> int:
-    return -1 if text == "all" else int_at_least(0)(text)
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """Options that choose and load a model (shared by chat, one-shot and bench)."""
-    g = p.add_argument_group("model")
-    g.add_argument("-m", "--model", help="model name (see `edgechat models`) or path to a .gguf file "
-                                         "(default: the packaged SmolLM2-135M-Instruct)")
-    g.add_argument("--backend", choices=["auto", "native", "llama.cpp"], default="auto")
-    g.add_argument("--threads", type=int_at_least(1), help="compute threads (default: physical cores)")
-    g.add_argument("--ctx", type=int_at_least(2), default=DEFAULT_CTX, help="KV cache capacity in tokens")
-    g.add_argument("--sinks", type=int_at_least(0), default=DEFAULT_SINKS, help="pinned attention-sink tokens")
-    g.add_argument("--kv-type", choices=["auto", "f16", "q8_0"], default="auto",
-                   help="KV cache rows: f16, q8_0 (int8 + a scale per 32 values: about half the memory), or "
-                        "auto (default): q8_0 on the native engine, f16 on llama.cpp, each one's faster")
-    g.add_argument("--kv-snapshots-mib", type=int_at_least(0), default=512, metavar="N",
-                   help="chat TUI: keep saved chats' KV caches, at most N MiB on disk (0: off)")
-    g.add_argument("--pin-system", action="store_true", help="pin BOS + the whole system prompt as sinks")
-    g.add_argument("--gpu-layers", type=_gpu_layers, default=0, metavar="N|all",
-                   help="layers to offload to a GPU (llama.cpp built with Metal/CUDA; ignored, with a "
-                   "warning, by a CPU-only build)")
-    g.add_argument("--evict-chunk", type=int_at_least(1), help="llama.cpp backend: tokens evicted at once")
-    g.add_argument("--force", action="store_true", help="load even if the memory preflight says no")
-    g.add_argument("--speculative", choices=["lookup", "draft", "off"],
-                   help="speculative decoding (native backend; never changes the answer): lookup drafts "
-                        "from the conversation's own text (default), draft uses --draft, off disables it")
-    g.add_argument("--draft", metavar="MODEL", help="a small draft model with the same tokenizer "
-                   "(name or .gguf path); implies --speculative draft")
-
-
-def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    """Sampling options; defaults from ``SamplingParams`` (the sampler and the TUI read the same)."""
-    from ..runtime.sampler import DEFAULTS as D
-    g = p.add_argument_group("sampling")
-    g.add_argument("--max-tokens", type=sampling_value("max_tokens"), default=D.max_tokens)
-    g.add_argument("--temp", type=sampling_value("temp"), default=D.temp)
-    g.add_argument("--top-k", type=sampling_value("top_k"), default=D.top_k)
-    g.add_argument("--top-p", type=sampling_value("top_p"), default=D.top_p)
-    g.add_argument("--min-p", type=sampling_value("min_p"), default=D.min_p)
-    g.add_argument("--repeat-penalty", type=sampling_value("repeat_penalty"), default=D.repeat_penalty)
-    g.add_argument("--seed", type=sampling_value("seed"), default=D.seed,
-                   help="the same seed, the same text; -1 (as llama.cpp) or none: a fresh one each time")
-    g.add_argument("--system", help="system prompt")
 
 
 def _version() -> str:
@@ -86,13 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "arguments: the chat TUI. With -p (or a prompt on stdin): one answer.")
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("-p", "--prompt", help="one-shot prompt ('-' reads stdin)")
-    p.add_argument("--json", action="store_true", help="one-shot: print one JSON object")
     p.add_argument("--truncate-prompt", action="store_true",
                    help="a prompt beyond the window (--ctx): read only the sinks and the last window's "
                         "worth of it, skip the rest (default: read it all; the earliest tokens leave)")
     p.add_argument("--session", metavar="FILE", help="one-shot: restore the KV cache and conversation from FILE "
                    "when it matches, feed only the new prompt, save them back")
-    p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and why, and timings")
+    add_output_options(p)
     add_model_options(p)
     add_sampling_options(p)
     sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench,serve}")
@@ -104,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(b)
     from .serve.command import add_parser as add_serve
     add_serve(sub, (add_model_options, add_sampling_options))
+    for command in sub.choices.values():   # a flag before the subcommand is not lost
+        inherit(p, command)
     return p
 
 
@@ -173,12 +128,14 @@ def _stream(engine, messages: list[dict], args, reporter):
                 reporter.close()
                 if isinstance(ev, DoneEvent):
                     done = ev
-                else:
+                    continue
+                reporter.streamed += ev.token >= 0
+                out = sys.stdout if ev.kind == "text" else sys.stderr     # reasoning goes to stderr
+                if ev.kind == "text":
                     parts.append(ev.text)
-                    reporter.streamed += ev.token >= 0
-                    if not args.json:
-                        sys.stdout.write(ev.text)
-                        sys.stdout.flush()
+                if not args.json:
+                    out.write(ev.text)
+                    out.flush()
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Terminated as e:
@@ -198,6 +155,7 @@ def _json_result(engine, text: str, done, sess=None) -> dict:
         "backend": info.backend,
         "backend_reason": info.reason,
         "finish_reason": done.finish_reason if done else "cancelled",
+        "reasoning": done.reasoning if done else None,
         "tokens": {"prompt": s.prompt_tokens if s else 0, "completion": s.completion_tokens if s else 0},
         "timings": {"load_s": round(info.load_s, 4),
                     "ttft_s": round(s.ttft_s + (sess.restore_s if sess else 0.0), 4) if s else None,

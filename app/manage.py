@@ -11,16 +11,17 @@ import json
 import sys
 
 from ..runtime.errors import EdgechatError
+from ..runtime.info import DEFAULT_CTX
 
-DEFAULT_CTX = 2048
 
 
 # ---- parsers -------------------------------------------------------------------------------------
 
 def add_parsers(subparsers) -> None:
     """Add ``models``, ``pull`` and ``doctor`` to an argparse subparsers object."""
+    from .options import add_model_options, add_output_options
     p = subparsers.add_parser("models", help="list local models (packaged, pulled, Hugging Face cache)")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_output_options(p)
     p.set_defaults(manage_cmd="models")
 
     p = subparsers.add_parser("pull", help="download a GGUF from the Hugging Face Hub")
@@ -31,23 +32,11 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="download again even if cached")
     p.set_defaults(manage_cmd="pull")
 
-    p = subparsers.add_parser("doctor", help="check this machine and the model: CPU, RAM, GPU, backend")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--ctx", type=_positive_int, default=DEFAULT_CTX, help="context for the memory estimate")
-    p.add_argument("--kv-type", choices=["auto", "f16", "q8_0"], default="auto",
-                   help="KV cache rows for the memory estimate (auto: the one the auto backend runs)")
-    p.add_argument("--model", "-m", help="model name or path (default: the packaged default)")
+    p = subparsers.add_parser("doctor", help="check this machine and the model: CPU, RAM, GPU, backend "
+                              "(the model options give the memory estimate's model, --ctx and --kv-type)")
+    add_output_options(p)
+    add_model_options(p)
     p.set_defaults(manage_cmd="doctor")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

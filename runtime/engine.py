@@ -25,12 +25,20 @@ from .errors import EdgechatError
 from .events import DoneEvent, Stats, TextEvent
 from .info import CacheInfo, EngineInfo
 from .prefill import PREFILL_CHUNK, feed_chunks, fit
+from .reply import THINK_OPEN, Reply
 from .sampler import Sampler, SamplingParams, make_sampler
 from .speculative import SpecCounts, Speculation
 
 
 class EngineBusy(EdgechatError):
     """A call on an engine that is still running another one (its users must take turns)."""
+
+
+def _forced(sampler, left: int | None) -> list[int]:
+    """The tokens a sampler's constraint forces next (``Sampler.forced``), at most ``left``."""
+    from .constraint import FF_MAX
+    forced = getattr(sampler, "forced", None)
+    return forced(FF_MAX if left is None else min(left, FF_MAX)) if forced is not None else []
 
 
 class Engine:
@@ -199,13 +207,17 @@ class Engine:
                 return
             tok = sampler.sample(logits, self._fed)
             yield tok
-            logits = self._feed([tok])
-            n += 1
+            batch = [tok] + _forced(sampler, None if max_tokens is None else max_tokens - n - 1)
+            for f in batch[1:]:        # a constraint's forced tokens: fed with tok as one batch
+                yield f
+            logits = self._feed(batch)
+            n += len(batch)
 
     # ---- chat level -----------------------------------------------------------------------------
 
     def chat(self, messages: list[dict], *, cancel: threading.Event | None = None,
              sampler: Sampler | None = None, on_prefill=None, truncate_prompt: bool = False,
+             reply: Reply | None = None, stops: Sequence[str] = (), reasoning: bool | None = None,
              **sampling) -> Iterator[TextEvent | DoneEvent]:
         """Generate the assistant's reply to a conversation, streaming text as it comes.
 
@@ -217,6 +229,10 @@ class Engine:
                 prompt is beyond the window), then after each chunk of a long one (``done`` grows).
             truncate_prompt: a prompt beyond the window is fed as the sinks + the last window's
                 worth; the rest is skipped (``PromptFit.skipped``).
+            reply: the stream's ``Reply`` (its own stop strings and token limit), made here if None.
+            stops: stop strings of the reply made here.
+            reasoning: tell a ``<think>`` block apart (events of kind "reasoning"); None: when the
+                chat template knows one.
             **sampling: ``SamplingParams`` fields (temp, top_k, top_p, min_p, repeat_penalty,
                 repeat_last_n, seed, max_tokens); those not given (or None) take its defaults.
 
@@ -225,17 +241,19 @@ class Engine:
         """
         params = SamplingParams.of(**sampling)
         with self._turn():
-            clock = _Clock(self.info.load_s)
-            new, clock.stats = self._sync(messages)
-            new = self._fit_prompt(new, clock.stats, on_prefill, truncate_prompt)
+            t0 = time.perf_counter()
+            new, stats = self._sync(messages)
+            new = self._fit_prompt(new, stats, on_prefill, truncate_prompt)
+            if reply is None:
+                reply = Reply(self._tok, max_tokens=params.max_tokens, stops=stops, **self._thinking(reasoning))
+            reply.t_start = t0
             sampler = sampler or make_sampler(**params.sampler_kwargs())
             self.spec_counts = SpecCounts()
-            tokens = self._generate(new, sampler, cancel, params.max_tokens)
-            yield from self._stream_reply(tokens, clock)
+            tokens = self._generate(new, sampler, cancel, reply.max_tokens)
+            yield from self._stream_reply(tokens, reply)
             tokens.close()                 # drafts fed past the last token taken are rolled back
-            s = self.spec_counts
-            clock.stats.draft_tokens, clock.stats.accepted_tokens = s.draft_tokens, s.accepted_tokens
-            done = clock.done(cancel, params.max_tokens)
+            yield from reply.close("cancelled" if cancel is not None and cancel.is_set() else "length")
+            done = self._done(reply, stats)
             read_whole = len(self._fed) == len(self._conv.ids)   # not cancelled inside the prompt
             closing = self._conv.finish(done.text)
             if read_whole:                 # else the next turn reads on from where the prompt stopped
@@ -243,25 +261,41 @@ class Engine:
             done.cache = self._cache
             yield done
 
-    def _stream_reply(self, tokens: Iterator[int], clock: "_Clock") -> Iterator[TextEvent]:
-        """Text events for the sampled tokens, up to an end-of-turn token (not fed)."""
-        from .tokenizer import IncrementalDecoder
-        decoder, eot = IncrementalDecoder(self._tok), self._tok.eot_ids
+    def _stream_reply(self, tokens: Iterator[int], reply: Reply) -> Iterator[TextEvent]:
+        """Text events for the sampled tokens until the reply is done; an end-of-turn token is not
+        fed, the last token of a reply ended by a stop string or the limit is."""
         for tok in tokens:
-            clock.token()
-            if tok in eot:
-                clock.finish = "stop"
-                break
-            self._conv.add(tok)
-            clock.stats.completion_tokens += 1
-            piece = decoder.feed(tok)
-            if piece:
-                clock.text.append(piece)
-                yield TextEvent(piece, tok)
-        tail = decoder.flush()
-        if tail:
-            clock.text.append(tail)
-            yield TextEvent(tail, -1)
+            n = len(reply.tokens)
+            events = reply.feed(tok)
+            kept = len(reply.tokens) > n
+            if kept:
+                self._conv.add(tok)
+            yield from events
+            if reply.done:
+                if kept:
+                    next(tokens, None)     # the generator feeds a token when the next is asked
+                return
+
+    def _thinking(self, reasoning: bool | None) -> dict:
+        """Reply options for a reasoning block: on when asked, or (None) when the template knows
+        ``<think>``; the block is open from the start when the generation prompt opened it."""
+        if reasoning is None:
+            reasoning = THINK_OPEN in self._conv.template.template_str
+        if not reasoning:
+            return {}
+        tail = self._tok.detokenize(list(self._conv.ids[-4:])).rstrip()
+        return {"reasoning": True, "in_reasoning": tail.endswith(THINK_OPEN)}
+
+    def _done(self, reply: Reply, stats: Stats) -> DoneEvent:
+        """The reply's last event (the caller fills in the cache)."""
+        s = stats
+        s.completion_tokens = len(reply.tokens)
+        s.draft_tokens, s.accepted_tokens = self.spec_counts.draft_tokens, self.spec_counts.accepted_tokens
+        s.ttft_s, s.decode_s = reply.timings()
+        s.prefill_s = s.ttft_s                             # prefill, and sampling the first token
+        s.prefill_tps = s.prompt_tokens / s.prefill_s if s.prefill_s > 0 else 0.0
+        s.decode_tps = (s.completion_tokens - 1) / s.decode_s if s.decode_s > 0 else 0.0
+        return DoneEvent(reply.text, reply.finish_reason, s, reasoning=reply.reasoning)
 
     def _sync(self, messages: list[dict]) -> tuple[list[int], Stats]:
         """Make the cache hold the conversation but its last token; returns the ids to feed (at least
@@ -374,30 +408,3 @@ class Engine:
             sinks = max(1, min(ends[0], self._b.n_ctx // 2))
         self._reset(sinks)
         return 0
-
-
-class _Clock:
-    """Timings and counts of one reply as it goes."""
-
-    def __init__(self, load_s: float):
-        self.t_start = time.perf_counter()
-        self.t_first: float | None = None
-        self.stats = Stats(load_s=load_s)
-        self.text: list[str] = []
-        self.finish = "length"
-
-    def token(self) -> None:
-        if self.t_first is None:
-            self.t_first = time.perf_counter()
-
-    def done(self, cancel, max_tokens: int) -> DoneEvent:
-        """The reply's text, finish reason and stats (the caller fills in the cache)."""
-        s, t_end = self.stats, time.perf_counter()
-        if self.finish != "stop" and cancel is not None and cancel.is_set() and s.completion_tokens < max_tokens:
-            self.finish = "cancelled"
-        first = self.t_first or t_end
-        s.ttft_s = s.prefill_s = first - self.t_start      # prefill, and sampling the first token
-        s.decode_s = t_end - first
-        s.prefill_tps = s.prompt_tokens / s.prefill_s if s.prefill_s > 0 else 0.0
-        s.decode_tps = (s.completion_tokens - 1) / s.decode_s if s.decode_s > 0 else 0.0
-        return DoneEvent("".join(self.text), self.finish, s)

@@ -11,7 +11,8 @@ class TextEvent:
     """A piece of the reply; never splits a UTF-8 character."""
 
     text: str
-    token: int
+    token: int                    # the token that completed it; -1 for text held back until the end
+    kind: str = "text"            # "text" (the answer) or "reasoning" (a <think> block)
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Stats:
 class DoneEvent:
     """Last event of a reply."""
 
-    text: str                     # the whole reply
+    text: str                     # the whole reply (the answer, without the reasoning)
     finish_reason: str            # "stop" | "length" | "cancelled"
     stats: Stats
     cache: CacheInfo | None = None  # Engine.cache_info() after the reply
+    reasoning: str = ""           # the reply's <think> block, if the model wrote one

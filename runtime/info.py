@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass, field
 
 DEFAULT_CTX = 2048       # KV cache capacity in tokens, sinks included
 DEFAULT_SINKS = 4        # pinned attention-sink entries (StreamingLLM)
+BACKENDS = ("auto", "native", "llama.cpp")    # what --backend takes (auto: chosen per file, see loader)
+ENGINES = BACKENDS[1:]   # the engines themselves
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .backends import make_backend
 from .conversation import MemoTokenizer
 from .cpu import physical_cores
 from .engine import Engine
 from .errors import EdgechatError, UnsupportedModel
-from .info import DEFAULT_CTX, DEFAULT_SINKS, GPU_LAYERS_IGNORED, EngineInfo
-
-BACKENDS = ("auto", "native", "llama.cpp")
+from .info import BACKENDS, DEFAULT_CTX, DEFAULT_SINKS, GPU_LAYERS_IGNORED, EngineInfo
 
 
 def default_threads() -> int:
@@ -87,7 +86,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     kv_type = resolve_kv_type(kv_type, name)
     _preflight(path, mf.config, ctx, force, kv_type)
     tok = MemoTokenizer(Tokenizer(path))
-    be = _make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
+    be = make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
                        evict_chunk=evict_chunk, kv_type=kv_type)
     info = EngineInfo(backend=name, reason=reason, arch=mf.arch, path=str(path), name=path.stem,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
@@ -153,15 +152,6 @@ def _preflight(path: Path, cfg: dict, ctx: int, force: bool, kv_type: str = "f16
     est = memory.estimate(path.stat().st_size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
                           memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]))
     memory.preflight(est, force=force)
-
-
-def _make_backend(name: str, mf, path: Path, *, ctx, sinks, threads, gpu_layers, evict_chunk, kv_type):
-    if name == "native":
-        from .backends.native import NativeBackend
-        return NativeBackend(mf, ctx=ctx, sinks=sinks, threads=threads, kv_type=kv_type)
-    from .backends.llama_cpp import LlamaCppBackend
-    return LlamaCppBackend(str(path), ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
-                           evict_chunk=evict_chunk, kv_type=kv_type)
 
 
 def _template(mf, tok):

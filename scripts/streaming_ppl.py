@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from edgechat.runtime.backends import make_backend
+
 ROW_BLOCK = 128       # logits rows turned into log-probabilities at a time (float64 scratch)
 
 
@@ -54,14 +56,6 @@ def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
         lse = mx + np.log(np.exp(lg - mx[:, None]).sum(axis=1))
         out[r:r + ROW_BLOCK] = lse - lg[np.arange(len(lg)), targets[r:r + ROW_BLOCK]]
     return out
-
-
-def make_backend(kind: str, path: str, mf, ctx: int, sinks: int, threads: int, kv_type: str = "f16"):
-    if kind == "native":
-        from edgechat.runtime.backends.native import NativeBackend
-        return NativeBackend(mf, ctx=ctx, sinks=sinks, threads=threads, kv_type=kv_type)
-    from edgechat.runtime.backends.llama_cpp import LlamaCppBackend
-    return LlamaCppBackend(path, ctx=ctx, sinks=sinks, threads=threads, evict_chunk=1, kv_type=kv_type)
 
 
 def plans(args, kind: str, ids: list[int], n_dense: int) -> list[tuple]:
@@ -120,7 +114,7 @@ def run(args) -> dict:
         for name, kv, ctx, sinks, toks in plans(args, kind, ids, n_dense):
             name = name if kv == "f16" else f"{name} {kv}"
             label = f"{kind} {name}"
-            b = make_backend(kind, path, mf, ctx, sinks, args.threads, kv)
+            b = make_backend(kind, mf, path, ctx=ctx, sinks=sinks, threads=args.threads, evict_chunk=1, kv_type=kv)
             t = time.perf_counter()
             nll = stream_nll(b, toks, args.chunk, label)
             secs = time.perf_counter() - t

@@ -2,20 +2,19 @@
 
 Chat requests go to the cache slot that shares the longest prefix with them (``runtime.slots``), so a
 client that resends the whole history pays only for the new tokens; completions start from an empty
-cache. Stop strings are cut from the text (``StopMatcher``) and end the generation at once.
+cache. Each request's ``runtime.reply.Reply`` turns its tokens into text: stop strings are cut from the
+text and end the generation at once, a reasoning block comes as ``reasoning`` deltas.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-from ...runtime.events import DoneEvent
+from ...runtime.events import DoneEvent, TextEvent
+from ...runtime.reply import Reply
 from ...runtime.sampler import SamplingParams, make_sampler
-from ...runtime.tokenizer import IncrementalDecoder
 from .errors import bad_request
 from .sampling import RequestSampler, TokenLogprob
-from .stops import StopMatcher
 
 
 @dataclass
@@ -24,6 +23,7 @@ class Delta:
 
     text: str
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    reasoning: str = ""           # new text of the reply's reasoning block (chat: reasoning_content)
 
 
 @dataclass
@@ -64,23 +64,15 @@ def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Fina
     before = engine.cache_info()
     top = (req.top_logprobs or 0) if req.logprobs else None
     sampler, max_tokens = request_sampler(engine, req, limits, top)
-    stops, done, seen = StopMatcher(req.stops()), None, 0
-    for ev in engine.chat(messages, cancel=cancel, sampler=sampler, max_tokens=max_tokens):
+    reply, done = Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops()), None
+    stream = _Deltas(reply, sampler)
+    for ev in engine.chat(messages, cancel=cancel, sampler=sampler, reply=reply):
         if isinstance(ev, DoneEvent):
             done = ev
-            continue
-        text, lps = stops.feed(ev.text), sampler.logprobs[seen:]
-        seen = len(sampler.logprobs)
-        lps = [] if stops.stopped else lps        # tokens of a stop string are not part of the reply
-        if text or lps:
-            yield Delta(text, lps)
-        if stops.stopped:
-            cancel.set()                   # the engine stops before the next token
-    tail = stops.flush()
-    if tail:
-        yield Delta(tail)
+        elif (delta := stream.delta(ev)) is not None:
+            yield delta
     s = done.stats
-    yield _final(engine, pool, slot, before, done.cache, _finish(done.finish_reason, stops),
+    yield _final(engine, pool, slot, before, done.cache, done.finish_reason,
                  sampler.prompt_tokens or s.prompt_tokens, s.prompt_tokens, s.completion_tokens,
                  {"system_pinned": engine.info.pin_system and messages[0]["role"] == "system",
                   "rebuild_tokens": s.rebuild_tokens, "ttft_s": round(s.ttft_s, 4),
@@ -93,33 +85,37 @@ def run_completion(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta 
     engine.reset()
     before = engine.cache_info()
     sampler, max_tokens = request_sampler(engine, req, limits, req.logprobs)
-    stops, decoder, eot = StopMatcher(req.stops()), IncrementalDecoder(engine.tokenizer), engine.tokenizer.eot_ids
-    t0, t_first, n, finish, seen = time.perf_counter(), None, 0, "length", 0
+    reply = Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops())
+    stream = _Deltas(reply, sampler)
     for tok in engine.generate(ids, sampler, cancel, max_tokens=max_tokens):
-        t_first = t_first or time.perf_counter()
-        if tok in eot:
-            finish = "stop"
+        for ev in reply.feed(tok):
+            if (delta := stream.delta(ev)) is not None:
+                yield delta
+        if reply.done:
             break
-        n += 1
-        text, lps = stops.feed(decoder.feed(tok)), sampler.logprobs[seen:]
-        seen = len(sampler.logprobs)
-        lps = [] if stops.stopped else lps        # tokens of a stop string are not part of the reply
-        if text or lps:
-            yield Delta(text, lps)
-        if stops.stopped:
-            break
-    tail = stops.feed(decoder.flush()) + stops.flush()
-    if tail:
-        yield Delta(tail)
-    if not stops.stopped and finish != "stop" and cancel.is_set() and n < max_tokens:
-        finish = "cancelled"
-    yield _final(engine, pool, slot, before, engine.cache_info(), "stop" if stops.stopped else finish,
-                 len(ids), len(ids), n,
-                 {"system_pinned": False, "ttft_s": round((t_first or time.perf_counter()) - t0, 4)})
+    for ev in reply.close("cancelled" if cancel.is_set() else "length"):
+        if (delta := stream.delta(ev)) is not None:
+            yield delta
+    ttft, _ = reply.timings()
+    n = len(reply.tokens)
+    yield _final(engine, pool, slot, before, engine.cache_info(), reply.finish_reason, len(ids), len(ids), n,
+                 {"system_pinned": False, "ttft_s": round(ttft, 4)})
 
 
-def _finish(engine_reason: str, stops: StopMatcher) -> str:
-    return "stop" if stops.stopped else engine_reason
+class _Deltas:
+    """A request's text events as deltas, each with the log-probabilities of the tokens sampled since
+    the last one; the tokens of a stop string are not part of the reply (no log-probabilities)."""
+
+    def __init__(self, reply: Reply, sampler: RequestSampler):
+        self._reply, self._sampler, self._seen = reply, sampler, 0
+
+    def delta(self, ev: TextEvent) -> Delta | None:
+        lps = self._sampler.logprobs[self._seen:]
+        self._seen = len(self._sampler.logprobs)
+        lps = [] if self._reply.stopped else lps
+        if ev.kind == "reasoning":
+            return Delta("", lps, reasoning=ev.text)
+        return Delta(ev.text, lps) if ev.text or lps else None
 
 
 def _final(engine, pool, slot, before, cache, finish, prompt, evaluated, completion, extra) -> Final:
