@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -29,7 +30,10 @@ class Server:
         if api_key:
             cmd += ["--api-key", api_key]
         env = dict(os.environ, HF_HUB_OFFLINE="1")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        self._lines: list[str] = []             # its stderr, read as it comes (a full pipe would block it)
+        self._changed = threading.Condition()
+        threading.Thread(target=self._drain, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/v1"
         self._wait_ready()
@@ -38,7 +42,8 @@ class Server:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"edgechat serve exited {self.proc.returncode}: {self.proc.stderr.read()}")
+                self.proc.wait()
+                raise RuntimeError(f"edgechat serve exited {self.proc.returncode}: {self.log()}")
             try:
                 if httpx.get(self.base + "/health", timeout=1).status_code == 200:
                     return
@@ -47,6 +52,34 @@ class Server:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError("edgechat serve did not answer /health in time")
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._lines.append(None)            # end of output
+            self._changed.notify_all()
+
+    def log(self, start: int = 0) -> str:
+        """What the server wrote to stderr (from line ``start``); complete once it has exited."""
+        with self._changed:
+            if self.proc.poll() is not None:
+                self._changed.wait_for(lambda: self._lines and self._lines[-1] is None, timeout=10)
+            return "".join(line for line in self._lines[start:] if line is not None)
+
+    def log_lines(self) -> int:
+        with self._changed:
+            return len(self._lines)
+
+    def wait_log(self, text: str, start: int = 0, timeout: float = 60) -> str:
+        """Wait until stderr (from line ``start``) holds ``text``; returns those lines."""
+        with self._changed:
+            self._changed.wait_for(lambda: any(line and text in line for line in self._lines[start:]), timeout)
+        out = self.log(start)
+        assert text in out, f"{text!r} not logged within {timeout} s: {out[-2000:]}"
+        return out
 
     def headers(self) -> dict:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

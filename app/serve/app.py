@@ -1,9 +1,11 @@
 """The ASGI app (Starlette): OpenAI's chat completions, completions and models, and /health.
 
-Each request is validated, then queued for the engine thread (``EngineWorker``); its events come back
-through the job's queue and go out as one JSON object or as server-sent events ending in
-``data: [DONE]``. A client that disconnects cancels its job (the engine stops within one token).
-Every error is answered in OpenAI's shape; none stops the server.
+Each request passes the Host/Origin guard (guard.py), then is read (JSON only, within the body's
+size and time limits), validated and bounded (``max_tokens`` up to ``--max-tokens-limit``), then
+queued for the engine thread (``EngineWorker``); its events come back through the job's queue and go
+out as one JSON object or as server-sent events ending in ``data: [DONE]``. A client that disconnects
+cancels its job (the engine stops within one token). Every error is answered in OpenAI's shape and
+logged as one line; none stops the server.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from .errors import APIError, bad_request, busy, internal, model_not_found, unauthorized
+from .errors import APIError, bad_request, busy, closing, internal, log_failure, model_not_found, unauthorized
+from .guard import middleware
 from .jobs import Delta, Final, Limits, run_chat, run_completion
 from .responses import EXT, SSE_DONE, Reply, sse
 from .schema import ChatRequest, CompletionRequest, parse
@@ -38,6 +41,11 @@ class ServeState:
     aliases: frozenset            # other names a request may use for it
     api_key: str | None
     max_body: int                 # bytes
+    max_tokens_limit: int         # the most tokens a request may ask for (--max-tokens-limit)
+    body_timeout: float = 30.0    # seconds to receive a whole body
+    report_cache_hits: bool = False
+    hosts: frozenset | None = None    # Host names answered (None: any)
+    origins: frozenset = frozenset()  # web origins allowed (CORS)
     created: int = 0              # when the model was loaded (unix time)
 
 
@@ -47,8 +55,8 @@ def build_app(state: ServeState) -> Starlette:
               Route("/v1/models", list_models, methods=["GET"]),
               Route("/v1/models/{model:path}", get_model, methods=["GET"]),
               Route("/health", health, methods=["GET"])]
-    app = Starlette(routes=routes, exception_handlers={APIError: _api_error, HTTPException: _http_error,
-                                                       Exception: _unexpected})
+    app = Starlette(routes=routes, middleware=middleware(state.hosts, state.origins),
+                    exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     app.state.serve = state
     return app
 
@@ -58,14 +66,14 @@ def build_app(state: ServeState) -> Starlette:
 async def chat_completions(request: Request):
     s, req = await _accept(request, ChatRequest)
     job = _submit(s, lambda cancel: run_chat(s.engine, s.pool, req, s.limits, cancel))
-    reply = Reply("chat", s.model_id)
+    reply = Reply("chat", s.model_id, s.report_cache_hits)
     return await _respond(request, job, reply, req, logprobs=bool(req.logprobs))
 
 
 async def completions(request: Request):
     s, req = await _accept(request, CompletionRequest)
     job = _submit(s, lambda cancel: run_completion(s.engine, s.pool, req, s.limits, cancel))
-    reply = Reply("text", s.model_id)
+    reply = Reply("text", s.model_id, s.report_cache_hits)
     return await _respond(request, job, reply, req, logprobs=req.logprobs is not None)
 
 
@@ -99,10 +107,30 @@ def _model_card(s: ServeState) -> dict:
 
 async def _accept(request: Request, model):
     s = _authorized(request)
-    req = parse(model, await _read_body(request, s.max_body))
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise closing(415, f"the body must be JSON, sent with 'Content-Type: application/json' (got "
+                           f"'{media[:60] or 'no Content-Type'}')", "unsupported_media_type")
+    req = parse(model, await _read_body(request, s.max_body, s.body_timeout))
     if req.model:
         _check_model(s, req.model)
+    _bound(s, req)
     return s, req
+
+
+def _bound(s: ServeState, req) -> None:
+    """``max_tokens`` up to the server's limit (none given: the limit, as OpenAI); bias on real tokens."""
+    if req.limit() is None:
+        req.max_tokens = s.max_tokens_limit
+    elif req.limit() > s.max_tokens_limit:
+        param = req.limit_param()
+        raise bad_request(f"{param}: {req.limit()} is more than this server's limit of {s.max_tokens_limit} "
+                          "tokens (--max-tokens-limit)", param=param)
+    vocab = s.engine.tokenizer.n_vocab
+    bad = [t for t in req.bias_ids() if t >= vocab]
+    if bad:
+        raise bad_request(f"logit_bias: token id {bad[0]} is outside the vocabulary (0..{vocab - 1})",
+                          param="logit_bias")
 
 
 def _authorized(request: Request) -> ServeState:
@@ -120,22 +148,32 @@ def _check_model(s: ServeState, name: str) -> None:
         raise model_not_found(name, s.model_id)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole body, at most ``limit`` bytes (413), in ``timeout`` seconds (408)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
     parts, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit)
-        parts.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(size, limit)
+                parts.append(chunk)
+    except TimeoutError:
+        raise closing(408, f"the request body did not arrive within {timeout:g} s ({size} bytes came)",
+                      "request_timeout") from None
+    except ClientDisconnect:
+        of = f" of {declared}" if declared.isdigit() else ""
+        raise closing(400, f"the client went away while sending the body ({size}{of} bytes came)",
+                      "client_disconnected") from None
     return b"".join(parts)
 
 
 def _too_large(size: int, limit: int) -> APIError:
-    return bad_request(f"the request body is {size} bytes or more; this server takes at most {limit} "
-                       "(--max-body-mb)", code="request_too_large")
+    return closing(413, f"the request body is {size} bytes or more; this server takes at most {limit} "
+                        "(--max-body-mb)", "request_too_large")
 
 
 def _submit(s: ServeState, run) -> Job:
@@ -237,6 +275,7 @@ class _SSEResponse(StreamingResponse):
 # ---- errors --------------------------------------------------------------------------------------
 
 async def _api_error(request: Request, exc: APIError):
+    log_failure(request.scope, exc)
     return exc.response()
 
 
@@ -244,7 +283,7 @@ async def _http_error(request: Request, exc: HTTPException):
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     message = {404: f"no such endpoint: {request.method} {request.url.path}",
                405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
-    return APIError(exc.status_code, message, code=kind).response()
+    return await _api_error(request, APIError(exc.status_code, message, code=kind))
 
 
 async def _unexpected(request: Request, exc: Exception):

@@ -5,10 +5,16 @@ The conversation lives in the sink-ring cache as in the chat: one longer than --
 the system prompt stays pinned (--pin-system is on by default here). Up to --cache-slots conversations
 keep their cache warm, so a client that resends the history pays only for the new tokens. Requests run
 one at a time in arrival order; when --queue-size are waiting, more get 503 with Retry-After.
+
+Security: only Host names of this machine are answered (--allowed-hosts adds more), a web page's
+request (an Origin header) only from --allowed-origins (none by default), JSON bodies only; every
+request is bounded (--max-tokens-limit, --request-timeout, --max-body-mb, header and body timeouts).
 """
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 import time
 
@@ -16,7 +22,10 @@ from ..argtypes import int_at_least
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULTS = {"host": "127.0.0.1", "port": 8080, "cache_slots": 4, "queue_size": 16,
-            "max_prompt_tokens": 131072, "max_body_mb": 16}
+            "max_prompt_tokens": 131072, "max_body_mb": 16, "allowed_hosts": [], "allowed_origins": [],
+            "max_tokens_limit": None, "request_timeout": 600.0, "header_timeout": 10.0, "body_timeout": 30.0,
+            "report_cache_hits": False}
+MAX_TOKENS_PER_CTX = 4      # --max-tokens-limit's default: 4 x the window (the ring goes on past it)
 
 
 def add_parser(subparsers, option_groups) -> None:
@@ -41,6 +50,7 @@ def add_parser(subparsers, option_groups) -> None:
                    help="largest request body, in MiB (default: 16)")
     g.add_argument("--no-pin-system", dest="pin_system", action="store_false",
                    help="let the ring evict the system prompt of a long conversation")
+    _add_security(p.add_argument_group("security and limits"))
     for add in option_groups:
         add(p)
     shared = {"model", "backend", "threads", "ctx", "sinks", "gpu_layers", "evict_chunk", "force",
@@ -61,15 +71,59 @@ def _port(text: str) -> int:
     return value
 
 
+def _add_security(g) -> None:
+    g.add_argument("--allowed-hosts", type=_names, action="extend", default=[], metavar="HOST[,HOST]",
+                   help="Host header values answered besides this machine's names (127.0.0.1, localhost, "
+                        "[::1], --host; for 0.0.0.0 also its hostname and addresses); '*': any (unsafe)")
+    g.add_argument("--allowed-origins", type=_names, action="extend", default=[], metavar="ORIGIN[,ORIGIN]",
+                   help="web pages (e.g. http://localhost:3000) allowed to call the API, with CORS; "
+                        "default: none ('*': any page, unsafe)")
+    g.add_argument("--max-tokens-limit", type=int_at_least(1), metavar="N",
+                   help=f"most tokens a request may generate (default: {MAX_TOKENS_PER_CTX} x --ctx); "
+                        "a request without max_tokens gets this")
+    g.add_argument("--request-timeout", type=_seconds, default=DEFAULTS["request_timeout"], metavar="S",
+                   help="seconds a request may run on the engine; then it ends with finish_reason "
+                        "'length' (default: 600)")
+    g.add_argument("--header-timeout", type=_seconds, default=DEFAULTS["header_timeout"], metavar="S",
+                   help="seconds a client has to send a request's headers (default: 10)")
+    g.add_argument("--body-timeout", type=_seconds, default=DEFAULTS["body_timeout"], metavar="S",
+                   help="seconds a client has to send a request's body (default: 30)")
+    g.add_argument("--report-cache-hits", action="store_true",
+                   help="report prompt tokens reused from the cache (usage.prompt_tokens_details, x-edgechat): "
+                        "the cache is shared, so this tells a client what other clients' prompts share")
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def run(args) -> int:
     """Load the model, serve until Ctrl-C or SIGTERM; returns the exit code (0, or 130 on Ctrl-C)."""
     import os
 
     from .server import check_address, serve
+    if hasattr(signal, "SIGPIPE"):      # a client gone mid-write ends its request, not the server
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     key = args.api_key or os.environ.get("EDGECHAT_API_KEY") or None
     check_address(args.host, args.port)
     if args.host not in LOCAL_HOSTS and key is None:
         print(f"edgechat: warning: serving on {args.host} without --api-key: anyone who can reach this "
               "address can use the model", file=sys.stderr)
+    if "*" in args.allowed_hosts:
+        print("edgechat: warning: --allowed-hosts '*' answers any Host: a web page can reach this server "
+              "by DNS rebinding", file=sys.stderr)
+    if "*" in args.allowed_origins:
+        print("edgechat: warning: --allowed-origins '*' lets any web page you open call this server",
+              file=sys.stderr)
     t0 = time.time()
     return serve(args, key, t0)

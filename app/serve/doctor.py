@@ -1,15 +1,17 @@
-"""What ``edgechat doctor`` says about ``edgechat serve``: its packages and the cache slots that fit."""
+"""What ``edgechat doctor`` says about ``edgechat serve``: its packages, the cache slots that fit, and the
+server's defaults (what it binds and answers, and its limits)."""
 from __future__ import annotations
 
 from importlib import metadata
 
+from .command import DEFAULTS, MAX_TOKENS_PER_CTX
+
 PACKAGES = ("uvicorn", "starlette", "pydantic")
-DEFAULT_SLOTS = 4      # edgechat serve's --cache-slots default (command.DEFAULTS)
 
 
 def serve_report(kv_bytes: int | None, available: int | None) -> dict:
-    """Versions of the server's packages (None: missing), whether it can run, and how many of the
-    default cache slots fit in RAM at the doctor's --ctx (None when memory is unknown)."""
+    """Versions of the server's packages (None: missing), whether it can run, how many of the default
+    cache slots fit in RAM at the doctor's --ctx (None when memory is unknown), and the defaults."""
     from ...runtime.slots import slots_that_fit
     versions = {}
     for name in PACKAGES:
@@ -17,8 +19,10 @@ def serve_report(kv_bytes: int | None, available: int | None) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    slots = slots_that_fit(DEFAULT_SLOTS, kv_bytes, available) if kv_bytes and available else None
-    return {"ready": all(versions.values()), "packages": versions, "cache_slots": slots}
+    wanted = DEFAULTS["cache_slots"]
+    slots = slots_that_fit(wanted, kv_bytes, available) if kv_bytes and available else None
+    defaults = {**DEFAULTS, "max_tokens_limit": f"{MAX_TOKENS_PER_CTX} x --ctx"}
+    return {"ready": all(versions.values()), "packages": versions, "cache_slots": slots, "defaults": defaults}
 
 
 def describe(r: dict) -> str:
@@ -26,4 +30,9 @@ def describe(r: dict) -> str:
     if missing:
         return f"not ready: missing {', '.join(missing)} (bash scripts/setup.sh)"
     slots = "" if r["cache_slots"] is None else f"; {r['cache_slots']} cache slots fit"
-    return f"ready: edgechat serve (uvicorn {r['packages']['uvicorn']}{slots})"
+    d = r["defaults"]
+    return (f"ready: edgechat serve (uvicorn {r['packages']['uvicorn']}{slots}); defaults: "
+            f"{d['host']}:{d['port']}, Host: this machine's names only, web origins: none, JSON bodies only, "
+            f"body <= {d['max_body_mb']} MiB in {d['body_timeout']:g} s, headers in {d['header_timeout']:g} s, "
+            f"max_tokens <= {d['max_tokens_limit']}, {d['request_timeout']:g} s per request, "
+            f"{d['queue_size']} queued, cache hits {'reported' if d['report_cache_hits'] else 'not reported'}")

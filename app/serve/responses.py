@@ -1,7 +1,10 @@
 """OpenAI's response objects: chat completions and their stream chunks, text completions, logprobs.
 
-The ``x-edgechat`` extension field (on the final object or chunk) reports the cache: evicted tokens,
-prompt tokens reused from the cache and evaluated, the slot, the backend.
+The ``x-edgechat`` extension field (on the final object or chunk) reports the backend and, with
+``--report-cache-hits``, the cache: the slot, prompt tokens reused from the cache and evaluated,
+evicted tokens. Every client of one server shares its cache, so those numbers say how much of a
+prompt another client's conversation shares: without the flag they are left out, and so is
+``usage.prompt_tokens_details.cached_tokens``.
 """
 from __future__ import annotations
 
@@ -13,17 +16,31 @@ from .jobs import Delta, Final
 from .sampling import TokenLogprob
 
 EXT = "x-edgechat"
+# the x-edgechat fields that depend on what other clients left in the shared cache
+CACHE_FIELDS = ("slot", "prompt_tokens_evaluated", "prompt_tokens_reused", "evicted_tokens",
+                "evicted_this_request", "cache_used", "rebuild_tokens")
 
 
 class Reply:
     """The ids and token texts one response shares across its chunks."""
 
-    def __init__(self, kind: str, model: str):
+    def __init__(self, kind: str, model: str, report_cache: bool = False):
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
         self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
         self.kind = kind
+        self.report_cache = report_cache
+
+    def usage(self, final: Final) -> dict:
+        if self.report_cache:
+            return final.usage
+        return {k: v for k, v in final.usage.items() if k != "prompt_tokens_details"}
+
+    def ext(self, final: Final) -> dict:
+        if self.report_cache:
+            return final.ext
+        return {k: v for k, v in final.ext.items() if k not in CACHE_FIELDS}
 
     def _head(self, obj: str) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
@@ -43,12 +60,12 @@ class Reply:
             choice["logprobs"] = {"content": self.chat_logprobs(delta.logprobs)}
         chunk = {**self._head("chat.completion.chunk"), "choices": [choice]}
         if final is not None:
-            chunk[EXT] = final.ext
+            chunk[EXT] = self.ext(final)
         return chunk
 
     def usage_chunk(self, final: Final) -> dict:
         return {**self._head("chat.completion.chunk" if self.kind == "chat" else "text_completion"),
-                "choices": [], "usage": final.usage, EXT: final.ext}
+                "choices": [], "usage": self.usage(final), EXT: self.ext(final)}
 
     def chat_completion(self, deltas: list[Delta], final: Final, logprobs: bool) -> dict:
         lps = [lp for d in deltas for lp in d.logprobs]
@@ -56,7 +73,7 @@ class Reply:
                                           "refusal": None},
                   "logprobs": {"content": self.chat_logprobs(lps)} if logprobs else None,
                   "finish_reason": final.finish_reason}
-        return {**self._head("chat.completion"), "choices": [choice], "usage": final.usage, EXT: final.ext}
+        return {**self._head("chat.completion"), "choices": [choice], "usage": self.usage(final), EXT: self.ext(final)}
 
     def chat_logprobs(self, lps: list[TokenLogprob]) -> list[dict]:
         return [{**self._entry(lp.token, lp.logprob),
@@ -74,14 +91,14 @@ class Reply:
                   "logprobs": self.legacy_logprobs(delta.logprobs, offset) if logprobs and delta else None}
         chunk = {**self._head("text_completion"), "choices": [choice]}
         if final is not None:
-            chunk[EXT] = final.ext
+            chunk[EXT] = self.ext(final)
         return chunk
 
     def completion(self, deltas: list[Delta], final: Final, logprobs: bool) -> dict:
         lps = [lp for d in deltas for lp in d.logprobs]
         choice = {"index": 0, "text": "".join(d.text for d in deltas), "finish_reason": final.finish_reason,
                   "logprobs": self.legacy_logprobs(lps, 0) if logprobs else None}
-        return {**self._head("text_completion"), "choices": [choice], "usage": final.usage, EXT: final.ext}
+        return {**self._head("text_completion"), "choices": [choice], "usage": self.usage(final), EXT: self.ext(final)}
 
     def legacy_logprobs(self, lps: list[TokenLogprob], offset: int) -> dict:
         """The completions API's logprobs: parallel lists and a dict of the best per token."""

@@ -1,19 +1,25 @@
 """Start and stop the server: load the engine, size the cache slots, run uvicorn, shut down cleanly.
 
 Ctrl-C (exit 130) or SIGTERM (exit 0) cancels the running and queued jobs first, so an open stream ends at once with
-its last chunk and ``data: [DONE]``; uvicorn then closes the connections and the engine is freed.
+its last chunk (``finish_reason: "stop"``, ``x-edgechat.reason: "shutdown"``) and ``data: [DONE]``; uvicorn
+then closes the connections and the engine is freed. Each request's headers must arrive within
+--header-timeout (``protocol.TimedH11Protocol``).
 """
 from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import uvicorn
 
 from ...runtime.errors import EdgechatError
 from .app import ServeState, build_app
+from .command import MAX_TOKENS_PER_CTX
+from .guard import allowed_hosts, origin_name
 from .jobs import Limits
+from .protocol import TimedH11Protocol
 from .worker import EngineWorker
 
 GRACEFUL_S = 5          # uvicorn's wait for open connections after the jobs were cancelled
@@ -56,10 +62,11 @@ def serve(args, api_key: str | None, started: float) -> int:
         raise EdgechatError("serve: speculative decoding is not available in the server (drop --speculative/--draft)")
     args.speculative = "off"
     engine = load_engine(args)
-    worker = EngineWorker(args.queue_size)
+    worker = EngineWorker(args.queue_size, args.request_timeout)
     try:
         state = _state(args, engine, worker, api_key, started)
         config = uvicorn.Config(build_app(state), host=args.host, port=args.port, lifespan="off",
+                                http=partial(TimedH11Protocol, header_timeout=args.header_timeout),
                                 log_level="info" if args.verbose else "warning", access_log=args.verbose,
                                 timeout_graceful_shutdown=GRACEFUL_S)
         # uvicorn re-raises the signal that stopped it once it has shut down: SIGTERM then ends here
@@ -95,7 +102,10 @@ def _state(args, engine, worker: EngineWorker, api_key: str | None, started: flo
         aliases.add(args.model)
     return ServeState(engine=engine, pool=pool, worker=worker, limits=limits, model_id=engine.info.name,
                       aliases=frozenset(aliases), api_key=api_key, max_body=args.max_body_mb << 20,
-                      created=int(started))
+                      max_tokens_limit=args.max_tokens_limit or MAX_TOKENS_PER_CTX * engine.info.ctx,
+                      body_timeout=args.body_timeout, report_cache_hits=args.report_cache_hits,
+                      hosts=allowed_hosts(args.host, args.allowed_hosts),
+                      origins=frozenset(origin_name(o) for o in args.allowed_origins), created=int(started))
 
 
 def _announce(args, s: ServeState) -> None:

@@ -3,6 +3,9 @@
 A ``Job`` carries a generator to run on the engine and an asyncio queue its events go to (handed to
 the event loop thread-safely). A full queue refuses at once (the handler answers 503); a cancelled job
 stops within one token (the engine checks its cancel event before each token) and the next one runs.
+A job may hold the engine for ``request_timeout`` seconds; then it is stopped and ends as if its
+``max_tokens`` were reached (``finish_reason: "length"``). Jobs stopped by the server's shutdown end
+with ``"stop"``; the ``x-edgechat`` field's ``reason`` says which (``request_timeout``, ``shutdown``).
 """
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from typing import Callable, Iterator
 
 from ...runtime.errors import EdgechatError
 from .errors import APIError, bad_request, internal
-from .jobs import Delta
+from .jobs import Delta, Final
 
 END = object()          # the last item of every job's event queue
+FINISH = {"request_timeout": "length", "shutdown": "stop"}   # OpenAI's finish_reason for a server stop
 
 
 class QueueFull(Exception):
@@ -31,8 +35,15 @@ class Job:
     def __init__(self, run: Callable[[threading.Event], Iterator], loop: asyncio.AbstractEventLoop):
         self.run = run
         self.cancel = threading.Event()
+        self.reason: str | None = None     # why the server stopped it: "request_timeout" | "shutdown"
         self.events: asyncio.Queue = asyncio.Queue()
         self._loop = loop
+
+    def stop(self, reason: str) -> None:
+        """The server stops this job (``FINISH``'s reasons); the first reason given stands."""
+        if self.reason is None:
+            self.reason = reason
+        self.cancel.set()
 
     def emit(self, item) -> None:
         try:
@@ -44,8 +55,9 @@ class Job:
 class EngineWorker:
     """Runs jobs on one engine; ``queue_size`` jobs may wait behind the running one."""
 
-    def __init__(self, queue_size: int):
+    def __init__(self, queue_size: int, request_timeout: float):
         self._q: queue.Queue = queue.Queue()
+        self._timeout = request_timeout
         self._limit = queue_size + 1          # jobs queued or running
         self._pending = 0
         self._lock = threading.Lock()
@@ -77,9 +89,9 @@ class EngineWorker:
         self._stopping = True
         current = self._current
         if current is not None:
-            current.cancel.set()
+            current.stop("shutdown")
         for job in list(self._q.queue):
-            job.cancel.set()
+            job.stop("shutdown")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel everything and wait for the engine thread to end."""
@@ -104,10 +116,13 @@ class EngineWorker:
 
     def _run(self, job: Job) -> None:
         late = 0
+        timer = threading.Timer(self._timeout, job.stop, ("request_timeout",))
+        timer.daemon = True
+        timer.start()
         try:
             for item in job.run(job.cancel):
                 late += job.cancel.is_set() and isinstance(item, Delta)
-                job.emit(item)
+                job.emit(_ended(item, job.reason) if isinstance(item, Final) else item)
         except APIError as e:
             job.emit(e)
         except EdgechatError as e:
@@ -116,9 +131,19 @@ class EngineWorker:
             traceback.print_exc(file=sys.stderr)
             job.emit(internal(f"internal error: {type(e).__name__}: {e}"))
         finally:
+            timer.cancel()
             self._count(job, late)
 
     def _count(self, job: Job, late: int) -> None:
         self.stats["jobs"] += 1
         self.stats["stopped_early"] += job.cancel.is_set()   # cancel, disconnect or stop string
         self.stats["max_pieces_after_cancel"] = max(self.stats["max_pieces_after_cancel"], late)
+
+
+def _ended(final: Final, reason: str | None) -> Final:
+    """A job's result with one of OpenAI's finish reasons: a job stopped by the server (time limit,
+    shutdown) says why in ``x-edgechat``; one cancelled by its client has nobody to tell."""
+    if final.finish_reason != "cancelled":
+        return final
+    reason = reason or "cancelled"
+    return Final(FINISH.get(reason, "stop"), final.usage, {**final.ext, "reason": reason})
