@@ -80,7 +80,7 @@ def main() -> int:
     ap.add_argument("--conversations", type=int, default=3, help="growing conversations (medians over them)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    with Server("--threads", str(a.threads)) as s:
+    with Server("--threads", str(a.threads), "--report-cache-hits") as s:     # evaluated tokens per turn
         rps1 = short_requests(s, 30, 1, 8)
         rps4 = short_requests(s, 30, 4, 8)
         convs = [growing_conversation(s, k, 16) for k in range(a.conversations)]
