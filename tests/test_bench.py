@@ -1,6 +1,6 @@
 """``edgechat bench`` end to end (tiny settings) and the --shape GGUF maker. The figures are measurements,
-never asserted on: what is checked is the structure of the report and that the synthetic files are the
-shapes they claim, as llama.cpp reads them."""
+never asserted on: what is checked is the structure of the report, the medians and ratios worked out by
+hand on given runs, and that the synthetic files are the shapes they claim, as llama.cpp reads them."""
 from __future__ import annotations
 
 import json

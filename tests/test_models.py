@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -19,22 +18,10 @@ from edgechat.models import catalog, local
 from edgechat.models.resolve import resolve
 from hf_server import COMMIT, write_tiny_gguf
 
-_CLI_FALLBACK = """
-import argparse, sys
-from edgechat.app import manage
-p = argparse.ArgumentParser(prog="edgechat")
-manage.add_parsers(p.add_subparsers(dest="command"))
-sys.exit(manage.run(p.parse_args()))
-"""
-
-
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    """Run the installed ``edgechat`` console script (or, before app/cli.py exists, the same
-    parsers in a fresh interpreter) with ``env``."""
+    """Run the installed ``edgechat`` console script with ``env``."""
     script = Path(sys.executable).parent / "edgechat"
-    has_cli = script.exists() and importlib.util.find_spec("edgechat.app.cli") is not None
-    cmd = [str(script), *args] if has_cli else [sys.executable, "-c", _CLI_FALLBACK, *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(script), *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def run_manage(*argv: str) -> int:
