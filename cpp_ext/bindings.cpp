@@ -158,7 +158,7 @@ static nb::dict export_state(PyModel& pm) {
         std::lock_guard<std::mutex> lock(pm.mu);
         ec::KVRing& kv = pm.model->cache();
         const int used = kv.used();
-        n_bytes = (size_t)kv.n_layer() * kv.n_head() * used * kv.row_bytes();
+        n_bytes = (size_t)kv.n_layer() * kv.n_head_kv() * used * kv.row_bytes();
         k = new uint8_t[n_bytes + 1];
         v = new uint8_t[n_bytes + 1];
         kv.copy_rows_out(used, k, v);
@@ -182,7 +182,7 @@ static bool import_state(PyModel& pm, int sinks, int64_t n_past, Bytes k, Bytes 
     std::lock_guard<std::mutex> lock(pm.mu);
     ec::KVRing& kv = pm.model->cache();
     const int64_t n = std::min<int64_t>(std::max<int64_t>(n_past, 0), kv.ctx());
-    const size_t want = (size_t)kv.n_layer() * kv.n_head() * n * kv.row_bytes();
+    const size_t want = (size_t)kv.n_layer() * kv.n_head_kv() * n * kv.row_bytes();
     if (k.shape(0) != want || v.shape(0) != want) return false;
     return kv.set_state(sinks, n_past, (int)n, k.data(), v.data());
 }

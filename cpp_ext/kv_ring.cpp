@@ -24,7 +24,7 @@ static uint8_t* alloc_rows(size_t n) {
 }
 
 KVRing::KVRing(int n_layer, int ctx, int kv_dim, int head_dim, KVType type)
-    : n_layer_(n_layer), ctx_(ctx), head_dim_(head_dim), n_head_(kv_dim / head_dim), type_(type),
+    : n_layer_(n_layer), ctx_(ctx), head_dim_(head_dim), n_head_kv_(kv_dim / head_dim), type_(type),
       row_bytes_(type == KVType::Q8_0 ? kv_q8_row_bytes(head_dim) : 2 * (size_t)head_dim),
       rows_((size_t)n_layer * (kv_dim / head_dim) * ctx) {
     k_.reset(alloc_rows(rows_ * row_bytes_));
@@ -70,16 +70,16 @@ void KVRing::checkpoint(int n) {
     ckpt_end_ = n_past_ + n;
     // only positions >= ctx find their slot occupied (by entry pos - window(), still in the window)
     const int64_t first = std::max<int64_t>(ckpt_p0_, ctx_);
-    saved_.resize((size_t)std::max<int64_t>(0, ckpt_end_ - first) * n_layer_ * n_head_ * 2 * row_bytes_);
+    saved_.resize((size_t)std::max<int64_t>(0, ckpt_end_ - first) * n_layer_ * n_head_kv_ * 2 * row_bytes_);
     for (int64_t pos = first; pos < ckpt_end_; pos++) copy_rows(pos, true);
 }
 
 void KVRing::copy_rows(int64_t pos, bool save) {
     const size_t rb = row_bytes_;
-    uint8_t* at = saved_.data() + (size_t)(pos - std::max<int64_t>(ckpt_p0_, ctx_)) * n_layer_ * n_head_ * 2 * rb;
+    uint8_t* at = saved_.data() + (size_t)(pos - std::max<int64_t>(ckpt_p0_, ctx_)) * n_layer_ * n_head_kv_ * 2 * rb;
     const int s = slot(pos);
     for (int l = 0; l < n_layer_; l++)
-        for (int h = 0; h < n_head_; h++)
+        for (int h = 0; h < n_head_kv_; h++)
             for (uint8_t* row : {k_row(l, h, s), v_row(l, h, s)}) {
                 if (save) std::memcpy(at, row, rb);
                 else std::memcpy(row, at, rb);
@@ -89,7 +89,7 @@ void KVRing::copy_rows(int64_t pos, bool save) {
 
 void KVRing::copy_rows_out(int n, uint8_t* k, uint8_t* v) const {
     const size_t run = (size_t)n * row_bytes_, stride = (size_t)ctx_ * row_bytes_;
-    for (size_t h = 0; h < (size_t)n_layer_ * n_head_; h++) {
+    for (size_t h = 0; h < (size_t)n_layer_ * n_head_kv_; h++) {
         std::memcpy(k + h * run, k_.get() + h * stride, run);
         std::memcpy(v + h * run, v_.get() + h * stride, run);
     }
@@ -99,7 +99,7 @@ bool KVRing::set_state(int sinks, int64_t n_past, int n, const uint8_t* k, const
     if (sinks < 0 || sinks >= ctx_ || n_past < 0 || n < 0 || n > ctx_) return false;
     if (n != (int)std::min<int64_t>(n_past, ctx_)) return false;   // slots [0, n) are the ones in use
     const size_t run = (size_t)n * row_bytes_, stride = (size_t)ctx_ * row_bytes_;
-    for (size_t h = 0; h < (size_t)n_layer_ * n_head_; h++) {
+    for (size_t h = 0; h < (size_t)n_layer_ * n_head_kv_; h++) {
         std::memcpy(k_.get() + h * stride, k + h * run, run);
         std::memcpy(v_.get() + h * stride, v + h * run, run);
     }

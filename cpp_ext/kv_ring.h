@@ -44,14 +44,14 @@ public:
     // bytes of one head's row: 2 * head_dim (f16) or kv_q8_row_bytes(head_dim) (q8_0)
     size_t row_bytes() const { return row_bytes_; }
     int n_layer() const { return n_layer_; }
-    int n_head() const { return n_head_; }
+    int n_head_kv() const { return n_head_kv_; }
 
     int slot(int64_t pos) const {
         return pos < sinks_ ? (int)pos : sinks_ + (int)((pos - sinks_) % (ctx_ - sinks_));
     }
     // rows of one kv head are contiguous (row_bytes apart): attention streams them
-    uint8_t* k_row(int layer, int head, int slot) { return k_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * row_bytes_; }
-    uint8_t* v_row(int layer, int head, int slot) { return v_.get() + (((size_t)layer * n_head_ + head) * ctx_ + slot) * row_bytes_; }
+    uint8_t* k_row(int layer, int head, int slot) { return k_.get() + (((size_t)layer * n_head_kv_ + head) * ctx_ + slot) * row_bytes_; }
+    uint8_t* v_row(int layer, int head, int slot) { return v_.get() + (((size_t)layer * n_head_kv_ + head) * ctx_ + slot) * row_bytes_; }
     // f16 rows (type F16 only)
     half* k(int layer, int head, int slot) { return (half*)k_row(layer, head, slot); }
     half* v(int layer, int head, int slot) { return (half*)v_row(layer, head, slot); }
@@ -66,7 +66,7 @@ public:
     }
 
 private:
-    int n_layer_, ctx_, head_dim_, n_head_;
+    int n_layer_, ctx_, head_dim_, n_head_kv_;
     KVType type_;
     size_t row_bytes_;
     int sinks_ = 4;

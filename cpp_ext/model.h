@@ -89,7 +89,7 @@ private:
     const KernelTable& k_;
     Pool pool_;
     KVRing kv_;
-    int max_batch_;                 // tokens per forward chunk (<= window)
+    int max_batch_;                 // tokens per forward chunk at most (eval also keeps a chunk within the ring's window)
     int q_dim_, kv_dim_;
     Tensor tok_embd_, out_w_;
     std::vector<float> out_norm_;
@@ -108,7 +108,9 @@ private:
     std::vector<float> scores_;     // (threads, token block x group, ctx + batch) one row per query
     std::vector<float> q_sink_;     // (threads, 2, token block x group, head_dim) queries rotated for window / sink keys
     std::vector<float> att_blk_;    // (threads, token block x group, head_dim) a task's outputs
-    std::vector<float> part_;       // (tokens, kv heads, splits, group, head_dim + 2) split partials
+    std::vector<float> part_;       // decode split partials, one slot per split task (token, kv head, split) in
+                                    // task order: (group, head_dim) unnormalized outputs, then (group, 2) max
+                                    // and sum; sized for kMaxSplitTokens x kv heads x kMaxSplits tasks
 };
 
 }  // namespace ec

@@ -1,7 +1,7 @@
 // single-thread kernel timing, per table, side by side with llama.cpp's own vec_dot when available:
 // gemm (prefill: rows x n weights times 64-column slabs) and vec_dot over every row (decode).
 //   g++ -std=c++17 -O2 -I cpp_ext scripts/kernel_bench.cpp cpp_ext/kernels/*.cpp -ldl -o kernel_bench
-//   (x86_avx2.cpp needs -mavx2 -mfma -mf16c: build it as scripts/neon_test.sh does, or pass its .o)
+//   (the x86_*.cpp files need their isa flags: build them as scripts/neon_test.sh does, or pass their .o)
 //   GGML_CPU=.venv/lib/python3.11/site-packages/llama_cpp/lib/libggml-cpu.so kernel_bench [rows n]
 // default 1536 x 576: a SmolLM2-135M ffn matrix. the peer row "ggml" is llama.cpp's vec_dot called
 // per (row, column) in 16x16 blocks, which is how llama.cpp multiplies types its tiled sgemm lacks

@@ -36,6 +36,8 @@ void f16_to_f32_neon(const half* x, float* y, int64_t n) {
     for (; i < n; i++) y[i] = h2f(x[i]);
 }
 
+void to_float_f16_neon(const void* src, float* dst, int64_t n) { f16_to_f32_neon((const half*)src, dst, n); }
+
 void f32_to_f16_neon(const float* x, half* y, int64_t n) {
     int64_t i = 0;  // fcvtn rounds to nearest even (default fpcr)
     for (; i + 4 <= n; i += 4) vst1_u16(y + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
@@ -246,6 +248,7 @@ KernelTable make_neon_table() {
     t.isa = "neon";
     t.types[GT_F32].vec_dot = vec_dot_f32_f32_neon;
     t.types[GT_F16].vec_dot = vec_dot_f16_f32_neon;
+    t.types[GT_F16].to_float = to_float_f16_neon;
     t.types[GT_Q8_0].from_float = from_float_q8_0_neon;
     t.types[GT_Q8_1].from_float = from_float_q8_1_neon;
     t.types[GT_Q8_K].from_float = from_float_q8_K_neon;
@@ -254,16 +257,11 @@ KernelTable make_neon_table() {
     t.types[GT_F32].gemm = gemm_by_vec_dot<vec_dot_f32_f32_neon>;
     t.types[GT_F16].gemm = gemm_by_vec_dot<vec_dot_f16_f32_neon>;
 
-    t.dot_f16_f32 = dot_f16_f32_neon;
-    t.axpy_f16_f32 = axpy_f16_f32_neon;
-    t.scores_f16 = scores_f16_neon;
-    t.wsum_f16 = wsum_f16_neon;
     t.scores_f16_g = scores_g_by_head<scores_f16_neon>;
     t.wsum_f16_g = wsum_g_by_head<wsum_f16_neon>;
     t.scores_q8_g = scores_q8_g_neon;
     t.wsum_q8_g = wsum_q8_g_neon;
     t.f32_to_f16 = f32_to_f16_neon;
-    t.f16_to_f32 = f16_to_f32_neon;
     return t;
 }
 

@@ -610,10 +610,6 @@ static KernelTable make_generic_table() {
     t.types[GT_Q4_K].gemm = gemm_by_vec_dot<vec_dot_q4_K_q8_K_generic>;
     t.types[GT_Q6_K].gemm = gemm_by_vec_dot<vec_dot_q6_K_q8_K_generic>;
 
-    t.dot_f16_f32 = dot_f16_f32_generic;
-    t.axpy_f16_f32 = axpy_f16_f32_generic;
-    t.scores_f16 = scores_by_dot<dot_f16_f32_generic>;
-    t.wsum_f16 = wsum_by_axpy<axpy_f16_f32_generic>;
     t.scores_f16_g = scores_g_by_head<scores_by_dot<dot_f16_f32_generic>>;
     t.wsum_f16_g = wsum_g_by_head<wsum_by_axpy<axpy_f16_f32_generic>>;
     t.kv_quantize_q8 = kv_quantize_q8;
@@ -623,7 +619,6 @@ static KernelTable make_generic_table() {
     t.silu_mul = silu_mul_generic;
     t.max_f32 = max_f32_generic;
     t.f32_to_f16 = f32_to_f16_generic;
-    t.f16_to_f32 = f16_to_f32_generic;
     return t;
 }
 

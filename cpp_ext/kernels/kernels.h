@@ -1,4 +1,5 @@
-// kernel tables: one per isa, same function names in generic.cpp, x86_avx2.cpp, arm_neon.cpp.
+// kernel tables: one per isa, same function names in generic.cpp, the x86 files (x86_table.inc) and
+// arm_neon.cpp.
 // the table is chosen once at load from cpu features (select_kernels); never a branch per call.
 #pragma once
 #include <cstddef>
@@ -44,15 +45,10 @@ struct TypeKernels {
 struct KernelTable {
     const char* isa = "generic";
     TypeKernels types[GT_COUNT];
-    // attention / elementwise helpers (kv cache is fp16)
-    float (*dot_f16_f32)(int n, const half* a, const float* b) = nullptr;       // sum a[i]*b[i]
-    void (*axpy_f16_f32)(int n, float a, const half* x, float* y) = nullptr;   // y += a * x
-    // attention over a run of n fp16 rows `ld` halfs apart (one kv head, consecutive cache slots),
-    // each row hd long: s[j] = dot(row j, q); and y += w[j] * row j for j = 0, 1, ... in order
-    void (*scores_f16)(int n, int hd, const half* k, size_t ld, const float* q, float* s) = nullptr;
-    void (*wsum_f16)(int n, int hd, const float* w, const half* v, size_t ld, float* y) = nullptr;
-    // grouped-query attention: the G query heads of one kv head read each key / value row once.
-    // q and y are G x hd contiguous; s[g * lds + j] = dot(row j, q_g); y_g += sum_j w[g * ldw + j] * row j
+    // attention over a run of n kv rows (one kv head, consecutive cache slots, each row hd long, `ld`
+    // apart: halfs for fp16 rows, bytes for q8_0 rows). grouped-query: the G query heads of one kv head
+    // read each key / value row once. q and y are G x hd contiguous; s[g * lds + j] = dot(row j, q_g);
+    // y_g += sum_j w[g * ldw + j] * row j for j = 0, 1, ... in order
     void (*scores_f16_g)(int n, int hd, int G, const half* k, size_t ld, const float* q, float* s,
                          size_t lds) = nullptr;
     void (*wsum_f16_g)(int n, int hd, int G, const float* w, size_t ldw, const half* v, size_t ld,
@@ -78,8 +74,7 @@ struct KernelTable {
     float (*max_f32)(int n, const float* x) = nullptr;   // max of x[0..n), n >= 1
     // swiglu: g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]
     void (*silu_mul)(int64_t n, float* g, const float* u) = nullptr;
-    void (*f32_to_f16)(const float* x, half* y, int64_t n) = nullptr;
-    void (*f16_to_f32)(const half* x, float* y, int64_t n) = nullptr;
+    void (*f32_to_f16)(const float* x, half* y, int64_t n) = nullptr;  // the ring's fp16 rows
 };
 
 // scalar fp16 <-> fp32 (bit exact, round to nearest even), usable everywhere

@@ -1,4 +1,4 @@
-// helpers shared by the kernel files (generic.cpp, x86_avx2.cpp, arm_neon.cpp); not part of the api.
+// helpers shared by the kernel files (generic.cpp, the x86 files, arm_neon.cpp); not part of the api.
 // everything here has internal linkage: each file is compiled with its own isa flags, and a shared
 // inline symbol could otherwise be resolved to another file's (e.g. avx2) copy.
 #pragma once
@@ -29,7 +29,7 @@ void gemm_by_vec_dot(int n, int nr, int nc, const void* w, size_t ldw, const voi
 }
 
 // attention runs row by row through a dot / axpy kernel: the generic tables, and the head sizes an ISA
-// has no register path for (see KernelTable::scores_f16 / wsum_f16)
+// has no register path for (their scores_f16_g / wsum_f16_g)
 template <float (*DOT)(int, const half*, const float*)>
 void scores_by_dot(int n, int hd, const half* k, size_t ld, const float* q, float* s) {
     for (int j = 0; j < n; j++) s[j] = DOT(hd, k + (size_t)j * ld, q);

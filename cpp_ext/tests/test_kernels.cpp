@@ -227,86 +227,22 @@ static void test_f16_helpers(const KernelTable& t) {
         check(isa + " f32_to_f16 bit-exact n=" + std::to_string(n), bad, 0, " mismatches");
 
         std::vector<float> y(n);
-        t.f16_to_f32(hg.data(), y.data(), n);
+        t.types[GT_F16].to_float(hg.data(), y.data(), n);   // the f16 weight rows and embeddings
         bad = 0;
         for (int i = 0; i < n; i++) {
             const float want = fp16_to_fp32(hg[i]);
             bad += memcmp(&y[i], &want, 4) != 0;
         }
-        check(isa + " f16_to_f32 bit-exact n=" + std::to_string(n), bad, 0, " mismatches");
-
-        hg[0] = fp32_to_fp16(100.0f);
-        std::vector<float> b = random_floats(n);
-        double ref = 0, l1 = 0;
-        for (int i = 0; i < n; i++) {
-            ref += (double)fp16_to_fp32(hg[i]) * b[i];
-            l1 += fabs((double)fp16_to_fp32(hg[i]) * b[i]);
-        }
-        const double got = t.dot_f16_f32(n, hg.data(), b.data());
-        check(isa + " dot_f16_f32 vs f64 n=" + std::to_string(n), fabs(got - ref), dot_tol(n, l1));
-
-        std::vector<float> acc = random_floats(n), acc0 = acc;
-        const float a = 0.37f;
-        t.axpy_f16_f32(n, a, hg.data(), acc.data());
-        double maxd = 0, maxtol = 0;
-        for (int i = 0; i < n; i++) {
-            const double want = (double)acc0[i] + (double)a * fp16_to_fp32(hg[i]);
-            const double mag = fabs(acc0[i]) + fabs(a * fp16_to_fp32(hg[i]));
-            maxd = std::max(maxd, fabs(acc[i] - want) / (mag + 1e-30));
-        }
-        maxtol = 2 * FLT_EPSILON;  // one product and one sum, each rounded (fma: fewer)
-        check(isa + " axpy_f16_f32 vs f64 n=" + std::to_string(n), maxd, maxtol, " rel");
+        check(isa + " to_float f16 bit-exact n=" + std::to_string(n), bad, 0, " mismatches");
     }
 }
 
-// attention runs: rows of fp16 keys/values `ld` apart (a kv head inside the cache's rows), against
-// float64; head sizes with a register path (64, 128) and without (40)
-static void test_attention_runs(const KernelTable& t) {
-    const std::string isa = t.isa;
-    for (int hd : {40, 64, 128}) {
-        const int n = 300;
-        const size_t ld = (size_t)hd * 3 + 8;   // three kv heads and some padding per row
-        std::vector<float> kf = random_floats((int64_t)n * ld, 2.0f), q = random_floats(hd);
-        std::vector<half> kh(kf.size());
-        for (size_t i = 0; i < kf.size(); i++) kh[i] = fp32_to_fp16(kf[i]);
-        const half* k = kh.data() + hd;          // the second head
-        std::vector<float> s(n);
-        t.scores_f16(n, hd, k, ld, q.data(), s.data());
-        double worst = 0, worst_d = 0;
-        for (int j = 0; j < n; j++) {
-            double ref = 0, l1 = 0;
-            for (int i = 0; i < hd; i++) {
-                const double term = (double)fp16_to_fp32(k[(size_t)j * ld + i]) * q[i];
-                ref += term;
-                l1 += fabs(term);
-            }
-            const double d = fabs(s[j] - ref);
-            if (d / dot_tol(hd, l1) > worst) worst = d / dot_tol(hd, l1), worst_d = d;
-        }
-        check_ratio(isa + " scores_f16 vs f64 hd=" + std::to_string(hd), worst_d, worst);
-
-        std::vector<float> w = random_floats(n), y = random_floats(hd), y0 = y;
-        t.wsum_f16(n, hd, w.data(), k, ld, y.data());
-        worst = worst_d = 0;
-        for (int i = 0; i < hd; i++) {
-            double ref = y0[i], l1 = fabs(y0[i]);
-            for (int j = 0; j < n; j++) {
-                const double term = (double)w[j] * fp16_to_fp32(k[(size_t)j * ld + i]);
-                ref += term;
-                l1 += fabs(term);
-            }
-            const double d = fabs(y[i] - ref), tol = dot_tol(n + 1, l1);
-            if (d / tol > worst) worst = d / tol, worst_d = d;
-        }
-        check_ratio(isa + " wsum_f16 vs f64 hd=" + std::to_string(hd), worst_d, worst);
-    }
-}
-
-// grouped-query runs (G queries per kv head) against float64, odd row counts included; and the
-// softmax numerators (exp of x - max) against double exp
+// grouped-query runs (G queries per kv head; rows of fp16 keys/values `ld` apart: a kv head inside the
+// cache's rows) against float64, odd row counts included; head sizes with a register path (64, 128,
+// 256) and without (40); and the softmax numerators (exp of x - max) against double exp
 static void test_attention_groups(const KernelTable& t) {
     const std::string isa = t.isa;
-    for (int hd : {40, 64, 128}) {
+    for (int hd : {40, 64, 128, 256}) {
         for (int G : {1, 3, 4, 6}) {
             double worst_s = 0, worst_sd = 0, worst_w = 0, worst_wd = 0;
             for (int n : {1, 3, 17, 300}) {
@@ -410,7 +346,7 @@ static void test_kv_quantize(const KernelTable& t) {
 // (phase). rows sit ld bytes apart (a kv head inside a token's row of 3 heads, as in a chunk)
 static void test_attention_q8(const KernelTable& t) {
     const std::string isa = t.isa;
-    for (int hd : {40, 64, 128}) {
+    for (int hd : {40, 64, 128, 256}) {
         const size_t rb = kv_q8_row_bytes(hd), ld = 3 * rb + 8;
         double rt_worst = 0;
         for (int G : {1, 3, 4, 6}) {
@@ -810,7 +746,6 @@ int main(int argc, char** argv) {
     for (int i = 0; i < n_tables; i++) {
         const KernelTable& t = *tables[i];
         test_f16_helpers(t);
-        test_attention_runs(t);
         test_attention_groups(t);
         test_kv_quantize(t);
         test_attention_q8(t);
