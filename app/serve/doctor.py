@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from .command import DEFAULTS, MAX_TOKENS_PER_CTX
+from .defaults import DEFAULTS, MAX_TOKENS_PER_CTX
 
 PACKAGES = ("uvicorn", "starlette", "pydantic")
 

@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from .command import LOCAL_HOSTS
+from .defaults import LOCAL_HOSTS
 from .errors import forbidden, log_failure
 
 WILDCARDS = ("0.0.0.0", "::", "")

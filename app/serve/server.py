@@ -16,7 +16,7 @@ import uvicorn
 
 from ...runtime.errors import EdgechatError
 from .app import ServeState, build_app
-from .command import MAX_TOKENS_PER_CTX
+from .defaults import MAX_TOKENS_PER_CTX
 from .guard import allowed_hosts, origin_name
 from .jobs import Limits
 from .protocol import TimedH11Protocol
