@@ -395,7 +395,20 @@ def test_host_names_and_the_allowlist():
     from edgechat.app.serve.guard import allowed_hosts, host_name
     assert host_name("[::1]:8080") == host_name("[::1]") == host_name("::1") == "::1"
     assert host_name("LocalHost.:80") == "localhost" and host_name("10.0.0.2:1") == "10.0.0.2"
+    assert host_name("[::1]evil.example") != "::1" and host_name("127.0.0.1:evil") != "127.0.0.1"
     local = allowed_hosts("127.0.0.1", ["a.lan"])
     assert {"127.0.0.1", "localhost", "::1", "a.lan"} <= local and socket.gethostname().lower() not in local
     assert socket.gethostname().lower() in allowed_hosts("0.0.0.0", [])
     assert allowed_hosts("127.0.0.1", ["*"]) is None
+
+
+def test_wildcard_allowlists_warn(server):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "edgechat.app.cli", "serve", "--port", str(server.port),
+                        "--allowed-hosts", "*", "--allowed-origins", "http://a.example,*"],
+                       capture_output=True, text=True, timeout=WAIT_S)
+    lines = r.stderr.splitlines()          # the port is taken: the warnings, then the one-line error
+    assert r.returncode == 1 and len(lines) == 3, r.stderr
+    assert "--allowed-hosts '*'" in lines[0] and "--allowed-origins '*'" in lines[1]
+    assert lines[2].startswith("edgechat: cannot listen on")

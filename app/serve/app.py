@@ -151,7 +151,8 @@ def _check_model(s: ServeState, name: str) -> None:
 async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The whole body, at most ``limit`` bytes (413), in ``timeout`` seconds (408)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = declared if declared.isascii() and declared.isdigit() else ""     # h11 checked it too
+    if declared and int(declared) > limit:
         raise _too_large(int(declared), limit)
     parts, size = [], 0
     try:
@@ -165,7 +166,7 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
         raise closing(408, f"the request body did not arrive within {timeout:g} s ({size} bytes came)",
                       "request_timeout") from None
     except ClientDisconnect:
-        of = f" of {declared}" if declared.isdigit() else ""
+        of = f" of {declared}" if declared else ""
         raise closing(400, f"the client went away while sending the body ({size}{of} bytes came)",
                       "client_disconnected") from None
     return b"".join(parts)

@@ -110,15 +110,15 @@ def run(args) -> int:
     if hasattr(signal, "SIGPIPE"):      # a client gone mid-write ends its request, not the server
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     key = args.api_key or os.environ.get("EDGECHAT_API_KEY") or None
-    check_address(args.host, args.port)
-    if args.host not in LOCAL_HOSTS and key is None:
-        print(f"edgechat: warning: serving on {args.host} without --api-key: anyone who can reach this "
-              "address can use the model", file=sys.stderr)
     if "*" in args.allowed_hosts:
         print("edgechat: warning: --allowed-hosts '*' answers any Host: a web page can reach this server "
               "by DNS rebinding", file=sys.stderr)
     if "*" in args.allowed_origins:
         print("edgechat: warning: --allowed-origins '*' lets any web page you open call this server",
               file=sys.stderr)
+    check_address(args.host, args.port)
+    if args.host not in LOCAL_HOSTS and key is None:
+        print(f"edgechat: warning: serving on {args.host} without --api-key: anyone who can reach this "
+              "address can use the model", file=sys.stderr)
     t0 = time.time()
     return serve(args, key, t0)

@@ -8,6 +8,7 @@ only allowed origins get CORS headers (Starlette's ``CORSMiddleware``, with its 
 """
 from __future__ import annotations
 
+import re
 import socket
 
 from starlette.datastructures import Headers
@@ -18,18 +19,19 @@ from .defaults import LOCAL_HOSTS
 from .errors import forbidden, log_failure
 
 WILDCARDS = ("0.0.0.0", "::", "")
+HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]*)?")   # host[:port], [v6][:port]
 ANY = "*"
 
 
 def host_name(value: str) -> str:
     """A Host header (or --allowed-hosts entry) without its port, brackets, case or final dot:
-    ``[::1]:8080`` -> ``::1``, ``LocalHost.:80`` -> ``localhost``."""
+    ``[::1]:8080`` -> ``::1``, ``LocalHost.:80`` -> ``localhost``; a bare IPv6 address stays whole, and
+    a value of another shape is returned as it is (it matches no allowed name)."""
     value = value.strip().lower()
-    if value.startswith("["):                       # [v6] or [v6]:port
-        value = value[1:].partition("]")[0]
-    elif value.count(":") == 1:                     # name:port or v4:port (a bare v6 has several)
-        value = value.partition(":")[0]
-    return value.rstrip(".")
+    m = HOST.fullmatch(value)
+    if m is None:
+        return value
+    return (m["v6"] or m["name"]).rstrip(".")
 
 
 def allowed_hosts(bind: str, extra: list[str]) -> frozenset | None:
