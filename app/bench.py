@@ -23,9 +23,10 @@ import statistics
 import sys
 import time
 
-from ..runtime.info import ENGINES
 from ..runtime.memory import KV_CHOICES
+from . import bench_gpu
 from .bench_shapes import DEFAULT_SHAPE, DEFAULT_TYPE, PRESETS, SHAPES, TYPES
+from .bench_table import table  # noqa: F401  (bench.table: the text table of a result)
 
 DEFAULT_PREFILL = (512, 2048)
 DEFAULT_DEPTHS = (0, 4096)
@@ -66,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """bench's options, for the ``edgechat bench`` subparser and scripts/bench.py. Options the top-level
     parser also has (-m, --threads, --json) default to SUPPRESS so ``edgechat --threads 2 bench`` works."""
     from .argtypes import int_at_least as _int_at_least
+    from .options import gpu_layers
     S = argparse.SUPPRESS
     p.add_argument("-m", "--model", default=S, help="a model name or .gguf path, run as it is (one row)")
     p.add_argument("--shape", type=_names(PRESETS), metavar="NAME[,NAME]",
@@ -88,6 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tokens", type=_int_at_least(1), default=DEFAULT_DECODE_TOKENS,
                    help=f"greedy tokens timed per decode (default: {DEFAULT_DECODE_TOKENS})")
     p.add_argument("--json", action="store_true", default=S, help="print the results as one JSON object")
+    p.add_argument("--gpu-layers", type=gpu_layers, default=S, metavar="all", help="all: a GPU column, "
+                   "llama.cpp with every layer on the GPU (prefill and decode tok/s, VRAM) beside the CPU ones")
     g = p.add_argument_group("speculative decoding (bench --speculative)")
     g.add_argument("--speculative", dest="spec_bench", action="store_true",
                    help="instead of the matrix: decode tok/s with and without speculation (prompt lookup, "
@@ -106,6 +110,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # ---- one measurement (child process) ------------------------------------------------------------
 
 def _load(backend: str, path: str, threads: int, ctx: int, kv_type: str = "auto"):
+    if backend == bench_gpu.GPU:
+        return bench_gpu.load(path, threads, ctx, kv_type)
     from ..runtime.backends import make_backend
     from ..runtime.ggufload import read_model
     from ..runtime.memory import resolve_kv_type
@@ -268,24 +274,25 @@ def _bench_file(row: dict, args, plan: dict, threads: int) -> list[dict]:
     tokens = _prompt_tokens(path, max(max(plan["prefill"]), max(plan["depths"]), WARMUP_TOKENS + 1))
     row["weight_bytes_per_token"], row["file_types"], row["arch"] = _weight_bytes_per_token(path)
     kvs = plan["kv_types"]
-    samples = {kv: {b: [] for b in ENGINES} for kv in kvs}
+    engines = bench_gpu.engines(plan)
+    samples = {kv: {b: [] for b in engines} for kv in kvs}
     for run in range(args.runs):
         for kv in kvs if run % 2 == 0 else kvs[::-1]:
-            for b in ENGINES if run % 2 == 0 else ENGINES[::-1]:     # alternate who goes first
+            for b in engines if run % 2 == 0 else engines[::-1]:     # alternate who goes first
                 samples[kv][b].append(_run_child(b, path, threads, tokens, plan | {"kv_type": kv}))
     return [_row_result(dict(row, kv_type=kv), samples[kv], plan) for kv in kvs]
 
 
 def _row_result(row: dict, samples: dict, plan: dict) -> dict:
-    med = {b: _median_row(samples[b], plan, row["weight_bytes_per_token"]) for b in ENGINES}
+    med = {b: _median_row(samples[b], plan, row["weight_bytes_per_token"]) for b in samples}
     row["median"] = med
     row["ratio"] = {k: med["native"][k] / med["llama.cpp"][k] for k in med["native"]} \
         if med["native"] and med["llama.cpp"] else None
-    row["errors"] = {b: s["error"] for b in ENGINES for s in samples[b] if "error" in s}
-    first = {b: next((s for s in samples[b] if "error" not in s), None) for b in ENGINES}
+    row["errors"] = {b: s["error"] for b in samples for s in samples[b] if "error" in s}
+    first = {b: next((s for s in samples[b] if "error" not in s), None) for b in samples}
     row["greedy_identical"] = {str(d): _identical_prefix(first["native"][f"greedy{d}"], first["llama.cpp"][f"greedy{d}"])
-                               for d in plan["depths"]} if all(first.values()) else None
-    row["info"] = {b: first[b]["info"] for b in ENGINES if first[b]}
+                               for d in plan["depths"]} if first["native"] and first["llama.cpp"] else None
+    row["info"] = {b: first[b]["info"] for b in samples if first[b]}
     return row
 
 
@@ -303,7 +310,7 @@ def bench(args) -> dict:
     kv = getattr(args, "kv_type", None) or ("auto",)
     kv_types = list(dict.fromkeys((kv,) if isinstance(kv, str) else kv))  # the top-level --kv-type: one
     plan = {"prefill": list(args.prefill), "depths": list(args.decode_depths), "decode_tokens": args.decode_tokens,
-            "kv_types": kv_types}
+            "kv_types": kv_types, "gpu": bench_gpu.wanted(args)}
     rows = _rows(args)
     dram = _native.read_bandwidth(threads, BANDWIDTH_MIB)
     rows = [kv_row for r in rows for kv_row in _bench_file(r, args, plan, threads)]
@@ -314,101 +321,8 @@ def bench(args) -> dict:
             "llama_cpp": {"version": llama.get("llama_cpp"), "build": llama.get("build"),
                           "weight_repacking": llama.get("extra_bufts")},
             "dram_read_gbps": dram, "runs": args.runs, "decode_tokens": args.decode_tokens,
-            "prefill": plan["prefill"], "decode_depths": plan["depths"], "kv_type": ",".join(kv_types), "rows": rows}
-
-
-# ---- the table ----------------------------------------------------------------------------------
-
-def _num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
-
-
-def _columns(r: dict) -> list[tuple[str, str]]:
-    return ([(f"prefill {n} tok/s", f"prefill{n}_tps") for n in r["prefill"]]
-            + [(f"decode@{d} tok/s", f"decode{d}_tps") for d in r["decode_depths"]]
-            + [(f"decode@{r['decode_depths'][0]} GB/s", "decode_gbps"), ("load s", "load_s"),
-               ("peak RSS MiB", "peak_rss_mib")])
-
-
-def _header(r: dict) -> list[str]:
-    repack = r["llama_cpp"]["weight_repacking"]
-    repack = ("on (extra buffer types)" if repack else "OFF: AMX CPU, edgechat turns llama.cpp's extra buffer "
-              "types off (its AMX path crashes), so llama.cpp runs slower here than on other CPUs (README: "
-              "a build without AMX via LLAMA_CPP_LIB_PATH keeps them on)"
-              if repack is False else "unknown")
-    forced = f" (forced by EDGECHAT_ISA={r['edgechat_isa_env']})" if r["edgechat_isa_env"] else ""
-    return [f"cpu        {r['cpu']}, {r['threads']} threads",
-            f"native     kernel table {r['native_isa']}{forced}",
-            f"llama.cpp  {r['llama_cpp']['version']} [{r['llama_cpp'].get('build') or '?'}], weight repacking {repack}",
-            f"DRAM read  {r['dram_read_gbps']:.1f} GB/s ({r['threads']} threads, {BANDWIDTH_MIB} MiB buffer)",
-            f"KV cache   {_kv_header(r.get('kv_type', 'f16'))}",
-            f"medians of {r['runs']} run(s), each in a fresh process; decode {r['decode_tokens']} greedy tokens; "
-            "ratio = native / llama.cpp (higher is better for tok/s and GB/s, lower for load and RSS)",
-            "load s     the engine's constructor: native repacks its matmul weights there; llama.cpp maps the "
-            "file and pages in the types it does not repack on first use (in its untimed warm-up)"]
-
-
-def _kv_header(kv: str) -> str:
-    """The header's KV line: the types, and what auto runs on each engine."""
-    from ..runtime.memory import AUTO_KV_TYPE
-    notes = ["a row per type"] if "," in kv else []
-    if "auto" in kv.split(","):
-        notes.append("auto: each engine's default, " + ", ".join(f"{b} {t}" for b, t in AUTO_KV_TYPE.items()))
-    return f"{kv} ({'; '.join(notes) or 'both engines'})"
-
-
-def _fit(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters (an ellipsis marks the cut), so the columns stay aligned."""
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def table(r: dict) -> str:
-    """The matrix as one text table: a row per model x type, each metric as native, llama.cpp, ratio."""
-    cols = _columns(r)
-    w = 7
-    group = 2 * w + 7
-    head1 = f"{'model':<18}{'type':<8}" + "".join(f" | {label:^{group}}" for label, _ in cols) + " | greedy same"
-    head2 = f"{'':<26}" + "".join(f" | {'native':>{w}}{'llama':>{w}}{'ratio':>7}" for _ in cols) + " |"
-    lines = _header(r) + ["", head1, head2, "-" * len(head1)]
-    for row in r["rows"]:
-        med, ratio = row["median"], row["ratio"] or {}
-        cells = ""
-        for _, k in cols:
-            n, l = (med[b][k] if med[b] else None for b in ENGINES)
-            rt = f"{ratio[k]:.2f}x" if k in ratio else "-"
-            cells += f" | {_num(n):>{w}}{_num(l):>{w}}{rt:>7}"
-        same = row["greedy_identical"]
-        same = ",".join(str(v) for v in same.values()) + f"/{r['decode_tokens']}" if same else "-"
-        label = row["model"] + (f" {row['kv_type']}" if "," in r.get("kv_type", "") else "")
-        name, kind = _fit(label, 17), _fit(row["type"] or row["file_types"], 7)
-        lines.append(f"{name:<18}{kind:<8}{cells} | {same}")
-        lines += [f"  {b} failed: {e}" for b, e in row["errors"].items()]
-    return "\n".join(lines + _kv_lines(r))
-
-
-def _kv_lines(r: dict) -> list[str]:
-    """With several KV types: each engine's decode tok/s with every other type / with the first, per file."""
-    kvs = r.get("kv_type", "f16").split(",")
-    if len(kvs) < 2:
-        return []
-    out = ["", f"decode tok/s by KV type, each engine against itself (> 1: faster than {kvs[0]}):"]
-    by_file: dict[tuple, dict] = {}
-    for row in r["rows"]:
-        by_file.setdefault((row["model"], row["type"] or row["file_types"]), {})[row["kv_type"]] = row["median"]
-    for (model, kind), meds in by_file.items():
-        base = meds.get(kvs[0])
-        for kv in kvs[1:]:
-            cells = []
-            for b in ENGINES:
-                if not (base and base[b] and meds.get(kv) and meds[kv][b]):
-                    cells.append(f"{b} -")
-                    continue
-                cells.append(f"{b} " + ", ".join(f"@{d} {meds[kv][b][f'decode{d}_tps'] / base[b][f'decode{d}_tps']:.2f}x"
-                                                 for d in r["decode_depths"]))
-            out.append(f"  {model} {kind}  {kv} / {kvs[0]}:  " + ";  ".join(cells))
-    return out
+            "prefill": plan["prefill"], "decode_depths": plan["depths"], "kv_type": ",".join(kv_types),
+            "gpu": bench_gpu.describe() if plan["gpu"] else None, "rows": rows}
 
 
 def run(args) -> int:
@@ -424,6 +338,10 @@ def run(args) -> int:
         return 2
     if args.layers and not args.shape:
         print("edgechat bench: --layers applies to synthetic --shape presets", file=sys.stderr)
+        return 2
+    why = bench_gpu.refusal(args)
+    if why:
+        print(f"edgechat bench: {why}", file=sys.stderr)
         return 2
     r = bench(args)
     print(json.dumps(r, indent=1) if getattr(args, "json", False) else table(r))

@@ -14,11 +14,8 @@ def gpu_report(dev: dict, path=None, model=None, ctx: int = 0, kv_type: str = "a
     report = {"backends": dev["llama_backends"], "devices": dev["gpus"], "auto": None, "run": None}
     if not dev["gpus"] or path is None or not (model and model.config):
         return report
-    from ..runtime import memory
-    from ..runtime.gpu import GpuDevice, GpuFacts, auto_layers, offload_run
-    cfg, kv = model.config, memory.resolve_kv_type(kv_type, "llama.cpp")
-    need = memory.estimate(model.size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
-                           memory.kv_bytes_per_elem(kv, cfg["head_dim"]))["total"]
+    from ..runtime.gpu import GpuDevice, GpuFacts, auto_layers, need_bytes, offload_run
+    need = need_bytes(model.size, model.config, ctx, kv_type)
     layers, why = auto_layers(need, GpuFacts(dev["llama_backends"], [GpuDevice(**g) for g in dev["gpus"]]))
     report["auto"] = {"layers": layers, "why": why}
     try:

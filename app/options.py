@@ -14,8 +14,10 @@ from ..runtime.memory import KV_CHOICES
 from .argtypes import int_at_least, sampling_value
 
 
-def gpu_layers(text: str) -> int:
-    """``--gpu-layers``: a layer count, or ``all`` (-1)."""
+def gpu_layers(text: str) -> int | str:
+    """``--gpu-layers``: a layer count, ``all`` (-1) or ``auto`` (decided at load: runtime/gpu.py)."""
+    if text == "auto":
+        return text
     return -1 if text == "all" else int_at_least(0)(text)
 
 
@@ -35,9 +37,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="chat TUI: keep saved chats' KV caches, at most N MiB on disk (0: off)")
     g.add_argument("--pin-system", action="store_true",
                    help="pin BOS + the whole system prompt as sinks (capped at half the window)")
-    g.add_argument("--gpu-layers", type=gpu_layers, default=0, metavar="N|all",
-                   help="layers to offload to a GPU (llama.cpp built with Metal/CUDA; ignored, with a "
-                   "warning, by a CPU-only build)")
+    g.add_argument("--gpu-layers", type=gpu_layers, default="auto", metavar="N|all|auto",
+                   help="layers to offload to a GPU (llama.cpp built with Metal/CUDA; N or all are ignored, "
+                   "with a warning, by a CPU-only build). auto (default): all when llama.cpp has a GPU and "
+                   "the model and cache fit its free memory, else 0 (the native engine on the CPU)")
     g.add_argument("--evict-chunk", type=int_at_least(1), help="llama.cpp backend: tokens evicted at once")
     g.add_argument("--force", action="store_true", help="load even if the memory preflight says no")
     g.add_argument("--speculative", choices=["lookup", "draft", "off"],

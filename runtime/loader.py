@@ -51,7 +51,7 @@ def choose_backend(requested: str, model_problem: str | None, gpu_layers: int,
 
 
 def load(path: str | Path, *, backend: str = "auto", threads: int | None = None, ctx: int = DEFAULT_CTX,
-         sinks: int = DEFAULT_SINKS, gpu_layers: int = 0, pin_system: bool = False,
+         sinks: int = DEFAULT_SINKS, gpu_layers: int | str = 0, pin_system: bool = False,
          evict_chunk: int | None = None, force: bool = False, speculative: str = "lookup",
          draft: str | Path | None = None, kv_type: str = "auto") -> Engine:
     """Load a GGUF file (the app resolves model names to paths: ``edgechat.models.resolve``).
@@ -62,7 +62,8 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         threads: compute threads (default: physical cores).
         ctx: KV cache capacity in tokens (sinks included); allocated once, never grown.
         sinks: pinned attention-sink entries (StreamingLLM).
-        gpu_layers: layers to offload (llama.cpp backend); -1 = all.
+        gpu_layers: layers to offload (llama.cpp backend); -1 = all; "auto": all when the loaded
+            llama.cpp has a GPU and the model and cache fit its free memory, else 0 (``gpu.auto_layers``).
         pin_system: make the sink region BOS + the whole system prompt.
         evict_chunk: llama.cpp backend: tokens evicted at once when the ring is full.
         force: skip the memory preflight.
@@ -75,6 +76,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
         An Engine.
     """
     from .ggufload import read_model
+    from .gpu import resolve_layers
     from .memory import resolve_kv_type
     from .tokenizer import Tokenizer
     t0 = time.perf_counter()
@@ -82,7 +84,10 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     path = Path(path)
     mf = read_model(path)
     _check_kv_type(kv_type)
+    gpu_layers, gpu_why = resolve_layers(gpu_layers, backend, path.stat().st_size, mf.config, ctx, kv_type)
     name, reason, gpu_layers = _pick_backend(mf, backend, gpu_layers)
+    if gpu_why:                            # --gpu-layers auto: offloaded, or why not
+        reason = gpu_why if gpu_layers and backend == "auto" else f"{reason}; {gpu_why}"
     kv_type = resolve_kv_type(kv_type, name)
     _preflight(path, mf.config, ctx, force, kv_type)
     tok = MemoTokenizer(Tokenizer(path))

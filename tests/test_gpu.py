@@ -107,9 +107,81 @@ def test_llama_log_leaves_the_logger_as_it_was():
     assert (log.level, log.handlers) == before
 
 
+# ---- load(..., gpu_layers="auto") ----------------------------------------------------------------
+
+NATIVE_REASON = "the native engine runs this arch and these tensor types"
+
+
+def _load(path, **kw):
+    from edgechat.runtime import load
+    return load(path, ctx=256, threads=2, speculative="off", **kw)
+
+
+def test_auto_on_this_machine(default_model):
+    """No GPU in this llama.cpp: auto is 0 and the native engine runs, its reason as it always was."""
+    if gpu.gpu_facts().devices:
+        pytest.skip("this llama.cpp has a GPU device")
+    e = _load(default_model, gpu_layers="auto")
+    try:
+        assert (e.info.backend, e.info.reason, e.info.gpu_layers) == ("native", NATIVE_REASON, 0)
+    finally:
+        e.close()
+
+
 @pytest.fixture
 def a_gpu(monkeypatch):
-    """llama.cpp said to have a roomy CUDA device (the real load then runs where llama.cpp puts it)."""
-    facts = GpuFacts(["CUDA", "CPU"], [_device(free=64 * GiB)])
+    """llama.cpp said to have a CUDA device with 6 GiB free (the load itself is real: on a CPU-only
+    build llama.cpp keeps the layers on the CPU)."""
+    from edgechat.runtime import loader
+    facts = GpuFacts(["CUDA", "CPU"], [_device(free=6 * GiB)])
     monkeypatch.setattr(gpu, "gpu_facts", lambda ram_available=None: facts)
+    monkeypatch.setattr(loader, "_can_offload", lambda: True)
     return facts
+
+
+def test_auto_offloads_every_layer_when_it_fits(default_model, a_gpu):
+    e = _load(default_model, gpu_layers="auto")
+    try:
+        assert (e.info.backend, e.info.gpu_layers) == ("llama.cpp", -1)
+        assert e.info.reason.startswith("GPU offload (--gpu-layers auto): every layer on CUDA0 NVIDIA GeForce "
+                                         "RTX 3070, ") and e.info.reason.endswith(", 6.0 GiB free")
+    finally:
+        e.close()
+
+
+def test_auto_with_a_gpu_too_small_keeps_the_native_engine_and_says_why(default_model, a_gpu, monkeypatch):
+    small = GpuFacts(["CUDA", "CPU"], [_device(free=64 << 20)])          # 64 MiB: less than the file
+    monkeypatch.setattr(gpu, "gpu_facts", lambda ram_available=None: small)
+    e = _load(default_model, gpu_layers="auto")
+    try:
+        assert (e.info.backend, e.info.gpu_layers) == ("native", 0)
+        assert e.info.reason.startswith(f"{NATIVE_REASON}; not offloaded to CUDA0 NVIDIA GeForce RTX 3070 "
+                                        "(--gpu-layers auto): ")
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("backend, expected", [("native", ("native", 0, "asked for with --backend native")),
+                                               ("llama.cpp", ("llama.cpp", -1, "asked for with --backend llama.cpp; "
+                                                              "GPU offload (--gpu-layers auto): every layer"))])
+def test_auto_with_a_backend_asked_for(default_model, a_gpu, backend, expected):
+    """native runs on the CPU whatever auto finds; llama.cpp asked for offloads what fits."""
+    e = _load(default_model, gpu_layers="auto", backend=backend)
+    try:
+        assert (e.info.backend, e.info.gpu_layers) == expected[:2] and e.info.reason.startswith(expected[2])
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("text, value", [("auto", "auto"), ("all", -1), ("0", 0), ("12", 12)])
+def test_the_option_parses(text, value):
+    from edgechat.app.cli import build_parser
+    assert build_parser().parse_args(["--gpu-layers", text]).gpu_layers == value
+    assert build_parser().parse_args([]).gpu_layers == "auto"                  # the default
+
+
+def test_a_bad_value_is_a_usage_error(capsys):
+    from edgechat.app.cli import build_parser
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--gpu-layers", "most"])
+    assert e.value.code == 2 and "--gpu-layers: 'most' is not a whole number" in capsys.readouterr().err
