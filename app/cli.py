@@ -12,7 +12,8 @@ import sys
 from ..runtime.errors import EdgechatError
 from ..runtime.info import GPU_LAYERS_IGNORED
 from .loader import load_engine, sampling_kwargs
-from .options import add_model_options, add_output_options, add_sampling_options, inherit
+from .options import add_model_options, add_output_options, add_remote_options, add_sampling_options, inherit
+from .reply_format import add_format_options
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_options(p)
     add_model_options(p)
     add_sampling_options(p)
+    add_remote_options(p)
+    add_format_options(p)
     sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench,serve}")
     manage.add_parsers(sub)
     from . import bench
@@ -75,8 +78,15 @@ def one_shot(args, prompt: str) -> int:
     if not prompt.strip():
         print("edgechat: the prompt is empty", file=sys.stderr)
         return EXIT_USAGE
+    from . import reply_format
+    from . import remote as remote_cli
+    fmt = reply_format.format_of(args)
+    extra = remote_cli.chat_extras(args, fmt)        # a server's response_format; checked before connecting
     engine = load_engine(args)
-    if args.verbose:
+    remote = engine.info.backend == "remote"
+    if args.verbose and remote:
+        print(remote_cli.verbose_start(engine), file=sys.stderr)
+    elif args.verbose:
         i = engine.info
         print(f"edgechat: backend {i.backend} ({i.reason}); {i.name} [{i.arch}, {', '.join(i.types)}], "
               f"{i.threads} threads, isa {i.isa}, KV cache {engine.cache_info().kv_type}", file=sys.stderr)
@@ -89,14 +99,20 @@ def one_shot(args, prompt: str) -> int:
     sess = session.start(engine, args.session, args.verbose)
     messages = session.messages(engine, sess, prompt, args.system)
     reporter = PrefillReporter(sys.stderr)
-    text, done, code = _stream(engine, messages, args, reporter)
+    sampler = None if remote else reply_format.sampler(engine, fmt, sampling_kwargs(args))
+    text, done, code = _stream(engine, messages, args, reporter, sampler, **extra)
     if done and code == EXIT_OK:
         session.save(engine, args.session)
     if args.json:
-        _print_json(engine, text, done, sess, reporter)
+        _print_json(engine, text, done, sess, reporter, reply_format.parsed(fmt, text, done and done.finish_reason))
     elif text and not text.endswith("\n"):
         sys.stdout.write("\n")
-    if args.verbose and done:
+    if done and done.finish_reason == "error":           # a server's stream cut mid-reply
+        print(f"edgechat: {done.error}; the partial reply is kept", file=sys.stderr)
+        code = EXIT_ERROR
+    if args.verbose and done and remote:
+        print(remote_cli.verbose_done(done), file=sys.stderr)
+    elif args.verbose and done:
         s, c = done.stats, done.cache
         print(f"edgechat: {s.prompt_tokens} prompt tokens at {s.prefill_tps:.1f} tok/s, {s.completion_tokens} "
               f"tokens at {s.decode_tps:.1f} tok/s, ttft {s.ttft_s:.3f} s, finish {done.finish_reason}, "
@@ -106,15 +122,16 @@ def one_shot(args, prompt: str) -> int:
     return code
 
 
-def _print_json(engine, text: str, done, sess, reporter) -> None:
+def _print_json(engine, text: str, done, sess, reporter, parsed=None) -> None:
     result = _json_result(engine, text, done, sess)
+    result["parsed"] = parsed             # the reply as JSON (--json-schema, --format json)
     result["prompt"] = reporter.fit.to_dict() if reporter.fit else None
     if done is None:                      # stopped: count the tokens it streamed
         result["tokens"]["completion"] = reporter.streamed
     print(json.dumps(result, ensure_ascii=False))
 
 
-def _stream(engine, messages: list[dict], args, reporter):
+def _stream(engine, messages: list[dict], args, reporter, sampler=None, **extra):
     """Run the chat, writing text as it comes unless --json: (text, DoneEvent or None, exit code).
     Ctrl-C, SIGTERM and SIGHUP stop it (within one token or one prefill chunk): the partial reply is
     kept and the code says which."""
@@ -124,7 +141,7 @@ def _stream(engine, messages: list[dict], args, reporter):
     try:
         with raising_on_terminate():
             for ev in engine.chat(messages, on_prefill=reporter, truncate_prompt=args.truncate_prompt,
-                                  **sampling_kwargs(args)):
+                                  sampler=sampler, **extra, **sampling_kwargs(args)):
                 reporter.close()
                 if isinstance(ev, DoneEvent):
                     done = ev
@@ -156,6 +173,7 @@ def _json_result(engine, text: str, done, sess=None) -> dict:
         "backend_reason": info.reason,
         "finish_reason": done.finish_reason if done else "cancelled",
         "reasoning": done.reasoning if done else None,
+        "error": done.error if done and done.error else None,
         "tokens": {"prompt": s.prompt_tokens if s else 0, "completion": s.completion_tokens if s else 0},
         "timings": {"load_s": round(info.load_s, 4),
                     "ttft_s": round(s.ttft_s + (sess.restore_s if sess else 0.0), 4) if s else None,
@@ -165,7 +183,7 @@ def _json_result(engine, text: str, done, sess=None) -> dict:
                     "draft_tokens": s.draft_tokens if s else 0, "accepted_tokens": s.accepted_tokens if s else 0},
         "speculative": engine.speculation.mode,
         "cache": {**{k: getattr(cache, k) for k in ("capacity", "used", "sinks", "evicted", "kv_type", "bytes")},
-                  "restored": bool(sess and sess.restored)},
+                  "restored": bool(sess and sess.restored)} if cache else "remote",   # a server's cache
     }
 
 

@@ -28,10 +28,13 @@ class Reply:
         stops: stop strings: the reply ends (finish reason "stop") before the first one found.
         reasoning: split a ``<think>`` block off the answer (its events have kind "reasoning").
         in_reasoning: the prompt already opened the block (a template that writes ``<think>`` itself).
+        tools: a ``tools.ToolSet``: the answer's text is held until the reply ends, then its tool calls
+            are parsed out (``tool_calls``, finish reason "tool_calls") and the rest is the text; a call
+            left malformed stays text.
     """
 
     def __init__(self, tokenizer=None, *, max_tokens: int | None = None, stops: Sequence[str] = (),
-                 reasoning: bool = False, in_reasoning: bool = False):
+                 reasoning: bool = False, in_reasoning: bool = False, tools=None):
         self._decoder = IncrementalDecoder(tokenizer) if tokenizer is not None else None
         self._eot = tokenizer.eot_ids if tokenizer is not None else frozenset()
         self._stops = StopMatcher(list(stops or ()))
@@ -43,6 +46,8 @@ class Reply:
         self.t_first: float | None = None     # when the first token came
         self._text: list[str] = []
         self._reasoning: list[str] = []
+        self._tools = tools if tools is not None and tools.active else None
+        self.tool_calls: list = []            # tools.ToolCall, once the reply ended with calls
 
     @property
     def done(self) -> bool:
@@ -70,14 +75,14 @@ class Reply:
         self._first()
         if token in self._eot:
             self.finish_reason = "stop"
-            return self._flush()
+            return self._calls(self._flush())
         self.tokens.append(token)
         events = self._emit(self._decoder.feed(token), token)
         if self.stopped:
             self.finish_reason = "stop"
         elif self.max_tokens is not None and len(self.tokens) >= self.max_tokens:
             self.finish_reason = "length"
-        return events + self._flush() if self.done else events
+        return self._calls(events + self._flush() if self.done else events)
 
     def feed_text(self, text: str) -> list[TextEvent]:
         """A piece of text that came as text (a remote server's delta)."""
@@ -96,7 +101,7 @@ class Reply:
         if self.done:
             return []
         self.finish_reason = reason
-        return self._flush()
+        return self._calls(self._flush())
 
     def timings(self) -> tuple[float, float]:
         """(time to the first token, time from it to now) in seconds."""
@@ -105,6 +110,22 @@ class Reply:
         return first - self.t_start, now - first
 
     # ---- internals ------------------------------------------------------------------------------
+
+    def _calls(self, events: list[TextEvent]) -> list[TextEvent]:
+        """With tools: the answer's events held back; at the end, the calls parsed out of the text."""
+        if self._tools is None:
+            return events
+        events = [e for e in events if e.kind != "text"]
+        if not self.done:
+            return events
+        if self.finish_reason == "stop" and not self.stopped:
+            parsed = self._tools.parse(self.text)
+            if parsed.calls:
+                self.tool_calls, self.finish_reason = parsed.calls, "tool_calls"
+            content = parsed.content or ""
+        else:
+            content = self.text            # cut by the limit or a stop string: as is, never dropped
+        return events + ([TextEvent(content, -1)] if content else [])
 
     def _first(self) -> None:
         if self.t_first is None:

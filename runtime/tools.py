@@ -26,6 +26,7 @@ from .constraint import Constraint, ConstraintError, Format, compile_constraint
 STYLES = ("hermes", "llama3", "generic")
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
 PYTHON_TAG = "<|python_tag|>"
+MAX_PARALLEL = 4        # calls in one reply of the generic format (a small model repeats calls otherwise)
 GENERIC_PROMPT = (
     "You can call these tools:\n{tools}\n\n"
     "Answer with one JSON object and nothing else: either {{\"tool_calls\": [{{\"name\": <tool name>, "
@@ -153,9 +154,8 @@ class ToolSet:
             return None
         call = json.dumps(self.call_schema())
         if self.style == "generic":
-            calls = {"type": "array", "items": json.loads(call), "minItems": 1}
-            if not self.parallel:
-                calls["maxItems"] = 1
+            calls = {"type": "array", "items": json.loads(call), "minItems": 1,
+                     "maxItems": MAX_PARALLEL if self.parallel else 1}
             with_calls = {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"],
                           "additionalProperties": False}
             answer = {"type": "object", "properties": {"response": {"type": "string"}}, "required": ["response"],

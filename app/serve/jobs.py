@@ -13,6 +13,7 @@ from typing import Iterator
 from ...runtime.events import DoneEvent, TextEvent
 from ...runtime.reply import Reply
 from ...runtime.sampler import SamplingParams, make_sampler
+from . import structured
 from .errors import bad_request
 from .sampling import RequestSampler, TokenLogprob
 
@@ -24,6 +25,7 @@ class Delta:
     text: str
     logprobs: list[TokenLogprob] = field(default_factory=list)
     reasoning: str = ""           # new text of the reply's reasoning block (chat: reasoning_content)
+    tool_calls: list[dict] = field(default_factory=list)   # a streamed tool-call delta (OpenAI's shape)
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Final:
     finish_reason: str            # "stop" | "length" | "cancelled"
     usage: dict                   # OpenAI's usage object
     ext: dict                     # the x-edgechat extension: cache, backend, slot, timings
+    tool_calls: list = field(default_factory=list)   # runtime.tools.ToolCall: finish_reason "tool_calls"
 
 
 @dataclass
@@ -42,17 +45,21 @@ class Limits:
     system: str | None = None     # the system prompt of requests that have none (--system)
 
 
-def request_sampler(engine, req, limits: Limits, top_logprobs: int | None) -> tuple[RequestSampler, int]:
-    """The request's sampler (server defaults overridden by the request) and its token limit."""
+def request_sampler(engine, req, limits: Limits, top_logprobs: int | None,
+                    constraint=None) -> tuple[RequestSampler, int]:
+    """The request's sampler (server defaults overridden by the request, its constraint first in the
+    chain) and its token limit."""
     over = {"temp": req.temperature, "top_p": req.top_p, "seed": req.seed, "top_k": req.top_k,
             "min_p": req.min_p, "repeat_penalty": req.repeat_penalty}
     params = SamplingParams.of(**{**asdict(limits.sampling), **{k: v for k, v in over.items() if v is not None}})
     bias = {int(k): v for k, v in (req.logit_bias or {}).items()}
-    inner = make_sampler(**params.sampler_kwargs())
-    return RequestSampler(inner, top_logprobs=top_logprobs, frequency=req.frequency_penalty or 0.0,
-                          presence=req.presence_penalty or 0.0, bias=bias,
-                          skip=engine.tokenizer.eot_ids, piece=engine.tokenizer.token_bytes), \
-        req.limit() or params.max_tokens
+    inner = make_sampler(**params.sampler_kwargs(), constraint=constraint)
+    outer = RequestSampler(inner, top_logprobs=top_logprobs, frequency=req.frequency_penalty or 0.0,
+                           presence=req.presence_penalty or 0.0, bias=bias,
+                           skip=engine.tokenizer.eot_ids, piece=engine.tokenizer.token_bytes)
+    if constraint is not None:
+        outer.forced = inner.forced       # the grammar's forced tokens, fed as one batch by the engine
+    return outer, req.limit() or params.max_tokens
 
 
 def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Final]:
@@ -60,31 +67,37 @@ def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Fina
     if limits.system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": limits.system})
     _check_size(engine, [m["content"] for m in messages], limits)
+    shape = structured.prepare(engine, req)
+    if shape.tools is not None:
+        messages = shape.tools.messages(messages)
     slot, _ = pool.take(messages)
     before = engine.cache_info()
     top = (req.top_logprobs or 0) if req.logprobs else None
-    sampler, max_tokens = request_sampler(engine, req, limits, top)
-    reply, done = Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops()), None
+    sampler, max_tokens = request_sampler(engine, req, limits, top, shape.constraint)
+    reply, done = Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops(), tools=shape.tools), None
     stream = _Deltas(reply, sampler)
     for ev in engine.chat(messages, cancel=cancel, sampler=sampler, reply=reply):
         if isinstance(ev, DoneEvent):
             done = ev
         elif (delta := stream.delta(ev)) is not None:
             yield delta
+    for calls in structured.stream_calls(reply.tool_calls):
+        yield Delta("", tool_calls=calls)
     s = done.stats
     yield _final(engine, pool, slot, before, done.cache, done.finish_reason,
                  sampler.prompt_tokens or s.prompt_tokens, s.prompt_tokens, s.completion_tokens,
                  {"system_pinned": engine.info.pin_system and messages[0]["role"] == "system",
                   "rebuild_tokens": s.rebuild_tokens, "ttft_s": round(s.ttft_s, 4),
-                  "decode_tps": round(s.decode_tps, 2)})
+                  "decode_tps": round(s.decode_tps, 2)}, reply.tool_calls)
 
 
 def run_completion(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Final]:
     ids = _prompt_ids(engine, req.prompt, limits)
+    shape = structured.prepare(engine, req)
     slot, _ = pool.take(None)
     engine.reset()
     before = engine.cache_info()
-    sampler, max_tokens = request_sampler(engine, req, limits, req.logprobs)
+    sampler, max_tokens = request_sampler(engine, req, limits, req.logprobs, shape.constraint)
     reply = Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops())
     stream = _Deltas(reply, sampler)
     for tok in engine.generate(ids, sampler, cancel, max_tokens=max_tokens):
@@ -118,7 +131,8 @@ class _Deltas:
         return Delta(ev.text, lps) if ev.text or lps else None
 
 
-def _final(engine, pool, slot, before, cache, finish, prompt, evaluated, completion, extra) -> Final:
+def _final(engine, pool, slot, before, cache, finish, prompt, evaluated, completion, extra,
+           tool_calls=()) -> Final:
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
              "prompt_tokens_details": {"cached_tokens": prompt - evaluated}}
     i = engine.info
@@ -128,7 +142,7 @@ def _final(engine, pool, slot, before, cache, finish, prompt, evaluated, complet
            "evicted_this_request": cache.evicted - (before.evicted if cache.evicted >= before.evicted else 0),
            "sinks": cache.sinks, "cache_used": cache.used,
            "cache_capacity": cache.capacity, **extra}
-    return Final(finish, usage, ext)
+    return Final(finish, usage, ext, list(tool_calls))
 
 
 def _check_size(engine, texts: list[str], limits: Limits) -> None:

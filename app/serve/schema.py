@@ -4,8 +4,8 @@
 what was wrong with it. Every number must be finite (``Infinity``/``NaN`` are refused) and in range.
 A field that takes one of several shapes (``stop``: a string or a list; ``content``: a string or a
 list of parts; ``prompt``: text or token ids) is validated against the shape of the value sent, so
-its error is about that shape. Parameters OpenAI has and edgechat cannot honour (n > 1, tools, JSON
-mode, echo, ...) are refused with a 400 saying so, never silently ignored.
+its error is about that shape. Parameters OpenAI has and edgechat cannot honour (n > 1, echo, ...) are
+refused with a 400 saying so, never silently ignored.
 """
 from __future__ import annotations
 
@@ -58,11 +58,24 @@ class TextPart(_Body):
     text: str
 
 
+class FunctionCall(_Body):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(_Body):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: _union("should be a string, a list of text parts or null",
                     Annotated[str, Tag("<text>")], Annotated[list[TextPart], Tag("<list>")],
                     Annotated[None, Tag("<none>")]) = None
+    tool_calls: list[ToolCallIn] | None = None      # an assistant's calls (history)
+    tool_call_id: str | None = None                 # a tool message: the call it answers
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -95,6 +108,11 @@ class _Sampling(_Body):
     top_k: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
     min_p: Prob | None = None
     repeat_penalty: Annotated[float, Field(gt=0.0)] | None = None      # 1: none; 0 would divide by zero
+    # structured output (app/serve/structured.py): OpenAI's response_format; grammar (Lark, or GBNF as
+    # llama-server takes it) and regex are extensions
+    response_format: dict | None = None
+    grammar: str | None = None
+    regex: str | None = None
 
     @field_validator("logit_bias")
     @classmethod
@@ -123,8 +141,9 @@ class ChatRequest(_Sampling):
     max_completion_tokens: Count | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
-    tools: list | None = None
-    response_format: dict | None = None
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
 
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -134,8 +153,15 @@ class ChatRequest(_Sampling):
 
     def chat_messages(self) -> list[dict]:
         """The messages as the engine takes them ("developer" is the system role of newer models)."""
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in self.messages]
+        out = []
+        for m in self.messages:
+            d = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            if m.tool_calls:
+                d["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+            if m.tool_call_id is not None:
+                d["tool_call_id"] = m.tool_call_id
+            out.append(d)
+        return out
 
 
 class CompletionRequest(_Sampling):
@@ -182,11 +208,6 @@ def _message(err: dict) -> str:
 def _refuse_unsupported(req) -> None:
     if req.n not in (None, 1):
         raise bad_request("n: only n=1 is supported (one choice per request)", param="n")
-    if getattr(req, "tools", None):
-        raise bad_request("tools: tool calling is not supported by this server", param="tools")
-    fmt = getattr(req, "response_format", None)
-    if fmt and fmt.get("type") not in (None, "text"):
-        raise bad_request("response_format: only {'type': 'text'} is supported", param="response_format")
     if getattr(req, "echo", False):
         raise bad_request("echo: not supported", param="echo")
     if getattr(req, "suffix", None):
