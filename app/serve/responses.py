@@ -54,6 +54,8 @@ class Reply:
         d = {"role": "assistant", "content": ""} if first else {}
         if delta is not None and delta.text:
             d["content"] = delta.text
+        if delta is not None and delta.tool_calls:
+            d["tool_calls"] = delta.tool_calls
         finish = final.finish_reason if final else None
         choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
         if logprobs and delta is not None and delta.logprobs:
@@ -69,8 +71,11 @@ class Reply:
 
     def chat_completion(self, deltas: list[Delta], final: Final, logprobs: bool) -> dict:
         lps = [lp for d in deltas for lp in d.logprobs]
-        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(d.text for d in deltas),
-                                          "refusal": None},
+        message = {"role": "assistant", "content": "".join(d.text for d in deltas), "refusal": None}
+        if final.tool_calls:
+            message["tool_calls"] = [c.openai() for c in final.tool_calls]
+            message["content"] = message["content"] or None
+        choice = {"index": 0, "message": message,
                   "logprobs": {"content": self.chat_logprobs(lps)} if logprobs else None,
                   "finish_reason": final.finish_reason}
         return {**self._head("chat.completion"), "choices": [choice], "usage": self.usage(final), EXT: self.ext(final)}
