@@ -19,9 +19,11 @@ from ..runtime.info import DEFAULT_CTX
 
 def add_parsers(subparsers) -> None:
     """Add ``models``, ``pull`` and ``doctor`` to an argparse subparsers object."""
-    from .options import add_model_options, add_output_options
-    p = subparsers.add_parser("models", help="list local models (packaged, pulled, Hugging Face cache)")
+    from .options import add_model_options, add_output_options, add_remote_options
+    p = subparsers.add_parser("models", help="list local models (packaged, pulled, Hugging Face cache), or a "
+                              "server's (--base-url)")
     add_output_options(p)
+    add_remote_options(p)
     p.set_defaults(manage_cmd="models")
 
     p = subparsers.add_parser("pull", help="download a GGUF from the Hugging Face Hub")
@@ -36,6 +38,7 @@ def add_parsers(subparsers) -> None:
                               "(the model options give the memory estimate's model, --ctx and --kv-type)")
     add_output_options(p)
     add_model_options(p)
+    add_remote_options(p)
     p.set_defaults(manage_cmd="doctor")
 
 
@@ -71,6 +74,9 @@ def _size(n: int | None) -> str:
 # ---- models --------------------------------------------------------------------------------------
 
 def cmd_models(args) -> int:
+    from . import remote
+    if remote.base_url(args):
+        return remote.cmd_models(args)
     from ..models import catalog, local
     models = local.list_models()
     if args.json:
@@ -174,6 +180,9 @@ def _native_built() -> bool:
 
 
 def cmd_doctor(args) -> int:
+    from . import remote
+    if remote.base_url(args):                  # the endpoint and its models
+        return remote.cmd_doctor(args)
     report = doctor_report(args.model, args.ctx, getattr(args, "kv_type", "auto"))
     if args.json:
         print(json.dumps(report, indent=2))

@@ -8,10 +8,13 @@ overwritten by the subcommand's default, and one given after it means the same.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..runtime.info import BACKENDS, DEFAULT_CTX, DEFAULT_SINKS
 from ..runtime.memory import KV_CHOICES
-from .argtypes import int_at_least, sampling_value
+from .argtypes import float_at_least, int_at_least, sampling_value
+
+MIN_TIMEOUT_S = 0.1       # --remote-timeout: shorter than a round trip makes no sense
 
 
 def gpu_layers(text: str) -> int | str:
@@ -48,6 +51,22 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "from the conversation's own text (default), draft uses --draft, off disables it")
     g.add_argument("--draft", metavar="MODEL", help="a small draft model with the same tokenizer "
                    "(name or .gguf path); implies --speculative draft")
+
+
+def add_remote_options(p: argparse.ArgumentParser) -> None:
+    """A chat on an OpenAI-compatible server instead of a local model (chat, one-shot, models, doctor);
+    ``-m`` is then the server's model id. Without ``--remote-key`` the key is read from the
+    environment when connecting (``app.remote.remote_key``)."""
+    from ..runtime.remote import READ_TIMEOUT_S
+    g = p.add_argument_group("remote server")
+    g.add_argument("--base-url", default=os.environ.get("EDGECHAT_BASE_URL") or None, metavar="URL",
+                   help="chat with a model on an OpenAI-compatible server (vLLM, SGLang, llama-server, ollama, "
+                        "edgechat serve), e.g. http://gpu-box:8000/v1 (env EDGECHAT_BASE_URL)")
+    g.add_argument("--remote-key", metavar="KEY", help="the server's API key (default: env EDGECHAT_REMOTE_KEY, "
+                   "then OPENAI_API_KEY); not serve's own --api-key")
+    g.add_argument("--remote-timeout", type=float_at_least(MIN_TIMEOUT_S), default=READ_TIMEOUT_S, metavar="S",
+                   help="a server that sends nothing for S seconds has stalled: the reply ends (default %(default)g; "
+                        "inf: wait for ever)")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:

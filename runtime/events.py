@@ -42,7 +42,9 @@ class DoneEvent:
     """Last event of a reply."""
 
     text: str                     # the whole reply (the answer, without the reasoning)
-    finish_reason: str            # "stop" | "length" | "cancelled"
+    finish_reason: str            # "stop" | "length" | "cancelled"; a remote reply: also "error"
+                                  # (cut mid-stream, the partial text kept) or the server's own
     stats: Stats
     cache: CacheInfo | None = None  # Engine.cache_info() after the reply
     reasoning: str = ""           # the reply's <think> block, if the model wrote one
+    error: str = ""               # finish "error": why the reply broke off (a remote stream cut)
