@@ -27,6 +27,7 @@ from ..kv_snapshots import DEFAULT_MAX_MIB, SnapshotDir
 from ..leases import ChatLeases
 from ..signals import TERMINATING
 from ..store import Chat, Store, open_store
+from . import remote
 from . import settings as chat_settings
 from .chat_actions import NEW_TITLE, ChatActions
 from .commands import run_command
@@ -180,9 +181,9 @@ class EdgechatApp(ChatActions, App[int]):
     # ---- the engine -----------------------------------------------------------------------------
 
     def _ensure_engine(self) -> None:
-        """Load the chat's model (with its pin_system) unless it is the one loaded or loading."""
-        key = (self.chat.model, bool(self.chat.settings.get("pin_system")),
-               self.chat.settings.get("kv_type") or getattr(self.args, "kv_type", None) or "auto")
+        """Load the chat's model (with its pin_system), or connect to its server, unless it is the one
+        loaded or loading."""
+        key = remote.engine_key(self.chat, self.args)
         if self.host.ensure(key):
             status = self.status
             status.model, status.state = key[0] or "default model", "loading"
@@ -206,6 +207,7 @@ class EdgechatApp(ChatActions, App[int]):
         status.model, status.backend, status.reason = info.name, info.backend, info.reason
         status.cache = self.engine.cache_info()
         status.state = "ready"
+        remote.remember_model(self)
         self._refresh_header()
 
     def _update_rss(self) -> None:
@@ -294,6 +296,8 @@ class EdgechatApp(ChatActions, App[int]):
         if reply not in self.replies.unsaved:      # committed already (SIGTERM, SIGHUP)
             return
         stored = self.replies.commit(reply)
+        if event.error:                            # a server's stream broke off: the partial reply is kept
+            self.notify(event.error, title="The reply broke off", severity="error", timeout=10)
         self._show_stats(reply, event, message.spans)
         self._replying_changed()
         if reply.detached:
@@ -383,7 +387,8 @@ class EdgechatApp(ChatActions, App[int]):
     def action_stats(self) -> None:
         """Engine, last reply and cache; answers during a reply (cache_info is a snapshot)."""
         info = self.engine.info.to_dict() if self.engine else {}
-        cache = self.engine.cache_info().to_dict() if self.engine else {}
+        cache = self.engine.cache_info() if self.engine else None
+        cache = cache.to_dict() if cache else {"remote": "the server's"} if self.engine else {}
         self.push_screen(StatsScreen(info, self.last_stats, cache, psutil.Process().memory_info().rss))
 
     # ---- sidebar --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.widgets import Label, Static
 
 from ..store import Chat
+from . import remote
 from . import settings as chat_settings
 from .export import chat_markdown, default_name, write_export
 from .screens import ConfirmScreen, ModelPicker, SettingsScreen, TextPrompt
@@ -21,7 +22,7 @@ class ChatActions:
     def _initial_chat(self) -> Chat:
         """The latest chat if it is still empty and no other window holds it, else a new one; the
         command line sets its settings."""
-        fields = dict(model=self.args.model or "", system=self.args.system or "",
+        fields = dict(model=remote.local_model(self.args), system=self.args.system or "",
                       settings=chat_settings.from_args(self.args))
         chats = self.store.list_chats()
         if chats and not self.store.messages(chats[0].id) and self.store.claim(chats[0].id) is None:
@@ -67,8 +68,7 @@ class ChatActions:
 
     def _refresh_header(self) -> None:
         self.query_one("#chat-title", Label).update(self.chat.title)
-        model = self.chat.model or (self.engine.info.name if self.engine else "default model")
-        self.query_one("#chat-model", Label).update(model)
+        self.query_one("#chat-model", Label).update(remote.header_model(self))
         self.query_one("#chat-settings", Label).update(f" · {chat_settings.summary(self.chat.settings)}")
 
     def _refresh_chat_list(self) -> None:
@@ -135,8 +135,8 @@ class ChatActions:
     def action_pick_model(self) -> None:
         def chosen(name: str | None) -> None:
             if name is not None:
-                self.call_later(self.update_chat, model=name)
-        self.push_screen(ModelPicker(self.chat.model, local_models()), chosen)
+                self.call_later(self.update_chat, **remote.model_fields(self, name, picked=True))
+        self.push_screen(ModelPicker(*remote.picker_models(self, local_models())), chosen)
 
     def action_rename_chat(self, chat_id: int | None = None) -> None:
         chat = self.store.get_chat(chat_id if chat_id is not None else self.chat.id)

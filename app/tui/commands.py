@@ -5,6 +5,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+from . import remote
+
 
 @dataclass(frozen=True)
 class Command:
@@ -30,7 +32,10 @@ COMMANDS = [
     Command("/system", "[text]", "set the system prompt, or open the editor",
             _either(lambda app, arg: app.update_chat(system=arg), lambda app: app.action_settings())),
     Command("/model", "[name]", "switch the model of this chat, or pick one",
-            _either(lambda app, arg: app.update_chat(model=arg), lambda app: app.action_pick_model())),
+            _either(lambda app, arg: app.update_chat(**remote.model_fields(app, arg)),
+                    lambda app: app.action_pick_model())),
+    Command("/remote", "[URL|off]", "run this chat on an OpenAI-compatible server, or here again (off)",
+            lambda app, arg: remote.set_remote(app, arg)),
     Command("/clear", "", "delete the messages of this chat", lambda app, _: app.clear_chat()),
     Command("/regen", "", "regenerate the last reply", lambda app, _: app.action_regenerate()),
     Command("/export", "[file]", "save this chat as Markdown (default: current dir)",

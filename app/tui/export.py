@@ -9,7 +9,8 @@ from ...models.paths import exports_dir
 from ..store import Chat, Message
 from .settings import summary
 
-STOP_NOTES = {"cancelled": "*(stopped by the user)*", "length": "*(cut at the reply length limit)*"}
+STOP_NOTES = {"cancelled": "*(stopped by the user)*", "length": "*(cut at the reply length limit)*",
+              "error": "*(the server's stream broke off)*"}
 
 
 def chat_markdown(chat: Chat, messages: list[Message], model_name: str) -> str:

@@ -27,7 +27,8 @@ class HostListener(ReplyListener, Protocol):
 
 
 class EngineHost:
-    """The window's engine. ``key`` is (model, pin_system, kv_type) of the engine loaded or being loaded.
+    """The window's engine. ``key`` is (model, pin_system, kv_type, server URL or "") of the engine loaded
+    or being loaded (a chat on a server: a ``runtime.remote.RemoteChat``, connected as a model loads).
 
     Engine calls are serialized here (the engine does not wait for itself): a reply, a load and the
     close at exit each take ``lock``. ``cache_info()`` needs no turn: it is a snapshot.
@@ -43,7 +44,8 @@ class EngineHost:
     def __init__(self, args, launch: Launch, listener: HostListener, engine=None, snapshots=None):
         self.args, self.launch, self.listener, self.engine = args, launch, listener, engine
         kv_type = getattr(args, "kv_type", None) or "auto"
-        self.key = (args.model or "", bool(args.pin_system), kv_type) if engine is not None else None
+        self.key = ((args.model or "", bool(args.pin_system), kv_type, getattr(engine, "base_url", ""))
+                    if engine is not None else None)
         self._own = engine is None
         self.lock = threading.Lock()
         self.snapshots = snapshots
@@ -66,7 +68,7 @@ class EngineHost:
             if old is not None:
                 old.close()
             try:
-                engine = load_engine(self.args, model=key[0], pin_system=key[1], kv_type=key[2])
+                engine = load_engine(self.args, model=key[0], pin_system=key[1], kv_type=key[2], base_url=key[3])
             except EdgechatError as e:
                 self.listener.engine_failed(key, str(e))
                 return

@@ -10,6 +10,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
+from ...runtime.errors import EdgechatError
 from ...runtime.events import DoneEvent, TextEvent
 
 
@@ -56,6 +57,8 @@ def stream_reply(engine, reply: Reply, kwargs: dict, listener: ReplyListener,
             else:
                 reply.done = event
                 listener.done(reply, event, engine.message_spans())
+    except EdgechatError as e:               # a user-facing error (a server's refusal): its one line
+        listener.failed(reply, str(e))
     except Exception as e:                   # shown in the chat; the app goes on
         listener.failed(reply, f"{type(e).__name__}: {e}")
 

@@ -47,6 +47,9 @@ def from_args(args) -> dict:
     settings["pin_system"] = bool(getattr(args, "pin_system", False))
     if getattr(args, "kv_type", None) not in (None, "auto"):
         settings["kv_type"] = args.kv_type
+    if getattr(args, "base_url", None):            # --base-url: the chat runs on that server
+        from .remote import REMOTE, from_args as remote_from_args
+        settings[REMOTE] = remote_from_args(args)
     return settings
 
 

@@ -15,7 +15,7 @@ SECTIONS = [
     ("Last reply", "stats", ("prompt_tokens", "completion_tokens", "ttft_s", "prefill_tps",
                              "decode_tps", "rebuild_tokens", "draft_tokens", "accepted_tokens")),
     ("KV cache", "cache", ("capacity", "used", "sinks", "evicted", "window_start", "n_past", "bytes",
-                           "kv_type", "evict_chunk")),
+                           "kv_type", "evict_chunk", "remote")),
 ]
 
 

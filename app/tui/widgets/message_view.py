@@ -8,6 +8,7 @@ from textual.widgets import Label, Markdown
 FINISH_NOTES = {
     "cancelled": "■ stopped: the partial reply is kept",
     "length": "… cut at the reply length limit",
+    "error": "✖ the server's stream broke off: the partial reply is kept",
 }
 PENDING_NOTE = "▍ writing… Esc stops"
 WINDOW_NOTES = {
