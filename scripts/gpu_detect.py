@@ -180,7 +180,10 @@ def install(choice: Choice, spec: str, pip: list[str], log: str = BUILD_LOG, pyt
     if not built:
         say(f"setup: the {name} build of llama-cpp-python failed (see {log}); installing the CPU build "
             "instead: --gpu-layers will be ignored")
-    return subprocess.run([*pip, "install", spec]).returncode     # the CPU build, or the GPU build's deps
+    code = subprocess.run([*pip, "install", spec]).returncode     # the CPU build, or the GPU build's deps
+    if built and code == 0 and not built_for(python, choice.kind):
+        say(f"setup: warning: llama-cpp-python built, but it does not offload to {name} (see {log})")
+    return code
 
 
 def main(argv=None) -> int:
