@@ -37,7 +37,8 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import manage
-    p = argparse.ArgumentParser(prog="edgechat", description="Offline chat with small LLMs. With no "
+    p = argparse.ArgumentParser(prog="edgechat", usage="%(prog)s [options] [-p PROMPT] [COMMAND ...]  (see -h)",
+                                description="Offline chat with small LLMs. With no "
                                 "arguments: the chat TUI. With -p (or a prompt on stdin): one answer.")
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("-p", "--prompt", help="one-shot prompt ('-' reads stdin)")

@@ -7,6 +7,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -27,8 +28,23 @@ using Logits = nb::ndarray<nb::numpy, float>;
 struct PyModel {
     std::unique_ptr<Model> model;
     nb::list keepalive;
+    nb::object in_use;   // the Cache given to use_cache (kept alive while the model points to it)
     std::mutex mu;   // two python threads calling one engine are serialized
 };
+
+// the keys only some archs have (gemma3's); absent: the llama-family defaults
+static void set_arch_extras(ec::Config& c, const nb::dict& d) {
+    if (d.contains("rope_freq_scale")) c.rope_freq_scale = nb::cast<double>(d["rope_freq_scale"]);
+    if (d.contains("embd_scale")) c.embd_scale = nb::cast<float>(d["embd_scale"]);
+    if (d.contains("gelu")) c.gelu = nb::cast<bool>(d["gelu"]);
+    if (d.contains("swa_window")) c.swa_window = nb::cast<int>(d["swa_window"]);
+    if (d.contains("swa_period")) c.swa_period = nb::cast<int>(d["swa_period"]);
+    if (d.contains("rope_base_swa")) c.rope_base_swa = nb::cast<double>(d["rope_base_swa"]);
+    if (d.contains("final_softcap")) c.final_softcap = nb::cast<float>(d["final_softcap"]);
+    if (c.swa_window < 0 || c.swa_period < 0 || !(c.rope_base_swa > 0) || !(c.rope_freq_scale > 0) ||
+        !std::isfinite(c.final_softcap) || !std::isfinite(c.embd_scale))
+        throw nb::value_error("inconsistent model hyperparameters");
+}
 
 static ec::Config make_config(const nb::dict& d) {
     ec::Config c;
@@ -45,6 +61,7 @@ static ec::Config make_config(const nb::dict& d) {
     c.rope_base = nb::cast<double>(d["rope_base"]);
     c.rope_neox = nb::cast<bool>(d["rope_neox"]);
     c.release_source = d.contains("release_source") && nb::cast<bool>(d["release_source"]);
+    set_arch_extras(c, d);
     return c;
 }
 
@@ -108,16 +125,63 @@ struct PyCache {
     const Model* owner = nullptr;
 };
 
-static PyCache* new_cache(PyModel& pm, int sinks) {
+static PyCache* new_cache(PyModel& pm, int sinks, const std::string& kv_type) {
     auto c = std::make_unique<PyCache>();
+    const ec::KVType type = kv_type.empty() ? pm.model->own_cache().type() : kv_type_of(kv_type);
     {
         nb::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lock(pm.mu);
         if (sinks < 0 || sinks >= pm.model->cache().ctx()) throw nb::value_error("sinks must be in [0, ctx)");
-        c->kv = std::make_unique<ec::KVRing>(pm.model->make_cache(sinks));
+        c->kv = std::make_unique<ec::KVRing>(pm.model->make_cache(sinks, type));
         c->owner = pm.model.get();
     }
     return c.release();
+}
+
+static void use_cache(PyModel& pm, nb::object cache) {
+    ec::KVRing* kv = nullptr;
+    if (!cache.is_none()) {
+        PyCache& c = nb::cast<PyCache&>(cache);
+        if (c.owner != pm.model.get()) throw nb::value_error("this cache belongs to another model");
+        kv = c.kv.get();
+    }
+    {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(pm.mu);
+        pm.model->use_cache(kv);
+    }
+    pm.in_use = cache;
+}
+
+// one forward step over several sequences (Model::step): caches[i] (a Cache, or None: the model's
+// own) takes counts[i] of tokens; logits of each one's last token, (len(caches), n_vocab)
+static Logits step(PyModel& pm, nb::list caches, Tokens tokens, std::vector<int> counts) {
+    const size_t n_seqs = caches.size();
+    if (n_seqs == 0 || counts.size() != n_seqs) throw nb::value_error("step: one count per cache, at least one");
+    std::vector<ec::KVRing*> kvs;
+    int64_t total = 0;
+    for (size_t i = 0; i < n_seqs; i++) {
+        if (caches[i].is_none()) {
+            kvs.push_back(nullptr);
+        } else {
+            PyCache& c = nb::cast<PyCache&>(caches[i]);
+            if (c.owner != pm.model.get()) throw nb::value_error("this cache belongs to another model");
+            kvs.push_back(c.kv.get());
+        }
+        total += counts[i];
+    }
+    if (total != (int64_t)tokens.shape(0)) throw nb::value_error("step: the counts must add up to the tokens");
+    const int vocab = pm.model->config().n_vocab;
+    std::vector<int32_t> ids(tokens.data(), tokens.data() + total);
+    float* out = new float[n_seqs * vocab];
+    nb::capsule owner(out, [](void* p) noexcept { delete[] (float*)p; });
+    {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(pm.mu);
+        for (auto& kv : kvs) if (!kv) kv = &pm.model->own_cache();
+        pm.model->step(kvs.data(), ids.data(), counts.data(), (int)n_seqs, out);   // invalid_argument: ValueError
+    }
+    return Logits(out, {n_seqs, (size_t)vocab}, owner);
 }
 
 static void swap_cache(PyModel& pm, PyCache& c) {
@@ -233,12 +297,20 @@ NB_MODULE(_native, m) {
                  pm.model->cache().checkpoint(n);
              }, "n"_a, "keep the rows the next n tokens overwrite: truncate back into them restores them")
         .def("cache_info", &cache_info)
-        .def("new_cache", &new_cache, "sinks"_a, nb::rv_policy::take_ownership)
+        .def("new_cache", &new_cache, "sinks"_a, "kv_type"_a = "", nb::rv_policy::take_ownership,
+             "an empty cache of this model's geometry; kv_type f16 or q8_0 (default: the model's own cache's)")
         .def("swap_cache", &swap_cache, "cache"_a)
+        .def("use_cache", &use_cache, "cache"_a.none(),
+             "the cache eval, reset, truncate, checkpoint, cache_info and the state methods work on "
+             "(a Cache from new_cache, or None: the model's own)")
+        .def("step", &step, "caches"_a, "tokens"_a, "counts"_a,
+             "one forward step over several caches (None: the model's own): counts[i] of the tokens "
+             "each; the logits of each one's last token")
         .def_prop_ro("isa", [](PyModel& pm) { return std::string(pm.model->isa()); })
         .def_prop_ro("threads", [](PyModel& pm) { return pm.model->threads(); })
         .def_prop_ro("n_vocab", [](PyModel& pm) { return pm.model->config().n_vocab; })
         .def_prop_ro("exact_batch", [](PyModel&) { return Model::exact_batch(); })
+        .def_prop_ro("max_batch", [](PyModel& pm) { return pm.model->max_batch(); })
         .def_prop_ro("n_ctx", [](PyModel& pm) { return pm.model->cache().ctx(); });
 
     nb::class_<PyCache>(m, "Cache");

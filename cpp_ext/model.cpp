@@ -113,8 +113,9 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
     out_norm_ = need_f32(m, k_, "output_norm.weight", c.n_embd, false);
     std::vector<float> freq_factors = need_f32(m, k_, "rope_freqs.weight", c.n_rot / 2, true);
     for (int i = 0; i < c.n_rot / 2; i++) {
-        double f = std::pow(c.rope_base, -2.0 * i / c.n_rot);
+        double f = std::pow(c.rope_base, -2.0 * i / c.n_rot) * c.rope_freq_scale;
         inv_freq_.push_back(freq_factors.empty() ? f : f / freq_factors[i]);
+        if (c.swa_window > 0) inv_freq_swa_.push_back(std::pow(c.rope_base_swa, -2.0 * i / c.n_rot));
     }
     for (int l = 0; l < c.n_layer; l++) {
         std::string p = "blk." + std::to_string(l) + ".";
@@ -133,6 +134,9 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
         L.bv = need_f32(m, k_, p + "attn_v.bias", kv_dim_, true);
         L.q_norm = need_f32(m, k_, p + "attn_q_norm.weight", c.head_dim, true);
         L.k_norm = need_f32(m, k_, p + "attn_k_norm.weight", c.head_dim, true);
+        L.attn_post_norm_f = need_f32(m, k_, p + "post_attention_norm.weight", c.n_embd, true);
+        L.ffn_post_norm_f = need_f32(m, k_, p + "post_ffw_norm.weight", c.n_embd, true);
+        L.swa = c.swa_window > 0 && c.swa_period > 0 && l % c.swa_period != c.swa_period - 1;
         layers_.push_back(std::move(L));
     }
 
@@ -151,11 +155,13 @@ Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>
     hb2_.resize((size_t)B * c.n_ff);
     // widest activation row in any vec_type: q8_K is 292 bytes per 256, q8_1 36 per 32, f32 4 per 1
     xq_.resize(2 * (size_t)B * (widest * 4 + 512));   // two activation types at once (mixed files)
-    kv_row_ = (size_t)c.n_head_kv * kv_.row_bytes();
+    // a chunk token's row in kb_ / vb_: kv heads x the widest row type (f16), whatever each ring's type
+    kv_row_ = (size_t)c.n_head_kv * 2 * c.head_dim;
     kb_.resize((size_t)B * kv_row_);
     vb_.resize((size_t)B * kv_row_);
     cs_abs_.resize((size_t)B * c.n_rot);
     cs_sink_.resize((size_t)B * c.n_rot);
+    if (!inv_freq_swa_.empty()) cs_abs_swa_.resize((size_t)B * c.n_rot), cs_sink_swa_.resize((size_t)B * c.n_rot);
     const int G = c.n_head / c.n_head_kv;
     scores_.resize((size_t)T * kTokenBlock * G * ((size_t)ctx + B));
     q_sink_.resize((size_t)T * 2 * kTokenBlock * G * c.head_dim);
@@ -248,32 +254,56 @@ void Model::rope(float* x, int n_heads, const float* cs) const {
 
 // cos/sin for each token of the chunk, at its absolute position and at its re-indexed sink-query
 // position; angles in float64 (absolute positions grow without bound in a long chat)
-void Model::rope_tables(int n, int64_t p0) {
-    const int64_t S = kv_.sinks(), W = kv_.window();
-    for (int t = 0; t < n; t++) {
-        int64_t p = p0 + t;
+void Model::rope_tables(const KVRing& kv, int r0, int n, int64_t p0) {
+    const int64_t S = kv.sinks(), W = kv.window();
+    for (int t = r0; t < r0 + n; t++) {
+        int64_t p = p0 + t - r0;
         int64_t ps = p < S ? p : S + std::min<int64_t>(p + 1 - S, W) - 1;
-        for (size_t i = 0; i < inv_freq_.size(); i++) {
-            double a = (double)p * inv_freq_[i], b = (double)ps * inv_freq_[i];
-            cs_abs_[(size_t)t * cfg_.n_rot + 2 * i] = (float)std::cos(a);
-            cs_abs_[(size_t)t * cfg_.n_rot + 2 * i + 1] = (float)std::sin(a);
-            cs_sink_[(size_t)t * cfg_.n_rot + 2 * i] = (float)std::cos(b);
-            cs_sink_[(size_t)t * cfg_.n_rot + 2 * i + 1] = (float)std::sin(b);
-        }
+        rope_fill(inv_freq_, cs_abs_.data(), cs_sink_.data(), t, p, ps);
+        if (!inv_freq_swa_.empty()) rope_fill(inv_freq_swa_, cs_abs_swa_.data(), cs_sink_swa_.data(), t, p, ps);
     }
 }
 
-void Model::embed(const int32_t* tokens, int n) {
+// row t of one set of rope tables: cos/sin at absolute position p and sink-query position ps
+void Model::rope_fill(const std::vector<double>& inv_freq, float* abs, float* sink, int t, int64_t p, int64_t ps) const {
+    for (size_t i = 0; i < inv_freq.size(); i++) {
+        double a = (double)p * inv_freq[i], b = (double)ps * inv_freq[i];
+        abs[(size_t)t * cfg_.n_rot + 2 * i] = (float)std::cos(a);
+        abs[(size_t)t * cfg_.n_rot + 2 * i + 1] = (float)std::sin(a);
+        sink[(size_t)t * cfg_.n_rot + 2 * i] = (float)std::cos(b);
+        sink[(size_t)t * cfg_.n_rot + 2 * i + 1] = (float)std::sin(b);
+    }
+}
+
+// a sliding-window layer sees the latest swa_window keys (no sinks: as trained, and as llama.cpp's
+// mask), when the ring's window holds that many; a ring with a shorter window gives it the global
+// layers' view (sinks + window), which equals full attention until the ring evicts
+Model::AttnGeom Model::attn_geom(const KVRing& kv, int layer) const {
+    if (!layers_[layer].swa) return {kv.sinks(), kv.window(), cs_abs_.data(), cs_sink_.data()};
+    if (cfg_.swa_window < kv.window()) return {0, cfg_.swa_window, cs_abs_swa_.data(), cs_sink_swa_.data()};
+    return {kv.sinks(), kv.window(), cs_abs_swa_.data(), cs_sink_swa_.data()};
+}
+
+// a chunk's keys must all lie inside each of its queries' windows (attention masks the cache's keys
+// only): at most the ring's window, and the sliding window
+int Model::chunk_limit(const KVRing& kv) const {
+    const int w = kv.window();
+    return cfg_.swa_window > 0 ? std::min(w, cfg_.swa_window) : w;
+}
+
+void Model::embed(const int32_t* tokens, int n, int r0) {
     const TypeKernels& tk = k_.types[tok_embd_.type];
     size_t ld = row_bytes(tk, cfg_.n_embd);
     for (int t = 0; t < n; t++) {
-        float* x = x_.data() + (size_t)t * cfg_.n_embd;
+        float* x = x_.data() + (size_t)(r0 + t) * cfg_.n_embd;
         if (embed_from_output_) {   // row tokens[t] of the packed output copy (same values)
             const int g = tokens[t] / tk.pack_rows, r = tokens[t] % tk.pack_rows;
             tk.packed_row_to_float(out_w_.data + (size_t)g * tk.pack_rows * ld, r, cfg_.n_embd, x);
         } else {
             tk.to_float(tok_embd_.data + (size_t)tokens[t] * ld, x, cfg_.n_embd);
         }
+        if (cfg_.embd_scale != 1.0f)
+            for (int i = 0; i < cfg_.n_embd; i++) x[i] *= cfg_.embd_scale;
     }
 }
 
@@ -393,11 +423,12 @@ void Model::wsum_q8_runs(int hd, int Q, const float* w, size_t ldw, float* y, RU
 // also split over several tasks, whose partial softmaxes (max, sum, unnormalized output) are merged.
 // the chunk's n tokens are keys; queries are tokens q0..n-1 (the last layer of a prefill whose earlier
 // tokens' outputs nobody reads skips their queries: a query's result does not depend on which others run)
-void Model::attention(int layer, int n, int64_t p0, int q0) {
+void Model::attention(KVRing& kv, int layer, int n, int64_t p0, int q0, int r0) {
     const int hd = cfg_.head_dim, n_kv = cfg_.n_head_kv, G = cfg_.n_head / n_kv;
-    const int64_t S = kv_.sinks(), W = kv_.window();
+    const AttnGeom geom = attn_geom(kv, layer);
+    const int64_t S = geom.S, W = geom.W;
     const float scale = 1.0f / std::sqrt((float)hd);
-    const size_t lds = (size_t)kv_.ctx() + max_batch_;   // scores row stride (per query)
+    const size_t lds = (size_t)kv.ctx() + max_batch_;   // scores row stride (per query)
     const int T = pool_.size();
     const int TB = n <= kMaxSplitTokens ? 1 : kTokenBlock, blocks = (n - q0 + TB - 1) / TB;
     // splits (decode): enough tasks for every thread (4 each), at least kMinSplitKeys keys per split.
@@ -405,7 +436,7 @@ void Model::attention(int layer, int n, int64_t p0, int q0) {
     // decode would, so its logits equal token-by-token decode bit for bit
     int first_task[kMaxSplitTokens + 1] = {0}, split_of[kMaxSplitTokens];   // per token (TB == 1)
     auto splits_at = [&](int64_t p) {
-        const int64_t keys = std::min<int64_t>(p + 1, kv_.ctx());
+        const int64_t keys = std::min<int64_t>(p + 1, kv.ctx());
         return (int)std::clamp<int64_t>(std::min<int64_t>((4 * T + n_kv - 1) / n_kv, keys / kMinSplitKeys), 1, kMaxSplits);
     };
     if (TB == 1)
@@ -425,15 +456,15 @@ void Model::attention(int layer, int n, int64_t p0, int q0) {
         float* qs = qw + (size_t)TB * G * hd;                         // and for sink keys
         for (int i = 0; i < Q; i++) {
             const int t = t0 + i / G, g = i % G;
-            const float* src = q_.data() + (size_t)t * q_dim_ + (size_t)(kvh * G + g) * hd;
+            const float* src = q_.data() + (size_t)(r0 + t) * q_dim_ + (size_t)(kvh * G + g) * hd;
             std::memcpy(qw + (size_t)i * hd, src, hd * sizeof(float));
             std::memcpy(qs + (size_t)i * hd, src, hd * sizeof(float));
-            rope(qw + (size_t)i * hd, 1, cs_abs_.data() + (size_t)t * cfg_.n_rot);
-            rope(qs + (size_t)i * hd, 1, cs_sink_.data() + (size_t)t * cfg_.n_rot);
+            rope(qw + (size_t)i * hd, 1, geom.cs_abs + (size_t)(r0 + t) * cfg_.n_rot);
+            rope(qs + (size_t)i * hd, 1, geom.cs_sink + (size_t)(r0 + t) * cfg_.n_rot);
             for (int d = 0; d < hd; d++) qw[(size_t)i * hd + d] *= scale, qs[(size_t)i * hd + d] *= scale;  // 1/sqrt(d) folded in
         }
         float* sc = scores_.data() + (size_t)th * TB * G * lds;
-        const size_t off = (size_t)kvh * kv_.row_bytes();   // this kv head inside a chunk token's row
+        const size_t off = (size_t)kvh * kv.row_bytes();   // this kv head inside a chunk token's row
 
         // the keys (and values) the block's first token sees, plus the chunk's tokens up to its last, as
         // runs of consecutive rows ld apart with their first absolute position: the cache's sinks,
@@ -447,17 +478,19 @@ void Model::attention(int layer, int n, int64_t p0, int q0) {
         auto add = [&](const uint8_t* k, const uint8_t* v, size_t ld, int64_t len, int64_t pos, const float* q) {
             if (len > 0) runs[n_runs++] = {k, v, ld, len, pos, q}, total += len;
         };
-        const size_t rb = kv_.row_bytes();
-        add(kv_.k_row(layer, kvh, 0), kv_.v_row(layer, kvh, 0), rb, std::min<int64_t>(S, p0), 0, qs);
+        const size_t rb = kv.row_bytes();
+        add(kv.k_row(layer, kvh, 0), kv.v_row(layer, kvh, 0), rb, std::min<int64_t>(S, p0), 0, qs);
         for (int64_t a = std::max<int64_t>(S, p0 + t0 - W + 1); a < p0;) {
-            const int s0 = kv_.slot(a);
-            const int64_t len = std::min<int64_t>(p0 - a, kv_.ctx() - s0);
-            add(kv_.k_row(layer, kvh, s0), kv_.v_row(layer, kvh, s0), rb, len, a, qw);
+            const int s0 = kv.slot(a);
+            const int64_t len = std::min<int64_t>(p0 - a, kv.ctx() - s0);
+            add(kv.k_row(layer, kvh, s0), kv.v_row(layer, kvh, s0), rb, len, a, qw);
             a += len;
         }
         const int64_t t_end = t0 + tn, chunk_sinks = std::clamp<int64_t>(S - p0, 0, t_end);
-        add(kb_.data() + off, vb_.data() + off, kv_row_, chunk_sinks, p0, qs);
-        add(kb_.data() + (size_t)chunk_sinks * kv_row_ + off, vb_.data() + (size_t)chunk_sinks * kv_row_ + off, kv_row_,
+        const uint8_t* kb = kb_.data() + (size_t)r0 * kv_row_ + off;   // this sequence's chunk rows
+        const uint8_t* vb = vb_.data() + (size_t)r0 * kv_row_ + off;
+        add(kb, vb, kv_row_, chunk_sinks, p0, qs);
+        add(kb + (size_t)chunk_sinks * kv_row_, vb + (size_t)chunk_sinks * kv_row_, kv_row_,
             t_end - chunk_sinks, p0 + chunk_sinks, qw);
 
         // this split's keys: [k0, k1) of the runs laid end to end
@@ -471,7 +504,7 @@ void Model::attention(int layer, int n, int64_t p0, int q0) {
                 base += runs[r].n;
             }
         };
-        const bool q8 = kv_.type() == KVType::Q8_0;
+        const bool q8 = kv.type() == KVType::Q8_0;
         each_run([&](const Run& r, int64_t first, int64_t len, int64_t at) {
             if (q8) k_.scores_q8_g((int)len, hd, Q, r.k + first * r.ld, r.ld, r.q, sc + at, lds);
             else k_.scores_f16_g((int)len, hd, Q, (const half*)(r.k + first * r.ld), r.ld / sizeof(half), r.q, sc + at, lds);
@@ -520,7 +553,7 @@ void Model::attention(int layer, int n, int64_t p0, int q0) {
         });
         if (splits == 1)
             for (int i = 0; i < Q; i++)
-                std::memcpy(att_.data() + (size_t)(t0 + i / G) * q_dim_ + (size_t)(kvh * G + i % G) * hd,
+                std::memcpy(att_.data() + (size_t)(r0 + t0 + i / G) * q_dim_ + (size_t)(kvh * G + i % G) * hd,
                             y + (size_t)i * hd, hd * sizeof(float));
     });
     if (TB != 1) return;
@@ -531,7 +564,7 @@ void Model::attention(int layer, int n, int64_t p0, int q0) {
             for (int g = 0; g < G; g++) {
                 float mx = -INFINITY;
                 for (int s = 0; s < splits; s++) mx = std::max(mx, part0[s * part_stride + G * hd + 2 * g]);
-                float* o = att_.data() + (size_t)t * q_dim_ + (size_t)(kvh * G + g) * hd;
+                float* o = att_.data() + (size_t)(r0 + t) * q_dim_ + (size_t)(kvh * G + g) * hd;
                 std::memset(o, 0, hd * sizeof(float));
                 double total = 0.0;
                 for (int s = 0; s < splits; s++) {
@@ -554,23 +587,52 @@ void Model::output(int row0, int n_rows, float* out) {
     float* xn = xb_.data();
     rmsnorm(xn, x_.data() + (size_t)row0 * cfg_.n_embd, out_norm_.data(), n_rows, cfg_.n_embd);
     matmul(out_w_, xn, n_rows, out);
+    softcap(out, n_rows);
 }
 
-// one token's keys or values (kv_dim floats) in the ring's row type: f16, or q8_0 per head
-void Model::store_kv_row(const float* x, uint8_t* dst) const {
-    if (kv_.type() == KVType::F16) return k_.f32_to_f16(x, (half*)dst, kv_dim_);
+// final logit softcapping (a file's final_logit_softcapping): cap * tanh(logit / cap)
+void Model::softcap(float* logits, int n_rows) const {
+    const float cap = cfg_.final_softcap;
+    if (cap <= 0.0f) return;
+    for (size_t i = 0; i < (size_t)n_rows * cfg_.n_vocab; i++) logits[i] = cap * std::tanh(logits[i] / cap);
+}
+
+// one token's keys or values (kv_dim floats) in the row type of its ring: f16, or q8_0 per head
+void Model::store_kv_row(const KVRing& kv, const float* x, uint8_t* dst) const {
+    if (kv.type() == KVType::F16) return k_.f32_to_f16(x, (half*)dst, kv_dim_);
     for (int h = 0; h < cfg_.n_head_kv; h++)
-        k_.kv_quantize_q8(x + (size_t)h * cfg_.head_dim, dst + (size_t)h * kv_.row_bytes(), cfg_.head_dim);
+        k_.kv_quantize_q8(x + (size_t)h * cfg_.head_dim, dst + (size_t)h * kv.row_bytes(), cfg_.head_dim);
 }
 
-void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out) {
+void Model::eval_chunk(KVRing& kv, const int32_t* tokens, int n, bool all_logits, float* out) {
+    const Seq one{&kv, tokens, n, all_logits, out};
+    forward(&one, 1);
+}
+
+// one forward pass over the chunks of several sequences, each on its own ring: the rows of every
+// chunk go through the matmuls together (the weights are read once), attention runs per sequence on
+// its ring. each row's arithmetic does not depend on the other rows, so a sequence's logits equal
+// those of its own eval, bit for bit
+void Model::forward(const Seq* seqs, int n_seqs) {
     const Config& c = cfg_;
-    const int64_t p0 = kv_.n_past();
+    int r0s[kMaxBatch + 1], n = 0;   // first row of each sequence's chunk; n rows in all
+    int64_t p0s[kMaxBatch];
+    for (int i = 0; i < n_seqs; i++) r0s[i] = n, p0s[i] = seqs[i].kv->n_past(), n += seqs[i].n;
+    r0s[n_seqs] = n;
+    int seq_of[kMaxBatch];           // row -> its sequence
+    for (int i = 0; i < n_seqs; i++) std::fill(seq_of + r0s[i], seq_of + r0s[i + 1], i);
     auto rows_run = [&](int rows, const std::function<void(int, int)>& f) {   // f(first row, row count)
         pool_.run((rows + kElemRows - 1) / kElemRows, [&](int task, int) { f(task * kElemRows, std::min(kElemRows, rows - task * kElemRows)); });
     };
-    embed(tokens, n);
-    rope_tables(n, p0);
+    for (int i = 0; i < n_seqs; i++) {
+        embed(seqs[i].tokens, seqs[i].n, r0s[i]);
+        rope_tables(*seqs[i].kv, r0s[i], seqs[i].n, p0s[i]);
+    }
+    // one sequence: the last layer's outputs are read only where logits are: every row, the last row,
+    // or none (a chunk before a prompt's last); rows before q0 stop after their keys and values.
+    // several: every row runs to the end (each sequence's logits rows are picked at the output)
+    const Seq& s0 = seqs[0];
+    const int last_q0 = n_seqs > 1 || s0.all_logits ? 0 : s0.out ? n - 1 : n;
     for (int l = 0; l < c.n_layer; l++) {
         LayerW& L = layers_[l];
         // attention block
@@ -587,21 +649,27 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
                 if (!L.bv.empty()) for (int i = 0; i < kv_dim_; i++) v[i] += L.bv[i];
                 if (!L.q_norm.empty()) rmsnorm(q, q, L.q_norm.data(), c.n_head, c.head_dim);
                 if (!L.k_norm.empty()) rmsnorm(k, k, L.k_norm.data(), c.n_head_kv, c.head_dim);
-                rope(k, c.n_head_kv, cs_abs_.data() + (size_t)t * c.n_rot);   // keys at absolute positions
-                store_kv_row(k, kb_.data() + (size_t)t * kv_row_);
-                store_kv_row(v, vb_.data() + (size_t)t * kv_row_);
+                rope(k, c.n_head_kv, (L.swa ? cs_abs_swa_ : cs_abs_).data() + (size_t)t * c.n_rot);   // keys at absolute positions
+                const KVRing& kv = *seqs[seq_of[t]].kv;
+                store_kv_row(kv, k, kb_.data() + (size_t)t * kv_row_);
+                store_kv_row(kv, v, vb_.data() + (size_t)t * kv_row_);
             }
         });
-        // the last layer's outputs are read only where logits are: every row, the last row, or none (a
-        // chunk before a prompt's last); rows before q0 stop after their keys and values
-        const int q0 = l + 1 < c.n_layer || all_logits ? 0 : out ? n - 1 : n;
-        if (q0 < n) attention(l, n, p0, q0);
-        for (int t = 0; t < n; t++) {   // the chunk enters the ring, overwriting the oldest window entries
-            int s = kv_.slot(p0 + t);
-            const size_t rb = kv_.row_bytes();
-            for (int h = 0; h < c.n_head_kv; h++) {
-                std::memcpy(kv_.k_row(l, h, s), kb_.data() + (size_t)t * kv_row_ + (size_t)h * rb, rb);
-                std::memcpy(kv_.v_row(l, h, s), vb_.data() + (size_t)t * kv_row_ + (size_t)h * rb, rb);
+        const int q0 = l + 1 < c.n_layer ? 0 : last_q0;
+        for (int i = 0; i < n_seqs; i++) {
+            const int qi = n_seqs > 1 ? 0 : q0;
+            if (qi < seqs[i].n) attention(*seqs[i].kv, l, seqs[i].n, p0s[i], qi, r0s[i]);
+        }
+        for (int i = 0; i < n_seqs; i++) {   // each chunk enters its ring, overwriting the oldest window entries
+            KVRing& kv = *seqs[i].kv;
+            const size_t rb = kv.row_bytes();
+            for (int t = 0; t < seqs[i].n; t++) {
+                const int s = kv.slot(p0s[i] + t);
+                const size_t row = (size_t)(r0s[i] + t) * kv_row_;
+                for (int h = 0; h < c.n_head_kv; h++) {
+                    std::memcpy(kv.k_row(l, h, s), kb_.data() + row + (size_t)h * rb, rb);
+                    std::memcpy(kv.v_row(l, h, s), vb_.data() + row + (size_t)h * rb, rb);
+                }
             }
         }
         if (q0 == n) continue;
@@ -613,39 +681,72 @@ void Model::eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out
         float* hb2 = hb2_.data() + (size_t)q0 * c.n_ff;
         matmul(L.wo, att_.data() + (size_t)q0 * q_dim_, m, xb);
         rows_run(m, [&](int r0, int nr) {
+            float* xbr = xb + (size_t)r0 * c.n_embd;
+            if (!L.attn_post_norm_f.empty()) rmsnorm(xbr, xbr, L.attn_post_norm_f.data(), nr, c.n_embd);
             for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x[i] += xb[i];
-            rmsnorm(xb + (size_t)r0 * c.n_embd, x + (size_t)r0 * c.n_embd, L.ffn_norm_f.data(), nr, c.n_embd);
+            rmsnorm(xbr, x + (size_t)r0 * c.n_embd, L.ffn_norm_f.data(), nr, c.n_embd);
         });
-        // feed-forward block: down(silu(gate(x)) * up(x))
+        // feed-forward block: down(act(gate(x)) * up(x)), act silu (swiglu) or gelu (geglu)
         matmuls({{&L.w_gate, hb}, {&L.w_up, hb2}}, xb, m);
+        const auto act_mul = c.gelu ? k_.gelu_mul : k_.silu_mul;
         rows_run(m, [&](int r0, int nr) {
-            k_.silu_mul((int64_t)nr * c.n_ff, hb + (size_t)r0 * c.n_ff, hb2 + (size_t)r0 * c.n_ff);
+            act_mul((int64_t)nr * c.n_ff, hb + (size_t)r0 * c.n_ff, hb2 + (size_t)r0 * c.n_ff);
         });
         matmul(L.w_down, hb, m, xb);
         rows_run(m, [&](int r0, int nr) {
+            float* xbr = xb + (size_t)r0 * c.n_embd;
+            if (!L.ffn_post_norm_f.empty()) rmsnorm(xbr, xbr, L.ffn_post_norm_f.data(), nr, c.n_embd);
             for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x[i] += xb[i];
         });
     }
-    kv_.advance(n);
-    if (!out) return;
-    if (all_logits) output(0, n, out);
-    else output(n - 1, 1, out);
+    for (int i = 0; i < n_seqs; i++) {
+        const Seq& q = seqs[i];
+        q.kv->advance(q.n);
+        if (!q.out) continue;
+        if (q.all_logits) output(r0s[i], q.n, q.out);
+        else output(r0s[i] + q.n - 1, 1, q.out);
+    }
 }
 
 int Model::exact_batch() { return kMaxSplitTokens; }
 
-void Model::eval(const int32_t* tokens, int n, bool all_logits, float* out) {
+void Model::check_tokens(const int32_t* tokens, int n) const {
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= cfg_.n_vocab)
             throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary");
-    const int chunk = std::max(1, std::min(max_batch_, kv_.window()));
+}
+
+void Model::eval(const int32_t* tokens, int n, bool all_logits, float* out) {
+    check_tokens(tokens, n);
+    KVRing& kv = *cur_;
+    const int chunk = std::max(1, std::min(max_batch_, chunk_limit(kv)));
     for (int done = 0; done < n;) {
         int m = std::min(chunk, n - done);
         bool last = done + m == n;
         float* o = all_logits ? out + (size_t)done * cfg_.n_vocab : (last ? out : nullptr);
-        eval_chunk(tokens + done, m, all_logits, o);
+        eval_chunk(kv, tokens + done, m, all_logits, o);
         done += m;
     }
+}
+
+void Model::step(KVRing* const* kvs, const int32_t* tokens, const int* counts, int n_seqs, float* out) {
+    int total = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        if (counts[i] < 1 || counts[i] > chunk_limit(*kvs[i]))
+            throw std::invalid_argument("step: each sequence takes 1 .. window tokens");
+        if (kvs[i]->ctx() != kv_.ctx())
+            throw std::invalid_argument("step: a cache of another geometry");
+        for (int j = 0; j < i; j++)
+            if (kvs[j] == kvs[i]) throw std::invalid_argument("step: a cache appears twice");
+        total += counts[i];
+    }
+    if (n_seqs < 1 || total > max_batch_)
+        throw std::invalid_argument("step: 1 .. " + std::to_string(max_batch_) + " tokens in all");
+    check_tokens(tokens, total);
+    std::vector<Seq> seqs((size_t)n_seqs);
+    for (int i = 0, t = 0; i < n_seqs; t += counts[i], i++)
+        seqs[i] = Seq{kvs[i], tokens + t, counts[i], false, out + (size_t)i * cfg_.n_vocab};
+    forward(seqs.data(), n_seqs);
 }
 
 }  // namespace ec

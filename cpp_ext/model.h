@@ -1,4 +1,5 @@
-// llama-family forward pass: llama (smollm2, llama 3.x), qwen2 (qkv bias), qwen3 (qk-norm).
+// llama-family forward pass: llama (smollm2, llama 3.x), qwen2 (qkv bias), qwen3 (qk-norm), gemma3
+// (scaled embeddings, qk-norm, post-attention / post-ffn norms, geglu, sliding-window layers).
 // batched prefill (matrix x matrix) and single-token decode over a sink-ring kv cache.
 #pragma once
 #include <cstdint>
@@ -31,6 +32,14 @@ struct Config {
     float eps = 1e-5f;         // rmsnorm epsilon
     double rope_base = 10000.0;
     bool rope_neox = false;    // pairs (i, i + n_rot/2) instead of (2i, 2i+1)
+    double rope_freq_scale = 1.0;   // linear rope scaling (positions times this) on the global layers
+    // gemma3
+    float embd_scale = 1.0f;   // token embeddings times this (gemma: sqrt(n_embd))
+    bool gelu = false;         // feed-forward gelu(gate) * up (tanh gelu) instead of silu(gate) * up
+    int swa_window = 0;        // sliding-window layers see this many keys, their own included (0: none)
+    int swa_period = 0;        // layer l is global when l % swa_period == swa_period - 1, else sliding
+    double rope_base_swa = 10000.0;  // rope base of the sliding-window layers
+    float final_softcap = 0.0f;      // logits = cap * tanh(logits / cap) when > 0
     // tensor data are views of a read-only file mapping: once a weight is repacked, its source pages
     // are handed back (madvise) so they do not count twice in the resident set
     bool release_source = false;
@@ -41,6 +50,8 @@ struct LayerW {
     std::vector<float> bq, bk, bv;          // qwen2 biases (empty when absent)
     std::vector<float> q_norm, k_norm;      // qwen3 per-head norms (head_dim)
     std::vector<float> attn_norm_f, ffn_norm_f;
+    std::vector<float> attn_post_norm_f, ffn_post_norm_f;   // gemma3 (empty when absent)
+    bool swa = false;                       // a sliding-window layer (Config::swa_window keys)
 };
 
 class Model {
@@ -49,18 +60,26 @@ public:
     Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
           int sinks, int n_threads, KVType kv_type = KVType::F16);
 
-    // append tokens to the cache; logits (n_out, n_vocab) into out, n_out = all_logits ? n : 1
+    // append tokens to the cache in use; logits (n_out, n_vocab) into out, n_out = all_logits ? n : 1
     void eval(const int32_t* tokens, int n, bool all_logits, float* out);
+    // one forward step over several sequences, each on its own ring: counts[i] tokens (1 .. window) of
+    // tokens (laid end to end) appended to kvs[i] (distinct caches of this model's geometry, sum of
+    // counts <= max_batch()); logits of each sequence's last token into out (n_seqs, n_vocab). every
+    // sequence's logits equal its own eval's, bit for bit
+    void step(KVRing* const* kvs, const int32_t* tokens, const int* counts, int n_seqs, float* out);
 
-    KVRing& cache() { return kv_; }
+    // the cache eval and the cache methods work on: the model's own, or (use_cache) one of make_cache's
+    KVRing& cache() { return *cur_; }
+    void use_cache(KVRing* kv) { cur_ = kv ? kv : &kv_; }
+    KVRing& own_cache() { return kv_; }
     // an empty cache of the same geometry, and an O(1) exchange with it (buffers swapped, not copied):
     // the server keeps the caches of several conversations and swaps the one a request continues in
-    KVRing make_cache(int sinks) const {
-        KVRing c(cfg_.n_layer, kv_.ctx(), kv_dim_, cfg_.head_dim, kv_.type());   // same row type as the live cache
+    KVRing make_cache(int sinks, KVType type) const {
+        KVRing c(cfg_.n_layer, kv_.ctx(), kv_dim_, cfg_.head_dim, type);   // rows f16 or q8_0, each cache its own
         c.reset(sinks);
         return c;
     }
-    void swap_cache(KVRing& other) { std::swap(kv_, other); }
+    void swap_cache(KVRing& other) { std::swap(*cur_, other); }
     const Config& config() const { return cfg_; }
     const char* isa() const { return k_.isa; }
     int threads() const { return pool_.size(); }
@@ -70,31 +89,44 @@ public:
     static int exact_batch();
 
 private:
-    void eval_chunk(const int32_t* tokens, int n, bool all_logits, float* out);
+    struct Seq { KVRing* kv; const int32_t* tokens; int n; bool all_logits; float* out; };
+    void forward(const Seq* seqs, int n_seqs);   // rows of every sequence's chunk laid end to end
+    void eval_chunk(KVRing& kv, const int32_t* tokens, int n, bool all_logits, float* out);
+    void check_tokens(const int32_t* tokens, int n) const;
     struct MatJob { const Tensor* w; float* y; };
     void matmuls(std::initializer_list<MatJob> jobs, const float* x, int n);   // y_j (n, rows_j) = x (n, cols) * w_j^T
     void matmul(const Tensor& w, const float* x, int n, float* y);   // y (n, rows) = x (n, cols) * w^T
-    void attention(int layer, int n, int64_t p0, int q0 = 0);
+    // a sequence's chunk (rows r0 .. r0 + n of the scratch) against its ring kv
+    void attention(KVRing& kv, int layer, int n, int64_t p0, int q0, int r0);
     template <class RUNS>
     void wsum_q8_runs(int hd, int Q, const float* w, size_t ldw, float* y, RUNS&& runs) const;
-    void rope_tables(int n, int64_t p0);
+    void rope_tables(const KVRing& kv, int r0, int n, int64_t p0);   // rows r0 .. r0 + n, at positions p0 ..
     void rope(float* x, int n_heads, const float* cs) const;
+    // the keys layer l sees in ring kv: sinks S (pinned) and window W (the latest, a query's own
+    // included), and its rope tables (cos/sin at absolute / sink-query positions, row 0)
+    struct AttnGeom { int64_t S, W; const float* cs_abs; const float* cs_sink; };
+    AttnGeom attn_geom(const KVRing& kv, int layer) const;
+    int chunk_limit(const KVRing& kv) const;   // the longest chunk one forward step may take
+    void rope_fill(const std::vector<double>& inv_freq, float* abs, float* sink, int t, int64_t p, int64_t ps) const;
+    void softcap(float* logits, int n_rows) const;
     void rmsnorm(float* y, const float* x, const float* w, int n_rows, int dim) const;
-    void embed(const int32_t* tokens, int n);
-    void store_kv_row(const float* x, uint8_t* dst) const;
+    void embed(const int32_t* tokens, int n, int r0);   // into rows r0 .. r0 + n of x_
+    void store_kv_row(const KVRing& kv, const float* x, uint8_t* dst) const;
     void pack_weights();
     void output(int row0, int n_rows, float* out);
 
     Config cfg_;
     const KernelTable& k_;
     Pool pool_;
-    KVRing kv_;
+    KVRing kv_;                     // the model's own cache
+    KVRing* cur_ = &kv_;            // the cache in use (eval, cache())
     int max_batch_;                 // tokens per forward chunk at most (eval also keeps a chunk within the ring's window)
     int q_dim_, kv_dim_;
     Tensor tok_embd_, out_w_;
     std::vector<float> out_norm_;
     std::vector<LayerW> layers_;
-    std::vector<double> inv_freq_;  // (n_rot/2) rope frequencies, freq factors applied
+    std::vector<double> inv_freq_;  // (n_rot/2) rope frequencies, freq factors and linear scaling applied
+    std::vector<double> inv_freq_swa_;   // (n_rot/2) the sliding-window layers' (empty without them)
     std::unique_ptr<uint8_t, void (*)(void*)> packed_{nullptr, std::free};  // repacked weights, 2 MiB aligned
     bool embed_from_output_ = false;   // tied embedding: rows looked up in the packed output copy
 
@@ -105,6 +137,7 @@ private:
                                     // type, before they enter the ring (attention reads them as stored)
     size_t kv_row_;                 // bytes of one token's kv row: kv head x row_bytes
     std::vector<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
+    std::vector<float> cs_abs_swa_, cs_sink_swa_;   // (batch, n_rot) the same at the sliding-window layers' base
     std::vector<float> scores_;     // (threads, token block x group, ctx + batch) one row per query
     std::vector<float> q_sink_;     // (threads, 2, token block x group, head_dim) queries rotated for window / sink keys
     std::vector<float> att_blk_;    // (threads, token block x group, head_dim) a task's outputs

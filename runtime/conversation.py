@@ -97,6 +97,15 @@ class Conversation:
         self._reply_start = None
         return closing
 
+    def state(self) -> dict:
+        """What a snapshot keeps: messages, ids, message ends, whether the last turn was windowed."""
+        return {"messages": self.messages, "ids": self.ids, "ends": self.ends, "windowed": self._windowed}
+
+    def restore(self, messages: list[dict], ids: array, ends: list[int], windowed: bool) -> None:
+        """Take a snapshot's ``state()`` back (no reply in progress)."""
+        self.messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        self.ids, self.ends, self._windowed, self._reply_start = ids, ends, windowed, None
+
     def spans(self) -> list[tuple[int, int]]:
         """Token range of each message; the reply in progress last (from after its header)."""
         spans = [(self.ends[i - 1] if i else 0, e) for i, e in enumerate(self.ends)]

@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import threading
 import time
-from array import array
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from .chat_state import ChatState
 from .conversation import Conversation
 from .errors import EdgechatError
 from .events import DoneEvent, Stats, TextEvent
 from .info import CacheInfo, EngineInfo
-from .prefill import PREFILL_CHUNK, feed_chunks, fit
+from .prefill import PREFILL_CHUNK, feed_chunks
 from .reply import THINK_OPEN, Reply
 from .sampler import Sampler, SamplingParams, make_sampler
 from .speculative import SpecCounts, Speculation
+from .token_cache import TokenCache
 
 
 class EngineBusy(EdgechatError):
@@ -51,13 +52,8 @@ class Engine:
     def __init__(self, backend, tokenizer, template, info: EngineInfo, *, pin_system: bool, sinks: int):
         self._b = backend
         self._tok = tokenizer
-        self._conv = Conversation(template)
         self.info = info
-        self._pin_system = pin_system
-        self._sinks = sinks
-        self._fed = array("i")            # logical tokens the cache represents, in order (4 bytes each)
-        self._skip = 0                    # logical tokens skipped by a rebuild (after the sinks)
-        self._cache = backend.cache_info()
+        self._state = ChatState(TokenCache(backend), Conversation(template), pin_system=pin_system, sinks=sinks)
         self.model_identity = ""          # file size + header hash (snapshot.model_identity), set by load
         self.state_note = ""              # what the last load_state did: "restored" or why not
         self._active = False              # a call is running (see EngineBusy)
@@ -78,8 +74,8 @@ class Engine:
     def reset(self) -> None:
         """Empty the cache and forget the conversation."""
         with self._turn():
-            self._reset(self._sinks)
-            self._conv.clear()
+            self.cache.reset(self._state.sinks)
+            self._state.conv.clear()
 
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append ids to the cache under the sink policy (the conversation is forgotten).
@@ -88,13 +84,19 @@ class Engine:
             float32 logits, shape (len(ids), vocab) with ``all_logits``, else (vocab,) for the last id.
         """
         with self._turn():
-            self._conv.clear()
-            return self._feed(list(ids), all_logits)
+            self._state.conv.clear()
+            return self.cache.feed(list(ids), all_logits)
 
     def cache_info(self) -> CacheInfo:
         """The cache after the last change (the backend's own figures; evictions by a rebuild
         included). Never waits: safe from another thread while a reply runs."""
-        return self._cache
+        return self._state.cache.info
+
+    @property
+    def cache(self) -> TokenCache:
+        """The cache of the conversation in use (feed, rollback, ...: speculation and snapshots
+        work on it while a call of this engine runs)."""
+        return self._state.cache
 
     @property
     def tokenizer(self):
@@ -104,11 +106,11 @@ class Engine:
     @property
     def conversation(self) -> Conversation:
         """The conversation the cache holds (messages, token ids, message ends): read it, do not change it."""
-        return self._conv
+        return self._state.conv
 
     def message_spans(self) -> list[tuple[int, int]]:
         """Logical token range of each message of the last ``chat`` call (the reply last)."""
-        return self._conv.spans()
+        return self._state.conv.spans()
 
     def save_state(self, path: str | Path) -> int:
         """Write a KV snapshot of the cache and the conversation it holds (atomically: temp + rename).
@@ -149,25 +151,38 @@ class Engine:
             if close:
                 close()
 
-    # ---- spare caches (several conversations kept warm: runtime/slots.py) ------------------------
+    # ---- several conversations (serve's cache slots: runtime/slots.py) --------------------------
 
-    def new_state(self) -> "EngineState | None":
-        """An empty cache + conversation to swap in with ``swap_state``; None when the backend cannot
-        keep a spare cache (llama.cpp)."""
-        from .slots import EngineState
+    def new_state(self) -> ChatState | None:
+        """An empty cache of its own + an empty conversation, to make current with ``use_state``;
+        None when the backend keeps one cache only (llama.cpp)."""
         make = getattr(self._b, "new_cache", None)
         if make is None:
             return None
-        return EngineState(make(self._sinks), array("i"), 0, Conversation(self._conv.template))
+        s = self._state
+        return ChatState(TokenCache(self._b, make(s.sinks)), Conversation(s.conv.template),
+                         pin_system=s.pin_system, sinks=s.sinks)
 
-    def swap_state(self, state: "EngineState") -> None:
-        """Exchange the live cache and the conversation it holds with ``state`` (O(1), no copy)."""
+    @property
+    def holds_several(self) -> bool:
+        """Whether the backend keeps caches of their own (``new_state``) and steps several of them
+        in one pass (``runtime.batch``)."""
+        return hasattr(self._b, "new_cache")
+
+    @property
+    def max_step_tokens(self) -> int:
+        """Tokens one batched step takes, all streams together (0: the backend has no batched step)."""
+        return getattr(self._b, "max_step_tokens", 0)
+
+    @property
+    def state(self) -> ChatState:
+        """The conversation in use and its cache."""
+        return self._state
+
+    def use_state(self, state: ChatState) -> None:
+        """Make ``state`` the conversation ``chat`` continues (O(1): nothing is copied)."""
         with self._turn():
-            self._b.swap_cache(state.cache)
-            self._fed, state.fed = state.fed, self._fed
-            self._skip, state.skip = state.skip, self._skip
-            self._conv, state.conv = state.conv, self._conv
-            self._cache = self._b.cache_info().shifted(self._skip)
+            self._state = state
 
     # ---- token level ----------------------------------------------------------------------------
 
@@ -198,19 +213,19 @@ class Engine:
             self.spec_counts = SpecCounts()
             yield from generate(self, ids, sampler, cancel, max_tokens, self.speculation, self.spec_counts)
             return
-        logits = self._feed_prompt(list(ids), cancel)
+        logits = self.feed_prompt(list(ids), cancel)
         if logits is None:                 # cancelled while the prompt was read
             return
         n = 0
         while max_tokens is None or n < max_tokens:
             if cancel is not None and cancel.is_set():
                 return
-            tok = sampler.sample(logits, self._fed)
+            tok = sampler.sample(logits, self.cache.fed)
             yield tok
             batch = [tok] + _forced(sampler, None if max_tokens is None else max_tokens - n - 1)
             for f in batch[1:]:        # a constraint's forced tokens: fed with tok as one batch
                 yield f
-            logits = self._feed(batch)
+            logits = self.cache.feed(batch)
             n += len(batch)
 
     # ---- chat level -----------------------------------------------------------------------------
@@ -242,7 +257,8 @@ class Engine:
         params = SamplingParams.of(**sampling)
         with self._turn():
             t0 = time.perf_counter()
-            new, stats = self._sync(messages)
+            new, stats = self._state.sync(messages)
+            stats.load_s = self.info.load_s
             new = self._fit_prompt(new, stats, on_prefill, truncate_prompt)
             if reply is None:
                 reply = Reply(self._tok, max_tokens=params.max_tokens, stops=stops, **self._thinking(reasoning))
@@ -254,11 +270,8 @@ class Engine:
             tokens.close()                 # drafts fed past the last token taken are rolled back
             yield from reply.close("cancelled" if cancel is not None and cancel.is_set() else "length")
             done = self._done(reply, stats)
-            read_whole = len(self._fed) == len(self._conv.ids)   # not cancelled inside the prompt
-            closing = self._conv.finish(done.text)
-            if read_whole:                 # else the next turn reads on from where the prompt stopped
-                self._feed(closing)
-            done.cache = self._cache
+            self._state.finish(done.text)
+            done.cache = self.cache_info()
             yield done
 
     def _stream_reply(self, tokens: Iterator[int], reply: Reply) -> Iterator[TextEvent]:
@@ -269,7 +282,7 @@ class Engine:
             events = reply.feed(tok)
             kept = len(reply.tokens) > n
             if kept:
-                self._conv.add(tok)
+                self._state.conv.add(tok)
             yield from events
             if reply.done:
                 if kept:
@@ -280,10 +293,10 @@ class Engine:
         """Reply options for a reasoning block: on when asked, or (None) when the template knows
         ``<think>``; the block is open from the start when the generation prompt opened it."""
         if reasoning is None:
-            reasoning = THINK_OPEN in self._conv.template.template_str
+            reasoning = THINK_OPEN in self._state.conv.template.template_str
         if not reasoning:
             return {}
-        tail = self._tok.detokenize(list(self._conv.ids[-4:])).rstrip()
+        tail = self._tok.detokenize(list(self._state.conv.ids[-4:])).rstrip()
         return {"reasoning": True, "in_reasoning": tail.endswith(THINK_OPEN)}
 
     def _done(self, reply: Reply, stats: Stats) -> DoneEvent:
@@ -297,47 +310,20 @@ class Engine:
         s.decode_tps = (s.completion_tokens - 1) / s.decode_s if s.decode_s > 0 else 0.0
         return DoneEvent(reply.text, reply.finish_reason, s, reasoning=reply.reasoning)
 
-    def _sync(self, messages: list[dict]) -> tuple[list[int], Stats]:
-        """Make the cache hold the conversation but its last token; returns the ids to feed (at least
-        that one: its logits are needed) and the turn's stats so far."""
-        keep = self._conv.prepare(messages)
-        target = self._conv.ids
-        common = self._pin(self._common(target, keep))
-        stats = Stats(load_s=self.info.load_s, rebuild_tokens=self._rollback(common))
-        if common == len(target):          # all cached: re-feed the last token for its logits
-            self._rollback(common - 1)
-            common -= 1
-        stats.prompt_tokens = len(target) - common
-        return list(target[common:]), stats
-
     def _fit_prompt(self, new: list[int], stats: Stats, on_prefill, truncate: bool) -> list[int]:
         """Tell ``on_prefill`` how the turn's tokens fit the window (before any is fed); with
         ``truncate``, skip those that would leave it. Returns the ids to feed."""
-        c = self._cache
-        f = fit(len(new), c.capacity, c.sinks, len(self._fed), truncate)
+        new, f = self._state.fit_prompt(new, stats, truncate)
         self._told = (lambda n: on_prefill(f.fed(n))) if on_prefill else None
-        if f.skipped:
-            new = self._skip_to(len(self._conv.ids) - (c.capacity - c.sinks))
-            stats.prompt_tokens = c.sinks + len(new)
         if on_prefill:
             on_prefill(f)
         return new
 
-    def _skip_to(self, start: int) -> list[int]:
-        """Make the cache hold the sinks of the conversation and nothing else, counting its ids up to
-        ``start`` as fed (skipped); returns the ids from ``start`` on, to feed."""
-        target, sinks = self._conv.ids, self._cache.sinks
-        self._reset(sinks)
-        self._feed(list(target[:sinks]))
-        self._fed, self._skip = array("i", target[:start]), start - sinks
-        self._cache = self._b.cache_info().shifted(self._skip)
-        return list(target[start:])
-
-    def _feed_prompt(self, ids: list[int], cancel) -> np.ndarray | None:
+    def feed_prompt(self, ids: list[int], cancel) -> np.ndarray | None:
         """Feed a prompt; a long one in chunks (a cancel is seen between two: None)."""
         if len(ids) <= PREFILL_CHUNK:
-            return self._feed(ids)
-        return feed_chunks(self._feed, ids, lambda: cancel is not None and cancel.is_set(), self._told)
+            return self.cache.feed(ids)
+        return feed_chunks(self.cache.feed, ids, lambda: cancel is not None and cancel.is_set(), self._told)
 
     # ---- cache bookkeeping ----------------------------------------------------------------------
 
@@ -351,60 +337,3 @@ class Engine:
             yield
         finally:
             self._active = False
-
-    def _reset(self, sinks: int) -> None:
-        """Empty the cache (the conversation stays: it is what the cache is brought to next)."""
-        self._b.reset(sinks)
-        self._fed, self._skip = array("i"), 0
-        self._cache = self._b.cache_info()
-
-    def _feed(self, ids: list[int], all_logits: bool = False) -> np.ndarray | None:
-        if not ids:
-            return None
-        out = self._b.eval(ids, all_logits)
-        self._fed.extend(ids)
-        self._cache = self._b.cache_info().shifted(self._skip)
-        return out
-
-    def _common(self, target: array, start: int) -> int:
-        """Length of the common prefix of what the cache holds and ``target``; the first ``start``
-        ids are known to agree."""
-        n = min(len(self._fed), len(target))
-        start = min(start, n)
-        if start == n:
-            return n
-        a = np.frombuffer(self._fed, dtype=np.int32)[start:n]      # no copy
-        b = np.frombuffer(target, dtype=np.int32)[start:n]
-        diff = np.flatnonzero(a != b)
-        return start + int(diff[0]) if diff.size else n
-
-    def _rollback(self, n: int) -> int:
-        """Make the cache represent fed[:n]; returns tokens re-fed for a rebuild (0 if none)."""
-        if n >= len(self._fed):
-            return 0
-        sinks = self._cache.sinks
-        if n >= sinks + self._skip and self._b.truncate(n - self._skip):
-            del self._fed[n:]
-            self._cache = self._b.cache_info().shifted(self._skip)
-            return 0
-        # the ring evicted past n: rebuild from the sinks and the tail that fits the window
-        keep = self._fed[:n]
-        tail_start = max(sinks, n - (self._b.n_ctx - sinks) // 2)   # half the window for what comes next
-        refeed = keep[:sinks] + keep[tail_start:]
-        self._reset(sinks)
-        self._feed(list(refeed))
-        self._fed, self._skip = keep, tail_start - sinks
-        self._cache = self._b.cache_info().shifted(self._skip)
-        return len(refeed)
-
-    def _pin(self, common: int) -> int:
-        """--pin-system: the sink region is BOS + the whole system prompt; when the cache is empty or
-        the system prompt changed, start over with it (returns the ids still in common)."""
-        if not self._pin_system or (self._fed and common >= self._cache.sinks):
-            return common
-        msgs, ends = self._conv.messages, self._conv.ends
-        sinks = self._sinks
-        if msgs and msgs[0]["role"] == "system":
-            sinks = max(1, min(ends[0], self._b.n_ctx // 2))
-        self._reset(sinks)
-        return 0

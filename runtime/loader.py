@@ -98,7 +98,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
                       gpu_layers=gpu_layers, pin_system=pin_system, extra=dict(be.info.extra),
                       load_s=time.perf_counter() - t0)
     engine = Engine(be, tok, _template(mf, tok), info, pin_system=pin_system, sinks=sinks)
-    return _attach(engine, path, mf, speculative, draft, ctx=ctx, sinks=sinks, threads=threads)
+    return _attach(engine, be, tok, path, mf, speculative, draft, ctx=ctx, sinks=sinks, threads=threads)
 
 
 def _pick_backend(mf, backend: str, gpu_layers: int) -> tuple[str, str, int]:
@@ -121,14 +121,14 @@ def _can_offload() -> bool:
     return gpu_offload()[0]
 
 
-def _attach(engine: Engine, path: Path, mf, speculative: str, draft, *, ctx: int, sinks: int,
+def _attach(engine: Engine, be, tok, path: Path, mf, speculative: str, draft, *, ctx: int, sinks: int,
             threads: int) -> Engine:
     """The loaded engine's model identity (snapshots) and speculation; closed if the draft fails."""
     from .snapshot import model_identity
     from .speculative import make_speculation
     engine.model_identity = model_identity(path, mf.data_offset)
     try:
-        engine.speculation = make_speculation(speculative, draft, engine._b, engine._tok, ctx=ctx,
+        engine.speculation = make_speculation(speculative, draft, be, tok, ctx=ctx,
                                               sinks=sinks, threads=threads)
     except BaseException:
         engine.close()

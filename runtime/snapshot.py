@@ -134,15 +134,15 @@ def expected(engine) -> dict:
 
 def capture(engine) -> tuple[dict, dict[str, np.ndarray]]:
     """The engine's state as (header, arrays); the caller holds the engine's turn."""
-    if not hasattr(engine._b, "export_state"):
+    cache, conv = engine.cache, engine.conversation
+    if not cache.can_export():
         raise SnapshotRefused(f"the {engine.info.backend} backend cannot save its cache")
-    state = engine._b.export_state()
-    conv = engine._conv
+    state, fed, skip = cache.export_state()
+    c = conv.state()
     arrays = {f"cache_{k}": np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
-    arrays.update(fed=np.frombuffer(engine._fed, dtype=np.int32).copy(),
-                  conv_ids=np.frombuffer(conv.ids, dtype=np.int32).copy(),
-                  conv_ends=np.asarray(conv.ends, dtype=np.int64))
-    header = dict(expected(engine), skip=engine._skip, messages=conv.messages, windowed=conv._windowed,
+    arrays.update(fed=fed, conv_ids=np.frombuffer(c["ids"], dtype=np.int32).copy(),
+                  conv_ends=np.asarray(c["ends"], dtype=np.int64))
+    header = dict(expected(engine), skip=skip, messages=c["messages"], windowed=c["windowed"],
                   cache={k: v for k, v in state.items() if not isinstance(v, np.ndarray)})
     return header, arrays
 
@@ -158,14 +158,10 @@ def restore(engine, header: dict, arrays: dict[str, np.ndarray]) -> None:
     if fed is None or ids is None or ends is None or not isinstance(msgs, list) or len(ends) != len(msgs):
         raise SnapshotRefused("snapshot conversation is incomplete")
     state = dict(header.get("cache") or {}, **{k[6:]: v for k, v in arrays.items() if k.startswith("cache_")})
-    if len(fed) - int(header.get("skip", 0)) != state.get("n_past"):
+    skip = int(header.get("skip", 0))
+    if len(fed) - skip != state.get("n_past"):
         raise SnapshotRefused("snapshot token stream does not match its cache")
-    if not engine._b.import_state(state):
-        engine._reset(engine.info.sinks)
+    if not engine.cache.import_state(state, fed, skip):
         raise SnapshotRefused("snapshot cache does not fit this cache")
-    engine._fed, engine._skip = array("i", fed.astype(np.int32).tobytes()), int(header.get("skip", 0))
-    conv = engine._conv
-    conv.messages = [{"role": m["role"], "content": m["content"]} for m in msgs]
-    conv.ids, conv.ends = array("i", ids.astype(np.int32).tobytes()), [int(e) for e in ends]
-    conv._windowed, conv._reply_start = bool(header.get("windowed")), None
-    engine._cache = engine._b.cache_info().shifted(engine._skip)
+    engine.conversation.restore(msgs, array("i", ids.astype(np.int32).tobytes()), [int(e) for e in ends],
+                                bool(header.get("windowed")))

@@ -201,30 +201,30 @@ def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
     As the plain loop, a token is yielded before it is fed, and fed when the next one is asked for (as
     far as the caller can tell): drafts fed ahead of that are rolled back when the generator ends."""
     drafter = spec.drafter
-    logits = eng._feed_prompt(list(ids), cancel)
+    logits = eng.feed_prompt(list(ids), cancel)
     if logits is None:                 # cancelled while the prompt was read
         return
-    drafter.prepare(DraftInput(eng._fed, None, _free(sampler), eng._cache.sinks, eng._skip))
-    ctl = Controller(k_max=max(K_MIN, eng._b.spec_room() - 1), fixed=spec.fixed_k)
-    n, nxt, committed = 0, None, len(eng._fed)
+    drafter.prepare(DraftInput(eng.cache.fed, None, _free(sampler), eng.cache.info.sinks, eng.cache.skip))
+    ctl = Controller(k_max=max(K_MIN, eng.cache.spec_room() - 1), fixed=spec.fixed_k)
+    n, nxt, committed = 0, None, len(eng.cache.fed)
     held = _Held(sampler)
     try:
         while max_tokens is None or n < max_tokens:
             if cancel is not None and cancel.is_set():
                 return
             if nxt is None:
-                nxt = sampler.sample(logits, eng._fed)
-            committed = len(eng._fed)
+                nxt = sampler.sample(logits, eng.cache.fed)
+            committed = len(eng.cache.fed)
             held.taken += 1
             yield nxt                      # resumed: nxt is to be fed, as in the plain loop
             n += 1
             if max_tokens is not None and n >= max_tokens:
-                eng._feed([nxt])
-                committed = len(eng._fed)
+                eng.cache.feed([nxt])
+                committed = len(eng.cache.fed)
                 return
             left = None if max_tokens is None else max_tokens - n
             logits, nxt, accepted = _step(eng, nxt, sampler, drafter, ctl, counts, left)
-            committed = len(eng._fed) - len(accepted)
+            committed = len(eng.cache.fed) - len(accepted)
             for d in accepted:             # already fed: each counts once the caller asks for more
                 if cancel is not None and cancel.is_set():
                     return
@@ -235,8 +235,8 @@ def generate(eng, ids: Sequence[int], sampler, cancel, max_tokens: int | None,
                 if max_tokens is not None and n >= max_tokens:
                     return
     finally:
-        if len(eng._fed) > committed:
-            eng._rollback(committed)
+        if len(eng.cache.fed) > committed:
+            eng.cache.rollback(committed)
         held.release()
 
 
@@ -270,23 +270,23 @@ def _step(eng, tok: int, sampler, drafter: Drafter, ctl: Controller, counts: Spe
     t0 = time.perf_counter()
     forced = sampler.forced(FF_MAX if left is None else left) if hasattr(sampler, "forced") else []
     if forced:                         # the grammar's forced tokens: one batch with tok, no drafts
-        return eng._feed([tok] + forced), None, forced
+        return eng.cache.feed([tok] + forced), None, forced
     k = ctl.want()
     if left is not None:
         k = min(k, left)
     draft = Draft([])
     if k > 0:
-        inp = DraftInput(eng._fed, tok, _free(sampler), eng._cache.sinks, eng._skip)
+        inp = DraftInput(eng.cache.fed, tok, _free(sampler), eng.cache.info.sinks, eng.cache.skip)
         draft = _valid(drafter.propose(inp, k), sampler)
     if not draft.tokens:
-        logits = eng._feed([tok])
+        logits = eng.cache.feed([tok])
         ctl.plain(time.perf_counter() - t0)
         return logits, None, []
-    base = len(eng._fed)
-    eng._b.checkpoint(1 + len(draft.tokens))
-    rows = eng._feed([tok] + draft.tokens, all_logits=True)       # rows: [1 + k, vocab]
-    a, nxt = verify(rows, draft, sampler, eng._fed, base)
-    eng._rollback(base + 1 + a)
+    base = len(eng.cache.fed)
+    eng.cache.checkpoint(1 + len(draft.tokens))
+    rows = eng.cache.feed([tok] + draft.tokens, all_logits=True)       # rows: [1 + k, vocab]
+    a, nxt = verify(rows, draft, sampler, eng.cache.fed, base)
+    eng.cache.rollback(base + 1 + a)
     counts.draft_tokens += len(draft.tokens)
     counts.accepted_tokens += a
     ctl.verified(len(draft.tokens), a, time.perf_counter() - t0)

@@ -324,7 +324,7 @@ def test_sampled_text_has_the_target_distribution(default_model, tokenizer, quan
     e.reset()                                # dist() used the backend directly
     e.eval(prompt[:-1])
     for seed in range(n):
-        e._rollback(len(prompt) - 1)         # the cache holds the prompt but its last token
+        e.cache.rollback(len(prompt) - 1)    # the cache holds the prompt but its last token
         out = tuple(e.generate(prompt[-1:], make_sampler(seed=seed, **kw), max_tokens=3))
         counts[out] = counts.get(out, 0) + 1
         counts_drafts[0] += e.spec_counts.draft_tokens

@@ -46,9 +46,11 @@ def scripted_reply(messages: list[dict]) -> str:
 
 
 class ScriptedBackend:
-    """The native ring's bookkeeping (one-token eviction, truncate rules) without a model."""
+    """The native ring's bookkeeping (one-token eviction, truncate rules) without a model;
+    ``prefill_delay`` seconds per call that feeds more than one token (a chunk of a prompt)."""
 
     name = "scripted"
+    prefill_delay = 0.0
 
     def __init__(self, n_vocab: int, ctx: int, sinks: int):
         self.n_vocab, self.n_ctx = n_vocab, ctx
@@ -59,12 +61,17 @@ class ScriptedBackend:
         return max(self._sinks, n - (self.n_ctx - self._sinks))
 
     def eval(self, ids, all_logits: bool = False) -> np.ndarray:
+        if len(ids) > 1:
+            time.sleep(self.prefill_delay)
         self._n_past += len(ids)
         return np.zeros((len(ids), self.n_vocab) if all_logits else (self.n_vocab,), np.float32)
 
     def reset(self, sinks: int | None = None) -> None:
         self._sinks = self._sinks if sinks is None else sinks
         self._n_past = 0
+
+    def bind(self, cache) -> None:
+        assert cache is None, "one cache"
 
     def truncate(self, n: int) -> bool:
         if n < 0 or n > self._n_past:
@@ -92,18 +99,20 @@ class ScriptedEngine(Engine):
     delay = 0.0
 
     def _generate(self, ids, sampler, cancel, max_tokens):
-        self._feed(list(ids))
-        reply = self.tokenize(scripted_reply(self._conv.messages)) + [self._tok.eos_id]
+        self.cache.feed(list(ids))
+        reply = self.tokenize(scripted_reply(self.conversation.messages)) + [self.tokenizer.eos_id]
         for n, tok in enumerate(reply):
             if (max_tokens is not None and n >= max_tokens) or (cancel is not None and cancel.is_set()):
                 return
             time.sleep(self.delay)
             yield tok
-            self._feed([tok])
+            self.cache.feed([tok])
 
 
-def scripted_engine(ctx: int = 2048, sinks: int = 4, pin_system: bool = False, delay: float = 0.0):
-    """A ScriptedEngine on the default model's tokenizer and chat template."""
+def scripted_engine(ctx: int = 2048, sinks: int = 4, pin_system: bool = False, delay: float = 0.0,
+                    prefill_delay: float = 0.0):
+    """A ScriptedEngine on the default model's tokenizer and chat template; ``delay`` seconds per
+    reply token, ``prefill_delay`` per chunk of a prompt."""
     from edgechat.runtime.conversation import MemoTokenizer
     from edgechat.runtime.loader import _template
     from edgechat.runtime.ggufload import read_model
@@ -114,8 +123,9 @@ def scripted_engine(ctx: int = 2048, sinks: int = 4, pin_system: bool = False, d
     info = EngineInfo(backend="native", reason="the native engine runs this arch and these tensor types",
                       arch=mf.arch, path=str(path), name=path.stem, types=mf.types, threads=1,
                       isa="scripted", ctx=ctx, sinks=sinks, pin_system=pin_system)
-    engine = ScriptedEngine(ScriptedBackend(tok.n_vocab, ctx, sinks), tok, _template(mf, tok), info,
-                            pin_system=pin_system, sinks=sinks)
+    backend = ScriptedBackend(tok.n_vocab, ctx, sinks)
+    backend.prefill_delay = prefill_delay
+    engine = ScriptedEngine(backend, tok, _template(mf, tok), info, pin_system=pin_system, sinks=sinks)
     engine.delay = delay
     return engine
 

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from ..argtypes import int_at_least
+from ..argtypes import int_at_least, int_between
 from .defaults import DEFAULTS, LOCAL_HOSTS, MAX_TOKENS_PER_CTX
 
 
@@ -46,24 +46,12 @@ def add_parser(subparsers, option_groups) -> None:
     g.add_argument("--no-pin-system", dest="pin_system", action="store_false",
                    help="let the ring evict the system prompt of a long conversation")
     _add_security(p.add_argument_group("security and limits"))
-    for add in option_groups:
+    for add in option_groups:       # their defaults are the top-level parser's (options.inherit)
         add(p)
-    shared = {"model", "backend", "threads", "ctx", "sinks", "gpu_layers", "evict_chunk", "force",
-              "max_tokens", "temp", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "system"}
-    for action in p._actions:
-        if action.dest in shared:
-            action.default = argparse.SUPPRESS
     p.set_defaults(pin_system=True)
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
-    return value
+_port = int_between(1, 65535, "a port number")
 
 
 def _add_security(g) -> None:

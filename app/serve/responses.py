@@ -54,6 +54,8 @@ class Reply:
         d = {"role": "assistant", "content": ""} if first else {}
         if delta is not None and delta.text:
             d["content"] = delta.text
+        if delta is not None and delta.reasoning:          # as llama-server and DeepSeek's API send it
+            d["reasoning_content"] = delta.reasoning
         if delta is not None and delta.tool_calls:
             d["tool_calls"] = delta.tool_calls
         finish = final.finish_reason if final else None
@@ -75,6 +77,9 @@ class Reply:
         if final.tool_calls:
             message["tool_calls"] = [c.openai() for c in final.tool_calls]
             message["content"] = message["content"] or None
+        reasoning = "".join(d.reasoning for d in deltas)
+        if reasoning:
+            message["reasoning_content"] = reasoning
         choice = {"index": 0, "message": message,
                   "logprobs": {"content": self.chat_logprobs(lps)} if logprobs else None,
                   "finish_reason": final.finish_reason}

@@ -45,5 +45,10 @@ class Backend(Protocol):
     def cache_info(self) -> CacheInfo:
         """The cache now, computed by the backend (it alone knows how it evicts)."""
 
+    def bind(self, cache) -> None:
+        """Make ``cache`` the one the methods above work on: None, the backend's own; or (backends
+        that keep several, with ``new_cache(sinks)`` and ``step(caches, tokens, counts)``) one of its
+        ``new_cache``s. ``runtime.token_cache.TokenCache`` calls it before each of them."""
+
     def close(self) -> None:
         """Free native resources."""

@@ -195,6 +195,11 @@ class LlamaCppBackend:
 
     # -- the cache ----------------------------------------------------------------------------------
 
+    def bind(self, cache) -> None:
+        """One cache only (its own): ``cache`` must be None."""
+        if cache is not None:
+            raise ValueError("the llama.cpp backend keeps one cache")
+
     def reset(self, sinks: int | None = None) -> None:
         """Empty the cache; optionally change the number of pinned sink entries."""
         if sinks is not None:

@@ -39,6 +39,8 @@ class NativeBackend:
         self.info = BackendInfo(isa=self._m.isa, threads=self._m.threads)
         # speculation: verify batches up to this long give the logits of one-token decodes, bit for bit
         self.exact_batch = min(int(self._m.exact_batch), ctx - sinks)
+        self.max_step_tokens = int(self._m.max_batch)    # tokens of one ``step``, all caches together
+        self._bound = None                 # the cache in use (None: the model's own)
 
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append ids; logits (len(ids), n_vocab) or (n_vocab,)."""
@@ -50,16 +52,31 @@ class NativeBackend:
     def truncate(self, n_past: int) -> bool:
         return self._m.truncate(n_past)
 
-    def new_cache(self, sinks: int):
-        """An empty spare cache of this model's geometry (allocated now; its pages are touched as used)."""
+    def new_cache(self, sinks: int, kv_type: str = ""):
+        """An empty cache of this model's geometry (allocated now; its pages are touched as used), with
+        f16 or q8_0 rows (default: the engine's own cache's)."""
         try:
-            return self._m.new_cache(sinks)
+            return self._m.new_cache(sinks, kv_type)
         except MemoryError:
             raise InsufficientMemory(f"native backend: cannot allocate another {self.n_ctx}-token cache") from None
 
-    def swap_cache(self, cache) -> None:
-        """Exchange the live cache with a spare one from ``new_cache`` (O(1): buffers are swapped)."""
-        self._m.swap_cache(cache)
+    def bind(self, cache) -> None:
+        """Make ``cache`` (from ``new_cache``; None: the model's own) the one eval and the cache methods
+        work on (O(1): the engine keeps a pointer to it)."""
+        if cache is not self._bound:
+            self._m.use_cache(cache)
+            self._bound = cache
+
+    def drop_cache(self, cache) -> None:
+        """Forget a cache from ``new_cache`` (its memory goes when nothing holds it)."""
+        if cache is self._bound:
+            self.bind(None)
+
+    def step(self, caches: list, tokens: Sequence[int], counts: Sequence[int]) -> np.ndarray:
+        """One forward pass over several caches (None: the model's own), the weights read once:
+        ``counts[i]`` of ``tokens`` (laid end to end) appended to ``caches[i]``. Returns the logits of
+        each one's last token, (len(caches), n_vocab), bit for bit those of each one's own eval."""
+        return self._m.step(list(caches), np.ascontiguousarray(tokens, dtype=np.int32), list(counts))
 
     def spec_room(self) -> int:
         """The longest verify batch (sampled token + drafts) that is exact: logits equal to one-token
