@@ -106,14 +106,27 @@ def lltokenizer(tok):
         tok: the engine's tokenizer (``token_bytes``, ``is_control``, ``eot_ids``, ``tokenize``).
     """
     import llguidance as llg
-    key = (getattr(tok, "path", id(tok)), tok.n_vocab)
+    key = _vocab_key(tok)
     lt = _tokenizers.get(key)
     if lt is None:
+        if getattr(tok, "path", None):     # llguidance calls back into it (forced tokens) for as long as
+            from .tokenizer import Tokenizer   # it lives: our own copy, which no engine closes
+            tok = Tokenizer(tok.path)
         vocab = _Vocab(tok)
         eos = sorted({vocab.eos_token_id, *tok.eot_ids})
         lt = llg.LLTokenizer(llg.TokenizerWrapper(vocab), n_vocab=tok.n_vocab, eos_token=eos)
         _tokenizers[key] = lt
     return lt
+
+
+def _vocab_key(tok) -> tuple:
+    """The vocab's file (path, size, mtime), or the tokenizer object itself when it has no file."""
+    import os
+    path = getattr(tok, "path", None)
+    if not path:
+        return (id(tok), tok.n_vocab)
+    st = os.stat(path)
+    return (path, st.st_size, st.st_mtime_ns, tok.n_vocab)
 
 
 # ---- compiling ----------------------------------------------------------------------------------

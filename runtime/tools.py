@@ -169,12 +169,13 @@ class ToolSet:
             Format("lark", self._lark_calls(call, after_trigger=True), "tools"), tok))
 
     def _lark_calls(self, call_schema: str, after_trigger: bool = False) -> str:
-        more = "*" if self.parallel else ""
+        call_schema = json.dumps({"x-guidance": {"whitespace_flexible": False}, **json.loads(call_schema)})
         if self.style == "hermes":
             first = "" if after_trigger else '"<tool_call>" '
-            rest = f'(/[ \\n]*/ "<tool_call>" /[ \\n]*/ call /[ \\n]*/ "</tool_call>"){more}'
-            return (f'start: {first}/[ \\n]*/ call /[ \\n]*/ "</tool_call>" {rest}\n'
-                    f"call: %json {call_schema}\n")
+            rest = '(NL "<tool_call>" NL call NL "</tool_call>")*' if self.parallel else ""
+            return (f'start: {first}NL call NL "</tool_call>" {rest}\n'
+                    f"call: %json {call_schema}\n"
+                    'NL: /[ \\n]?/\n')
         # llama3: the JSON call (after the python tag, or the reply's opening brace)
         return f"start: call\ncall: %json {call_schema}\n"
 
