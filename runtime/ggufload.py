@@ -9,8 +9,12 @@ import numpy as np
 
 from .errors import GGUFError
 
-NATIVE_ARCHS = ("llama", "qwen2", "qwen3")
-NEOX_ARCHS = ("qwen2", "qwen3")          # rope pairs (i, i + d/2); llama pairs (2i, 2i+1)
+NATIVE_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+NEOX_ARCHS = ("qwen2", "qwen3", "gemma3")   # rope pairs (i, i + d/2); llama pairs (2i, 2i+1)
+# gemma3 as llama.cpp sets it (the file has no key for these): every 6th layer global, the others
+# sliding-window layers with rope base 10,000
+GEMMA3_SWA_PERIOD = 6
+GEMMA3_ROPE_BASE_SWA = 10000.0
 # ggml type ids the native kernels run (blocks.h)
 NATIVE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K"}
 
@@ -49,7 +53,7 @@ class ModelFile:
         if bad:
             return f"tensor type {', '.join(bad)} is not supported by the native backend"
         scaling = self.metadata.get(f"{self.arch}.rope.scaling.type")
-        if scaling not in (None, "none") and "rope_freqs.weight" not in {t.name for t in self.tensors}:
+        if scaling not in (None, "none", "linear") and "rope_freqs.weight" not in {t.name for t in self.tensors}:
             return f"rope scaling '{scaling}' is not supported by the native backend"
         return None
 
@@ -119,4 +123,27 @@ def make_config(arch: str, meta: dict, tensors: list[TensorView]) -> dict:
         "rope_base": float(get("rope.freq_base", 10000.0)),
         "rope_neox": arch in NEOX_ARCHS,
         "n_ctx_train": int(get("context_length", 2048)),
+        **arch_extras(arch, meta, n_embd),
     }
+
+
+def arch_extras(arch: str, meta: dict, n_embd: int) -> dict:
+    """The keys only some archs have: linear rope scaling, gemma3's embedding scale, geglu, sliding
+    window and final softcap (Config in cpp_ext/model.h)."""
+    def number(key, default):
+        value = meta.get(f"{arch}.{key}", default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise GGUFError(f"{arch}.{key}", f"{value!r} is out of range")
+        return value
+    out = {}
+    if meta.get(f"{arch}.rope.scaling.type") == "linear":
+        factor = number("rope.scaling.factor", 1.0)
+        out["rope_freq_scale"] = 1.0 / factor if factor > 0 else 1.0
+    if arch == "gemma3":
+        window = int(number("attention.sliding_window", 0))
+        if not 1 <= window <= MAX_HPARAM:
+            raise GGUFError(f"{arch}.attention.sliding_window", f"{window!r} is out of range (1..{MAX_HPARAM})")
+        out.update(embd_scale=math.sqrt(n_embd), gelu=True, swa_window=window, swa_period=GEMMA3_SWA_PERIOD,
+                   rope_base_swa=GEMMA3_ROPE_BASE_SWA,
+                   final_softcap=float(number("final_logit_softcapping", 0.0)))
+    return out

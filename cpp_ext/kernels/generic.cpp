@@ -131,6 +131,13 @@ static void silu_mul_generic(int64_t n, float* g, const float* u) {
     for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+static void gelu_mul_generic(int64_t n, float* g, const float* u) {
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        g[i] = x / (1.0f + std::exp(-kGelu2C * (x + kGeluA * x * x * x))) * u[i];
+    }
+}
+
 // ---- q4_0 ----
 
 static void to_float_q4_0_generic(const void* src, float* dst, int64_t n) {
@@ -617,6 +624,7 @@ static KernelTable make_generic_table() {
     t.wsum_q8_g = wsum_q8_g_ref;
     t.exp_sum = exp_sum_generic;
     t.silu_mul = silu_mul_generic;
+    t.gelu_mul = gelu_mul_generic;
     t.max_f32 = max_f32_generic;
     t.f32_to_f16 = f32_to_f16_generic;
     return t;

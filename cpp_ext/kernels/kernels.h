@@ -74,6 +74,9 @@ struct KernelTable {
     float (*max_f32)(int n, const float* x) = nullptr;   // max of x[0..n), n >= 1
     // swiglu: g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]
     void (*silu_mul)(int64_t n, float* g, const float* u) = nullptr;
+    // geglu (gemma): g[i] = gelu(g[i]) * u[i], gelu's tanh approximation, computed as the equal
+    // x * sigmoid(2a) = x / (1 + exp(-2a)), a = sqrt(2/pi) * (x + 0.044715 x^3) (no cancellation at x << 0)
+    void (*gelu_mul)(int64_t n, float* g, const float* u) = nullptr;
     void (*f32_to_f16)(const float* x, half* y, int64_t n) = nullptr;  // the ring's fp16 rows
 };
 
@@ -88,7 +91,9 @@ inline int kv_q8_blocks(int hd) { return (hd + kKvQ8Block - 1) / kKvQ8Block; }
 inline size_t kv_q8_row_bytes(int hd) { return (size_t)hd + 2 * (size_t)kv_q8_blocks(hd); }
 void kv_quantize_q8(const float* x, uint8_t* row, int hd);    // row: kv_q8_row_bytes(hd) bytes
 void kv_dequantize_q8(const uint8_t* row, float* y, int hd);  // exact: y[i] = fp32(d_b) * q[i]
-constexpr int kWsumGroup = 32;   // rows per weight quantization group of wsum_q8_g (llama.cpp's q8_0 block)
+constexpr int kWsumGroup = 32;
+// gelu_mul's constants: 2 sqrt(2/pi) and the cubic term's factor
+constexpr float kGelu2C = 1.5957691216057308f, kGeluA = 0.044715f;   // rows per weight quantization group of wsum_q8_g (llama.cpp's q8_0 block)
 
 const KernelTable& kernels_generic();
 // x86: each file is built with its isa's flags; call a table only on a cpu that has them

