@@ -26,14 +26,13 @@ import time
 from ..runtime.memory import KV_CHOICES
 from . import bench_gpu
 from .bench_shapes import DEFAULT_SHAPE, DEFAULT_TYPE, PRESETS, SHAPES, TYPES
-from .bench_table import table  # noqa: F401  (bench.table: the text table of a result)
+from .bench_table import BANDWIDTH_MIB, table  # noqa: F401  (bench.table: the text table of a result)
 
 DEFAULT_PREFILL = (512, 2048)
 DEFAULT_DEPTHS = (0, 4096)
 DEFAULT_DECODE_TOKENS = 64
 DEFAULT_SHAPE_TYPE = "Q4_K_M"       # synthetic presets when --type is not given
 WARMUP_TOKENS = 32
-BANDWIDTH_MIB = 1024
 SHAPES_HELP = "; ".join(f"{k} ({s.model}: {s.cfg.arch}, {s.cfg.n_layer} layers, n_embd {s.cfg.n_embd}, "
                         f"{s.cfg.n_head}/{s.cfg.n_head_kv} heads x {s.cfg.head_dim}, n_ff {s.cfg.n_ff})"
                         for k, s in SHAPES.items())
@@ -305,18 +304,18 @@ def bench(args) -> dict:
     """Run the matrix; a JSON-able dict with the settings, the machine facts and one entry per row."""
     import psutil
 
-    from .. import _native
+    from ..runtime.kernels import native_isa, read_bandwidth
     threads = getattr(args, "threads", None) or psutil.cpu_count(logical=False) or os.cpu_count() or 1
     kv = getattr(args, "kv_type", None) or ("auto",)
     kv_types = list(dict.fromkeys((kv,) if isinstance(kv, str) else kv))  # the top-level --kv-type: one
     plan = {"prefill": list(args.prefill), "depths": list(args.decode_depths), "decode_tokens": args.decode_tokens,
             "kv_types": kv_types, "gpu": bench_gpu.wanted(args)}
     rows = _rows(args)
-    dram = _native.read_bandwidth(threads, BANDWIDTH_MIB)
+    dram = read_bandwidth(threads, BANDWIDTH_MIB)
     rows = [kv_row for r in rows for kv_row in _bench_file(r, args, plan, threads)]
     isas = sorted({r["info"]["native"]["isa"] for r in rows if "native" in r["info"]})
     llama = next((r["info"]["llama.cpp"] for r in rows if "llama.cpp" in r["info"]), {})
-    return {"cpu": _cpu_name(), "threads": threads, "native_isa": ",".join(isas) or _native.isa(),
+    return {"cpu": _cpu_name(), "threads": threads, "native_isa": ",".join(isas) or native_isa(),
             "edgechat_isa_env": os.environ.get("EDGECHAT_ISA"),
             "llama_cpp": {"version": llama.get("llama_cpp"), "build": llama.get("build"),
                           "weight_repacking": llama.get("extra_bufts")},

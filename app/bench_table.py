@@ -6,6 +6,8 @@ from __future__ import annotations
 from ..runtime.info import ENGINES
 from .bench_gpu import GPU
 
+BANDWIDTH_MIB = 1024      # the DRAM read probe's buffer (bench runs it; the header names it)
+
 
 def _num(v: float | None) -> str:
     if v is None:
@@ -28,7 +30,6 @@ def _gpu_lines(r: dict) -> list[str]:
 
 
 def _header(r: dict) -> list[str]:
-    from .bench import BANDWIDTH_MIB
     repack = r["llama_cpp"]["weight_repacking"]
     repack = ("on (extra buffer types)" if repack else "OFF: AMX CPU, edgechat turns llama.cpp's extra buffer "
               "types off (its AMX path crashes), so llama.cpp runs slower here than on other CPUs (README: "

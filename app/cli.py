@@ -27,11 +27,8 @@ def _version() -> str:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             return "not installed"
-    try:
-        from .. import _native
-        isa = _native.isa()
-    except ImportError:
-        isa = "not built"
+    from ..runtime.kernels import native_isa
+    isa = native_isa() or "not built"
     return f"edgechat {version_of('edgechat')} (native kernels: {isa}; llama-cpp-python {version_of('llama_cpp_python')})"
 
 

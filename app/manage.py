@@ -6,7 +6,6 @@ exit code (0 ok, 1 runtime error, 2 usage). User errors print as one line: ``edg
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 
@@ -173,10 +172,8 @@ def _serve_report(kv_bytes, available) -> dict:
 
 
 def _native_built() -> bool:
-    try:
-        return importlib.util.find_spec("edgechat._native") is not None
-    except (ImportError, ValueError):
-        return False
+    from ..runtime.kernels import native_built
+    return native_built()
 
 
 def cmd_doctor(args) -> int:

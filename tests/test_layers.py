@@ -1,5 +1,5 @@
 """Layering: no import cycles among edgechat's modules (lazy imports inside functions included), and
-layers look down only: app -> models -> runtime -> _native."""
+layers look down only: app -> models -> runtime -> _native (the C++ extension: only runtime imports it)."""
 from __future__ import annotations
 
 import ast
@@ -7,8 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"app": "app", "models": "models", "runtime": "runtime"}   # folder -> edgechat.<name>
-SKIP = {"edgechat.app.bench"}          # owned by the bench work; not part of the layering here
 LAYER = {"runtime": 0, "models": 1, "app": 2}
+NATIVE = "edgechat._native"          # the extension module: no source file here, the layer under runtime
 
 
 def module_name(path: Path) -> str:
@@ -33,13 +33,13 @@ def imports_of(path: Path, name: str, modules) -> set[str]:
                 up = pkg.split(".")[:len(pkg.split(".")) - node.level + 1]
                 base = ".".join(up + ([base] if base else []))
             if base.startswith("edgechat"):
-                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules or f"{base}.{a.name}" == NATIVE
+                          else base for a in node.names}
     return found
 
 
 def graph() -> dict[str, set[str]]:
     files = {module_name(p): p for d in PACKAGES for p in (ROOT / d).rglob("*.py")}
-    files = {k: v for k, v in files.items() if k not in SKIP}
     return {m: {i for i in imports_of(p, m, files) if i in files and i != m} for m, p in files.items()}
 
 
@@ -78,6 +78,23 @@ def test_no_import_cycles():
     g = graph()
     assert len(g) > 30, "the modules were not found"
     assert find_cycle(g) is None, find_cycle(g)
+
+
+def native_importers() -> set[str]:
+    files = {module_name(p): p for d in PACKAGES for p in (ROOT / d).rglob("*.py")}
+    return {m for m, p in files.items() if NATIVE in imports_of(p, m, files)}
+
+
+def test_only_runtime_imports_the_extension():
+    importers = native_importers()
+    assert importers, "no module imports edgechat._native: the checker is not finding it"
+    assert all(m.startswith("edgechat.runtime.") for m in importers), sorted(importers)
+
+
+def test_the_extension_checker_sees_relative_imports(tmp_path):
+    mod = tmp_path / "x.py"
+    mod.write_text("def f():\n    from .. import _native\n")
+    assert NATIVE in imports_of(mod, "edgechat.app.x", {})
 
 
 def test_layers_look_down_only():
