@@ -162,7 +162,7 @@ class RemoteChat:
 
     def chat(self, messages: list[dict], *, cancel: threading.Event | None = None, reply: Reply | None = None,
              stops: Sequence[str] = (), response_format: dict | None = None, tools: list | None = None,
-             on_prefill=None, truncate_prompt: bool = False, reasoning: bool | None = None,
+             tool_choice=None, on_prefill=None, truncate_prompt: bool = False, reasoning: bool | None = None,
              sampler=None, **sampling) -> Iterator[TextEvent | DoneEvent]:
         """Stream the server's reply to the whole conversation, as ``Engine.chat`` does.
 
@@ -171,7 +171,8 @@ class RemoteChat:
             cancel: set it to stop at once (the connection is closed; the partial reply is kept).
             reply: the stream's ``Reply`` (made here if None).
             stops: stop strings (sent to the server and cut here too).
-            response_format, tools: sent as they are (OpenAI's shapes).
+            response_format, tools, tool_choice: sent as they are (OpenAI's shapes); the tool calls
+                the server streams end up in ``reply.tool_calls`` (finish reason "tool_calls").
             on_prefill, truncate_prompt, sampler: the prompt's window and the sampling are the
                 server's: not used.
             reasoning: split a ``<think>`` block off the answer (default on: a server without a
@@ -183,10 +184,10 @@ class RemoteChat:
             server's usage and the timings measured here).
         """
         params = SamplingParams.of(**sampling)
-        body = self._body(messages, params, stops, response_format, tools)
+        body = self._body(messages, params, stops, response_format, tools, tool_choice)
         reply = reply or Reply(None, stops=stops, reasoning=reasoning is not False)
         stream = _Stream(self, body)
-        thinking, finish, usage, chunks, error = False, None, None, 0, ""
+        thinking, finish, usage, chunks, error, calls = False, None, None, 0, "", {}
         try:
             while not reply.done:
                 kind, value = stream.get(cancel)
@@ -201,6 +202,7 @@ class RemoteChat:
                 usage = value.get("usage") or usage
                 for choice in value.get("choices") or []:
                     delta = choice.get("delta") or {}
+                    _add_calls(calls, delta.get("tool_calls"))
                     piece, thinking = _piece(delta, thinking)
                     chunks += bool(piece)
                     yield from reply.feed_text(piece) if piece else ()
@@ -209,11 +211,15 @@ class RemoteChat:
         finally:
             stream.close()
         yield from reply.close(finish or "stop")
+        if calls:
+            from .tools import ToolCall
+            reply.tool_calls = [ToolCall(c["name"], c["arguments"], c["id"]) if c["id"] else
+                                ToolCall(c["name"], c["arguments"]) for _, c in sorted(calls.items())]
         yield DoneEvent(reply.text, reply.finish_reason, _stats(reply, usage, chunks), None,
                         reasoning=reply.reasoning, error=error)
 
-    def _body(self, messages, params: SamplingParams, stops, response_format, tools) -> dict:
-        body = {"model": self.model, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+    def _body(self, messages, params: SamplingParams, stops, response_format, tools, tool_choice) -> dict:
+        body = {"model": self.model, "messages": [dict(m) for m in messages],    # tool_calls and ids too
                 "stream": True, "stream_options": {"include_usage": True},
                 "max_tokens": params.max_tokens, "temperature": params.temp, "top_p": params.top_p}
         if params.seed is not None and params.seed != RANDOM_SEED:
@@ -225,6 +231,8 @@ class RemoteChat:
             body["response_format"] = response_format
         if tools:
             body["tools"] = tools
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
         return body
 
     # ---- faults ---------------------------------------------------------------------------------
@@ -376,6 +384,19 @@ def _piece(delta: dict, thinking: bool) -> tuple[str, bool]:
     if text:
         piece, thinking = piece + (THINK_CLOSE if thinking else "") + text, False
     return piece, thinking
+
+
+def _add_calls(calls: dict, deltas) -> None:
+    """OpenAI's streamed tool-call pieces (by ``index``: the id and name once, the arguments in parts)
+    added to ``calls``: index -> {"id", "name", "arguments"}."""
+    for d in deltas or []:
+        if not isinstance(d, dict):
+            continue
+        call = calls.setdefault(d.get("index", len(calls)), {"id": "", "name": "", "arguments": ""})
+        call["id"] = d.get("id") or call["id"]
+        fn = d.get("function") or {}
+        call["name"] += fn.get("name") or ""
+        call["arguments"] += fn.get("arguments") or ""
 
 
 def _stats(reply: Reply, usage: dict | None, chunks: int) -> Stats:

@@ -5,12 +5,17 @@ OpenAI-shaped server that lists one model and then misbehaves.
   a chunk (a stalled server); it returns when the client goes away.
 - ``/v1/redirect/...`` answers 307 to the same path on another host (127.0.0.2): a redirect the client
   must refuse.
+- ``/v1/fail/CODE/...`` answers status CODE with an OpenAI-shaped error (429 with ``Retry-After``).
+
+``StallServer(tls=dir)`` serves HTTPS with a self-signed certificate written there (openssl).
 """
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -24,7 +29,12 @@ async def app(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
     path = scope["path"]
-    if path.startswith("/v1/redirect/"):
+    if path.startswith("/v1/fail/"):
+        code = int(path.split("/")[3])
+        body = json.dumps({"error": {"message": f"made to fail with {code}", "type": "test", "code": None}})
+        headers = [(b"content-type", b"application/json")] + [(b"retry-after", b"7")] * (code == 429)
+        await _answer(send, code, body.encode(), headers)
+    elif path.startswith("/v1/redirect/"):
         target = f"http://127.0.0.2:{scope['server'][1]}/v1/{path.removeprefix('/v1/redirect/')}"
         await _answer(send, 307, b"", [(b"location", target.encode())])
     elif path == "/v1/models":
@@ -52,14 +62,23 @@ async def _stall(receive, send) -> None:
         pass
 
 
+def _self_signed(folder: Path) -> dict:
+    """uvicorn's TLS options for a self-signed certificate of 127.0.0.1 written to ``folder``."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
 class StallServer:
     """``app`` on a free loopback port, on a thread; ``url`` is its /v1 base. A context manager."""
 
-    def __init__(self):
+    def __init__(self, tls: Path | None = None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/v1"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, **(_self_signed(tls) if tls else {}))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from serve_support import Server, free_port
-from tui_support import make_args, send, wait_until
+from tui_support import make_args, send, wait_reply, wait_until
 
 openai = pytest.importorskip("openai")
 
@@ -133,6 +133,43 @@ def test_local_only_options_are_refused_on_a_server(server, tmp_path):
     assert "--session" in line
 
 
+# ---- structured output, straight through ----------------------------------------------------------
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+        "additionalProperties": False}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+                                            "parameters": CITY}}
+
+
+def test_one_shot_json_schema_goes_to_the_server(server):
+    """--json-schema becomes response_format: the server constrains the reply; jsonschema judges it."""
+    jsonschema = pytest.importorskip("jsonschema")
+    r = cli("-p", "Name a city in France.", "--base-url", server.url, "--json-schema", json.dumps(CITY),
+            "--temp", "0", "--max-tokens", "40", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(out["text"]), CITY)
+
+
+def test_tools_go_to_the_server_and_its_calls_come_back(server, oracle):
+    """The streamed tool-call pieces add up to the calls the server answers unstreamed (the oracle)."""
+    from edgechat.runtime.events import DoneEvent
+    from edgechat.runtime.reply import Reply
+    from edgechat.runtime.remote import RemoteChat
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=BOUND_S)
+    expected = client.chat.completions.create(model=oracle[2], messages=ask, tools=[WEATHER], tool_choice="required",
+                                              temperature=0, max_tokens=60).choices[0].message.tool_calls
+    remote = RemoteChat(server.url, api_key=KEY).connect()
+    reply = Reply(None)
+    events = list(remote.chat(ask, reply=reply, tools=[WEATHER], tool_choice="required", temp=0, max_tokens=60))
+    remote.close()
+    assert isinstance(events[-1], DoneEvent) and events[-1].finish_reason == "tool_calls"
+    assert [(c.name, json.loads(c.arguments)) for c in reply.tool_calls] == \
+        [(c.function.name, json.loads(c.function.arguments)) for c in expected] and expected
+
+
 # ---- the chat window ------------------------------------------------------------------------------
 
 def _db_bytes(home) -> bytes:
@@ -204,6 +241,17 @@ async def test_tui_remote_command_moves_a_chat_to_the_server_and_back(server, or
         current, models = picker_models(app, local_models())
         assert current == (REMOTE, oracle[2]) and models[0][0] == (REMOTE, oracle[2])
         assert any(isinstance(name, str) for name, _ in models)          # the local ones follow
+        prompt = app.query_one("#prompt")                   # past the server's context: one notice
+        prompt.value = "word " * (2 * MAX_PROMPT)
+        await prompt.action_submit()
+        await wait_reply(app, pilot)
+        assert any("longer than the server's context" in n.message for n in app._notifications)
+        assert [m.role for m in app.store.messages(app.chat.id)] == ["user", "assistant", "user"]  # kept
         await send(app, pilot, "/remote off")
         assert REMOTE not in app.chat.settings and app.host.key[3] == ""
+        dead = f"http://127.0.0.1:{free_port()}/v1"          # nothing listens: one notice, the chat kept
+        await send(app, pilot, f"/remote {dead}")
+        await wait_until(pilot, lambda: app.status.state == "error", timeout=BOUND_S)
+        assert any(n.title == "Cannot reach the server" and "cannot reach" in n.message for n in app._notifications)
+        assert app.chat.settings[REMOTE]["url"] == dead
     local.close()

@@ -9,6 +9,7 @@ exiting, text arriving).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +85,31 @@ def test_redirect_to_another_host_is_refused(stalled):
         RemoteChat(stalled.url + "/redirect").connect()
     line = one_line_error(cli("models", "--base-url", stalled.url + "/redirect"))
     assert "refused" in line
+
+
+@pytest.mark.parametrize("code, words", [(403, "forbidden (403"), (404, "not found (404"),
+                                         (429, "rate limiting (429)"), (500, "server error (500"),
+                                         (503, "server error (503")])
+def test_http_errors_are_one_line_with_the_servers_message(stalled, code, words):
+    with pytest.raises(RemoteError) as e:
+        RemoteChat(f"{stalled.url}/fail/{code}").connect()
+    line = str(e.value)
+    assert words in line and f"made to fail with {code}" in line and "\n" not in line
+    assert code != 429 or "retry after 7 s" in line
+
+
+def test_tls_error_is_one_line(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (it writes the self-signed certificate)")
+    with StallServer(tls=tmp_path) as tls:
+        with pytest.raises(RemoteError, match="TLS error with 127.0.0.1: .*CERTIFICATE_VERIFY_FAILED"):
+            RemoteChat(tls.url).connect()
+        line = one_line_error(cli("models", "--base-url", tls.url))
+        assert "TLS error" in line and "SSL_CERT_FILE" in line
+        cert = dict(os.environ, SSL_CERT_FILE=str(tmp_path / "cert.pem"))
+        listed = subprocess.run([sys.executable, "-m", "edgechat.app.cli", "models", "--base-url", tls.url, "--json"],
+                                capture_output=True, text=True, timeout=BOUND_S, env=cert)
+        assert listed.returncode == 0 and MODEL in listed.stdout          # the CA trusted: it answers
 
 
 # ---- a server stopped mid-stream ---------------------------------------------------------------------

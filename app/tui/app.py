@@ -186,7 +186,7 @@ class EdgechatApp(ChatActions, App[int]):
         key = remote.engine_key(self.chat, self.args)
         if self.host.ensure(key):
             status = self.status
-            status.model, status.state = key[0] or "default model", "loading"
+            status.model, status.state = key[0] or ("the server's model" if key[3] else "default model"), "loading"
 
     @on(EngineLoaded)
     def _engine_loaded(self, message: EngineLoaded) -> None:
@@ -198,8 +198,9 @@ class EdgechatApp(ChatActions, App[int]):
         if message.key != self.host.key:
             return
         self.status.state, self.status.error = "error", message.error
-        self.notify(f"{message.error}\nF4 picks another model.", title="Cannot load the model",
-                    severity="error", timeout=10)
+        remote_hint = "/remote off runs it here." if message.key[3] else "F4 picks another model."
+        self.notify(f"{message.error}\n{remote_hint}", title="Cannot reach the server" if message.key[3]
+                    else "Cannot load the model", severity="error", timeout=10)
 
     def _engine_ready(self) -> None:
         info = self.engine.info

@@ -7,6 +7,8 @@ is the command line's (``--remote-key`` or the environment): never in the chat's
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 REMOTE = "remote"          # a picker entry of the server's models is (REMOTE, model id)
 
 
@@ -52,9 +54,8 @@ def header_model(app) -> str:
     r = remote_of(app.chat)
     engine = app.engine
     if r:
-        from httpx import URL
         model = r.get("model") or getattr(engine, "model", "") or "the server's model"
-        return f"{model} @ {URL(r['url']).host}"
+        return f"{model} @ {urlsplit(r['url']).hostname}"
     return app.chat.model or (engine.info.name if engine else "default model")
 
 
