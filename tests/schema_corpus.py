@@ -16,22 +16,18 @@ def s(n: int = 24, **kw) -> dict:
     return {"type": "string", "maxLength": n, **kw}
 
 
-def i(lo: int | None = None, hi: int | None = None, **kw) -> dict:
-    d = {"type": "integer", **kw}
-    if lo is not None:
-        d["minimum"] = lo
-    if hi is not None:
-        d["maximum"] = hi
+def _bounded(kind: str, lo, hi, kw: dict) -> dict:
+    d = {"type": kind, **kw}
+    d.update({k: v for k, v in (("minimum", lo), ("maximum", hi)) if v is not None})
     return d
+
+
+def i(lo: int | None = None, hi: int | None = None, **kw) -> dict:
+    return _bounded("integer", lo, hi, kw)
 
 
 def num(lo=None, hi=None, **kw) -> dict:
-    d = {"type": "number", **kw}
-    if lo is not None:
-        d["minimum"] = lo
-    if hi is not None:
-        d["maximum"] = hi
-    return d
+    return _bounded("number", lo, hi, kw)
 
 
 def obj(props: dict, required: list | None = None, closed: bool = True, **kw) -> dict:
