@@ -360,7 +360,8 @@ def test_full_queue_gets_503_then_ctrl_c_ends_streams():
             r = s.post("/chat/completions", body)
             statuses.append(r.status_code)
             retry.append(r.headers.get("retry-after"))
-        threads = [threading.Thread(target=ask) for _ in range(5)]
+        # more than decode together (--parallel) + wait (--queue-size 1)
+        threads = [threading.Thread(target=ask) for _ in range(s.health()["parallel"] + 1 + 3)]
         for t in threads:
             t.start()
         for t in threads:

@@ -2,10 +2,10 @@
 
 Each request passes the Host/Origin guard (guard.py), then is read (JSON only, within the body's
 size and time limits), validated and bounded (``max_tokens`` up to ``--max-tokens-limit``), then
-queued for the engine thread (``EngineWorker``); its events come back through the job's queue and go
-out as one JSON object or as server-sent events ending in ``data: [DONE]``. A client that disconnects
-cancels its job (the engine stops within one token). Every error is answered in OpenAI's shape and
-logged as one line; none stops the server.
+queued for the engine thread (``EngineWorker``, or ``BatchWorker`` stepping several at once); its
+events come back through the job's queue and go out as one JSON object or as server-sent events
+ending in ``data: [DONE]``. A client that disconnects cancels its job (the engine stops within one
+token). Every error is answered in OpenAI's shape and logged as one line; none stops the server.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class ServeState:
 
     engine: object
     pool: object
-    worker: EngineWorker
+    worker: EngineWorker          # or a batching.BatchWorker (the same interface)
     limits: Limits
     model_id: str                 # the name /v1/models reports
     aliases: frozenset            # other names a request may use for it
@@ -65,14 +65,14 @@ def build_app(state: ServeState) -> Starlette:
 
 async def chat_completions(request: Request):
     s, req = await _accept(request, ChatRequest)
-    job = _submit(s, lambda cancel: run_chat(s.engine, s.pool, req, s.limits, cancel))
+    job = _submit(s, lambda cancel: run_chat(s.engine, s.pool, req, s.limits, cancel), ("chat", req))
     reply = Reply("chat", s.model_id, s.report_cache_hits)
     return await _respond(request, job, reply, req, logprobs=bool(req.logprobs))
 
 
 async def completions(request: Request):
     s, req = await _accept(request, CompletionRequest)
-    job = _submit(s, lambda cancel: run_completion(s.engine, s.pool, req, s.limits, cancel))
+    job = _submit(s, lambda cancel: run_completion(s.engine, s.pool, req, s.limits, cancel), ("completion", req))
     reply = Reply("text", s.model_id, s.report_cache_hits)
     return await _respond(request, job, reply, req, logprobs=req.logprobs is not None)
 
@@ -92,7 +92,8 @@ async def health(request: Request):
     s: ServeState = request.app.state.serve
     i = s.engine.info
     return JSONResponse({"status": "ok", "model": s.model_id, "backend": i.backend, "ctx": i.ctx,
-                         "slots": s.pool.slots, "busy": s.worker.busy, "queued": s.worker.queued,
+                         "slots": s.pool.slots, "parallel": s.worker.parallel,
+                         "busy": s.worker.busy, "queued": s.worker.queued,
                          "jobs": dict(s.worker.stats)})
 
 
@@ -177,8 +178,8 @@ def _too_large(size: int, limit: int) -> APIError:
                         "(--max-body-mb)", "request_too_large")
 
 
-def _submit(s: ServeState, run) -> Job:
-    job = Job(run, asyncio.get_running_loop())
+def _submit(s: ServeState, run, request: tuple[str, object]) -> Job:
+    job = Job(run, asyncio.get_running_loop(), request)
     try:
         s.worker.submit(job)
     except QueueFull:

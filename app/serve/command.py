@@ -3,8 +3,10 @@
 Endpoints: POST /v1/chat/completions and /v1/completions (stream or not), GET /v1/models, GET /health.
 The conversation lives in the sink-ring cache as in the chat: one longer than --ctx never fails, and
 the system prompt stays pinned (--pin-system is on by default here). Up to --cache-slots conversations
-keep their cache warm, so a client that resends the history pays only for the new tokens. Requests run
-one at a time in arrival order; when --queue-size are waiting, more get 503 with Retry-After.
+keep their cache warm, so a client that resends the history pays only for the new tokens. Up to
+--parallel requests decode together (one pass over the weights per token, each in a cache slot of its
+own; the llama.cpp backend runs one at a time); when --queue-size more are waiting, more get 503 with
+Retry-After.
 
 Security: only Host names of this machine are answered (--allowed-hosts adds more), a web page's
 request (an Origin header) only from --allowed-origins (none by default), JSON bodies only; every
@@ -37,8 +39,11 @@ def add_parser(subparsers, option_groups) -> None:
                                      "EDGECHAT_API_KEY environment variable, else none)")
     g.add_argument("--cache-slots", type=int_at_least(1), default=DEFAULTS["cache_slots"],
                    help="conversations whose KV cache is kept warm (default: 4; fewer if RAM is short)")
+    g.add_argument("--parallel", type=int_at_least(1), default=DEFAULTS["parallel"], metavar="N",
+                   help="requests decoded together, one pass over the weights per token (default: 4, at "
+                        "most the cache slots that fit; <= --cache-slots; the llama.cpp backend: 1)")
     g.add_argument("--queue-size", type=int_at_least(0), default=DEFAULTS["queue_size"],
-                   help="requests that may wait behind the running one; more get 503 (default: 16)")
+                   help="requests that may wait behind the running ones; more get 503 (default: 16)")
     g.add_argument("--max-prompt-tokens", type=int_at_least(1), default=DEFAULTS["max_prompt_tokens"],
                    help="longest prompt accepted, in tokens (default: 131072; the cache keeps the window)")
     g.add_argument("--max-body-mb", type=int_at_least(1), default=DEFAULTS["max_body_mb"],
@@ -94,6 +99,7 @@ def run(args) -> int:
     """Load the model, serve until Ctrl-C or SIGTERM; returns the exit code (0, or 130 on Ctrl-C)."""
     import os
 
+    from ...runtime.errors import EdgechatError
     from .server import check_address, serve
     if hasattr(signal, "SIGPIPE"):      # a client gone mid-write ends its request, not the server
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -104,6 +110,9 @@ def run(args) -> int:
     if "*" in args.allowed_origins:
         print("edgechat: warning: --allowed-origins '*' lets any web page you open call this server",
               file=sys.stderr)
+    if args.parallel is not None and args.parallel > args.cache_slots:
+        raise EdgechatError(f"--parallel {args.parallel} is more than --cache-slots {args.cache_slots}: each "
+                            "request decodes in a cache slot of its own")
     check_address(args.host, args.port)
     if args.host not in LOCAL_HOSTS and key is None:
         print(f"edgechat: warning: serving on {args.host} without --api-key: anyone who can reach this "

@@ -63,6 +63,22 @@ def request_sampler(engine, req, limits: Limits, top_logprobs: int | None,
 
 
 def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Final]:
+    messages, shape = chat_setup(engine, req, limits)
+    slot, _ = pool.take(messages)
+    before = engine.cache_info()
+    sampler, reply = chat_reply(engine, req, limits, shape)
+    stream, done = _Deltas(reply, sampler), None
+    for ev in engine.chat(messages, cancel=cancel, sampler=sampler, reply=reply):
+        if isinstance(ev, DoneEvent):
+            done = ev
+        elif (delta := stream.delta(ev)) is not None:
+            yield delta
+    yield from chat_end(engine, pool, slot, before, done, messages, sampler, reply)
+
+
+def chat_setup(engine, req, limits: Limits) -> tuple[list[dict], structured.Structured]:
+    """A chat request's messages (the server's system prompt when it has none, its tools rendered),
+    checked for size, and its structure (constraint, tools)."""
     messages = req.chat_messages()
     if limits.system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": limits.system})
@@ -70,17 +86,18 @@ def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Fina
     shape = structured.prepare(engine, req)
     if shape.tools is not None:
         messages = shape.tools.messages(messages)
-    slot, _ = pool.take(messages)
-    before = engine.cache_info()
+    return messages, shape
+
+
+def chat_reply(engine, req, limits: Limits, shape) -> tuple[RequestSampler, Reply]:
+    """A chat request's sampler and reply (stop strings, token limit, tools)."""
     top = (req.top_logprobs or 0) if req.logprobs else None
     sampler, max_tokens = request_sampler(engine, req, limits, top, shape.constraint)
-    reply, done = Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops(), tools=shape.tools), None
-    stream = _Deltas(reply, sampler)
-    for ev in engine.chat(messages, cancel=cancel, sampler=sampler, reply=reply):
-        if isinstance(ev, DoneEvent):
-            done = ev
-        elif (delta := stream.delta(ev)) is not None:
-            yield delta
+    return sampler, Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops(), tools=shape.tools)
+
+
+def chat_end(engine, pool, slot, before, done: DoneEvent, messages, sampler, reply) -> Iterator[Delta | Final]:
+    """A chat reply's tool-call deltas, then its ``Final``."""
     for calls in structured.stream_calls(reply.tool_calls):
         yield Delta("", tool_calls=calls)
     s = done.stats
@@ -92,15 +109,12 @@ def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Fina
 
 
 def run_completion(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Final]:
-    ids = _prompt_ids(engine, req.prompt, limits)
-    shape = structured.prepare(engine, req)
+    ids, sampler, reply = completion_setup(engine, req, limits)
     slot, _ = pool.take(None)
     engine.reset()
     before = engine.cache_info()
-    sampler, max_tokens = request_sampler(engine, req, limits, req.logprobs, shape.constraint)
-    reply = Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops())
     stream = _Deltas(reply, sampler)
-    for tok in engine.generate(ids, sampler, cancel, max_tokens=max_tokens):
+    for tok in engine.generate(ids, sampler, cancel, max_tokens=reply.max_tokens):
         for ev in reply.feed(tok):
             if (delta := stream.delta(ev)) is not None:
                 yield delta
@@ -109,10 +123,21 @@ def run_completion(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta 
     for ev in reply.close("cancelled" if cancel.is_set() else "length"):
         if (delta := stream.delta(ev)) is not None:
             yield delta
+    yield completion_final(engine, pool, slot, before, engine.cache_info(), reply, ids)
+
+
+def completion_setup(engine, req, limits: Limits) -> tuple[list[int], RequestSampler, Reply]:
+    """A completion request's prompt ids, sampler and reply."""
+    ids = _prompt_ids(engine, req.prompt, limits)
+    shape = structured.prepare(engine, req)
+    sampler, max_tokens = request_sampler(engine, req, limits, req.logprobs, shape.constraint)
+    return ids, sampler, Reply(engine.tokenizer, max_tokens=max_tokens, stops=req.stops())
+
+
+def completion_final(engine, pool, slot, before, cache, reply: Reply, ids: list[int]) -> Final:
     ttft, _ = reply.timings()
-    n = len(reply.tokens)
-    yield _final(engine, pool, slot, before, engine.cache_info(), reply.finish_reason, len(ids), len(ids), n,
-                 {"system_pinned": False, "ttft_s": round(ttft, 4)})
+    return _final(engine, pool, slot, before, cache, reply.finish_reason, len(ids), len(ids), len(reply.tokens),
+                  {"system_pinned": False, "ttft_s": round(ttft, 4)})
 
 
 class _Deltas:

@@ -16,7 +16,7 @@ import uvicorn
 
 from ...runtime.errors import EdgechatError
 from .app import ServeState, build_app
-from .defaults import MAX_TOKENS_PER_CTX
+from .defaults import MAX_TOKENS_PER_CTX, PARALLEL
 from .guard import allowed_hosts, origin_name
 from .jobs import Limits
 from .protocol import TimedH11Protocol
@@ -62,9 +62,10 @@ def serve(args, api_key: str | None, started: float) -> int:
         raise EdgechatError("serve: speculative decoding is not available in the server (drop --speculative/--draft)")
     args.speculative = "off"
     engine = load_engine(args)
-    worker = EngineWorker(args.queue_size, args.request_timeout)
+    worker = None
     try:
-        state = _state(args, engine, worker, api_key, started)
+        state = _state(args, engine, api_key, started)
+        worker = state.worker
         config = uvicorn.Config(build_app(state), host=args.host, port=args.port, lifespan="off",
                                 http=partial(TimedH11Protocol, header_timeout=args.header_timeout),
                                 log_level="info" if args.verbose else "warning", access_log=args.verbose,
@@ -77,7 +78,8 @@ def serve(args, api_key: str | None, started: float) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
         engine.close()
     return 0
 
@@ -86,7 +88,7 @@ def _exit_ok(sig, frame) -> None:
     raise SystemExit(0)
 
 
-def _state(args, engine, worker: EngineWorker, api_key: str | None, started: float) -> ServeState:
+def _state(args, engine, api_key: str | None, started: float) -> ServeState:
     import psutil
 
     from ...runtime.sampler import SamplingParams
@@ -97,6 +99,7 @@ def _state(args, engine, worker: EngineWorker, api_key: str | None, started: flo
         print(f"edgechat: {fit} cache slots fit in the RAM available, not {args.cache_slots}", file=sys.stderr)
     pool = SlotPool(engine, fit)
     limits = Limits(SamplingParams.of(**sampling_kwargs(args)), args.max_prompt_tokens, args.system)
+    worker = _worker(args, engine, pool, limits)
     aliases = {Path(engine.info.path).name, engine.info.path}
     if args.model:
         aliases.add(args.model)
@@ -108,12 +111,35 @@ def _state(args, engine, worker: EngineWorker, api_key: str | None, started: flo
                       origins=frozenset(origin_name(o) for o in args.allowed_origins), created=int(started))
 
 
+def parallel_streams(asked: int | None, slots: int, holds_several: bool) -> int:
+    """How many requests decode together: ``asked`` (None: ``PARALLEL``), at most the ``slots`` that fit;
+    1 on a backend with one cache (llama.cpp)."""
+    if not holds_several:
+        return 1
+    return max(1, min(PARALLEL if asked is None else asked, slots))
+
+
+def _worker(args, engine, pool, limits: Limits):
+    """The batch worker when several streams may decode together, else the one-at-a-time worker."""
+    n = parallel_streams(args.parallel, pool.slots, engine.holds_several)
+    if args.parallel is not None and n < args.parallel:
+        why = f"the {engine.info.backend} backend runs one at a time" if not engine.holds_several else \
+            f"{pool.slots} cache slots fit in the RAM available"
+        print(f"edgechat: {n} parallel stream{'s' if n > 1 else ''}, not {args.parallel}: {why}", file=sys.stderr)
+    if n > 1:
+        from .batching import BatchWorker
+        return BatchWorker(engine, pool, limits, n, args.queue_size, args.request_timeout)
+    return EngineWorker(args.queue_size, args.request_timeout)
+
+
 def _announce(args, s: ServeState) -> None:
     i = s.engine.info
     host = f"[{args.host}]" if ":" in args.host else args.host
     slots = f"{s.pool.slots} cache slot{'s' if s.pool.slots > 1 else ''}"
     if s.pool.slots < args.cache_slots and i.backend != "native":
         slots += f" (the {i.backend} backend keeps one)"
+    n = s.worker.parallel
+    slots += f", {n} requests decode together" if n > 1 else ", one request at a time"
     print(f"edgechat serve: {s.model_id} on {i.backend} (ctx {i.ctx}, {slots}"
           f"{', system prompt pinned' if i.pin_system else ''}) at http://{host}:{args.port}/v1"
           f"{'' if s.api_key is None else ' (API key required)'}", file=sys.stderr, flush=True)

@@ -30,10 +30,13 @@ class QueueFull(Exception):
 
 class Job:
     """One request. ``run(cancel)`` yields its events in the engine thread; ``events`` receives
-    them (then ``END``) in the event loop; an ``APIError`` item is a failure."""
+    them (then ``END``) in the event loop; an ``APIError`` item is a failure. ``request``: the
+    endpoint's kind ("chat" | "completion") and the parsed request, for the batch worker."""
 
-    def __init__(self, run: Callable[[threading.Event], Iterator], loop: asyncio.AbstractEventLoop):
+    def __init__(self, run: Callable[[threading.Event], Iterator], loop: asyncio.AbstractEventLoop,
+                 request: tuple[str, object] | None = None):
         self.run = run
+        self.request = request
         self.cancel = threading.Event()
         self.reason: str | None = None     # why the server stopped it: "request_timeout" | "shutdown"
         self.events: asyncio.Queue = asyncio.Queue()
@@ -54,6 +57,8 @@ class Job:
 
 class EngineWorker:
     """Runs jobs on one engine; ``queue_size`` jobs may wait behind the running one."""
+
+    parallel = 1            # jobs running at once
 
     def __init__(self, queue_size: int, request_timeout: float):
         self._q: queue.Queue = queue.Queue()
@@ -123,21 +128,31 @@ class EngineWorker:
             for item in job.run(job.cancel):
                 late += job.cancel.is_set() and isinstance(item, Delta)
                 job.emit(_ended(item, job.reason) if isinstance(item, Final) else item)
-        except APIError as e:
-            job.emit(e)
-        except EdgechatError as e:
-            job.emit(bad_request(str(e)))
-        except Exception as e:          # a bug: say so, keep serving
-            traceback.print_exc(file=sys.stderr)
-            job.emit(internal(f"internal error: {type(e).__name__}: {e}"))
+        except Exception as e:          # a bad request, or a bug: say so, keep serving
+            job.emit(failure(e))
         finally:
             timer.cancel()
             self._count(job, late)
 
     def _count(self, job: Job, late: int) -> None:
-        self.stats["jobs"] += 1
-        self.stats["stopped_early"] += job.cancel.is_set()   # cancel, disconnect or stop string
-        self.stats["max_pieces_after_cancel"] = max(self.stats["max_pieces_after_cancel"], late)
+        count(self.stats, job, late)
+
+
+def count(stats: dict, job: Job, late: int) -> None:
+    """A served job in the worker's ``stats`` (``late``: text pieces it sent after its cancel)."""
+    stats["jobs"] += 1
+    stats["stopped_early"] += job.cancel.is_set()   # cancel, disconnect or stop string
+    stats["max_pieces_after_cancel"] = max(stats["max_pieces_after_cancel"], late)
+
+
+def failure(e: BaseException) -> APIError:
+    """What a job's client is told of an exception raised while it ran (a bug is logged too)."""
+    if isinstance(e, APIError):
+        return e
+    if isinstance(e, EdgechatError):
+        return bad_request(str(e))
+    traceback.print_exception(e, file=sys.stderr)
+    return internal(f"internal error: {type(e).__name__}: {e}")
 
 
 def _ended(final: Final, reason: str | None) -> Final:
