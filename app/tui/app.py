@@ -198,9 +198,8 @@ class EdgechatApp(ChatActions, App[int]):
         if message.key != self.host.key:
             return
         self.status.state, self.status.error = "error", message.error
-        remote_hint = "/remote off runs it here." if message.key[3] else "F4 picks another model."
-        self.notify(f"{message.error}\n{remote_hint}", title="Cannot reach the server" if message.key[3]
-                    else "Cannot load the model", severity="error", timeout=10)
+        title, hint = remote.load_failure(message.key)
+        self.notify(f"{message.error}\n{hint}", title=title, severity="error", timeout=10)
 
     def _engine_ready(self) -> None:
         info = self.engine.info
@@ -388,8 +387,7 @@ class EdgechatApp(ChatActions, App[int]):
     def action_stats(self) -> None:
         """Engine, last reply and cache; answers during a reply (cache_info is a snapshot)."""
         info = self.engine.info.to_dict() if self.engine else {}
-        cache = self.engine.cache_info() if self.engine else None
-        cache = cache.to_dict() if cache else {"remote": "the server's"} if self.engine else {}
+        cache = remote.cache_dict(self.engine)
         self.push_screen(StatsScreen(info, self.last_stats, cache, psutil.Process().memory_info().rss))
 
     # ---- sidebar --------------------------------------------------------------------------------

@@ -59,6 +59,19 @@ def header_model(app) -> str:
     return app.chat.model or (engine.info.name if engine else "default model")
 
 
+def load_failure(key: tuple) -> tuple[str, str]:
+    """(title, hint) of the notice for an engine that failed to load (or a server to connect)."""
+    if key[3]:
+        return "Cannot reach the server", "/remote off runs the chat here."
+    return "Cannot load the model", "F4 picks another model."
+
+
+def cache_dict(engine) -> dict:
+    """/stats' KV cache: the engine's, "the server's" for a remote chat, {} while none is loaded."""
+    cache = engine.cache_info() if engine is not None else None
+    return cache.to_dict() if cache else {"remote": "the server's"} if engine is not None else {}
+
+
 # ---- /remote and /model ----------------------------------------------------------------------------
 
 async def set_remote(app, arg: str) -> None:
