@@ -143,7 +143,7 @@ class RemoteChat:
         return EngineInfo(backend="remote", reason=f"an OpenAI-compatible server at {self.base_url}",
                           arch="remote", path=self.base_url, name=self.model or "(the server's first model)",
                           types=[], threads=0, isa="remote", ctx=ctx, sinks=0, load_s=load_s,
-                          extra={"base_url": self.base_url})
+                          extra={"base_url": self.base_url, "speculation": "remote"})
 
     # ---- what the app reads of an engine --------------------------------------------------------
 

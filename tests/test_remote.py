@@ -192,13 +192,10 @@ async def test_tui_chat_streams_from_the_server_and_is_saved(server, oracle, db,
         await wait_until(pilot, lambda: app.status.state == "ready", timeout=BOUND_S)
         await send(app, pilot, PROMPT)
         status = str(app.status.render())
-        assert "remote" in status and "KV remote" in status
-        await pilot.press("f1")                                 # /stats via the command too
-        await pilot.press("escape")
-        app.action_stats()
-        await pilot.pause()
+        assert "remote" in status and "KV, sinks, speculation: remote" in status
+        await send(app, pilot, "/stats")
         assert isinstance(app.screen, StatsScreen) and app.screen.data["cache"] == {"remote": "the server's"}
-        assert app.screen.data["info"]["backend"] == "remote"
+        assert app.screen.data["info"]["backend"] == "remote" and app.screen.data["info"]["speculation"] == "remote"
         await pilot.press("escape")
         chat_id = app.chat.id
     app.store.close()                                           # the window has gone: its chats are free

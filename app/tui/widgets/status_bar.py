@@ -81,8 +81,8 @@ class StatusBar(Widget):
 
     def _kv(self, wide: bool, cells: int) -> Text:
         c = self.cache
-        if self.backend == "remote":          # the server's cache: no gauge, sinks or evictions here
-            return Text("KV remote")
+        if self.backend == "remote":          # the server's cache and speculation: nothing to show here
+            return Text("KV, sinks, speculation: remote" if wide else "KV remote")
         if c is None:
             return Text("")
         used, cap = c.used, c.capacity or 1
