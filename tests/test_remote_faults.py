@@ -80,6 +80,24 @@ def test_cancel_stops_a_stalled_reply_at_once(stalled):
     remote.close()
 
 
+@pytest.mark.asyncio
+async def test_esc_stops_a_stalled_reply_in_the_tui(stalled, db):
+    """Esc ends the reply while the server sends nothing (its read timeout is far away); the turn is
+    stored, the reply marked stopped."""
+    from edgechat.app.store import open_store
+    from edgechat.app.tui.app import EdgechatApp
+    from tui_support import send, wait_reply
+    app = EdgechatApp(make_args(base_url=stalled.url, remote_timeout=BOUND_S * 10), open_store(db), volatile=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.status.state == "ready", timeout=BOUND_S)
+        await send(app, pilot, "Hello?", wait=False)
+        assert app.reply is not None
+        await pilot.press("escape")
+        await wait_reply(app, pilot, timeout=BOUND_S)
+    stored = open_store(db).messages(app.chat.id)
+    assert [(m.role, m.finish) for m in stored] == [("user", None), ("assistant", "cancelled")]
+
+
 def test_redirect_to_another_host_is_refused(stalled):
     with pytest.raises(RemoteError, match="redirected to another host.*127.0.0.2.*refused"):
         RemoteChat(stalled.url + "/redirect").connect()
