@@ -1,17 +1,18 @@
-"""What ``edgechat doctor`` says about ``edgechat serve``: its packages, the cache slots that fit, and the
-server's defaults (what it binds and answers, and its limits)."""
+"""What ``edgechat doctor`` says about ``edgechat serve``: its packages, the cache slots that fit, how many
+requests decode together, and the server's defaults (what it binds and answers, and its limits)."""
 from __future__ import annotations
 
 from importlib import metadata
 
-from .defaults import DEFAULTS, MAX_TOKENS_PER_CTX
+from .defaults import DEFAULTS, MAX_TOKENS_PER_CTX, PARALLEL
 
 PACKAGES = ("uvicorn", "starlette", "pydantic")
 
 
 def serve_report(kv_bytes: int | None, available: int | None) -> dict:
     """Versions of the server's packages (None: missing), whether it can run, how many of the default
-    cache slots fit in RAM at the doctor's --ctx (None when memory is unknown), and the defaults."""
+    cache slots fit in RAM at the doctor's --ctx and how many requests then decode together on the native
+    engine (None when memory is unknown; the llama.cpp backend runs one at a time), and the defaults."""
     from ...runtime.slots import slots_that_fit
     versions = {}
     for name in PACKAGES:
@@ -21,15 +22,19 @@ def serve_report(kv_bytes: int | None, available: int | None) -> dict:
             versions[name] = None
     wanted = DEFAULTS["cache_slots"]
     slots = slots_that_fit(wanted, kv_bytes, available) if kv_bytes and available else None
-    defaults = {**DEFAULTS, "max_tokens_limit": f"{MAX_TOKENS_PER_CTX} x --ctx"}
-    return {"ready": all(versions.values()), "packages": versions, "cache_slots": slots, "defaults": defaults}
+    defaults = {**DEFAULTS, "max_tokens_limit": f"{MAX_TOKENS_PER_CTX} x --ctx",
+                "parallel": f"{PARALLEL}, at most the cache slots that fit"}
+    return {"ready": all(versions.values()), "packages": versions, "cache_slots": slots,
+            "parallel": None if slots is None else min(PARALLEL, slots), "defaults": defaults}
 
 
 def describe(r: dict) -> str:
     missing = [n for n, v in r["packages"].items() if v is None]
     if missing:
         return f"not ready: missing {', '.join(missing)} (bash scripts/setup.sh)"
-    slots = "" if r["cache_slots"] is None else f"; {r['cache_slots']} cache slots fit"
+    slots = "" if r["cache_slots"] is None else (
+        f"; {r['cache_slots']} cache slots fit, {r['parallel']} requests decode together on the native engine, "
+        "one at a time on llama.cpp")
     d = r["defaults"]
     return (f"ready: edgechat serve (uvicorn {r['packages']['uvicorn']}{slots}); defaults: "
             f"{d['host']}:{d['port']}, Host: this machine's names only, web origins: none, JSON bodies only, "
