@@ -4,8 +4,9 @@ name: the model id is the server's.
 
 Each turn sends the whole conversation to ``/v1/chat/completions`` with ``stream: true`` (the server owns
 its cache) and feeds the streamed text to a text-only ``Reply`` (stop strings, a ``<think>`` block, the
-time to the first token). The stream is read on a thread of its own, so a cancel ends the reply at once
-even while the server sends nothing, and a server silent for longer than the read timeout ends it.
+time to the first token). The stream is read on a thread of its own (``remote_stream.EventStream``), so
+a cancel ends the reply at once even while the server sends nothing, and a server silent for longer
+than the read timeout ends it.
 Faults are one-line ``RemoteError``s; a stream cut after some text came ends the reply with finish
 reason "error" (``DoneEvent.error`` says why) and the partial text kept. Redirects are followed only on
 the same scheme, host and port. The key is sent as a bearer token and kept nowhere else: not in
@@ -14,7 +15,6 @@ the same scheme, host and port. The key is sent as a bearer token and kept nowhe
 from __future__ import annotations
 
 import json
-import queue
 import ssl
 import threading
 import time
@@ -25,7 +25,8 @@ import httpx
 from .errors import EdgechatError
 from .events import DoneEvent, Stats, TextEvent
 from .info import EngineInfo
-from .reply import THINK_CLOSE, THINK_OPEN, Reply
+from .remote_stream import EventStream, add_calls, delta_text, one_line
+from .reply import Reply
 from .sampler import DEFAULTS, RANDOM_SEED, SamplingParams
 
 CONNECT_TIMEOUT_S = 10.0   # to open a connection (TCP and TLS)
@@ -33,8 +34,6 @@ READ_TIMEOUT_S = 120.0     # a server that sends nothing this long has stalled (
                            # server can take a minute before its first token: vLLM's and llama-server's
                            # streams send nothing until then)
 MAX_REDIRECTS = 3
-POLL_S = 0.05              # how often a reply waiting for the server looks at its cancel event
-MESSAGE_CHARS = 300        # a server's error message is cut there (one line)
 # finish reasons as servers send them -> the engine's; others pass through unchanged
 FINISH = {"stop": "stop", "eos": "stop", "length": "length", "function_call": "tool_calls"}
 # llama.cpp-server extensions; sent only when they differ from the local defaults (a server that does
@@ -131,7 +130,7 @@ class RemoteChat:
         context length where the server says it: vLLM's ``max_model_len``, llama-server's ``n_ctx``)."""
         r = self._call(lambda: self._client.get(self.base_url + "/models"))
         if r.status_code >= 400:
-            raise self._http_error(r)
+            raise self.http_error(r)
         try:
             data = r.json().get("data") or []
             return [{"id": str(m["id"]), "owned_by": m.get("owned_by") or "", "context": _context(m)}
@@ -186,7 +185,8 @@ class RemoteChat:
         params = SamplingParams.of(**sampling)
         body = self._body(messages, params, stops, response_format, tools, tool_choice)
         reply = reply or Reply(None, stops=stops, reasoning=reasoning is not False)
-        stream = _Stream(self, body)
+        stream = EventStream(lambda: self._client.stream("POST", self.base_url + "/chat/completions", json=body),
+                             self)
         thinking, finish, usage, chunks, error, calls = False, None, None, 0, "", {}
         try:
             while not reply.done:
@@ -202,8 +202,8 @@ class RemoteChat:
                 usage = value.get("usage") or usage
                 for choice in value.get("choices") or []:
                     delta = choice.get("delta") or {}
-                    _add_calls(calls, delta.get("tool_calls"))
-                    piece, thinking = _piece(delta, thinking)
+                    add_calls(calls, delta.get("tool_calls"))
+                    piece, thinking = delta_text(delta, thinking)
                     chunks += bool(piece)
                     yield from reply.feed_text(piece) if piece else ()
                     reason = choice.get("finish_reason")
@@ -262,15 +262,15 @@ class RemoteChat:
                                "(--remote-timeout sets how long to wait)")
         if isinstance(e, httpx.ConnectError):
             if _is_tls(e):
-                return RemoteError(f"TLS error with {host}: {_line(e)} (a private CA: set SSL_CERT_FILE)")
-            return RemoteError(f"cannot reach {self.base_url}: {_line(e)}")
+                return RemoteError(f"TLS error with {host}: {one_line(e)} (a private CA: set SSL_CERT_FILE)")
+            return RemoteError(f"cannot reach {self.base_url}: {one_line(e)}")
         if isinstance(e, httpx.TooManyRedirects):
             return RemoteError(f"{self.base_url}: more than {MAX_REDIRECTS} redirects")
         if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
-            return RemoteError(f"the server at {host} closed the connection mid-reply ({_line(e)})")
-        return RemoteError(f"{self.base_url}: {type(e).__name__}: {_line(e)}")
+            return RemoteError(f"the server at {host} closed the connection mid-reply ({one_line(e)})")
+        return RemoteError(f"{self.base_url}: {type(e).__name__}: {one_line(e)}")
 
-    def _http_error(self, r: httpx.Response) -> RemoteError:
+    def http_error(self, r: httpx.Response) -> RemoteError:
         """An HTTP error status as one line (the server's own message in it, the key redacted)."""
         s, message, code = r.status_code, *self._server_message(r)
         where = f"{r.request.method} {r.request.url.path}"
@@ -301,102 +301,20 @@ class RemoteChat:
         try:
             body = r.json()
         except ValueError:
-            return self._redact(_line(r.text)), ""
+            return self.redact(one_line(r.text)), ""
         err = body.get("error", body) if isinstance(body, dict) else body
         if not isinstance(err, dict):
-            return self._redact(_line(err)), ""
+            return self.redact(one_line(err)), ""
         message = err.get("message") or err.get("detail") or json.dumps(err)
-        return self._redact(_line(message)), str(err.get("code") or err.get("type") or "")
+        return self.redact(one_line(message)), str(err.get("code") or err.get("type") or "")
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """``text`` with the key, should a server quote it, as ***."""
         return text.replace(self._secret, "***") if self._secret else text
 
-
-class _Stream:
-    """One request's server-sent events, read on a thread of its own into a queue of (kind, value):
-    ("chunk", dict), ("end", None) after ``[DONE]``, ("error", RemoteError)."""
-
-    def __init__(self, remote: RemoteChat, body: dict):
-        self._q: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        threading.Thread(target=self._read, args=(remote, body), daemon=True, name="edgechat-remote").start()
-
-    def get(self, cancel: threading.Event | None) -> tuple[str, object]:
-        """The next item; ("cancelled", None) as soon as ``cancel`` is set."""
-        while True:
-            if cancel is not None and cancel.is_set():
-                return "cancelled", None
-            try:
-                return self._q.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-
-    def close(self) -> None:
-        """Stop reading (the reader closes the connection after its current read)."""
-        self._stop.set()
-
-    def _read(self, remote: RemoteChat, body: dict) -> None:
-        put = self._q.put
-        try:
-            with remote._client.stream("POST", remote.base_url + "/chat/completions", json=body) as r:
-                if r.status_code >= 400 or 300 <= r.status_code < 400:
-                    put(("error", remote._http_error(r)))
-                    return
-                for line in r.iter_lines():
-                    if self._stop.is_set():
-                        return
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        put(("end", None))
-                        return
-                    put(_chunk(remote, data))
-            put(("end", None))             # ended without [DONE]: what came is the reply
-        except Exception as e:             # noqa: BLE001: the reader thread reports every fault
-            if not self._stop.is_set():
-                put(("error", remote.transport_error(e) if isinstance(e, httpx.HTTPError) else
-                     e if isinstance(e, RemoteError) else RemoteError(f"{type(e).__name__}: {_line(e)}")))
-
-
-def _chunk(remote: RemoteChat, data: str) -> tuple[str, object]:
-    """One event's data: a chunk, or the error a server sends inside the stream."""
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        return "error", RemoteError(f"the server sent something that is not JSON: {_line(data)[:80]}")
-    if isinstance(chunk, dict) and "error" in chunk:
-        err = chunk["error"]
-        message = err.get("message") if isinstance(err, dict) else str(err)
-        return "error", RemoteError(f"the server failed mid-reply: {remote._redact(_line(message or ''))}")
-    return ("chunk", chunk) if isinstance(chunk, dict) else ("error", RemoteError("the server sent a non-object chunk"))
-
-
-def _piece(delta: dict, thinking: bool) -> tuple[str, bool]:
-    """A delta's text for ``Reply.feed_text``: a server's separate reasoning (``reasoning_content``,
-    ollama's ``reasoning``) is wrapped in ``<think>`` tags, so the reply splits it off as it does inline
-    tags. Returns (text, inside the reasoning block after it)."""
-    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-    text = delta.get("content") or ""
-    piece = ""
-    if reasoning:
-        piece, thinking = ("" if thinking else THINK_OPEN) + reasoning, True
-    if text:
-        piece, thinking = piece + (THINK_CLOSE if thinking else "") + text, False
-    return piece, thinking
-
-
-def _add_calls(calls: dict, deltas) -> None:
-    """OpenAI's streamed tool-call pieces (by ``index``: the id and name once, the arguments in parts)
-    added to ``calls``: index -> {"id", "name", "arguments"}."""
-    for d in deltas or []:
-        if not isinstance(d, dict):
-            continue
-        call = calls.setdefault(d.get("index", len(calls)), {"id": "", "name": "", "arguments": ""})
-        call["id"] = d.get("id") or call["id"]
-        fn = d.get("function") or {}
-        call["name"] += fn.get("name") or ""
-        call["arguments"] += fn.get("arguments") or ""
+    def error(self, message: str) -> RemoteError:
+        """A fault the stream itself shows (a server's error event, a chunk that is not JSON)."""
+        return RemoteError(self.redact(message))
 
 
 def _stats(reply: Reply, usage: dict | None, chunks: int) -> Stats:
@@ -435,9 +353,3 @@ def _is_tls(e: BaseException) -> bool:
         if seen is e:
             break
     return False
-
-
-def _line(e) -> str:
-    """One line of at most MESSAGE_CHARS characters."""
-    text = " ".join(str(e).split())
-    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
