@@ -248,6 +248,7 @@ class Constraint:
         self._ff_ready = threading.Event()
         self.consumed = 0                  # tokens the matcher holds
         self.mask_s: list[float] = []      # seconds each mask took (bench: p50 / p99)
+        self.wait_s: list[float] = []      # seconds the sampler waited for it (what the overlap left)
         self._start(ff=False)
 
     # -- the worker ----------------------------------------------------------------------------
@@ -256,23 +257,32 @@ class Constraint:
         self._ff, self._ff_ready = None, threading.Event()
         if not ff:
             self._ff_ready.set()
-        self._job = _executor().submit(self._work, ff)
+        self._job, self._job_ff = _executor().submit(self._work, ff), ff
 
     def _work(self, ff: bool) -> None:
-        if ff:
-            forced = self._m.compute_ff_tokens() if not self._m.is_stopped() else []
-            self._ff = forced
-            self._ff_ready.set()
-            if forced:
-                return                      # the loop takes them; the mask after them comes next
+        if ff and self._forced_now():
+            return                          # the loop takes them; the mask after them comes next
         t0 = time.perf_counter()
         self._m.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
         self.mask_s.append(time.perf_counter() - t0)
 
+    def _forced_now(self) -> list[int]:
+        forced = self._m.compute_ff_tokens() if not self._m.is_stopped() else []
+        self._ff = forced
+        self._ff_ready.set()
+        return forced
+
     def _wait(self) -> None:
+        """The work in flight, done; a job the worker has not started yet (no core was free: the engine's
+        threads hold them) runs here at once rather than waiting for the worker to be scheduled."""
         if self._job is not None:
-            self._job.result()
+            t0 = time.perf_counter()
+            if self._job.cancel():
+                self._work(self._job_ff)
+            else:
+                self._job.result()
             self._job = None
+            self.wait_s.append(time.perf_counter() - t0)
 
     # -- the sampler's calls -------------------------------------------------------------------
 
@@ -308,7 +318,13 @@ class Constraint:
 
     def forced(self, limit: int = FF_MAX) -> list[int]:
         """Tokens the grammar forces now (at most ``limit``), consumed: the loop feeds them in one batch."""
-        self._ff_ready.wait()
+        if not self._ff_ready.is_set():
+            if self._job.cancel():          # not started (no core free): the forced tokens here,
+                self._job = None            # the mask still on the worker, overlapping the forward pass
+                if not self._forced_now():
+                    self._start(ff=False)
+            else:
+                self._ff_ready.wait()
         ff = self._ff
         if not ff or limit <= 0:
             return []

@@ -7,7 +7,8 @@ weights, from ``edgechat bench``'s cache), greedy, the same prompt, speculation 
     without and with a schema (the schema's reply is a long array, so both run ``--tokens`` tokens;
     the grammar's forced tokens count as decoded tokens: they are fed, as one batch with the sampled
     one), and with the schema but every token sampled and fed alone (the mask's own cost);
-  * the mask's time per token (its worker thread: computed while the forward pass runs), p50 / p99;
+  * the mask's time per token (its worker thread: computed while the forward pass runs), p50 / p99, and
+    how long the sampler waited for it (what the overlap did not hide);
   * the compile time of each corpus schema (tests/schema_corpus.py) on a cold cache: the extra time to
     the first token of a new schema; its median and p90.
 
@@ -33,7 +34,7 @@ LONG_SCHEMA = {"type": "object", "required": ["words"], "additionalProperties": 
                                         "items": {"type": "string", "maxLength": 12}}}}
 
 
-def decode_run(engine, schema: dict | None, tokens: int, forced: bool = True) -> tuple[float, int, list[float]]:
+def decode_run(engine, schema: dict | None, tokens: int, forced: bool = True) -> tuple[float, int, list, list]:
     c = C.compile_constraint(C.Format("json_schema", schema), engine.tokenizer) if schema else None
     s = make_sampler(temp=0, repeat_penalty=1.0, constraint=c)
     if not forced:
@@ -41,7 +42,7 @@ def decode_run(engine, schema: dict | None, tokens: int, forced: bool = True) ->
     engine.reset()
     done = [ev for ev in engine.chat(PROMPT, sampler=s, max_tokens=tokens)][-1]
     st = done.stats
-    return st.decode_tps, st.completion_tokens, (c.mask_s if c else [])
+    return st.decode_tps, st.completion_tokens, (c.mask_s if c else []), (c.wait_s if c else [])
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -53,16 +54,16 @@ def bench_model(path: Path, runs: int, tokens: int) -> dict:
     engine = load(path, speculative="off", ctx=1024)
     decode_run(engine, None, 8)                         # warm-up
     decode_run(engine, LONG_SCHEMA, 8)
-    plain, schema, alone, masks, counts = [], [], [], [], []
+    plain, schema, alone, masks, waits, counts = [], [], [], [], [], []
     for _ in range(runs):                               # alternating, so a load change hits all three
-        tps, n, _ = decode_run(engine, None, tokens)
+        tps, n, _, _ = decode_run(engine, None, tokens)
         plain.append(tps)
-        tps, n2, m = decode_run(engine, LONG_SCHEMA, tokens)
+        tps, n2, m, w = decode_run(engine, LONG_SCHEMA, tokens)
         schema.append(tps)
-        masks += m
-        tps, n3, m = decode_run(engine, LONG_SCHEMA, tokens, forced=False)
+        masks, waits = masks + m, waits + w
+        tps, n3, m, w = decode_run(engine, LONG_SCHEMA, tokens, forced=False)
         alone.append(tps)
-        masks += m
+        masks, waits = masks + m, waits + w
         counts.append((n, n2, n3))
     engine.close()
     p, s, a = statistics.median(plain), statistics.median(schema), statistics.median(alone)
@@ -71,7 +72,8 @@ def bench_model(path: Path, runs: int, tokens: int) -> dict:
             "decode_tps_plain": round(p, 1), "decode_tps_schema": round(s, 1), "ratio": round(s / p, 3),
             "decode_tps_schema_no_batching": round(a, 1), "ratio_no_batching": round(a / p, 3),
             "mask_us_p50": round(pct(masks, 0.5) * 1e6, 1), "mask_us_p99": round(pct(masks, 0.99) * 1e6, 1),
-            "masks": len(masks)}
+            "masks": len(masks), "wait_us_p50": round(pct(waits, 0.5) * 1e6, 1),
+            "wait_us_p99": round(pct(waits, 0.99) * 1e6, 1)}
 
 
 def compile_times(tok) -> dict:
