@@ -5,20 +5,20 @@ from __future__ import annotations
 def load_engine(args, model: str | None = None, pin_system: bool | None = None, kv_type: str | None = None,
                 base_url: str | None = None):
     """Resolve ``args.model`` (or ``model``; "" is the packaged default) and load it with the options;
-    with a server's URL (``base_url``, else ``--base-url``), connect to it instead: ``model`` is then
-    the server's model id ("" its first), and the chat source a ``runtime.remote.RemoteChat``.
+    with a server's URL (``base_url``: the chat's and the one-shot's, never serve's or bench's), connect
+    to it instead: ``model`` is then the server's model id ("" its first), and the chat source a
+    ``runtime.remote.RemoteChat``.
 
     Args:
         args: the CLI's Namespace (backend, threads, ctx, sinks, gpu_layers, pin_system, ...).
         model: a model other than ``args.model``.
         pin_system: overrides ``args.pin_system``.
         kv_type: overrides ``args.kv_type``.
-        base_url: a server to chat on ("": this machine, whatever ``--base-url`` says).
+        base_url: a server to chat on (None or "": this machine).
     """
-    from . import remote
-    url = remote.base_url(args) if base_url is None else base_url
-    if url:
-        return remote.connect(args, url, model)
+    if base_url:
+        from . import remote
+        return remote.connect(args, base_url, model)
     from ..models.resolve import resolve
     from ..runtime import load
     name = args.model if model is None else model

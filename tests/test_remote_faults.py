@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from serve_support import Server
+from serve_support import Server, free_port
 from stall_server import MODEL, StallServer
 from tui_support import make_args, wait_until
 
@@ -128,6 +128,14 @@ def test_tls_error_is_one_line(tmp_path):
         listed = subprocess.run([sys.executable, "-m", "edgechat.app.cli", "models", "--base-url", tls.url, "--json"],
                                 capture_output=True, text=True, timeout=BOUND_S, env=cert)
         assert listed.returncode == 0 and MODEL in listed.stdout          # the CA trusted: it answers
+
+
+def test_serve_runs_its_own_model_whatever_the_base_url(monkeypatch):
+    """EDGECHAT_BASE_URL is the chat's and the one-shot's: serve loads its local model (nothing listens
+    at that URL)."""
+    monkeypatch.setenv("EDGECHAT_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    with Server("--threads", "1", "--ctx", "256") as server:
+        assert server.health()["backend"] == "native"
 
 
 # ---- a server stopped mid-stream ---------------------------------------------------------------------
