@@ -62,6 +62,8 @@ def serve(args, api_key: str | None, started: float) -> int:
         raise EdgechatError("serve: speculative decoding is not available in the server (drop --speculative/--draft)")
     args.speculative = "off"
     engine = load_engine(args)
+    from .structured import warm
+    warm(engine)                       # llguidance's tokenizer of this vocab: built now, not in a request
     worker = None
     try:
         state = _state(args, engine, api_key, started)
