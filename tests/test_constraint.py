@@ -162,6 +162,8 @@ def test_max_tokens_cuts_mid_object_as_is(engines):
     (Format("lark", "start: missing_rule", "grammar"), "missing_rule"),
     (Format("gbnf", 'root ::= undefined', "grammar"), "undefined"),
     (Format("json_schema", {"type": "object", "description": "x" * 300_000}, "response_format"), "KiB"),
+    (Format("json_schema", '{"type": "object", "properties": {"a": ' * 80 + '{"type": "string"}' + "}}" * 80,
+            "response_format"), "recursion"),                  # bounded: refused, not compiled forever
 ])
 def test_bad_input_is_one_line_naming_it(tokenizer, fmt, words):
     with pytest.raises(ConstraintError) as e:
