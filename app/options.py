@@ -59,7 +59,7 @@ def add_remote_options(p: argparse.ArgumentParser) -> None:
     environment when connecting (``app.remote.remote_key``)."""
     from ..runtime.remote import READ_TIMEOUT_S
     g = p.add_argument_group("remote server")
-    g.add_argument("--base-url", default=os.environ.get("EDGECHAT_BASE_URL") or None, metavar="URL",
+    g.add_argument("--base-url", type=server_url, default=os.environ.get("EDGECHAT_BASE_URL") or None, metavar="URL",
                    help="chat with a model on an OpenAI-compatible server (vLLM, SGLang, llama-server, ollama, "
                         "edgechat serve), e.g. http://gpu-box:8000/v1 (env EDGECHAT_BASE_URL)")
     g.add_argument("--remote-key", metavar="KEY", help="the server's API key (default: env EDGECHAT_REMOTE_KEY, "
@@ -67,6 +67,15 @@ def add_remote_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--remote-timeout", type=float_at_least(MIN_TIMEOUT_S), default=READ_TIMEOUT_S, metavar="S",
                    help="a server that sends nothing for S seconds has stalled: the reply ends (default %(default)g; "
                         "inf: wait for ever)")
+
+
+def server_url(text: str) -> str:
+    """``--base-url``: an http(s) URL, normalized (``/v1`` added to a bare host: runtime.remote)."""
+    from ..runtime.remote import RemoteError, normalize_url
+    try:
+        return normalize_url(text)
+    except RemoteError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:

@@ -128,6 +128,12 @@ def test_context_length_400_is_one_clear_line(server):
     assert "longer than the server's context" in line
 
 
+@pytest.mark.parametrize("url", ["ftp://host/v1", "localhost:8080", "http://user:pw@host/v1"])
+def test_a_bad_url_is_a_usage_error(url):
+    r = cli("-p", PROMPT, "--base-url", url)
+    assert r.returncode == 2 and "--base-url" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_local_only_options_are_refused_on_a_server(server, tmp_path):
     line = one_line_error(cli("-p", PROMPT, "--base-url", server.url, "--session", str(tmp_path / "s")))
     assert "--session" in line
