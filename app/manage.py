@@ -158,7 +158,7 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str
         return report
     cfg = m.config
     est = memory.estimate(m.size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
-                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]))
+                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]), memory.layer_slots(cfg, ctx))
     report["memory"] = memory.preflight(est, force=True, available=dev.ram_available)
     report["serve"] = _serve_report(est["kv"], dev.ram_available)
     if not report["memory"]["fits"]:

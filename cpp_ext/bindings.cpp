@@ -222,10 +222,10 @@ static nb::dict export_state(PyModel& pm) {
         std::lock_guard<std::mutex> lock(pm.mu);
         ec::KVRing& kv = pm.model->cache();
         const int used = kv.used();
-        n_bytes = (size_t)kv.n_layer() * kv.n_head_kv() * used * kv.row_bytes();
+        n_bytes = kv.state_bytes(kv.n_past());   // per layer its slots in use (local layers: their own ring's)
         k = new uint8_t[n_bytes + 1];
         v = new uint8_t[n_bytes + 1];
-        kv.copy_rows_out(used, k, v);
+        kv.copy_rows_out(k, v);
         meta[0] = kv.n_past(), meta[1] = kv.sinks(), meta[2] = used, meta[3] = (int64_t)kv.row_bytes();
     }
     nb::capsule ko(k, [](void* p) noexcept { delete[] (uint8_t*)p; });
@@ -245,10 +245,8 @@ static bool import_state(PyModel& pm, int sinks, int64_t n_past, Bytes k, Bytes 
     nb::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lock(pm.mu);
     ec::KVRing& kv = pm.model->cache();
-    const int64_t n = std::min<int64_t>(std::max<int64_t>(n_past, 0), kv.ctx());
-    const size_t want = (size_t)kv.n_layer() * kv.n_head_kv() * n * kv.row_bytes();
-    if (k.shape(0) != want || v.shape(0) != want) return false;
-    return kv.set_state(sinks, n_past, (int)n, k.data(), v.data());
+    if (n_past < 0 || k.shape(0) != v.shape(0)) return false;
+    return kv.set_state(sinks, n_past, k.shape(0), k.data(), v.data());   // checks the size n_past implies
 }
 
 // kernel access for tests: run one type's kernels of one isa on raw bytes

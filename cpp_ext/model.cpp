@@ -98,10 +98,24 @@ static int checked_kv_dim(const Config& c, const std::vector<std::pair<std::stri
     throw std::invalid_argument("missing tensor blk.0.attn_k.weight");
 }
 
+// sliding-window layers (gemma3) keep rings of their own, window + kLocalSlack slots, when that is
+// shorter than ctx: the slack lets a rollback of up to kLocalSlack + 1 tokens (a regenerated reply, a
+// rejected draft) find their keys still there. otherwise every layer keeps the sink ring
+static constexpr int kLocalSlack = 512;
+
+static LocalLayers local_layers(const Config& c, int ctx) {
+    LocalLayers local;
+    if (c.swa_window <= 0 || c.swa_period <= 0 || (int64_t)c.swa_window + kLocalSlack >= ctx) return local;
+    local.cap = c.swa_window + kLocalSlack;
+    local.window = c.swa_window;
+    for (int l = 0; l < c.n_layer; l++) local.layers.push_back(l % c.swa_period != c.swa_period - 1);
+    return local;
+}
+
 Model::Model(const Config& cfg, const std::vector<std::pair<std::string, Tensor>>& tensors, int ctx,
              int sinks, int n_threads, KVType kv_type)
     : cfg_(cfg), k_(select_kernels()), pool_(n_threads),
-      kv_(cfg.n_layer, ctx, checked_kv_dim(cfg, tensors, ctx), cfg.head_dim, kv_type) {
+      kv_(cfg.n_layer, ctx, checked_kv_dim(cfg, tensors, ctx), cfg.head_dim, kv_type, local_layers(cfg, ctx)) {
     const Config& c = cfg_;
     kv_.reset(sinks);
     q_dim_ = c.n_head * c.head_dim;
@@ -280,6 +294,7 @@ void Model::rope_fill(const std::vector<double>& inv_freq, float* abs, float* si
 // layers' view (sinks + window), which equals full attention until the ring evicts
 Model::AttnGeom Model::attn_geom(const KVRing& kv, int layer) const {
     if (!layers_[layer].swa) return {kv.sinks(), kv.window(), cs_abs_.data(), cs_sink_.data()};
+    if (kv.is_local(layer)) return {0, kv.local_window(), cs_abs_swa_.data(), cs_sink_swa_.data()};   // its own ring
     if (cfg_.swa_window < kv.window()) return {0, cfg_.swa_window, cs_abs_swa_.data(), cs_sink_swa_.data()};
     return {kv.sinks(), kv.window(), cs_abs_swa_.data(), cs_sink_swa_.data()};
 }
@@ -481,8 +496,8 @@ void Model::attention(KVRing& kv, int layer, int n, int64_t p0, int q0, int r0) 
         const size_t rb = kv.row_bytes();
         add(kv.k_row(layer, kvh, 0), kv.v_row(layer, kvh, 0), rb, std::min<int64_t>(S, p0), 0, qs);
         for (int64_t a = std::max<int64_t>(S, p0 + t0 - W + 1); a < p0;) {
-            const int s0 = kv.slot(a);
-            const int64_t len = std::min<int64_t>(p0 - a, kv.ctx() - s0);
+            const int s0 = kv.slot(layer, a);
+            const int64_t len = std::min<int64_t>(p0 - a, kv.capacity(layer) - s0);
             add(kv.k_row(layer, kvh, s0), kv.v_row(layer, kvh, s0), rb, len, a, qw);
             a += len;
         }
@@ -664,7 +679,7 @@ void Model::forward(const Seq* seqs, int n_seqs) {
             KVRing& kv = *seqs[i].kv;
             const size_t rb = kv.row_bytes();
             for (int t = 0; t < seqs[i].n; t++) {
-                const int s = kv.slot(p0s[i] + t);
+                const int s = kv.slot(l, p0s[i] + t);
                 const size_t row = (size_t)(r0s[i] + t) * kv_row_;
                 for (int h = 0; h < c.n_head_kv; h++) {
                     std::memcpy(kv.k_row(l, h, s), kb_.data() + row + (size_t)h * rb, rb);
@@ -698,6 +713,21 @@ void Model::forward(const Seq* seqs, int n_seqs) {
             if (!L.ffn_post_norm_f.empty()) rmsnorm(xbr, xbr, L.ffn_post_norm_f.data(), nr, c.n_embd);
             for (size_t i = (size_t)r0 * c.n_embd; i < (size_t)(r0 + nr) * c.n_embd; i++) x[i] += xb[i];
         });
+    }
+    // a batched step (one logits row per sequence, laid end to end): the last rows go through the
+    // output matrix together, read once (each column's arithmetic is its own: the rows equal each
+    // sequence's own eval). rows move down to 0..n_seqs-1 (sequence i's last row is at or after row i)
+    bool together = n_seqs > 1;
+    for (int i = 0; i < n_seqs && together; i++)
+        together = seqs[i].out == seqs[0].out + (size_t)i * cfg_.n_vocab && !seqs[i].all_logits;
+    if (together) {
+        for (int i = 0; i < n_seqs; i++) {
+            seqs[i].kv->advance(seqs[i].n);
+            std::memmove(x_.data() + (size_t)i * c.n_embd, x_.data() + (size_t)(r0s[i + 1] - 1) * c.n_embd,
+                         (size_t)c.n_embd * sizeof(float));
+        }
+        output(0, n_seqs, seqs[0].out);
+        return;
     }
     for (int i = 0; i < n_seqs; i++) {
         const Seq& q = seqs[i];

@@ -75,7 +75,7 @@ public:
     // an empty cache of the same geometry, and an O(1) exchange with it (buffers swapped, not copied):
     // the server keeps the caches of several conversations and swaps the one a request continues in
     KVRing make_cache(int sinks, KVType type) const {
-        KVRing c(cfg_.n_layer, kv_.ctx(), kv_dim_, cfg_.head_dim, type);   // rows f16 or q8_0, each cache its own
+        KVRing c = kv_.like(sinks, type);   // rows f16 or q8_0, each cache its own
         c.reset(sinks);
         return c;
     }

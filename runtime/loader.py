@@ -155,7 +155,7 @@ def _check_kv_type(kv_type: str) -> str:
 def _preflight(path: Path, cfg: dict, ctx: int, force: bool, kv_type: str = "f16") -> None:
     from . import memory
     est = memory.estimate(path.stat().st_size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
-                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]))
+                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]), memory.layer_slots(cfg, ctx))
     memory.preflight(est, force=force)
 
 

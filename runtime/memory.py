@@ -41,8 +41,23 @@ def kv_bytes_per_elem(kv_type: str = "f16", head_dim: int = 64) -> float:
     raise ValueError(f"unknown kv type '{kv_type}' (choose from {', '.join(KV_TYPES)})")
 
 
+# the native ring's sliding-window layers (gemma3) keep their window + LOCAL_SLACK positions when that is
+# shorter than ctx (cpp_ext/model.cpp kLocalSlack; tests/test_gemma3.py checks the two agree)
+LOCAL_SLACK = 512
+
+
+def layer_slots(cfg: dict, n_ctx: int) -> int:
+    """Cached positions summed over the layers: n_layer * n_ctx, less what sliding-window layers of
+    their own keep below n_ctx (every ``swa_period``-th layer is global)."""
+    window, period = cfg.get("swa_window", 0), cfg.get("swa_period", 0)
+    if not window or not period or window + LOCAL_SLACK >= n_ctx:
+        return cfg["n_layer"] * n_ctx
+    n_global = sum(1 for l in range(cfg["n_layer"]) if l % period == period - 1)
+    return n_global * n_ctx + (cfg["n_layer"] - n_global) * (window + LOCAL_SLACK)
+
+
 def estimate(model_bytes: int, n_layer: int, n_ctx: int, n_kv_head: int, head_dim: int,
-             kv_bytes_per_elem: float = 2) -> dict:
+             kv_bytes_per_elem: float = 2, layer_slots: int | None = None) -> dict:
     """Bytes the model needs at run time.
 
     Args:
@@ -52,11 +67,13 @@ def estimate(model_bytes: int, n_layer: int, n_ctx: int, n_kv_head: int, head_di
         n_kv_head: key/value heads (GQA).
         head_dim: size of one head.
         kv_bytes_per_elem: bytes per cached element (2 for f16; see ``kv_bytes_per_elem()``).
+        layer_slots: cached positions summed over the layers (``layer_slots()``); default n_layer * n_ctx.
 
     Returns:
         ``{"model", "kv", "overhead", "total"}`` in bytes.
     """
-    kv = 2 * n_layer * n_ctx * n_kv_head * head_dim * kv_bytes_per_elem   # K and V: (layer, ctx, kv_dim)
+    slots = n_layer * n_ctx if layer_slots is None else layer_slots
+    kv = 2 * slots * n_kv_head * head_dim * kv_bytes_per_elem   # K and V: (layer, its slots, kv_dim)
     overhead = OVERHEAD_FIXED + int(OVERHEAD_MODEL_FRACTION * model_bytes)
     return {"model": int(model_bytes), "kv": int(kv), "overhead": overhead,
             "total": int(model_bytes) + int(kv) + overhead}
