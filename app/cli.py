@@ -80,7 +80,8 @@ def one_shot(args, prompt: str) -> int:
     from . import remote as remote_cli
     fmt = reply_format.format_of(args)
     extra = remote_cli.chat_extras(args, fmt)        # a server's response_format; checked before connecting
-    engine = load_engine(args, base_url=remote_cli.base_url(args))
+    url = remote_cli.base_url(args)
+    engine = remote_cli.connect(args, url) if url else load_engine(args)
     remote = engine.info.backend == "remote"
     if args.verbose and remote:
         print(remote_cli.verbose_start(engine), file=sys.stderr)
