@@ -3,6 +3,7 @@ terminal while a long prompt is read."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TextIO
 
 from ..runtime.prefill import PromptFit
@@ -22,6 +23,47 @@ def notice(fit: PromptFit) -> str | None:
             "(--truncate-prompt skips them instead)")
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far reading a prompt has come, and the time left at the pace so far."""
+
+    done: int                  # tokens read
+    total: int                 # tokens to read
+    elapsed_s: float
+    left_s: float
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    @property
+    def worth_showing(self) -> bool:
+        """Reading the whole prompt takes longer than ``PROGRESS_AFTER_S`` (estimated)."""
+        return self.elapsed_s + self.left_s > PROGRESS_AFTER_S
+
+    def line(self) -> str:
+        """E.g. ``1,024/4,096 tokens (25%), about 6 s left``."""
+        return (f"{self.done:,}/{self.total:,} tokens ({100 * self.done // max(self.total, 1)}%), "
+                f"about {self.left_s:.0f} s left")
+
+
+class PrefillClock:
+    """``Engine.chat``'s ``on_prefill`` fits in, ``Progress`` out: the clock starts at the first call
+    (before any token is read)."""
+
+    def __init__(self):
+        self._t0: float | None = None
+
+    def __call__(self, fit: PromptFit) -> Progress:
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        elapsed = now - self._t0
+        total = max(fit.to_feed, fit.done)
+        left = elapsed / fit.done * (total - fit.done) if fit.done else 0.0
+        return Progress(fit.done, total, elapsed, left)
+
+
 class PrefillReporter:
     """``Engine.chat``'s ``on_prefill``: the notice on ``stream`` first, then a progress line that
     redraws itself when ``stream`` is a terminal and the prompt takes more than ``PROGRESS_AFTER_S``.
@@ -36,28 +78,24 @@ class PrefillReporter:
         self.tty = stream.isatty() if tty is None else tty
         self.fit: PromptFit | None = None
         self.streamed = 0                  # reply tokens streamed (counted by the caller)
-        self._t0 = 0.0
+        self._clock = PrefillClock()
         self._drawn = False
 
     def __call__(self, fit: PromptFit) -> None:
+        progress = self._clock(fit)
         if self.fit is None:
-            self._t0 = time.monotonic()
             line = notice(fit)
             if line:
                 self._write(f"edgechat: {line}\n")
         self.fit = fit
         if self.tty and fit.done:
-            self._progress(fit)
+            self._progress(progress)
 
-    def _progress(self, fit: PromptFit) -> None:
-        elapsed = time.monotonic() - self._t0
-        total = max(fit.to_feed, fit.done)
-        left = elapsed / fit.done * (total - fit.done)
-        if fit.done >= total:
+    def _progress(self, p: Progress) -> None:
+        if p.finished:
             self.close()
-        elif self._drawn or elapsed + left > PROGRESS_AFTER_S:
-            self._write(f"\r\x1b[Kedgechat: reading the prompt: {fit.done:,}/{total:,} tokens "
-                        f"({100 * fit.done // total}%), about {left:.0f} s left")
+        elif self._drawn or p.worth_showing:
+            self._write(f"\r\x1b[Kedgechat: reading the prompt: {p.line()}")
             self._drawn = True
 
     def close(self) -> None:

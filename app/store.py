@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models.paths import DB_FILE, data_dir
-from . import leases
+from . import chat_search, leases
 
 SCHEMA_VERSION = 1
 DB_NAME = DB_FILE
@@ -91,6 +91,7 @@ class Store:
         self.problem = problem
         self.on_problem: Callable[[str], None] | None = None   # told when a write falls back
         self._conn = _connect(path) if path is not None else _memory()
+        self.fts = chat_search.add_index(self._conn)   # False: this sqlite has no FTS5, search uses LIKE
         self._owner = leases.Owner.here()
         self._claimed: set[int] = set()      # chats this store holds the lease of
         self._saved_upto: int | None = None  # the last message id the file holds, after a fall back
@@ -138,9 +139,10 @@ class Store:
         return [_message(r) for r in rows]
 
     def add_message(self, chat_id: int, role: str, content: str, finish: str | None = None,
-                    stats: dict | None = None) -> Message:
-        """Append a message and commit it at once; the chat becomes the most recent."""
-        now = time.time()
+                    stats: dict | None = None, created: float | None = None) -> Message:
+        """Append a message and commit it at once; the chat becomes the most recent. ``created``:
+        when it was written (default: now)."""
+        now = time.time() if created is None else created
         cur = self._write(
             "INSERT INTO messages (chat_id, role, content, finish, stats, created) VALUES (?,?,?,?,?,?)",
             (chat_id, role, content, finish, json.dumps(stats) if stats is not None else None, now),
@@ -152,6 +154,10 @@ class Store:
 
     def clear_messages(self, chat_id: int) -> None:
         self._write("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
+
+    def search(self, text: str, limit: int = chat_search.LIMIT) -> list[chat_search.Hit]:
+        """Messages of every chat that match ``text``, the newest first (``chat_search``)."""
+        return chat_search.search(self._conn, text, self.fts, limit)
 
     def unsaved(self) -> list[tuple[Chat, Message]]:
         """Messages that are only in memory though a file was wanted (all of them when the file
@@ -231,6 +237,7 @@ class Store:
             mem = _memory()
         self._conn.close()
         self._conn = mem
+        self.fts = chat_search.add_index(mem)
         self._saved_upto = mem.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
         self.path = None
         self.problem = problem

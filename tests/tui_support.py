@@ -99,7 +99,8 @@ class ScriptedEngine(Engine):
     delay = 0.0
 
     def _generate(self, ids, sampler, cancel, max_tokens):
-        self.cache.feed(list(ids))
+        if self.feed_prompt(list(ids), cancel) is None and len(ids) > 1:   # a long one in chunks, as
+            return                                                        # the Engine: cancelled
         reply = self.tokenize(scripted_reply(self.conversation.messages)) + [self.tokenizer.eos_id]
         for n, tok in enumerate(reply):
             if (max_tokens is not None and n >= max_tokens) or (cancel is not None and cancel.is_set()):

@@ -2,7 +2,8 @@
 
 The App composes the screen and routes: keys and commands to actions, the workers' messages to the
 transcript. The reply lifecycle (``replies.py``), the engine host (``host.py``) and the window's chat
-leases (``leases.ChatLeases``) are plain classes; chat-level actions are in ``chat_actions.py``.
+leases (``leases.ChatLeases``) are plain classes; chat-level actions are in ``chat_actions.py``, sending
+and drawing replies in ``turns.py``.
 Replies are generated in a thread worker that posts a message per piece of text; the UI thread
 writes them to a ``MarkdownStream``. One engine is loaded at a time; a chat whose model or
 ``pin_system`` differs from the loaded one reloads it (in a worker, the status bar says so).
@@ -13,14 +14,13 @@ import asyncio
 import os
 import sys
 import threading
-from dataclasses import asdict
 
 import psutil
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Label, Markdown, OptionList, Static
+from textual.widgets import Footer, Label, OptionList, Static
 from textual.worker import get_current_worker
 
 from ..kv_snapshots import DEFAULT_MAX_MIB, SnapshotDir
@@ -28,23 +28,22 @@ from ..leases import ChatLeases
 from ..signals import TERMINATING
 from ..store import Chat, Store, open_store
 from . import remote
-from . import settings as chat_settings
-from .chat_actions import NEW_TITLE, ChatActions
+from .chat_actions import ChatActions
 from .commands import run_command
 from .host import EngineHost
-from .messages import EngineFailed, EngineLoaded, Poster, PromptBeyondWindow, ReplyChunk, ReplyDone, ReplyFailed
+from .messages import EngineFailed, EngineLoaded, Poster
 from .replies import Replies, Reply
-from .screens import HelpScreen, StatsScreen
-from .widgets import ChatList, MessageView, PromptInput, StatusBar, Transcript
+from .screens import HelpScreen, SearchScreen, StatsScreen
+from .turns import Turns
+from .widgets import ChatList, PromptInput, StatusBar, Transcript
 
-TITLE_CHARS = 40
 RSS_EVERY_S = 2.0
 UNSAVED_CHARS = 60      # each unsaved message is named by its start at quit
 EXIT_GRACE_S = 10.0     # after SIGTERM/SIGHUP the reply is committed first; if leaving the terminal
                         # hangs (it is gone), the process ends this much later anyway
 
 
-class EdgechatApp(ChatActions, App[int]):
+class EdgechatApp(ChatActions, Turns, App[int]):
     """Chat with a local model.
 
     Args:
@@ -68,6 +67,7 @@ class EdgechatApp(ChatActions, App[int]):
         Binding("f3", "settings", "System"),
         Binding("f4", "pick_model", "Model"),
         Binding("ctrl+b", "toggle_sidebar", "Chats", show=False),
+        Binding("ctrl+f", "search", "Search", show=False),
         Binding("f1", "help", "Help"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -236,139 +236,12 @@ class EdgechatApp(ChatActions, App[int]):
         else:
             await self._send(text)
 
-    async def _send_queued(self) -> None:
-        """Send the message queued during the reply that just ended (if its chat is still shown)."""
-        queued = self.replies.take_queued()
-        if queued is not None and self.chat and queued[0] == self.chat.id and self._can_reply():
-            await self._send(queued[1])
-
-    def _can_reply(self) -> bool:
-        if self.reply is not None:
-            self.notify("A reply is still coming: Esc stops it.", severity="warning")
-        elif self.engine is None:
-            self.notify("The model is not loaded yet.", severity="warning")
-        return self.reply is None and self.engine is not None and self._may_write(self.chat.id)
-
-    async def _send(self, text: str) -> None:
-        """Commit the user message, show it, and start the reply."""
-        await self._catch_up()
-        message = self.store.add_message(self.chat.id, "user", text)
-        self.history.append(message)
-        if self.chat.title == NEW_TITLE:
-            self.rename(self.chat.id, text.splitlines()[0][:TITLE_CHARS].strip() or NEW_TITLE)
-        else:
-            self._refresh_chat_list()                 # the chat moves to the top
-        self.transcript.anchor()                      # follow the new turn, even if scrolled up
-        await self.transcript.add(MessageView("user", text, message_id=message.id))
-        await self._start_reply()
-
-    def _engine_messages(self) -> list[dict]:
-        system = [{"role": "system", "content": self.chat.system}] if self.chat.system else []
-        return system + [{"role": m.role, "content": m.content} for m in self.history]
-
-    async def _start_reply(self) -> None:
-        view = await self.transcript.add(MessageView("assistant", pending=True))
-        reply = Reply(self.chat.id, self._engine_messages(), view, Markdown.get_stream(view.markdown))
-        self.replies.begin(reply)
-        self._replying_changed()
-        self.host.reply(reply, chat_settings.chat_kwargs(self.chat.settings))
-
-    def _replying_changed(self) -> None:
-        """Whether a reply is drawn: the chat's look and the Stop key follow."""
-        self.query_one("#chat").set_class(self.reply is not None, "-replying")
-        self.refresh_bindings()
-
-    @on(ReplyChunk)
-    async def _reply_chunk(self, message: ReplyChunk) -> None:
-        reply = message.reply
-        if not reply.detached:
-            await reply.stream.write(message.text)
-
-    @on(PromptBeyondWindow)
-    def _prompt_beyond_window(self, message: PromptBeyondWindow) -> None:
-        if not message.reply.detached:
-            self.notify(message.notice[:1].upper() + message.notice[1:] + ".",
-                        title="Longer than the window", severity="warning", timeout=15)
-
-    @on(ReplyDone)
-    async def _reply_done(self, message: ReplyDone) -> None:
-        reply, event = message.reply, message.event
-        if reply not in self.replies.unsaved:      # committed already (SIGTERM, SIGHUP)
-            return
-        stored = self.replies.commit(reply)
-        if event.error:                            # a server's stream broke off: the partial reply is kept
-            self.notify(event.error, title="The reply broke off", severity="error", timeout=10)
-        self._show_stats(reply, event, message.spans)
-        self._replying_changed()
-        if reply.detached:
-            if self.chat and reply.chat_id == self.chat.id:          # came back before it ended
-                await self._show_chat(self.chat)
-            return
-        await reply.stream.stop()
-        reply.view.finish_reply(event.text, event.finish_reason, stored.id if stored else None)
-        if stored is not None:
-            self.history.append(stored)
-        self.transcript.map_window(message.spans, event.cache, self._pinned)
-        await self._send_queued()
-
-    def _show_stats(self, reply: Reply, event, spans: list) -> None:
-        """The reply's speed and the cache, in the status bar and for /stats and the context map."""
-        self.last_stats = dict(asdict(event.stats), kv=reply.kv_note, restore_s=reply.restore_s)
-        self._last_map = (reply.chat_id, spans, event.cache)
-        status = self.status
-        status.kv_note = reply.kv_note
-        status.prefill_tps, status.decode_tps = event.stats.prefill_tps, event.stats.decode_tps
-        status.acceptance = event.stats.acceptance
-        status.cache = event.cache
-
-    @on(ReplyFailed)
-    async def _reply_failed(self, message: ReplyFailed) -> None:
-        reply = message.reply
-        self.replies.failed(reply)
-        self._replying_changed()
-        if reply.detached:                       # the user had already left it
-            return
-        await reply.stream.stop()
-        await self.transcript.drop(reply.view)
-        self.notify(message.error, title="The reply failed", severity="error", timeout=10)
-        await self._send_queued()
-
-    async def _detach_reply(self) -> None:
-        """Stop the reply and stop drawing it; it is still stored when the worker ends. A queued
-        message goes back to the input, unsent (when that is empty)."""
-        queued = self.replies.take_queued()
-        prompt = self.query_one(PromptInput)
-        if queued is not None and not prompt.value:
-            prompt.value = queued[1]
-            prompt.cursor_position = len(prompt.value)
-        reply = self.replies.detach()
-        if reply is not None:
-            self._replying_changed()
-            await reply.stream.stop()
-
     # ---- actions --------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "stop":
             return self.reply is not None and len(self.screen_stack) == 1
         return True
-
-    def action_stop(self) -> None:
-        """Stop the reply within one token; the partial reply is kept."""
-        self.replies.stop()
-
-    async def action_regenerate(self) -> None:
-        """Replace the last reply with a new one."""
-        if not self._can_reply():
-            return
-        await self._catch_up()
-        if self.history and self.history[-1].role == "assistant":
-            self.store.delete_message(self.history.pop().id)
-            await self.transcript.drop(self.transcript.views[-1])
-        if not self.history or self.history[-1].role != "user":
-            self.notify("There is no message to answer yet.")
-            return
-        await self._start_reply()
 
     def action_copy_reply(self) -> None:
         text = next((m.content for m in reversed(self.history) if m.role == "assistant"), None)
@@ -389,6 +262,13 @@ class EdgechatApp(ChatActions, App[int]):
         info = self.engine.info.to_dict() if self.engine else {}
         cache = remote.cache_dict(self.engine)
         self.push_screen(StatsScreen(info, self.last_stats, cache, psutil.Process().memory_info().rss))
+
+    def action_search(self, text: str = "") -> None:
+        """Search every chat; the chosen message is opened in its chat."""
+        def chosen(hit) -> None:
+            if hit is not None:
+                self.call_later(self.open_message, hit.chat_id, hit.message_id)
+        self.push_screen(SearchScreen(self.store.search, text), chosen)
 
     # ---- sidebar --------------------------------------------------------------------------------
 

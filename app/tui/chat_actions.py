@@ -87,6 +87,16 @@ class ChatActions:
             await self._detach_reply()
             await self._show_chat(chat)
 
+    async def open_message(self, chat_id: int, message_id: int) -> None:
+        """Show ``chat_id`` scrolled to ``message_id``, which is marked and focused."""
+        await self._switch_to(chat_id)
+        views = [v for v in self.transcript.views if v.message_id == message_id]
+        for view in self.transcript.query(".-found"):
+            view.remove_class("-found")
+        if views:
+            views[0].add_class("-found")
+            self.transcript.scroll_to_widget(views[0], animate=False, top=True)
+
     async def update_chat(self, **fields) -> None:
         """Save the system prompt, settings or model of the current chat and show it again.
 

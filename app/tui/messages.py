@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from ...runtime.events import DoneEvent
+from ..prompt_notice import Progress
 from .replies import Reply
 
 
@@ -51,6 +52,14 @@ class PromptBeyondWindow(Message):
 
 
 @dataclass
+class PrefillProgress(Message):
+    """Reading a long prompt: how far it has come."""
+
+    reply: Reply
+    progress: Progress
+
+
+@dataclass
 class ReplyFailed(Message):
     """The engine raised while replying."""
 
@@ -75,6 +84,9 @@ class Poster:
 
     def beyond_window(self, reply: Reply, notice: str) -> None:
         self.post(PromptBeyondWindow(reply, notice))
+
+    def progress(self, reply: Reply, progress: Progress) -> None:
+        self.post(PrefillProgress(reply, progress))
 
     def done(self, reply: Reply, event: DoneEvent, spans: list) -> None:
         self.post(ReplyDone(reply, event, spans))

@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 from ...runtime.errors import EdgechatError
 from ...runtime.events import DoneEvent, TextEvent
+from ..prompt_notice import PrefillClock, Progress, notice
 
 
 @dataclass(eq=False)
@@ -27,6 +28,7 @@ class Reply:
     done: DoneEvent | None = None             # set by the worker when the reply has ended
     kv_note: str = ""                         # set by the worker: "restored" / "re-prefilled (why)" / ""
     restore_s: float = 0.0                    # time the worker spent restoring the chat's KV snapshot
+    prefill: Progress | None = None           # set by the worker: reading the prompt, as far as it came
 
 
 class ReplyListener(Protocol):
@@ -34,6 +36,7 @@ class ReplyListener(Protocol):
 
     def chunk(self, reply: Reply, text: str) -> None: ...
     def beyond_window(self, reply: Reply, notice: str) -> None: ...
+    def progress(self, reply: Reply, progress: Progress) -> None: ...
     def done(self, reply: Reply, event: DoneEvent, spans: list) -> None: ...
     def failed(self, reply: Reply, error: str) -> None: ...
 
@@ -42,12 +45,16 @@ def stream_reply(engine, reply: Reply, kwargs: dict, listener: ReplyListener,
                  cancelled: Callable[[], bool]) -> None:
     """Run ``Engine.chat`` (in a worker thread): tell each piece, then the end (or the failure); stop
     within one token (or one chunk of a long prompt) once ``reply.cancel`` is set or ``cancelled()``
-    says the worker is; a prompt beyond the window is told first."""
-    from ..prompt_notice import notice
+    says the worker is; a prompt beyond the window is told first, then how far reading a long one
+    has come (after each chunk)."""
+    clock = PrefillClock()
 
     def told(fit) -> None:
+        reply.prefill = clock(fit)
         if fit.done == 0 and fit.overflows:
             listener.beyond_window(reply, notice(fit))
+        elif fit.done:
+            listener.progress(reply, reply.prefill)
     try:
         for event in engine.chat(reply.messages, cancel=reply.cancel, on_prefill=told, **kwargs):
             if cancelled():

@@ -1,9 +1,10 @@
-"""Modal screens: help, chat settings, model picker, text prompt, confirmation, stats."""
+"""Modal screens: help, chat settings, model picker, text prompt, confirmation, stats, search."""
 from .confirm import ConfirmScreen
 from .help import HelpScreen
 from .model_picker import ModelPicker
+from .search import SearchScreen
 from .settings import SettingsScreen
 from .stats import StatsScreen
 from .text_prompt import TextPrompt
 
-__all__ = ["ConfirmScreen", "HelpScreen", "ModelPicker", "SettingsScreen", "StatsScreen", "TextPrompt"]
+__all__ = ["ConfirmScreen", "HelpScreen", "ModelPicker", "SearchScreen", "SettingsScreen", "StatsScreen", "TextPrompt"]

@@ -17,6 +17,7 @@ KEYS = [
     ("Esc, Ctrl+C", "stop the reply (the partial reply is kept)"),
     ("Ctrl+N", "new chat"),
     ("Ctrl+B", "show or hide the chat list"),
+    ("Ctrl+F", "search every chat; Enter opens the chat at the message"),
     ("Del / F2", "in the chat list: delete / rename a chat"),
     ("F3", "system prompt and sampling settings of this chat"),
     ("F4", "choose the model of this chat"),

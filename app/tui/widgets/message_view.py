@@ -5,6 +5,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Markdown
 
+from ...prompt_notice import Progress
+from .prefill_bar import PrefillBar
+
 FINISH_NOTES = {
     "cancelled": "■ stopped: the partial reply is kept",
     "length": "… cut at the reply length limit",
@@ -32,6 +35,7 @@ class MessageView(Vertical):
         self.message_id = message_id
         self.pending = pending                 # a reply still being written
         self.window: str | None = None         # None (in the window), "evicted", "sinks", "partial"
+        self.stopped_reading: Progress | None = None   # stopped while the prompt was read
 
     def compose(self) -> ComposeResult:
         yield Label(self.label, classes="role")
@@ -45,9 +49,25 @@ class MessageView(Vertical):
     def markdown(self) -> Markdown:
         return self.query_one(Markdown)
 
-    def finish_reply(self, content: str, finish: str, message_id: int | None) -> None:
-        """The reply is complete (or stopped): remember it and show how it ended."""
+    async def show_prefill(self, progress: Progress | None) -> None:
+        """Reading a long prompt: how far it has come (None: done, the bar goes)."""
+        bars = self.query(PrefillBar)
+        if progress is None or progress.finished:
+            await bars.remove()
+        elif bars:
+            bars.first().show(progress)
+        elif progress.worth_showing:
+            bar = PrefillBar()
+            await self.mount(bar, before=self.markdown)
+            bar.show(progress)
+
+    async def finish_reply(self, content: str, finish: str, message_id: int | None,
+                           prefill: Progress | None = None) -> None:
+        """The reply is complete (or stopped): remember it and show how it ended (stopped while the
+        prompt was read: how much of it was)."""
+        await self.show_prefill(None)
         self.content, self.finish, self.message_id = content, finish, message_id
+        self.stopped_reading = prefill if finish == "cancelled" and prefill and not prefill.finished else None
         self.pending = False
         self.set_class(finish == "cancelled", "-stopped")
         self.remove_class("-pending")
@@ -63,7 +83,11 @@ class MessageView(Vertical):
     def _note(self) -> str:
         if self.pending:
             return PENDING_NOTE
-        notes = [FINISH_NOTES.get(self.finish or ""), WINDOW_NOTES.get(self.window or "")]
+        finish = FINISH_NOTES.get(self.finish or "")
+        if self.stopped_reading is not None:
+            p = self.stopped_reading
+            finish = f"■ stopped while reading the prompt ({p.done:,} of {p.total:,} tokens read)"
+        notes = [finish, WINDOW_NOTES.get(self.window or "")]
         return " · ".join(n for n in notes if n)
 
     def _refresh_note(self) -> None:
