@@ -1,14 +1,23 @@
-"""Measure ``edgechat serve`` as a client sees it: requests/s for short prompts, time to first token of
-turn 1 vs turn 10 of a growing conversation (the warm cache should keep them level), and the server's
-RSS before and after a load loop. Starts its own server on a free port (the default model).
+"""Measure ``edgechat serve`` as a client sees it. Starts its own server on a free port for each model.
 
-    .venv/bin/python scripts/serve_bench.py [--threads 2] [--requests 200] [--conversations 3] [--json]
+Concurrency (``--clients 1,2,4,8``): for each client count, that many streaming greedy requests at once
+(``--parallel`` = the most clients): aggregate decode tok/s, per-stream p50/p95 inter-token latency,
+time to first token, the server's RSS against model + caches; then a short request sent while 3 stream
+must get its first token within its solo time to first token + 2 steps. Models side by side: ``-m``
+files and ``--shape`` presets (``edgechat bench --shape``: synthetic weights, built once into a cache).
+
+Without ``--clients``: requests/s for short prompts, time to first token of turn 1 vs turn 10 of a
+growing conversation (the warm cache should keep them level), RSS before and after a load loop.
+
+    .venv/bin/python scripts/serve_bench.py --shape smollm2-135m,llama-1b --clients 1,2,4,8
+    .venv/bin/python scripts/serve_bench.py [-m FILE] [--threads 2] [--requests 200] [--conversations 3] [--json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -75,12 +84,34 @@ def rss_under_load(s: Server, n: int) -> tuple[int, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-m", "--model", action="append", default=[], help="a GGUF file (repeat for more)")
+    ap.add_argument("--shape", default="", metavar="NAME[:TYPE][,...]",
+                    help="edgechat bench --shape presets, e.g. smollm2-135m,llama-1b (type: Q4_K_M; "
+                         "smollm2-135m: its packaged Q4_1)")
+    ap.add_argument("--clients", default="", metavar="N[,N]", help="concurrent streaming clients, e.g. 1,2,4,8")
+    ap.add_argument("--max-tokens", type=int, default=64, help="tokens each concurrent stream decodes")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of every client count, interleaved "
+                                                          "(medians reported: a shared machine is noisy)")
+    ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--requests", type=int, default=200, help="requests in the load loop")
     ap.add_argument("--conversations", type=int, default=3, help="growing conversations (medians over them)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--probe", help=argparse.SUPPRESS)          # the short request, from its own process
+    ap.add_argument("--probe-bias", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    with Server("--threads", str(a.threads), "--report-cache-hits") as s:     # evaluated tokens per turn
+    if a.probe:
+        print(probe(a.probe, json.loads(a.probe_bias)))
+        return 0
+    models = [("file", Path(m)) for m in a.model] + [_preset(n) for n in a.shape.split(",") if n.strip()]
+    if a.clients:
+        clients = sorted({int(c) for c in a.clients.split(",")})
+        a.load_start = _load()                          # a shared machine: say how busy it was
+        rows = [concurrency(name, path, clients, a) for name, path in models or [_preset("smollm2-135m")]]
+        print(json.dumps(rows, indent=2) if a.json else concurrency_table(rows, a))
+        return 0
+    model_args = ["-m", str(models[0][1])] if models else []
+    with Server(*model_args, "--threads", str(a.threads), "--report-cache-hits") as s:   # evaluated tokens per turn
         rps1 = short_requests(s, 30, 1, 8)
         rps4 = short_requests(s, 30, 4, 8)
         convs = [growing_conversation(s, k, 16) for k in range(a.conversations)]
@@ -95,6 +126,174 @@ def main() -> int:
                           "growth": round(rss[1] / rss[0] - 1, 4), "requests": a.requests}}
     print(json.dumps(result, indent=2) if a.json else _table(result))
     return 0
+
+
+# ---- concurrency ---------------------------------------------------------------------------------
+
+SHAPE_TYPE = "Q4_K_M"       # --shape presets' weight type unless NAME:TYPE says
+TARGETS = {"llama-1b": 2.2}  # 4 clients' aggregate decode over one client's (issue 26); others: 1.8
+DEFAULT_TARGET, ITL_TARGET, RSS_SLACK = 1.8, 1.6, 0.10
+PROMPTS = ["Write about {}.", "Tell me a story about {}.", "Describe {} in detail.", "Explain {} to a child."]
+
+
+def _preset(spec: str) -> tuple[str, Path]:
+    from edgechat.app.bench_shapes import DEFAULT_SHAPE, DEFAULT_TYPE, shape_gguf
+    name, _, ftype = spec.strip().partition(":")
+    ftype = ftype or (DEFAULT_TYPE if name == DEFAULT_SHAPE else SHAPE_TYPE)
+    return f"{name} {ftype}", shape_gguf(name, ftype)
+
+
+def _geometry(path: Path, ctx: int) -> tuple[int, int, list[int]]:
+    """(file bytes, bytes of one f16 cache of ``ctx`` tokens, end-of-turn ids to bias away)."""
+    from edgechat.runtime.ggufload import read_model
+    m = read_model(path)
+    c = m.config
+    cache = 2 * c["n_layer"] * ctx * c["n_head_kv"] * c["head_dim"] * 2          # K and V, f16
+    eot = {m.metadata.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")}
+    return path.stat().st_size, cache, sorted(int(t) for t in eot if isinstance(t, int))
+
+
+def stream_times(url: str, k: int, max_tokens: int, bias: dict, out: dict) -> None:
+    """One greedy streaming request: ``out`` gets its send time, content chunk times and tokens."""
+    topic = TOPICS[k % len(TOPICS)]
+    body = {"messages": [{"role": "user", "content": PROMPTS[k % len(PROMPTS)].format(topic) + f" ({k})"}],
+            "max_tokens": max_tokens, "temperature": 0, "stream": True, "logit_bias": bias,
+            "stream_options": {"include_usage": True}}
+    client = httpx.Client(timeout=600)                  # made before the clock starts (its TLS setup is slow)
+    out["sent"], out["chunks"], out["tokens"] = time.perf_counter(), [], 0
+    with client, client.stream("POST", url + "/chat/completions", json=body) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                out["tokens"] = chunk["usage"]["completion_tokens"]
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                out["chunks"].append(time.perf_counter())
+
+
+def _round(s: Server, n: int, max_tokens: int, bias: dict, first: int = 0) -> list[dict]:
+    outs = [{} for _ in range(n)]
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(lambda k: stream_times(s.url, first + k, max_tokens, bias, outs[k]), range(n)))
+    return outs
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+def measure(outs: list[dict]) -> dict:
+    """Aggregate decode tok/s (tokens after each stream's first over the span from the first first token
+    to the last token), inter-token latency percentiles over every stream, time to first token."""
+    ok = [o for o in outs if o["chunks"]]
+    decoded = sum(o["tokens"] - 1 for o in ok)
+    span = max(o["chunks"][-1] for o in ok) - min(o["chunks"][0] for o in ok)
+    gaps = [b - a for o in ok for a, b in zip(o["chunks"], o["chunks"][1:])]
+    ttft = [o["chunks"][0] - o["sent"] for o in ok]
+    return {"decode_tps": decoded / span if span > 0 else 0.0, "itl_p50_ms": _pct(gaps, 0.5) * 1e3,
+            "itl_p95_ms": _pct(gaps, 0.95) * 1e3, "ttft_p50_ms": statistics.median(ttft) * 1e3,
+            "ttft_max_ms": max(ttft) * 1e3, "streams": len(ok)}
+
+
+def short_while_three(s: Server, max_tokens: int, bias: dict) -> dict:
+    """A short request's time to first token alone, then while 3 streams decode (sent once all 3 have
+    their first token); the allowance is its solo time + 2 steps (the 3 streams' median gap)."""
+    solo = statistics.median(_short(s, bias) for _ in range(3))
+    outs = [{} for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        futs = [pool.submit(stream_times, s.url, 100 + k, max_tokens * 2, bias, outs[k]) for k in range(3)]
+        deadline = time.monotonic() + 300
+        while not all(o.get("chunks") for o in outs) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        busy = _short(s, bias)
+        for f in futs:
+            f.result()
+    step = statistics.median(b - a for o in outs for a, b in zip(o["chunks"], o["chunks"][1:]))
+    return {"solo_ttft_ms": solo * 1e3, "ttft_ms": busy * 1e3, "step_ms": step * 1e3,
+            "ok": busy <= solo + 2 * step}
+
+
+def _short(s: Server, bias: dict) -> float:
+    """The short request's time to first token, timed by a process of its own (this one's threads
+    reading the other streams would hold the GIL when its first token comes)."""
+    r = subprocess.run([sys.executable, __file__, "--probe", s.url, "--probe-bias", json.dumps(bias)],
+                       capture_output=True, text=True, timeout=600, check=True)
+    return float(r.stdout)
+
+
+def probe(url: str, bias: dict) -> float:
+    out: dict = {}
+    stream_times(url, 7, 4, bias, out)
+    return out["chunks"][0] - out["sent"]
+
+
+def concurrency(name: str, path: Path, clients: list[int], a) -> dict:
+    size, cache, eot = _geometry(path, a.ctx)
+    bias = {str(t): -100 for t in eot}                 # every stream decodes max_tokens
+    n = max(max(clients), 3)
+    row = {"model": name, "path": str(path), "file_mib": size / 2**20, "cache_mib": cache / 2**20, "rounds": {}}
+    with Server("-m", str(path), "--threads", str(a.threads), "--ctx", str(a.ctx), "--parallel", str(n),
+                "--cache-slots", str(n)) as s:
+        _round(s, 1, 8, bias)                           # warm up
+        runs: dict[int, list[dict]] = {c: [] for c in clients}
+        shorts = []
+        for _ in range(a.repeat):                       # interleaved: the machine's load hits every count alike
+            for c in clients:
+                runs[c].append({**measure(_round(s, c, a.max_tokens, bias, first=c * 10)), "rss_mib": s.rss() / 2**20})
+            shorts.append(short_while_three(s, a.max_tokens, bias))
+        row["rounds"] = {c: _medians(rs) for c, rs in runs.items()}
+        row["short_while_3"] = {**_medians(shorts), "ok": sum(w["ok"] for w in shorts) * 2 > len(shorts),
+                                "runs_ok": f"{sum(w['ok'] for w in shorts)}/{len(shorts)}"}
+        row["parallel"] = s.health()["parallel"]
+    return row
+
+
+def _medians(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0] if not isinstance(runs[0][k], bool)}
+
+
+def concurrency_table(rows: list[dict], a) -> str:
+    import platform
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+               platform.processor())
+    version = subprocess.run([sys.executable, "-m", "edgechat.app.cli", "--version"], capture_output=True,
+                             text=True).stdout.strip()
+    out = [f"{version}; CPU: {cpu}, {a.threads} threads; ctx {a.ctx}, {a.max_tokens} tokens a stream, greedy, "
+           f"streaming; medians of {a.repeat} interleaved rounds; load average at start {a.load_start}, at end {_load()}", "",
+           f"{'model':<22}{'clients':>8}{'agg tok/s':>11}{'x 1':>7}{'ITL p50':>9}{'p95 ms':>8}{'x 1':>7}"
+           f"{'TTFT p50':>10}{'max ms':>8}{'RSS MiB':>9}"]
+    for r in rows:
+        one = r["rounds"].get(1) or next(iter(r["rounds"].values()))
+        for c, m in r["rounds"].items():
+            out.append(f"{r['model']:<22}{c:>8}{m['decode_tps']:>11.1f}{m['decode_tps'] / one['decode_tps']:>7.2f}"
+                       f"{m['itl_p50_ms']:>9.1f}{m['itl_p95_ms']:>8.1f}{m['itl_p95_ms'] / one['itl_p95_ms']:>7.2f}"
+                       f"{m['ttft_p50_ms']:>10.0f}{m['ttft_max_ms']:>8.0f}{m['rss_mib']:>9.0f}")
+    out.append("")
+    for r in rows:
+        one, four = r["rounds"].get(1), r["rounds"].get(4)
+        w = r["short_while_3"]
+        out.append(f"{r['model']}: short request while 3 stream: first token {w['ttft_ms']:.0f} ms, allowed "
+                   f"{w['solo_ttft_ms']:.0f} ms solo + 2 x {w['step_ms']:.1f} ms step: {_ok(w['ok'])} (in {w['runs_ok']} runs)")
+        if one and four:
+            want = TARGETS.get(r["model"].split()[0], DEFAULT_TARGET)
+            speed, itl = four["decode_tps"] / one["decode_tps"], four["itl_p95_ms"] / one["itl_p95_ms"]
+            limit = (r["file_mib"] + 4 * r["cache_mib"]) * (1 + RSS_SLACK)
+            out.append(f"  4 clients: aggregate decode {speed:.2f}x one client's (target >= {want}x: {_ok(speed >= want)}), "
+                       f"p95 inter-token {itl:.2f}x (target <= {ITL_TARGET}x: {_ok(itl <= ITL_TARGET)}), RSS "
+                       f"{four['rss_mib']:.0f} MiB vs model {r['file_mib']:.0f} + 4 x {r['cache_mib']:.1f} MiB "
+                       f"+ {RSS_SLACK:.0%} = {limit:.0f} MiB ({_ok(four['rss_mib'] <= limit)})")
+    return "\n".join(out)
+
+
+def _load() -> str:
+    import os
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _ok(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 def _table(r: dict) -> str:
