@@ -30,12 +30,13 @@ from ..store import Chat, Store, open_store
 from . import remote
 from .chat_actions import ChatActions
 from .commands import run_command
+from .draft import Draft
 from .host import EngineHost
 from .messages import EngineFailed, EngineLoaded, Poster
 from .replies import Replies, Reply
 from .screens import HelpScreen, SearchScreen, StatsScreen
 from .turns import Turns
-from .widgets import ChatList, PromptInput, StatusBar, Transcript
+from .widgets import AttachmentBar, ChatList, PromptInput, StatusBar, Transcript
 
 RSS_EVERY_S = 2.0
 UNSAVED_CHARS = 60      # each unsaved message is named by its start at quit
@@ -43,7 +44,7 @@ EXIT_GRACE_S = 10.0     # after SIGTERM/SIGHUP the reply is committed first; if 
                         # hangs (it is gone), the process ends this much later anyway
 
 
-class EdgechatApp(ChatActions, Turns, App[int]):
+class EdgechatApp(ChatActions, Turns, Draft, App[int]):
     """Chat with a local model.
 
     Args:
@@ -84,6 +85,7 @@ class EdgechatApp(ChatActions, Turns, App[int]):
         self.chat: Chat | None = None
         self.history = []                      # store.Message of the chat shown, in order
         self.last_stats: dict = {}
+        self.attachments = []                  # files to send with the next message (draft.py)
         self._last_map: tuple | None = None    # (chat id, spans, cache) of the last reply
         self._terminating: int | None = None   # the exit code of a SIGTERM/SIGHUP being handled
 
@@ -119,6 +121,7 @@ class EdgechatApp(ChatActions, Turns, App[int]):
                     yield Label(id="chat-model")
                     yield Label(id="chat-settings")
                 yield Transcript(id="transcript")
+                yield AttachmentBar(id="attachments")
                 yield PromptInput(id="prompt", placeholder="Message · /help for commands")
         yield StatusBar(volatile=self.volatile, id="status")
         yield Footer(show_command_palette=False)
@@ -217,24 +220,25 @@ class EdgechatApp(ChatActions, Turns, App[int]):
 
     @on(PromptInput.Submitted, "#prompt")
     async def _submitted(self, event: PromptInput.Submitted) -> None:
-        """A command runs at once; a message is sent, or queued whole while a reply runs; when neither
-        can be, the input is left as it is."""
+        """A command runs at once; a message (with the attached files) is sent, or queued whole while
+        a reply runs; when neither can be, the input is left as it is."""
         text = event.value.strip()
-        if not text:
+        if not text and not self.attachments:
             return
-        queue = not text.startswith("/") and self.reply is not None and self.replies.queued is None
-        if not (text.startswith("/") or queue or self._can_reply()):
+        command = text.startswith("/")
+        queue = not command and self.reply is not None and self.replies.queued is None
+        if not (command or queue or self._can_reply()):
             return
         prompt = self.query_one(PromptInput)
         prompt.remember(text)
         prompt.value = ""
-        if text.startswith("/"):
+        if command:
             await run_command(self, text)
         elif queue:
-            self.replies.queue(self.chat.id, text)
+            self.replies.queue(self.chat.id, await self._take_draft(text))
             self.notify("Queued: it is sent when this reply ends (Esc stops the reply).")
         else:
-            await self._send(text)
+            await self._send(await self._take_draft(text))
 
     # ---- actions --------------------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ COMMANDS = [
             _either(lambda app, arg: app.rename(app.chat.id, arg), lambda app: app.action_rename_chat())),
     Command("/delete", "", "delete this chat", lambda app, _: app.action_delete_chat()),
     Command("/copy", "", "copy the last reply", lambda app, _: app.action_copy_reply()),
+    Command("/attach", "PATH", "add a text file to your next message (or paste its path)",
+            lambda app, arg: app.attach(arg)),
     Command("/search", "[text]", "search every chat (Ctrl+F)", lambda app, arg: app.action_search(arg)),
     Command("/help", "", "this help", lambda app, _: app.action_help()),
 ]

@@ -1,4 +1,5 @@
 """Widgets of the chat screen."""
+from .attachment_bar import AttachmentBar
 from .chat_list import ChatList
 from .context_divider import ContextDivider
 from .message_view import MessageView
@@ -6,4 +7,4 @@ from .prompt_input import PromptInput
 from .status_bar import StatusBar
 from .transcript import Transcript
 
-__all__ = ["ChatList", "ContextDivider", "MessageView", "PromptInput", "StatusBar", "Transcript"]
+__all__ = ["AttachmentBar", "ChatList", "ContextDivider", "MessageView", "PromptInput", "StatusBar", "Transcript"]
