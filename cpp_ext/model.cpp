@@ -729,21 +729,6 @@ void Model::forward(const Seq* seqs, int n_seqs) {
         output(0, n_seqs, seqs[0].out);
         return;
     }
-    // a batched step (one logits row per sequence, laid end to end): the last rows go through the
-    // output matrix together, read once (each column's arithmetic is its own: the rows equal each
-    // sequence's own eval). rows move down to 0..n_seqs-1 (sequence i's last row is at or after row i)
-    bool together = n_seqs > 1;
-    for (int i = 0; i < n_seqs && together; i++)
-        together = seqs[i].out == seqs[0].out + (size_t)i * cfg_.n_vocab && !seqs[i].all_logits;
-    if (together) {
-        for (int i = 0; i < n_seqs; i++) {
-            seqs[i].kv->advance(seqs[i].n);
-            std::memmove(x_.data() + (size_t)i * c.n_embd, x_.data() + (size_t)(r0s[i + 1] - 1) * c.n_embd,
-                         (size_t)c.n_embd * sizeof(float));
-        }
-        output(0, n_seqs, seqs[0].out);
-        return;
-    }
     for (int i = 0; i < n_seqs; i++) {
         const Seq& q = seqs[i];
         q.kv->advance(q.n);
