@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .chat_templates import CHATML as CHATML_TEMPLATE   # a template that does not compile falls back to it
 from .errors import EdgechatError
 from .tokenizer import Tokenizer
 
@@ -39,13 +40,6 @@ _log = logging.getLogger("edgechat.template")
 # own text cannot swallow the start of a real one
 _SENTINEL = re.compile(r"(?=ECSENT([0-9a-f]+)N([0-9]+)E)", re.IGNORECASE)
 
-# Used when the GGUF has no tokenizer.chat_template.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 Message = Mapping[str, Any]
 
@@ -91,8 +85,10 @@ class ChatTemplate:
 
     def __init__(self, template_str: str | None, tokenizer: Tokenizer, bos_token: str | None = None,
                  eos_token: str | None = None, source: str = "given"):
-        if not template_str:
-            template_str, source = CHATML_TEMPLATE, "chatml (the GGUF has no template)"
+        if not template_str:   # the family's built-in (chat_templates.py): Gemma, Llama 3, else ChatML
+            from .chat_templates import BUILTIN, family_of
+            family = family_of(tokenizer)
+            template_str, source = BUILTIN[family], f"{family} (built in: the GGUF has no template)"
         self.tokenizer = tokenizer
         self.template_str = template_str
         self.source = source
