@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..runtime.constraint import ConstraintError, Format, compile_constraint, grammar_of
+from ..runtime.constraint import ConstraintError, Format, check, compile_constraint
 
 FLAGS = ("json_schema", "json_schema_file", "regex", "grammar_file", "format")
 
@@ -49,7 +49,7 @@ def format_of(args) -> Format | None:
     else:
         fmt = Format("json_object", "", param)
     try:
-        grammar_of(fmt)                   # the schema's JSON and size, before loading the model
+        check(fmt)                        # the schema, regex or grammar, before loading the model
     except ConstraintError as e:
         raise ConstraintError(f"{param}: {e}", param) from None
     return fmt
@@ -91,3 +91,37 @@ def sampler(engine, fmt: Format | None, sampling: dict):
         return None
     from ..runtime.sampler import SamplingParams, make_sampler
     return make_sampler(**SamplingParams.of(**sampling).sampler_kwargs(), constraint=c)
+
+
+# ---- the TUI's "reply format" setting: "json", a JSON schema file's path, or none ----------------
+
+SETTING = "reply format"
+
+
+def setting_format(value: str | None) -> Format | None:
+    """The format a chat's "reply format" setting names (None for none); a bad one raises
+    ``ConstraintError`` in one line."""
+    if not value or value.strip().lower() in ("", "none"):
+        return None
+    if value.strip().lower() == "json":
+        return Format("json_object", "", SETTING)
+    path = str(Path(value.strip()).expanduser())
+    fmt = Format("json_schema", _read(path, SETTING), SETTING)
+    try:
+        check(fmt)
+    except ConstraintError as e:
+        raise ConstraintError(f"{SETTING}: {e}", SETTING) from None
+    return fmt
+
+
+def chat_format_kwargs(engine, fmt: Format | None, sampling: dict) -> dict:
+    """``chat``'s extra arguments for a format: a local engine's constrained sampler, or a server's
+    ``response_format`` (OpenAI's JSON shapes) for a remote chat."""
+    if fmt is None:
+        return {}
+    if getattr(engine, "tokenizer", None) is None:            # a chat on a server (RemoteChat)
+        if fmt.kind == "json_object":
+            return {"response_format": {"type": "json_object"}}
+        schema = json.loads(fmt.source) if isinstance(fmt.source, str) else fmt.source
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}}
+    return {"sampler": sampler(engine, fmt, sampling)}

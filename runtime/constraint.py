@@ -173,6 +173,18 @@ def grammar_of(fmt: Format) -> str:
     return llg.LLMatcher.grammar_from_lark(text)
 
 
+def check(fmt: Format) -> None:
+    """Check a format without a vocab (before a model is loaded): its JSON, size, schema, regex or grammar.
+
+    Raises:
+        ConstraintError: as ``compile_constraint`` would.
+    """
+    import llguidance as llg
+    err = llg.LLMatcher.validate_grammar(grammar_of(fmt), None, limits=_limits())
+    if err:
+        raise ConstraintError(f"{_what(fmt)}: {_line(err)}", fmt.param)
+
+
 def _schema(text: str, param) -> dict:
     try:
         schema = json.loads(text)

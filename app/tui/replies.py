@@ -13,6 +13,8 @@ from typing import Callable, Protocol
 from ...runtime.errors import EdgechatError
 from ...runtime.events import DoneEvent, TextEvent
 from ..prompt_notice import PrefillClock, Progress, notice
+from ..reply_format import chat_format_kwargs, setting_format
+from .settings import FIELDS
 
 
 @dataclass(eq=False)
@@ -56,6 +58,9 @@ def stream_reply(engine, reply: Reply, kwargs: dict, listener: ReplyListener,
         elif fit.done:
             listener.progress(reply, reply.prefill)
     try:
+        kwargs = dict(kwargs)                # the chat's reply format: a constrained sampler, or a server's
+        fmt = setting_format(kwargs.pop("reply_format", None))      # response_format
+        kwargs.update(chat_format_kwargs(engine, fmt, {k: v for k, v in kwargs.items() if k in FIELDS}))
         for event in engine.chat(reply.messages, cancel=reply.cancel, on_prefill=told, **kwargs):
             if cancelled():
                 reply.cancel.set()

@@ -54,8 +54,12 @@ def from_args(args) -> dict:
 
 
 def chat_kwargs(settings: dict) -> dict:
-    """Keyword arguments for ``Engine.chat``: what the chat sets, the engine's defaults otherwise."""
-    return {k: settings[k] for k in FIELDS if settings.get(k) is not None}
+    """Keyword arguments for ``Engine.chat``: what the chat sets, the engine's defaults otherwise (and
+    the "reply format", which ``replies.stream_reply`` turns into a constrained sampler)."""
+    kwargs = {k: settings[k] for k in FIELDS if settings.get(k) is not None}
+    if settings.get("reply_format"):
+        kwargs["reply_format"] = settings["reply_format"]
+    return kwargs
 
 
 def summary(settings: dict) -> str:
@@ -67,6 +71,8 @@ def summary(settings: dict) -> str:
     parts.append(f"max {shown['max_tokens']}")
     if settings.get("pin_system"):
         parts.append("pinned system")
+    if settings.get("reply_format"):
+        parts.append("JSON reply" if settings["reply_format"] == "json" else "schema reply")
     if settings.get("kv_type") in ("f16", "q8_0"):
         parts.append(f"{settings['kv_type']} KV")
     return " · ".join(parts)

@@ -8,6 +8,8 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Switch, TextArea
 
+from ...reply_format import setting_format
+from ....runtime.constraint import ConstraintError
 from ..settings import FIELDS, defaults, is_integer, parse
 
 KV_OPTIONS = [("auto: q8_0 on the native engine, f16 on llama.cpp", "auto"),
@@ -36,6 +38,10 @@ class SettingsScreen(ModalScreen[dict | None]):
                 yield Label("KV cache (a change reloads the model)")
                 yield Select(KV_OPTIONS, value=self.settings.get("kv_type") or "auto", allow_blank=False,
                              id="kv-type", compact=True)
+            with Horizontal(id="format-row"):
+                yield Label("Reply format")
+                yield Input(self.settings.get("reply_format") or "", id="reply-format", compact=True,
+                            placeholder="none · json · a JSON schema file")
             with Grid(id="sampling"):
                 for key, label in FIELDS.items():
                     value = self.settings.get(key)
@@ -55,6 +61,13 @@ class SettingsScreen(ModalScreen[dict | None]):
     def action_save(self) -> None:
         settings = {"pin_system": self.query_one("#pin", Switch).value,
                     "kv_type": self.query_one("#kv-type", Select).value}
+        fmt = self.query_one("#reply-format", Input).value.strip()
+        try:
+            if setting_format(fmt) is not None:
+                settings["reply_format"] = fmt if fmt.lower() != "json" else "json"
+        except ConstraintError as e:
+            self.notify(str(e), severity="error")
+            return
         for key in FIELDS:
             text = self.query_one(f"#{key}", Input).value.strip()
             if text:
