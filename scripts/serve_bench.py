@@ -236,14 +236,17 @@ def concurrency(name: str, path: Path, clients: list[int], a) -> dict:
     row = {"model": name, "path": str(path), "file_mib": size / 2**20, "cache_mib": cache / 2**20, "rounds": {}}
     with Server("-m", str(path), "--threads", str(a.threads), "--ctx", str(a.ctx), "--parallel", str(n),
                 "--cache-slots", str(n)) as s:
+        row["rss_start_mib"] = s.rss() / 2**20          # loaded, before any request
         _round(s, 1, 8, bias)                           # warm up
         runs: dict[int, list[dict]] = {c: [] for c in clients}
+        rss: dict[int, float] = {}
         shorts = []
         for _ in range(a.repeat):                       # interleaved: the machine's load hits every count alike
-            for c in clients:
-                runs[c].append({**measure(_round(s, c, a.max_tokens, bias, first=c * 10)), "rss_mib": s.rss() / 2**20})
+            for c in clients:                           # ascending: the first round's RSS has c caches in use
+                runs[c].append(measure(_round(s, c, a.max_tokens, bias, first=c * 10)))
+                rss.setdefault(c, s.rss() / 2**20)
             shorts.append(short_while_three(s, a.max_tokens, bias))
-        row["rounds"] = {c: _medians(rs) for c, rs in runs.items()}
+        row["rounds"] = {c: {**_medians(rs), "rss_mib": rss[c]} for c, rs in runs.items()}
         row["short_while_3"] = {**_medians(shorts), "ok": sum(w["ok"] for w in shorts) * 2 > len(shorts),
                                 "runs_ok": f"{sum(w['ok'] for w in shorts)}/{len(shorts)}"}
         row["parallel"] = s.health()["parallel"]
@@ -280,10 +283,13 @@ def concurrency_table(rows: list[dict], a) -> str:
             want = TARGETS.get(r["model"].split()[0], DEFAULT_TARGET)
             speed, itl = four["decode_tps"] / one["decode_tps"], four["itl_p95_ms"] / one["itl_p95_ms"]
             limit = (r["file_mib"] + 4 * r["cache_mib"]) * (1 + RSS_SLACK)
+            runtime = r["rss_start_mib"] - r["file_mib"]     # the interpreter, libraries, scratch buffers
             out.append(f"  4 clients: aggregate decode {speed:.2f}x one client's (target >= {want}x: {_ok(speed >= want)}), "
-                       f"p95 inter-token {itl:.2f}x (target <= {ITL_TARGET}x: {_ok(itl <= ITL_TARGET)}), RSS "
-                       f"{four['rss_mib']:.0f} MiB vs model {r['file_mib']:.0f} + 4 x {r['cache_mib']:.1f} MiB "
-                       f"+ {RSS_SLACK:.0%} = {limit:.0f} MiB ({_ok(four['rss_mib'] <= limit)})")
+                       f"p95 inter-token {itl:.2f}x (target <= {ITL_TARGET}x: {_ok(itl <= ITL_TARGET)})")
+            out.append(f"  RSS with 4 streams {four['rss_mib']:.0f} MiB vs model {r['file_mib']:.0f} + 4 x "
+                       f"{r['cache_mib']:.1f} MiB caches + {RSS_SLACK:.0%} = {limit:.0f} MiB ({_ok(four['rss_mib'] <= limit)}); "
+                       f"the loaded server held {r['rss_start_mib']:.0f} MiB, {runtime:.0f} MiB beside the model file; "
+                       f"counting that too: {_ok(four['rss_mib'] <= limit + runtime)}")
     return "\n".join(out)
 
 

@@ -156,8 +156,11 @@ class BatchWorker:
         timer = threading.Timer(self._timeout, job.stop, ("request_timeout",))
         timer.daemon = True
         timer.start()
-        self._active.append(_Active(job, stream, slot, before, sampler, guard, _Deltas(reply, sampler), timer,
-                                    messages, ids))
+        with self._cv:                  # cancel_all reads the list from another thread
+            self._active.append(_Active(job, stream, slot, before, sampler, guard, _Deltas(reply, sampler), timer,
+                                        messages, ids))
+            if self._stopping:          # cancel_all ran while it was set up
+                job.stop("shutdown")
         self.stats["max_streams"] = max(self.stats["max_streams"], len(self._active))
 
     def _step(self) -> None:
@@ -195,7 +198,8 @@ class BatchWorker:
 
     def _leave(self, a: _Active, items: list) -> None:
         a.timer.cancel()
-        self._active.remove(a)
+        with self._cv:
+            self._active.remove(a)
         for item in items:
             a.late += a.job.cancel.is_set() and isinstance(item, Delta)
             a.job.emit(_ended(item, a.job.reason) if isinstance(item, Final) else item)
