@@ -1,5 +1,7 @@
 """Saved chats keep their KV cache: one snapshot file per chat beside the chat database, bounded by an
-LRU on total size (the least recently written or restored go first).
+LRU on total size (the least recently written or restored go first). A branch the user leaves keeps its
+snapshot too (``park``), named by the branch's last message, under the same bound; going back to it
+puts it back as the chat's (``unpark``).
 
 The files are written by ``Engine.save_state`` (atomic: temp file + rename) from the reply worker, never
 the UI thread; a write that fails (disk full, read-only) only costs the next reopen a re-prefill.
@@ -35,6 +37,24 @@ class SnapshotDir:
     def path(self, chat_id: int) -> Path:
         return self.root / f"chat-{int(chat_id)}.npz"
 
+    def branch_path(self, chat_id: int, leaf: int) -> Path:
+        return self.root / f"chat-{int(chat_id)}-branch-{int(leaf)}.npz"
+
+    def park(self, chat_id: int, leaf: int) -> None:
+        """The chat's snapshot becomes that of its branch ending at message ``leaf``."""
+        try:
+            os.replace(self.path(chat_id), self.branch_path(chat_id, leaf))
+        except OSError:
+            pass                                    # none, or not movable: the branch is re-read
+
+    def unpark(self, chat_id: int, leaf: int) -> bool:
+        """The snapshot of the branch ending at ``leaf`` becomes the chat's; False when there is none."""
+        try:
+            os.replace(self.branch_path(chat_id, leaf), self.path(chat_id))
+            return True
+        except OSError:
+            return False
+
     def save(self, engine, chat_id: int) -> str | None:
         """Snapshot ``engine`` for ``chat_id`` and trim the LRU; returns why not, or None when saved."""
         if self.max_bytes <= 0:
@@ -60,7 +80,11 @@ class SnapshotDir:
         return ok, engine.state_note
 
     def delete(self, chat_id: int) -> None:
+        """The chat's snapshot and those of its branches."""
         self.path(chat_id).unlink(missing_ok=True)
+        if self.root.is_dir():
+            for p in self.root.glob(f"chat-{int(chat_id)}-branch-*.npz"):
+                p.unlink(missing_ok=True)
 
     def trim(self) -> None:
         """Delete the least recently used snapshots until the rest fit, and temp files left by a crash."""

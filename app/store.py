@@ -21,32 +21,12 @@ from pathlib import Path
 
 from ..models.paths import DB_FILE, data_dir
 from . import chat_search, leases
+from .store_schema import SCHEMA_VERSION, StoreProblem, chat_row, connect, memory, message_row
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "Chat", "Message", "Store", "StoreProblem", "open_store"]
+
 DB_NAME = DB_FILE
-
-_SCHEMA = """
-CREATE TABLE chats (
-    id       INTEGER PRIMARY KEY,
-    title    TEXT NOT NULL,
-    model    TEXT NOT NULL DEFAULT '',      -- as given to runtime.load; '' = the packaged default
-    system   TEXT NOT NULL DEFAULT '',      -- system prompt
-    settings TEXT NOT NULL DEFAULT '{}',    -- JSON: sampling settings, pin_system
-    created  REAL NOT NULL,
-    updated  REAL NOT NULL
-);
-CREATE TABLE messages (
-    id      INTEGER PRIMARY KEY,
-    chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
-    role    TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
-    content TEXT NOT NULL,
-    finish  TEXT,                           -- replies: 'stop' | 'length' | 'cancelled'
-    stats   TEXT,                           -- replies: JSON of runtime.events.Stats
-    created REAL NOT NULL
-);
-CREATE INDEX messages_by_chat ON messages (chat_id, id);
-"""
-
+LEAF = object()          # add_message's default parent: the last message of the branch shown
 
 @dataclass
 class Chat:
@@ -59,6 +39,7 @@ class Chat:
     settings: dict = field(default_factory=dict)
     created: float = 0.0
     updated: float = 0.0
+    leaf: int | None = None          # the last message of the branch shown
 
 
 @dataclass
@@ -72,10 +53,7 @@ class Message:
     finish: str | None = None
     stats: dict | None = None
     created: float = 0.0
-
-
-class StoreProblem(Exception):
-    """Why the database file cannot be used; the text is shown to the user as is."""
+    parent: int | None = None        # the message it follows (None: the chat's first)
 
 
 class Store:
@@ -90,7 +68,7 @@ class Store:
         self.path = path
         self.problem = problem
         self.on_problem: Callable[[str], None] | None = None   # told when a write falls back
-        self._conn = _connect(path) if path is not None else _memory()
+        self._conn = connect(path) if path is not None else memory()
         self.fts = chat_search.add_index(self._conn)   # False: this sqlite has no FTS5, search uses LIKE
         self._owner = leases.Owner.here()
         self._claimed: set[int] = set()      # chats this store holds the lease of
@@ -104,11 +82,11 @@ class Store:
     def list_chats(self) -> list[Chat]:
         """All chats, the most recently used first."""
         rows = self._conn.execute("SELECT * FROM chats ORDER BY updated DESC, id DESC").fetchall()
-        return [_chat(r) for r in rows]
+        return [Chat(*chat_row(r)) for r in rows]
 
     def get_chat(self, chat_id: int) -> Chat | None:
         row = self._conn.execute("SELECT * FROM chats WHERE id = ?", (chat_id,)).fetchone()
-        return _chat(row) if row else None
+        return Chat(*chat_row(row)) if row else None
 
     def create_chat(self, title: str = "New chat", model: str = "", system: str = "",
                     settings: dict | None = None) -> Chat:
@@ -134,26 +112,60 @@ class Store:
 
     # messages ------------------------------------------------------------------------------------
     def messages(self, chat_id: int) -> list[Message]:
-        rows = self._conn.execute("SELECT * FROM messages WHERE chat_id = ? ORDER BY id",
-                                  (chat_id,)).fetchall()
-        return [_message(r) for r in rows]
+        """The branch the chat shows, first message first (its leaf and the messages it follows)."""
+        rows = self._conn.execute(
+            "WITH RECURSIVE path(id) AS (SELECT leaf_id FROM chats WHERE id = ? "
+            "UNION ALL SELECT m.parent_id FROM messages m JOIN path ON m.id = path.id "
+            "WHERE m.parent_id IS NOT NULL) "
+            "SELECT messages.* FROM messages JOIN path ON messages.id = path.id ORDER BY messages.id",
+            (chat_id,)).fetchall()
+        return [Message(*message_row(r)) for r in rows]
 
     def add_message(self, chat_id: int, role: str, content: str, finish: str | None = None,
-                    stats: dict | None = None, created: float | None = None) -> Message:
-        """Append a message and commit it at once; the chat becomes the most recent. ``created``:
-        when it was written (default: now)."""
+                    stats: dict | None = None, created: float | None = None, parent=LEAF) -> Message:
+        """Add a message after ``parent`` (default: the end of the branch shown; None: as the chat's
+        first message, a new branch beside it) and commit it at once; it ends the branch shown and
+        the chat becomes the most recent. ``created``: when it was written (default: now)."""
         now = time.time() if created is None else created
+        if parent is LEAF:
+            parent = self._conn.execute("SELECT leaf_id FROM chats WHERE id = ?", (chat_id,)).fetchone()
+            parent = parent[0] if parent else None
         cur = self._write(
-            "INSERT INTO messages (chat_id, role, content, finish, stats, created) VALUES (?,?,?,?,?,?)",
-            (chat_id, role, content, finish, json.dumps(stats) if stats is not None else None, now),
-            ("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id)))
-        return Message(cur.lastrowid, chat_id, role, content, finish, stats, now)
+            "INSERT INTO messages (chat_id, role, content, finish, stats, created, parent_id) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (chat_id, role, content, finish, json.dumps(stats) if stats is not None else None, now, parent),
+            ("UPDATE chats SET updated = ?, leaf_id = last_insert_rowid() WHERE id = ?", (now, chat_id)))
+        return Message(cur.lastrowid, chat_id, role, content, finish, stats, now, parent)
 
     def delete_message(self, message_id: int) -> None:
-        self._write("DELETE FROM messages WHERE id = ?", (message_id,))
+        """Delete a message and the branches that follow it; a chat that showed it shows its parent."""
+        self._write("UPDATE chats SET leaf_id = (SELECT parent_id FROM messages WHERE id = ?) "
+                    "WHERE leaf_id = ?", (message_id, message_id),
+                    ("DELETE FROM messages WHERE id = ?", (message_id,)))
 
     def clear_messages(self, chat_id: int) -> None:
-        self._write("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
+        self._write("DELETE FROM messages WHERE chat_id = ?", (chat_id,),
+                    ("UPDATE chats SET leaf_id = NULL WHERE id = ?", (chat_id,)))
+
+    # branches ------------------------------------------------------------------------------------
+    def siblings(self, message_id: int) -> list[int]:
+        """The messages that follow the same message as ``message_id`` (its branches), oldest first."""
+        rows = self._conn.execute(
+            "SELECT s.id FROM messages s JOIN messages m ON m.id = ? "
+            "WHERE s.chat_id = m.chat_id AND s.parent_id IS m.parent_id ORDER BY s.id",
+            (message_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def show_branch(self, message_id: int) -> None:
+        """Show the branch through ``message_id``: it and, after it, the latest message at each step."""
+        leaf = message_id
+        while True:
+            row = self._conn.execute("SELECT max(id) FROM messages WHERE parent_id = ?", (leaf,)).fetchone()
+            if row[0] is None:
+                break
+            leaf = row[0]
+        self._write("UPDATE chats SET leaf_id = ? WHERE id = (SELECT chat_id FROM messages WHERE id = ?)",
+                    (leaf, message_id))
 
     def search(self, text: str, limit: int = chat_search.LIMIT) -> list[chat_search.Hit]:
         """Messages of every chat that match ``text``, the newest first (``chat_search``)."""
@@ -166,7 +178,7 @@ class Store:
             return []
         rows = self._conn.execute("SELECT * FROM messages WHERE id > ? ORDER BY id",
                                   (self._saved_upto or 0,)).fetchall()
-        return [(self.get_chat(m.chat_id), m) for m in map(_message, rows)]
+        return [(self.get_chat(m.chat_id), m) for m in (Message(*message_row(r)) for r in rows)]
 
     # leases --------------------------------------------------------------------------------------
     def claim(self, chat_id: int) -> int | None:
@@ -229,12 +241,12 @@ class Store:
 
     def _fall_back(self, problem: str) -> None:
         """Copy what the file holds into memory and use that from now on."""
-        mem = _memory(schema=False)
+        mem = memory(schema=False)
         try:
             self._conn.backup(mem)
         except sqlite3.Error:
             mem.close()
-            mem = _memory()
+            mem = memory()
         self._conn.close()
         self._conn = mem
         self.fts = chat_search.add_index(mem)
@@ -263,70 +275,3 @@ def open_store(path: Path | str | None = None) -> Store:
     return Store(None, problem=problem)
 
 
-# helpers -----------------------------------------------------------------------------------------
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open and check the file before anything writes to it; create the schema in a new file."""
-    conn = sqlite3.connect(path, timeout=5.0)
-    try:
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise StoreProblem(_broken(path, str(e))) from None
-        if ok != "ok":
-            raise StoreProblem(_broken(path, f"integrity check: {ok}"))
-        if version > SCHEMA_VERSION:
-            raise StoreProblem(
-                f"Chat history {path} was written by a newer edgechat (schema {version}; this one "
-                f"reads {SCHEMA_VERSION}). It was left untouched; chats are kept in memory for this "
-                "session. Upgrade edgechat to see them.")
-        if version == 0 and tables:
-            raise StoreProblem(_broken(path, "not an edgechat database"))
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if version == 0:
-            with conn:
-                _create(conn)
-        _add_leases(conn)
-        return conn
-    except BaseException:
-        conn.close()
-        raise
-
-
-def _memory(schema: bool = True) -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:")
-    conn.execute("PRAGMA foreign_keys = ON")
-    if schema:
-        _create(conn)
-    return conn
-
-
-def _create(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA + leases.SCHEMA)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-def _add_leases(conn: sqlite3.Connection) -> None:
-    """The leases table in a file an earlier edgechat wrote (a read-only file goes on without it:
-    its first write falls back to memory anyway)."""
-    try:
-        conn.executescript(leases.SCHEMA)
-    except sqlite3.OperationalError:
-        pass
-
-
-def _broken(path: Path, why: str) -> str:
-    return (f"Chat history {path} cannot be read ({why}). It was left untouched; chats are kept in "
-            "memory for this session. Move the file away to start a new history.")
-
-
-def _chat(row: tuple) -> Chat:
-    id_, title, model, system, settings, created, updated = row
-    return Chat(id_, title, model, system, json.loads(settings or "{}"), created, updated)
-
-
-def _message(row: tuple) -> Message:
-    id_, chat_id, role, content, finish, stats, created = row
-    return Message(id_, chat_id, role, content, finish, json.loads(stats) if stats else None, created)

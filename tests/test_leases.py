@@ -73,9 +73,9 @@ def test_a_lease_whose_pid_now_names_another_process_is_stale(db):
 
 
 def test_a_database_from_before_leases_gets_the_table(db):
+    from test_store import V1_SCHEMA
     conn = sqlite3.connect(db)
-    from edgechat.app import store as store_module
-    conn.executescript(store_module._SCHEMA)
+    conn.executescript(V1_SCHEMA)
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     store = open_store(db)

@@ -14,6 +14,31 @@ import pytest
 from edgechat.app.store import DB_NAME, SCHEMA_VERSION, open_store
 
 
+# the chat database as edgechat wrote it before branches (schema version 1, commit f9aa0f0), kept
+# verbatim: the migration is tested on files written with it
+V1_SCHEMA = """
+CREATE TABLE chats (
+    id       INTEGER PRIMARY KEY,
+    title    TEXT NOT NULL,
+    model    TEXT NOT NULL DEFAULT '',
+    system   TEXT NOT NULL DEFAULT '',
+    settings TEXT NOT NULL DEFAULT '{}',
+    created  REAL NOT NULL,
+    updated  REAL NOT NULL
+);
+CREATE TABLE messages (
+    id      INTEGER PRIMARY KEY,
+    chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+    role    TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    content TEXT NOT NULL,
+    finish  TEXT,
+    stats   TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX messages_by_chat ON messages (chat_id, id);
+"""
+
+
 @pytest.fixture
 def db(tmp_path) -> Path:
     return tmp_path / DB_NAME
@@ -199,3 +224,68 @@ def test_full_disk_mid_session_goes_on_in_memory(db):
     assert len(store.messages(chat.id)) == 3
     store.close()
     assert peek(db, "SELECT content FROM messages") == [("kept",)]
+
+
+def write_v1(path: Path) -> dict[int, list[tuple]]:
+    """A version-1 database as edgechat wrote it: three chats with interleaved messages and an empty
+    one; returns each chat's (role, content, finish) in order, read back from the file."""
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.execute("PRAGMA user_version = 1")
+    with conn:
+        for i in range(4):
+            conn.execute("INSERT INTO chats (title, settings, created, updated) VALUES (?, '{}', ?, ?)",
+                         (f"chat {i}", i, i))
+        for n in range(12):                              # chat 1, 2, 3 take turns; chat 4 stays empty
+            chat, role = 1 + n % 3, ("user", "assistant")[n // 3 % 2]
+            conn.execute("INSERT INTO messages (chat_id, role, content, finish, created) VALUES (?,?,?,?,?)",
+                         (chat, role, f"message {n}", "stop" if role == "assistant" else None, n))
+    kept = {c: conn.execute("SELECT role, content, finish FROM messages WHERE chat_id = ? ORDER BY id",
+                            (c,)).fetchall() for c in range(1, 5)}
+    conn.close()
+    return kept
+
+
+def test_a_version_1_database_is_migrated_and_keeps_every_chat(tmp_path):
+    original = tmp_path / "v1.db"
+    kept = write_v1(original)
+    copy = tmp_path / DB_NAME
+    shutil.copy(original, copy)
+    store = open_store(copy)
+    assert store.problem is None and peek(copy, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    chats = {c.id: c for c in store.list_chats()}
+    assert sorted(chats) == [1, 2, 3, 4]
+    for chat_id, messages in kept.items():
+        assert [(m.role, m.content, m.finish) for m in store.messages(chat_id)] == messages
+    added = store.add_message(1, "user", "after the upgrade")
+    assert store.messages(1)[-1] == added and added.parent == store.messages(1)[-2].id
+    assert [h.message_id for h in store.search("upgrade")] == [added.id]     # the index covers it
+    store.close()
+    assert peek(original, "PRAGMA user_version") == [(1,)]                  # the copy was upgraded only
+
+
+def test_an_edit_is_a_branch_beside_the_old_one(db):
+    store = open_store(db)
+    chat = store.create_chat("c")
+    u1 = store.add_message(chat.id, "user", "one")
+    a1 = store.add_message(chat.id, "assistant", "reply one")
+    u2 = store.add_message(chat.id, "user", "two")
+    store.add_message(chat.id, "assistant", "reply two")
+    edited = store.add_message(chat.id, "user", "two, edited", parent=a1.id)
+    store.add_message(chat.id, "assistant", "reply to the edit")
+    contents = lambda: [m.content for m in store.messages(chat.id)]          # noqa: E731
+    assert contents() == ["one", "reply one", "two, edited", "reply to the edit"]
+    assert store.siblings(edited.id) == store.siblings(u2.id) == [u2.id, edited.id]
+    assert store.siblings(u1.id) == [u1.id]
+    store.show_branch(u2.id)                                               # back to the first branch
+    assert contents() == ["one", "reply one", "two", "reply two"]
+    first = store.add_message(chat.id, "user", "one, edited", parent=None)   # a new first message
+    assert contents() == ["one, edited"] and store.siblings(first.id) == [u1.id, first.id]
+    store.show_branch(u1.id)                                               # its latest branch
+    assert contents() == ["one", "reply one", "two, edited", "reply to the edit"]
+    store.delete_message(store.messages(chat.id)[-1].id)                   # regenerate: the leaf goes
+    assert contents() == ["one", "reply one", "two, edited"]
+    store.close()
+    reopened = open_store(db)                                              # the branch shown is kept
+    assert [m.content for m in reopened.messages(chat.id)] == ["one", "reply one", "two, edited"]
+    reopened.close()

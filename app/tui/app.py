@@ -28,6 +28,7 @@ from ..leases import ChatLeases
 from ..signals import TERMINATING
 from ..store import Chat, Store, open_store
 from . import remote
+from .branches import Branches
 from .chat_actions import ChatActions
 from .commands import run_command
 from .draft import Draft
@@ -44,7 +45,7 @@ EXIT_GRACE_S = 10.0     # after SIGTERM/SIGHUP the reply is committed first; if 
                         # hangs (it is gone), the process ends this much later anyway
 
 
-class EdgechatApp(ChatActions, Turns, Draft, App[int]):
+class EdgechatApp(ChatActions, Turns, Draft, Branches, App[int]):
     """Chat with a local model.
 
     Args:
@@ -86,6 +87,7 @@ class EdgechatApp(ChatActions, Turns, Draft, App[int]):
         self.history = []                      # store.Message of the chat shown, in order
         self.last_stats: dict = {}
         self.attachments = []                  # files to send with the next message (draft.py)
+        self._branch_switched = False          # the next reply follows a switch of branches
         self._last_map: tuple | None = None    # (chat id, spans, cache) of the last reply
         self._terminating: int | None = None   # the exit code of a SIGTERM/SIGHUP being handled
 

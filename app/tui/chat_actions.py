@@ -60,6 +60,7 @@ class ChatActions:
             pinned = " · pinned as the attention sink" if chat.settings.get("pin_system") else ""
             views.insert(0, MessageView("system", chat.system, label=f"System prompt{pinned}"))
         await self.transcript.show(views)
+        self._mark_branches()
         if self._last_map and self._last_map[0] == chat.id:
             self.transcript.map_window(*self._last_map[1:], self._pinned)
         self._refresh_header()
@@ -90,6 +91,8 @@ class ChatActions:
     async def open_message(self, chat_id: int, message_id: int) -> None:
         """Show ``chat_id`` scrolled to ``message_id``, which is marked and focused."""
         await self._switch_to(chat_id)
+        if all(m.id != message_id for m in self.history):        # on another branch
+            await self.show_branch(message_id)
         views = [v for v in self.transcript.views if v.message_id == message_id]
         for view in self.transcript.query(".-found"):
             view.remove_class("-found")

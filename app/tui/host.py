@@ -114,6 +114,18 @@ class EngineHost:
         elif any(m["role"] == "assistant" for m in reply.messages):     # a chat with history
             reply.kv_note = f"re-prefilled ({note})"
 
+    def switch_branch(self, chat_id: int, leaving: int | None, going: int | None) -> None:
+        """The chat now shows the branch ending at message ``going``: the one ending at ``leaving``
+        keeps its snapshot; the one going to is restored before the next reply when it has one (else
+        the engine rolls back to where the branches part, or rebuilds when the ring evicted that)."""
+        if self.snapshots is None:
+            return
+        with self._snap_lock:
+            if leaving is not None:
+                self.snapshots.park(chat_id, leaving)
+            if going is not None and self.snapshots.unpark(chat_id, going) and self.holding == chat_id:
+                self.holding = None                 # restore it, rather than roll back
+
     def forget(self, chat_id: int) -> None:
         """A chat was deleted or cleared: drop its snapshot (the cache no longer stands for it)."""
         with self._snap_lock:

@@ -31,6 +31,7 @@ class Reply:
     kv_note: str = ""                         # set by the worker: "restored" / "re-prefilled (why)" / ""
     restore_s: float = 0.0                    # time the worker spent restoring the chat's KV snapshot
     prefill: Progress | None = None           # set by the worker: reading the prompt, as far as it came
+    branch: bool = False                      # the first reply after an edit or a switch of branches
 
 
 class ReplyListener(Protocol):

@@ -50,9 +50,11 @@ class Turns:
         system = [{"role": "system", "content": self.chat.system}] if self.chat.system else []
         return system + [{"role": m.role, "content": m.content} for m in self.history]
 
-    async def _start_reply(self) -> None:
+    async def _start_reply(self, branch: bool = False) -> None:
         view = await self.transcript.add(MessageView("assistant", pending=True))
-        reply = Reply(self.chat.id, self._engine_messages(), view, Markdown.get_stream(view.markdown))
+        reply = Reply(self.chat.id, self._engine_messages(), view, Markdown.get_stream(view.markdown),
+                      branch=branch or self._branch_switched)
+        self._branch_switched = False
         self.replies.begin(reply)
         self._replying_changed()
         self.host.reply(reply, chat_settings.chat_kwargs(self.chat.settings))
@@ -99,7 +101,12 @@ class Turns:
         await self._send_queued()
 
     def _show_stats(self, reply: Reply, event, spans: list) -> None:
-        """The reply's speed and the cache, in the status bar and for /stats and the context map."""
+        """The reply's speed and the cache, in the status bar and for /stats and the context map; after
+        a switch of branches, whether the branch's snapshot was restored or what was re-read."""
+        s = event.stats
+        if reply.branch and not reply.kv_note:
+            reply.kv_note = (f"rebuilt: re-read {s.rebuild_tokens + s.prompt_tokens:,} tokens" if s.rebuild_tokens
+                             else f"rolled back: read {s.prompt_tokens:,} tokens")
         self.last_stats = dict(asdict(event.stats), kv=reply.kv_note, restore_s=reply.restore_s)
         self._last_map = (reply.chat_id, spans, event.cache)
         status = self.status

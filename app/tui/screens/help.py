@@ -22,6 +22,7 @@ KEYS = [
     ("F3", "system prompt and sampling settings of this chat"),
     ("F4", "choose the model of this chat"),
     ("Ctrl+R", "regenerate the last reply"),
+    ("e / < >", "on a focused message (click, Tab): edit yours as a new branch / show its branches"),
     ("Ctrl+Y", "copy the last reply to the clipboard"),
     ("Ctrl+S", "export this chat to Markdown"),
     ("F1", "this help"),

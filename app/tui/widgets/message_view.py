@@ -1,8 +1,12 @@
 """One message in the transcript: a role line and a Markdown body."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Label, Markdown
 
 from ...prompt_notice import Progress
@@ -22,7 +26,30 @@ WINDOW_NOTES = {
 
 
 class MessageView(Vertical):
-    """A message of one role; ``-evicted``/``-partial`` dim it, ``-stopped``/``-pending`` mark a reply."""
+    """A message of one role; ``-evicted``/``-partial`` dim it, ``-stopped``/``-pending`` mark a reply.
+
+    A stored message can be focused (click, Tab): ``e`` edits it (yours), ``<``/``>`` show its other
+    branches; the role line says which branch it is (``2/3``).
+    """
+
+    BINDINGS = [
+        Binding("e", "edit", "Edit"),
+        Binding("less_than_sign", "branch(-1)", "< branch"),
+        Binding("greater_than_sign", "branch(1)", "branch >"),
+    ]
+
+    @dataclass
+    class EditRequested(Message):
+        """``e`` on a focused message."""
+
+        view: "MessageView"
+
+    @dataclass
+    class BranchRequested(Message):
+        """``<`` or ``>`` on a focused message: the previous or next branch."""
+
+        view: "MessageView"
+        step: int
 
     def __init__(self, role: str, content: str = "", label: str | None = None,
                  finish: str | None = None, message_id: int | None = None, pending: bool = False):
@@ -36,14 +63,33 @@ class MessageView(Vertical):
         self.pending = pending                 # a reply still being written
         self.window: str | None = None         # None (in the window), "evicted", "sinks", "partial"
         self.stopped_reading: Progress | None = None   # stopped while the prompt was read
+        self.branch: tuple[int, int] | None = None     # (this one, of how many) when it has siblings
+        self.can_focus = message_id is not None and role != "system"
 
     def compose(self) -> ComposeResult:
-        yield Label(self.label, classes="role")
+        yield Label(self._role_line(), classes="role")
         yield Markdown(self.content)
         yield Label(self._note(), classes="note")
 
     def on_mount(self) -> None:
         self._refresh_note()
+
+    def _role_line(self) -> str:
+        if self.branch is None:
+            return self.label
+        return f"{self.label}  ‹ {self.branch[0]}/{self.branch[1]} ›"
+
+    def set_branch(self, index: int, count: int) -> None:
+        """This message is branch ``index`` (1-based) of ``count``; one alone shows nothing."""
+        self.branch = (index, count) if count > 1 else None
+        if self.is_mounted:
+            self.query_one(".role", Label).update(self._role_line())
+
+    def action_edit(self) -> None:
+        self.post_message(self.EditRequested(self))
+
+    def action_branch(self, step: int) -> None:
+        self.post_message(self.BranchRequested(self, step))
 
     @property
     def markdown(self) -> Markdown:
