@@ -7,6 +7,7 @@ tokenizer asks for it.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 CHATML = (
@@ -39,7 +40,12 @@ LLAMA3 = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
 
-BUILTIN = {"chatml": CHATML, "gemma": GEMMA, "llama3": LLAMA3}
+# --raw: the messages' text as is, no turns (a base model continues it; serve's /v1/completions does the same)
+RAW = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+
+BUILTIN = {"chatml": CHATML, "gemma": GEMMA, "llama3": LLAMA3, "raw": RAW}
+# a file name with one of these words is an instruction-tuned model (Gemma's "-it", "-Instruct", "-chat")
+_TUNED = re.compile(r"(?:^|[^a-z])(?:it|instruct|chat|sft|dpo|rlhf)(?:[^a-z]|$)", re.IGNORECASE)
 # a special token that marks a family, most specific first
 FAMILY_TOKENS = (("gemma", "<start_of_turn>"), ("llama3", "<|start_header_id|>"))
 
@@ -51,6 +57,12 @@ def family_of(tokenizer) -> str:
         if len(ids) == 1 and ids != tokenizer.tokenize(marker, special=False):
             return name
     return "chatml"
+
+
+def looks_like_base_model(name: str, has_template: bool) -> bool:
+    """A file with no chat template and no instruct / it / chat in its name: likely a base model, which
+    continues text rather than answering turns."""
+    return not has_template and not _TUNED.search(name)
 
 
 def resolve_choice(choice: str) -> tuple[str, str]:

@@ -75,6 +75,8 @@ class EngineInfo:
     pin_system: bool = False
     load_s: float = 0.0
     extra: dict = field(default_factory=dict)
+    template: str = ""       # the chat template and where it came from ("gguf", a built-in, --chat-template)
+    base_model: bool = False   # no chat template and no instruct / it / chat in the name
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from .backends import make_backend
+from .chat_templates import looks_like_base_model, resolve_choice
 from .conversation import MemoTokenizer
 from .cpu import physical_cores
 from .engine import Engine
@@ -53,7 +54,7 @@ def choose_backend(requested: str, model_problem: str | None, gpu_layers: int,
 def load(path: str | Path, *, backend: str = "auto", threads: int | None = None, ctx: int = DEFAULT_CTX,
          sinks: int = DEFAULT_SINKS, gpu_layers: int | str = 0, pin_system: bool = False,
          evict_chunk: int | None = None, force: bool = False, speculative: str = "lookup",
-         draft: str | Path | None = None, kv_type: str = "auto") -> Engine:
+         draft: str | Path | None = None, kv_type: str = "auto", chat_template: str | None = None) -> Engine:
     """Load a GGUF file (the app resolves model names to paths: ``edgechat.models.resolve``).
 
     Args:
@@ -71,6 +72,8 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
             or "off". Native only; the text (temp 0) or its distribution (temp > 0) never changes.
         kv_type: KV cache rows, "f16", "q8_0" (int8 with a scale per 32 values: about half the bytes) or
             "auto": each backend's faster one (``memory.AUTO_KV_TYPE``: q8_0 native, f16 llama.cpp).
+        chat_template: a built-in template's name (``chat_templates.BUILTIN``: "raw" feeds the text as
+            is) or a jinja2 file; default: the file's own, else its family's built-in.
 
     Returns:
         An Engine.
@@ -91,13 +94,15 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     kv_type = resolve_kv_type(kv_type, name)
     _preflight(path, mf.config, ctx, force, kv_type)
     tok = MemoTokenizer(Tokenizer(path))
+    template = _template(mf, tok, chat_template)
     be = make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
                        evict_chunk=evict_chunk, kv_type=kv_type)
     info = EngineInfo(backend=name, reason=reason, arch=mf.arch, path=str(path), name=path.stem,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
                       gpu_layers=gpu_layers, pin_system=pin_system, extra=dict(be.info.extra),
-                      load_s=time.perf_counter() - t0)
-    engine = Engine(be, tok, _template(mf, tok), info, pin_system=pin_system, sinks=sinks)
+                      load_s=time.perf_counter() - t0, template=template.source,
+                      base_model=looks_like_base_model(path.stem, bool(mf.metadata.get("tokenizer.chat_template"))))
+    engine = Engine(be, tok, template, info, pin_system=pin_system, sinks=sinks)
     return _attach(engine, be, tok, path, mf, speculative, draft, ctx=ctx, sinks=sinks, threads=threads)
 
 
@@ -159,7 +164,13 @@ def _preflight(path: Path, cfg: dict, ctx: int, force: bool, kv_type: str = "f16
     memory.preflight(est, force=force)
 
 
-def _template(mf, tok):
+def _template(mf, tok, choice: str | None = None):
     from .template import ChatTemplate
-    return ChatTemplate(mf.metadata.get("tokenizer.chat_template"), tok,
-                        bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id))
+    text, source = mf.metadata.get("tokenizer.chat_template"), "gguf"
+    if choice:
+        try:
+            source, text = resolve_choice(choice)
+        except ValueError as e:
+            raise EdgechatError(str(e)) from None
+    return ChatTemplate(text, tok, bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id),
+                        source=source)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edgechat.runtime.chat_templates import BUILTIN, family_of, resolve_choice
+from edgechat.runtime.chat_templates import BUILTIN, family_of, looks_like_base_model, resolve_choice
 from edgechat.runtime.template import ChatTemplate
 
 GEMMA3_FILE = Path(__file__).parent / ".cache" / "gemma3" / "gemma-3-270m-q4_k_m.gguf"
@@ -50,5 +50,44 @@ def test_choice_by_name_or_file(tmp_path):
     f = tmp_path / "t.jinja"
     f.write_text("{{ messages[0]['content'] }}")
     assert resolve_choice(str(f)) == ("t.jinja (--chat-template)", "{{ messages[0]['content'] }}")
-    with pytest.raises(ValueError, match="not one of chatml, gemma, llama3"):
+    with pytest.raises(ValueError, match="not one of chatml, gemma, llama3, raw"):
         resolve_choice(str(tmp_path / "missing.jinja"))
+
+
+@pytest.mark.parametrize("name, has_template, base", [
+    ("gemma-3-270m-q4_k_m", False, True), ("gemma-3-270m-it-q4_k_m", False, False),
+    ("Qwen2.5-0.5B-Instruct-Q4_K_M", False, False), ("smollm2-chat", False, False),
+    ("llama-3.2-1b", True, False),            # a template: whatever its name, it knows turns
+    ("titan-base", False, True),              # "it" inside a word does not count
+])
+def test_base_model_guess(name, has_template, base):
+    assert looks_like_base_model(name, has_template) is base
+
+
+def test_raw_feeds_the_text_as_is(tokenizer):
+    t = ChatTemplate(BUILTIN["raw"], tokenizer)
+    assert t.render_text([{"role": "user", "content": "Q: 2 + 2?\nA:"}]) == "Q: 2 + 2?\nA:"
+
+
+def test_load_names_the_template(gemma3_file_or_skip):
+    from edgechat.runtime import load
+    from edgechat.runtime.errors import EdgechatError
+    e = load(gemma3_file_or_skip, threads=1, ctx=64, backend="native")
+    try:
+        assert e.info.template == "gemma (built in: the GGUF has no template)" and e.info.base_model
+    finally:
+        e.close()
+    e = load(gemma3_file_or_skip, threads=1, ctx=64, backend="native", chat_template="raw")
+    try:
+        assert e.info.template == "raw (built in, --chat-template)"
+    finally:
+        e.close()
+    with pytest.raises(EdgechatError, match="not one of chatml, gemma, llama3, raw"):
+        load(gemma3_file_or_skip, threads=1, ctx=64, backend="native", chat_template="no-such")
+
+
+@pytest.fixture
+def gemma3_file_or_skip() -> Path:
+    if not GEMMA3_FILE.is_file():
+        pytest.skip(f"{GEMMA3_FILE} missing: scripts/setup.sh --test fetches it")
+    return GEMMA3_FILE
