@@ -192,7 +192,33 @@ def _schema(text: str, param) -> dict:
         raise ConstraintError(f"the JSON schema is not valid JSON: {e}", param) from None
     if not isinstance(schema, (dict, bool)):
         raise ConstraintError("a JSON schema must be an object", param)
-    return schema
+    return _strict_formats(schema)
+
+
+_DATE = ("[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+         "|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+# formats whose llguidance regex is looser than RFC 3339 / Python's own parsers (a leap second "23:59:60",
+# "02-30", an octet "01"): the reply is held to these patterns instead, so what it writes also passes a
+# strict validator (jsonschema's format checker)
+STRICT_FORMATS = {"date": _DATE, "time": _TIME, "date-time": f"{_DATE}T{_TIME}",
+                  "ipv4": f"{_OCTET}(?:\\.{_OCTET}){{3}}"}
+
+
+def _strict_formats(node):
+    """The schema with ``format`` date / time / date-time / ipv4 (and no ``pattern`` of its own) written
+    as the strict pattern of ``STRICT_FORMATS``."""
+    if isinstance(node, list):
+        return [_strict_formats(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _strict_formats(v) for k, v in node.items()}
+    fmt = out.get("format")
+    if isinstance(fmt, str) and fmt in STRICT_FORMATS and "pattern" not in out:
+        del out["format"]
+        out["pattern"] = f"^{STRICT_FORMATS[fmt]}$"
+    return out
 
 
 def _line(e: BaseException) -> str:
