@@ -23,7 +23,7 @@ PERSON = {"type": "object", "additionalProperties": False, "required": ["name", 
                          "tags": {"type": "array", "items": {"type": "string", "maxLength": 20},
                                   "minItems": 1, "maxItems": 3}}}
 ASK = [{"role": "user", "content": "Describe a person as JSON: name, age, email and tags."}]
-CHECKER = jsonschema.FormatChecker()
+CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER   # 2020-12 formats ("time": RFC 3339)
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,18 @@ def test_bad_input_is_one_line_naming_it(tokenizer, fmt, words):
         compile_constraint(fmt, tokenizer)
     msg = str(e.value)
     assert "\n" not in msg and words in msg and e.value.param == fmt.param
+
+
+@pytest.mark.parametrize("fmt,bad,good", [
+    ("time", '"23:59:60Z"', '"23:59:59Z"'),              # a leap second: RFC 3339 parsers refuse it
+    ("date", '"2023-02-30"', '"2023-02-28"'),
+    ("date-time", '"2023-04-31T10:00:00Z"', '"2023-04-30T10:00:00Z"'),
+    ("ipv4", '"10.01.0.1"', '"10.1.0.1"'),                # a leading zero: Python's ipaddress refuses it
+])
+def test_formats_are_held_to_what_a_strict_validator_accepts(tokenizer, fmt, bad, good):
+    schema = {"type": "string", "format": fmt}
+    for text, ok in ((bad, False), (good, True)):
+        c = compile_constraint(Format("json_schema", schema), tokenizer)
+        ids = tokenizer.tokenize(text)
+        assert (c.valid_prefix(ids) == len(ids)) == ok, text
+        assert CHECKER.conforms(json.loads(text), fmt) == ok       # the oracle agrees
