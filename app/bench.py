@@ -72,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", type=_names(PRESETS), metavar="NAME[,NAME]",
                    help=f"presets: {DEFAULT_SHAPE} (the packaged default model, the real file); {SHAPES_HELP}. "
                    "Synthetic presets have seeded random weights and the default model's tokenizer, so "
-                   "their vocab is 49152 (not the real model's); written once into $EDGECHAT_BENCH_CACHE "
+                   "their vocab is 49152 (not the real model's; gemma3-1b: the real Gemma 3 tokenizer, "
+                   "262,144, from scripts/fetch_gemma3.sh's file); written once into $EDGECHAT_BENCH_CACHE "
                    f"(default: the user cache dir's edgechat/bench-ggufs). Default: {DEFAULT_SHAPE} "
                    "unless -m is given")
     p.add_argument("--type", type=_names(TYPES), metavar="TYPE[,TYPE]",

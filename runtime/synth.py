@@ -3,7 +3,8 @@
 Used by the tests (tiny models, scripts/make_test_ggufs.py) and by ``edgechat bench --shape`` (the
 tensor shapes of real 0.6B-3B models). Files are written with the ``gguf`` package one tensor at a
 time, so a 3B F16 file (~6 GB) never sits in memory; llama.cpp's ``llama_model_quantize`` makes the
-quantized versions. Archs: llama, qwen2 (q/k/v biases), qwen3 (per-head q/k RMSNorm).
+quantized versions. Archs: llama, qwen2 (q/k/v biases), qwen3 (per-head q/k RMSNorm), gemma3 (q/k
+norms, post-attention / post-ffn norms, a sliding window).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-ARCHS = ("llama", "qwen2", "qwen3")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class SynthConfig:
     seed: int = 0
     weight_std: float | None = None
     name: str = ""              # general.name; default "tiny-<arch>"
+    sliding_window: int = 0     # gemma3: attention.sliding_window
 
 
 # (tensor name, numpy shape (out, in) or (n,), kind, std): kind "normal" or "norm"
@@ -90,8 +92,10 @@ def tensor_plan(cfg: SynthConfig, vocab: int) -> TensorPlan:
         if cfg.arch == "qwen2":
             plan += [mat(b + "attn_q.bias", (q_dim,), 0.1), mat(b + "attn_k.bias", (kv_dim,), 0.1),
                      mat(b + "attn_v.bias", (kv_dim,), 0.1)]
-        if cfg.arch == "qwen3":
+        if cfg.arch in ("qwen3", "gemma3"):
             plan += [norm(b + "attn_q_norm.weight", hd), norm(b + "attn_k_norm.weight", hd)]
+        if cfg.arch == "gemma3":
+            plan += [norm(b + "post_attention_norm.weight", e), norm(b + "post_ffw_norm.weight", e)]
         plan += [norm(b + "ffn_norm.weight", e), mat(b + "ffn_gate.weight", (cfg.n_ff, e), 0.05),
                  mat(b + "ffn_up.weight", (cfg.n_ff, e), 0.05), mat(b + "ffn_down.weight", (e, cfg.n_ff), 0.02)]
     return plan
@@ -136,7 +140,9 @@ def _add_metadata(w, cfg: SynthConfig, tokenizer: list[tuple]) -> None:
     w.add_layer_norm_rms_eps(cfg.eps)
     w.add_rope_freq_base(cfg.rope_base)
     w.add_rope_dimension_count(cfg.head_dim)
-    if a == "qwen3" or cfg.n_head * cfg.head_dim != cfg.n_embd:
+    if cfg.sliding_window:
+        w.add_sliding_window(cfg.sliding_window)
+    if a in ("qwen3", "gemma3") or cfg.n_head * cfg.head_dim != cfg.n_embd:
         w.add_key_length(cfg.head_dim)
         w.add_value_length(cfg.head_dim)
     for key, value, vtype, etype in tokenizer:

@@ -137,7 +137,8 @@ def test_shape_gguf_loads_in_llama_cpp_with_its_shape(name):
     keys = [f"{a}.attention.head_count_kv", f"{a}.feed_forward_length", f"{a}.rope.freq_base",
             f"{a}.attention.layer_norm_rms_epsilon", f"{a}.attention.key_length"]
     facts, logits = _llama_cpp_facts(path, keys)
-    assert (facts["n_layer"], facts["n_embd"], facts["n_head"], facts["n_vocab"]) == (1, cfg.n_embd, cfg.n_head, 49152)
+    vocab = 262144 if bench_shapes.SHAPES[name].tokenizer == "gemma3" else 49152   # whose tokenizer it copies
+    assert (facts["n_layer"], facts["n_embd"], facts["n_head"], facts["n_vocab"]) == (1, cfg.n_embd, cfg.n_head, vocab)
     assert int(facts[keys[0]]) == facts["n_head_kv"] == cfg.n_head_kv and int(facts[keys[1]]) == cfg.n_ff
     assert float(facts[keys[2]]) == cfg.rope_base and float(facts[keys[3]]) == pytest.approx(cfg.eps)
     assert facts[keys[4]] is None or int(facts[keys[4]]) == cfg.head_dim
@@ -149,5 +150,6 @@ def test_shape_gguf_loads_in_llama_cpp_with_its_shape(name):
     assert tuple(tensors["blk.0.attn_k.weight"].shape) == (cfg.n_embd, cfg.n_head_kv * cfg.head_dim)
     assert tuple(tensors["blk.0.ffn_down.weight"].shape) == (cfg.n_ff, cfg.n_embd)
     assert ("blk.0.attn_q.bias" in tensors) == (a == "qwen2")
-    assert ("blk.0.attn_q_norm.weight" in tensors) == (a == "qwen3")
+    assert ("blk.0.attn_q_norm.weight" in tensors) == (a in ("qwen3", "gemma3"))
+    assert ("blk.0.post_ffw_norm.weight" in tensors) == (a == "gemma3")
     assert tensors["blk.0.ffn_up.weight"].tensor_type.name == "Q4_0"
