@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "worth of it, skip the rest (default: read it all; the earliest tokens leave)")
     p.add_argument("--session", metavar="FILE", help="one-shot: restore the KV cache and conversation from FILE "
                    "when it matches, feed only the new prompt, save them back")
+    p.add_argument("--raw", action="store_true", help="one-shot: feed the prompt as is, no chat template "
+                   "(for a base model: 'Q: ...\\nA:'); --chat-template raw")
     add_output_options(p)
     add_model_options(p)
     add_sampling_options(p)
@@ -88,11 +90,15 @@ def one_shot(args, prompt: str) -> int:
     elif args.verbose:
         i = engine.info
         print(f"edgechat: backend {i.backend} ({i.reason}); {i.name} [{i.arch}, {', '.join(i.types)}], "
-              f"{i.threads} threads, isa {i.isa}, KV cache {engine.cache_info().kv_type}", file=sys.stderr)
+              f"{i.threads} threads, isa {i.isa}, KV cache {engine.cache_info().kv_type}, template {i.template}",
+              file=sys.stderr)
         if engine.speculation.note:
             print(f"edgechat: {engine.speculation.note}", file=sys.stderr)
     elif GPU_LAYERS_IGNORED in engine.info.reason:                   # said above with -v
         print(f"edgechat: warning: {GPU_LAYERS_IGNORED}", file=sys.stderr)
+    if not remote and engine.info.base_model and not args.raw and not args.chat_template:
+        print(f"edgechat: {engine.info.name} looks like a base model (no chat template, no instruct/it/chat in "
+              "its name): it continues text rather than answering; --raw feeds the prompt as is", file=sys.stderr)
     from . import session
     from .prompt_notice import PrefillReporter
     sess = session.start(engine, args.session, args.verbose)
@@ -170,6 +176,7 @@ def _json_result(engine, text: str, done, sess=None) -> dict:
         "path": info.path,
         "backend": info.backend,
         "backend_reason": info.reason,
+        "template": getattr(info, "template", None),
         "finish_reason": done.finish_reason if done else "cancelled",
         "reasoning": done.reasoning if done else None,
         "error": done.error if done and done.error else None,

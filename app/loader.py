@@ -28,7 +28,8 @@ def load_engine(args, model: str | None = None, pin_system: bool | None = None, 
                 pin_system=args.pin_system if pin_system is None else pin_system,
                 evict_chunk=getattr(args, "evict_chunk", None), force=getattr(args, "force", False),
                 speculative=mode, draft=resolve(draft) if draft else None,
-                kv_type=kv_type or getattr(args, "kv_type", None) or "auto")
+                kv_type=kv_type or getattr(args, "kv_type", None) or "auto",
+                chat_template="raw" if getattr(args, "raw", False) else getattr(args, "chat_template", None))
 
 
 def speculation_args(args) -> tuple[str, str | None]:

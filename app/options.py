@@ -51,6 +51,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "from the conversation's own text (default), draft uses --draft, off disables it")
     g.add_argument("--draft", metavar="MODEL", help="a small draft model with the same tokenizer "
                    "(name or .gguf path); implies --speculative draft")
+    g.add_argument("--chat-template", metavar="NAME|FILE", help="chatml, gemma, llama3, raw (the text as is) or a "
+                   "jinja2 file (default: the file's own, else its family's built-in)")
 
 
 def add_remote_options(p: argparse.ArgumentParser) -> None:

@@ -219,3 +219,30 @@ def test_rollback_within_the_local_slack(gemma3, gemma3_tok, natural_text):
         assert np.array_equal(b.eval(ids[900:901]), want)
     finally:
         a.close(), b.close()
+
+
+def _oneshot(path: Path, *args: str):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "edgechat.app.cli", "-m", str(path), "--threads", "2", "--temp", "0",
+                           "--max-tokens", "12", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("question, answer", [("What is the capital of Japan?", "Tokyo"),
+                                              ("What is the boiling point of water in Celsius?", "100"),
+                                              ("What is the capital of France?", "Paris")])
+def test_oneshot_raw_answers(gemma3, question, answer):
+    """The one-shot with --raw feeds "Q: ...\\nA:" as is: the base model answers (greedy)."""
+    proc = _oneshot(gemma3, "--raw", "-p", f"Q: {question}\nA:")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert answer in proc.stdout
+    assert "looks like a base model" not in proc.stderr
+
+
+def test_oneshot_names_the_template_and_the_base_model(gemma3):
+    import json
+    proc = _oneshot(gemma3, "--json", "-p", "Hello")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["template"] == "gemma (built in: the GGUF has no template)"
+    notices = [line for line in proc.stderr.splitlines() if "looks like a base model" in line]
+    assert len(notices) == 1 and "--raw" in notices[0]
