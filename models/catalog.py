@@ -51,6 +51,10 @@ CATALOG: dict[str, CatalogEntry] = _entries(
                  "Llama-3.2-1B-Instruct-{quant}.gguf", "Llama 3.2 1B Instruct"),
     CatalogEntry("qwen3-0.6b", "unsloth/Qwen3-0.6B-GGUF",
                  "Qwen3-0.6B-{quant}.gguf", "Qwen3 0.6B"),
+    CatalogEntry("gemma3-270m", "unsloth/gemma-3-270m-it-GGUF",
+                 "gemma-3-270m-it-{quant}.gguf", "Gemma 3 270M it (native engine; Q4_K_M, Q4_0)"),
+    CatalogEntry("gemma3-1b", "unsloth/gemma-3-1b-it-GGUF",
+                 "gemma-3-1b-it-{quant}.gguf", "Gemma 3 1B it (native engine; Q4_K_M, Q4_0)"),
 )
 
 
