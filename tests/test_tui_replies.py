@@ -29,7 +29,7 @@ class Recorder:
         self.snapshots = snapshots
         self.snapshot_at_done: bool | None = None     # the chat's snapshot existed when done was told
 
-    def chunk(self, reply, text):
+    def chunk(self, reply, text, kind="text"):
         self.events.put(("chunk", reply, text))
 
     def beyond_window(self, reply, notice):

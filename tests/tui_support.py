@@ -19,6 +19,7 @@ from edgechat.runtime.engine import Engine
 from edgechat.runtime.info import BackendInfo, CacheInfo, EngineInfo, ring_window_start
 
 REPLY_TIMEOUT_S = 180
+THOUGHT = "The user wants me to think first. I will name the question, then add a paragraph."
 FILLER = ("Here is what I know about it. **First**, it is worth a closer look: people have studied it "
           "for a long time. *Second*, there is more to learn, and every answer raises a new question.")
 
@@ -39,10 +40,12 @@ def load_engine(ctx: int):
 
 def scripted_reply(messages: list[dict]) -> str:
     """The scripted engine's answer: it names the question, then a fixed Markdown paragraph (eight of
-    them when the question asks for something long)."""
+    them when the question asks for something long); a question that asks to think gets a
+    ``<think>`` block first (``THOUGHT``)."""
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     paragraphs = 8 if "long" in question.lower() else 1
-    return f"You asked: {question}" + f"\n\n{FILLER}" * paragraphs
+    thought = f"<think>{THOUGHT}</think>" if "think" in question.lower() else ""
+    return thought + f"You asked: {question}" + f"\n\n{FILLER}" * paragraphs
 
 
 class ScriptedBackend:

@@ -55,7 +55,8 @@ class ChatActions:
         self.chat = chat
         self.leases.show(chat.id)
         self.history = self.store.messages(chat.id)
-        views = [MessageView(m.role, m.content, finish=m.finish, message_id=m.id) for m in self.history]
+        views = [MessageView(m.role, m.content, finish=m.finish, message_id=m.id,
+                             reasoning=(m.stats or {}).get("reasoning", "")) for m in self.history]
         if chat.system:
             pinned = " · pinned as the attention sink" if chat.settings.get("pin_system") else ""
             views.insert(0, MessageView("system", chat.system, label=f"System prompt{pinned}"))
@@ -111,6 +112,20 @@ class ChatActions:
         self.store.update_chat(self.chat.id, **fields)
         self._last_map = None                  # the spans were of the conversation before
         await self._show_chat(self.store.get_chat(self.chat.id))
+
+    async def set_thinking(self, arg: str) -> None:
+        """``/think on|off``: this chat's thinking switch (kept in its settings)."""
+        if arg not in ("on", "off"):
+            state = {True: "on", False: "off"}.get(self.chat.settings.get("think"), "the model's default")
+            self.notify(f"/think on|off (this chat: {state}).", severity="warning")
+            return
+        await self.update_chat(settings={**self.chat.settings, "think": arg == "on"})
+        template = getattr(getattr(self.engine, "conversation", None), "template", None)
+        source = getattr(template, "template_str", None)
+        if source is not None and "enable_thinking" not in source:
+            self.notify(f"{self.engine.info.name} has no thinking switch in its chat template: /think on "
+                        "shows a <think> block when the model writes one; off cannot stop one.",
+                        title="No thinking switch", timeout=10)
 
     def rename(self, chat_id: int, title: str) -> None:
         if not self._may_write(chat_id):

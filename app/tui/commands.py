@@ -41,6 +41,8 @@ COMMANDS = [
             _either(lambda app, arg: app.edit_message(None, arg), lambda app: app.action_edit())),
     Command("/branch", "N", "show branch N of the focused message (or < > on it)",
             lambda app, arg: app.branch_command(arg)),
+    Command("/think", "on|off", "this chat's thinking switch (a <think> block before the answer)",
+            lambda app, arg: app.set_thinking(arg)),
     Command("/regen", "", "regenerate the last reply", lambda app, _: app.action_regenerate()),
     Command("/export", "[file]", "save this chat as Markdown (default: current dir)",
             lambda app, arg: app.action_export(arg or None)),

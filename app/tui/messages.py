@@ -32,6 +32,7 @@ class ReplyChunk(Message):
 
     reply: Reply
     text: str
+    kind: str = "text"                  # "reasoning": a piece of the reply's <think> block
 
 
 @dataclass
@@ -79,8 +80,8 @@ class Poster:
     def engine_failed(self, key: tuple, error: str) -> None:
         self.post(EngineFailed(key, error))
 
-    def chunk(self, reply: Reply, text: str) -> None:
-        self.post(ReplyChunk(reply, text))
+    def chunk(self, reply: Reply, text: str, kind: str = "text") -> None:
+        self.post(ReplyChunk(reply, text, kind))
 
     def beyond_window(self, reply: Reply, notice: str) -> None:
         self.post(PromptBeyondWindow(reply, notice))

@@ -37,7 +37,7 @@ class Reply:
 class ReplyListener(Protocol):
     """What the reply worker tells, from its thread."""
 
-    def chunk(self, reply: Reply, text: str) -> None: ...
+    def chunk(self, reply: Reply, text: str, kind: str = "text") -> None: ...
     def beyond_window(self, reply: Reply, notice: str) -> None: ...
     def progress(self, reply: Reply, progress: Progress) -> None: ...
     def done(self, reply: Reply, event: DoneEvent, spans: list) -> None: ...
@@ -66,7 +66,7 @@ def stream_reply(engine, reply: Reply, kwargs: dict, listener: ReplyListener,
             if cancelled():
                 reply.cancel.set()
             if isinstance(event, TextEvent):
-                listener.chunk(reply, event.text)
+                listener.chunk(reply, event.text, event.kind)
             else:
                 reply.done = event
                 listener.done(reply, event, engine.message_spans())
@@ -111,8 +111,9 @@ class Replies:
             if self.store.get_chat(reply.chat_id) is None:
                 return None
             event = reply.done
+            stats = dict(asdict(event.stats), **({"reasoning": event.reasoning} if event.reasoning else {}))
             return self.store.add_message(reply.chat_id, "assistant", event.text,
-                                          finish=event.finish_reason, stats=asdict(event.stats))
+                                          finish=event.finish_reason, stats=stats)
         finally:
             self.leases.written(reply.chat_id)
 

@@ -59,6 +59,8 @@ def chat_kwargs(settings: dict) -> dict:
     kwargs = {k: settings[k] for k in FIELDS if settings.get(k) is not None}
     if settings.get("reply_format"):
         kwargs["reply_format"] = settings["reply_format"]
+    if settings.get("think") is True:          # split a <think> block off the answer
+        kwargs["reasoning"] = True
     return kwargs
 
 
@@ -75,4 +77,6 @@ def summary(settings: dict) -> str:
         parts.append("JSON reply" if settings["reply_format"] == "json" else "schema reply")
     if settings.get("kv_type") in ("f16", "q8_0"):
         parts.append(f"{settings['kv_type']} KV")
+    if settings.get("think") is not None:
+        parts.append(f"thinking {'on' if settings['think'] else 'off'}")
     return " · ".join(parts)

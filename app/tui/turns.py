@@ -55,6 +55,7 @@ class Turns:
         reply = Reply(self.chat.id, self._engine_messages(), view, Markdown.get_stream(view.markdown),
                       branch=branch or self._branch_switched)
         self._branch_switched = False
+        self.status.reasoning_tokens = 0
         self.replies.begin(reply)
         self._replying_changed()
         self.host.reply(reply, chat_settings.chat_kwargs(self.chat.settings))
@@ -66,8 +67,14 @@ class Turns:
 
     async def on_reply_chunk(self, message: ReplyChunk) -> None:
         reply = message.reply
-        if not reply.detached:
-            await reply.view.show_prefill(None)
+        if reply.detached:
+            return
+        await reply.view.show_prefill(None)
+        if message.kind == "reasoning":
+            block = await reply.view.add_reasoning(message.text)
+            self.status.reasoning_tokens = block.tokens
+        else:
+            reply.view.end_reasoning()
             await reply.stream.write(message.text)
 
     async def on_prefill_progress(self, message: PrefillProgress) -> None:
@@ -93,6 +100,7 @@ class Turns:
                 await self._show_chat(self.chat)
             return
         await reply.stream.stop()
+        reply.view.end_reasoning()
         await reply.view.finish_reply(event.text, event.finish_reason, stored.id if stored else None,
                                       reply.prefill)
         if stored is not None:

@@ -16,6 +16,10 @@ KV_OPTIONS = [("auto: q8_0 on the native engine, f16 on llama.cpp", "auto"),
               ("f16", "f16"), ("q8_0: int8 rows, about half the memory", "q8_0")]
 
 
+THINK_OPTIONS = [("the model's default", "default"), ("on: a <think> block before the answer", True),
+                 ("off", False)]
+
+
 class SettingsScreen(ModalScreen[dict | None]):
     """Dismisses with ``{"system": str, "settings": dict}``, or None on Escape."""
 
@@ -38,6 +42,10 @@ class SettingsScreen(ModalScreen[dict | None]):
                 yield Label("KV cache (a change reloads the model)")
                 yield Select(KV_OPTIONS, value=self.settings.get("kv_type") or "auto", allow_blank=False,
                              id="kv-type", compact=True)
+            with Horizontal(id="think-row"):
+                yield Label("Thinking (/think on|off)")
+                yield Select(THINK_OPTIONS, value=self.settings.get("think", "default"), allow_blank=False,
+                             id="think", compact=True)
             with Horizontal(id="format-row"):
                 yield Label("Reply format")
                 yield Input(self.settings.get("reply_format") or "", id="reply-format", compact=True,
@@ -61,6 +69,8 @@ class SettingsScreen(ModalScreen[dict | None]):
     def action_save(self) -> None:
         settings = {"pin_system": self.query_one("#pin", Switch).value,
                     "kv_type": self.query_one("#kv-type", Select).value}
+        if self.query_one("#think", Select).value != "default":
+            settings["think"] = self.query_one("#think", Select).value
         fmt = self.query_one("#reply-format", Input).value.strip()
         try:
             if setting_format(fmt) is not None:

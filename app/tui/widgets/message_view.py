@@ -11,6 +11,7 @@ from textual.widgets import Label, Markdown
 
 from ...prompt_notice import Progress
 from .prefill_bar import PrefillBar
+from .reasoning import ReasoningBlock
 
 FINISH_NOTES = {
     "cancelled": "■ stopped: the partial reply is kept",
@@ -52,7 +53,8 @@ class MessageView(Vertical):
         step: int
 
     def __init__(self, role: str, content: str = "", label: str | None = None,
-                 finish: str | None = None, message_id: int | None = None, pending: bool = False):
+                 finish: str | None = None, message_id: int | None = None, pending: bool = False,
+                 reasoning: str = ""):
         classes = [f"message -{role}"] + ["-pending"] * pending + ["-stopped"] * (finish == "cancelled")
         super().__init__(classes=" ".join(classes))
         self.role = role
@@ -65,14 +67,34 @@ class MessageView(Vertical):
         self.stopped_reading: Progress | None = None   # stopped while the prompt was read
         self.branch: tuple[int, int] | None = None     # (this one, of how many) when it has siblings
         self.can_focus = message_id is not None and role != "system"
+        self.reasoning = reasoning               # the reply's <think> block, as stored
 
     def compose(self) -> ComposeResult:
         yield Label(self._role_line(), classes="role")
+        if self.reasoning:
+            yield ReasoningBlock(self.reasoning)
         yield Markdown(self.content)
         yield Label(self._note(), classes="note")
 
     def on_mount(self) -> None:
         self._refresh_note()
+
+    async def add_reasoning(self, piece: str) -> ReasoningBlock:
+        """A piece of the reply's reasoning: into its block (made, open, on the first piece)."""
+        blocks = self.query(ReasoningBlock)
+        if blocks:
+            block = blocks.first()
+        else:
+            block = ReasoningBlock(streaming=True)
+            await self.mount(block, before=self.markdown)
+        block.add(piece)
+        return block
+
+    def end_reasoning(self) -> None:
+        """The answer starts: the reasoning block (if any) collapses."""
+        for block in self.query(ReasoningBlock):
+            if block.streaming:
+                block.done()
 
     def _role_line(self) -> str:
         if self.branch is None:

@@ -28,6 +28,7 @@ class StatusBar(Widget):
     acceptance = reactive(None)        # speculation: accepted / drafted tokens of the last reply, or None
     rss = reactive(0)                  # bytes
     cache = reactive(None, always_update=True)   # CacheInfo, or None before the engine is ready
+    reasoning_tokens = reactive(0)     # the reply's <think> block so far (or the last reply's)
     kv_note = reactive("")             # the last reply's KV snapshot: "restored" / "re-prefilled (why)"
 
     def __init__(self, volatile: bool = True, **kwargs):
@@ -67,6 +68,12 @@ class StatusBar(Widget):
         return text
 
     def _speed(self, wide: bool) -> Text:
+        text = self._rates(wide)
+        if self.reasoning_tokens:
+            text.append(f" · thought {self.reasoning_tokens:,} tok" if wide else f" · thought {self.reasoning_tokens:,}")
+        return text
+
+    def _rates(self, wide: bool) -> Text:
         if not self.volatile or not self.decode_tps:
             return Text("– tok/s")
         pre, dec = f"{self.prefill_tps:,.0f}", f"{self.decode_tps:,.1f}"
