@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_options(p)
     add_remote_options(p)
     add_format_options(p)
+    p.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
+                   help="thinking models: split the <think> block off the answer (stderr, or 'reasoning' in --json)")
     sub = p.add_subparsers(dest="command", metavar="{models,pull,doctor,bench,serve}")
     manage.add_parsers(sub)
     from . import bench
@@ -82,6 +84,8 @@ def one_shot(args, prompt: str) -> int:
     from . import remote as remote_cli
     fmt = reply_format.format_of(args)
     extra = remote_cli.chat_extras(args, fmt)        # a server's response_format; checked before connecting
+    if args.think is not None:
+        extra["reasoning"] = args.think
     url = remote_cli.base_url(args)
     engine = remote_cli.connect(args, url) if url else load_engine(args)
     remote = engine.info.backend == "remote"
