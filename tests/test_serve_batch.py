@@ -183,3 +183,13 @@ def test_parallel_over_cache_slots_is_a_one_line_error():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "--parallel 6 is more than --cache-slots 4" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_llama_cpp_backend_runs_one_request_at_a_time():
+    """llama.cpp keeps one cache (multi-sequence batching is not built for it): --parallel is 1, said once."""
+    with Server("--threads", "2", "--ctx", "256", "--backend", "llama.cpp", "--parallel", "3") as s:
+        assert s.health()["parallel"] == 1
+        why = "1 parallel stream, not 3: the llama.cpp backend runs one at a time"
+        assert why in s.wait_log(why)
+        r = httpx.post(s.url + "/chat/completions", json=_chat("a planet", max_tokens=4), timeout=CLIENT_TIMEOUT_S)
+        assert _answer(r)[1] in ("stop", "length")
