@@ -1,9 +1,10 @@
 """Several conversations decoded together: one forward pass per step over every active stream (the
 weights read once), each stream with its own cache, sampler, reply and cancel.
 
-A step feeds each decoding stream its last sampled token and at most one prompt chunk of a stream
-that is still reading its prompt (chunked prefill interleaved with the decodes: a running stream
-waits at most one chunk when a long prompt arrives). Every stream's logits equal those of its solo
+A step feeds each decoding stream its last sampled token and at most ``PREFILL_STEP_CHUNK`` prompt
+tokens of the streams still reading their prompts, first come first served (chunked prefill
+interleaved with the decodes: a running stream waits at most one chunk's time when a long prompt
+arrives, and several short prompts that arrive together are read in one step). Every stream's logits equal those of its solo
 run (``token_cache.step``), so greedy text does not depend on who else is served. Native backend
 only (``Engine.holds_several``); the engine's own ``chat`` is not used meanwhile.
 """
@@ -18,7 +19,7 @@ from .events import DoneEvent, Stats, TextEvent
 from .reply import Reply
 from .token_cache import step
 
-PREFILL_STEP_CHUNK = 128     # prompt tokens a step takes at most (the others wait one chunk's time)
+PREFILL_STEP_CHUNK = 128     # prompt tokens a step takes at most, all streams together
 
 
 @dataclass
@@ -86,12 +87,13 @@ class Batch:
                 rows.append((i, False))
                 ids.append([s.next_token])
                 room -= 1
-        for i, s in enumerate(streams):            # one prompt chunk, first come first served
-            if not s.done and s.pending and room > 0:
+        budget = min(self._chunk, room)            # prompt chunks, first come first served
+        for i, s in enumerate(streams):
+            if not s.done and s.pending and not s.cancel.is_set() and budget > 0:
                 c = s.state.cache.info
                 rows.append((i, True))
-                ids.append(s.pending[:min(self._chunk, room, c.capacity - c.sinks)])
-                break
+                ids.append(s.pending[:min(budget, c.capacity - c.sinks)])
+                budget -= len(ids[-1])
         if not rows:
             return events
         logits = step([streams[i].state.cache for i, _ in rows], ids)
