@@ -166,3 +166,37 @@ def test_kill_9_mid_reply_loses_no_committed_message(tmp_path):
     store = open_store(db)
     assert store.problem is None and [len(store.messages(c.id)) for c in store.list_chats()] == [1, 2]
     store.close()
+
+
+def test_attach_send_and_find_the_chat_with_ctrl_f_after_a_restart(tmp_path):
+    """/attach a file (its chip shows), send a message with it, quit; start again (a new chat opens),
+    Ctrl+F, type a word of the file, Enter: the chat with the file opens."""
+    (tmp_path / "harbour.txt").write_text("The harbour lamps are lit at dusk.\n")
+    tmux, rc_file = start_edgechat(tmp_path, "--temp", "0", "--max-tokens", "8")
+    try:
+        send(tmux, "/attach harbour.txt")
+        tmux.wait_for(lambda s: "harbour.txt · 1 line" in s, "the file's chip")
+        send(tmux, "Summarize the file")
+        tmux.wait_for(lambda s: "Assistant" in s and "writing…" not in s, "the reply")
+        quit_with_ctrl_q(tmux)
+    finally:
+        tmux("kill-server")
+    assert rc_file.read_text().strip() == "0"
+
+    tmux, rc_file = start_edgechat(tmp_path, "--temp", "0", "--max-tokens", "8")
+    try:
+        assert "New chat" in tmux.screen()                               # a new chat is shown
+        tmux("send-keys", "-t", "chat", "C-f")
+        tmux.wait_for(lambda s: "Search all chats" in s, "the search screen")
+        tmux("send-keys", "-t", "chat", "-l", "lamps")
+        tmux.wait_for(lambda s: "1 message" in s and "harbour" in s, "the search result")
+        tmux("send-keys", "-t", "chat", "Enter")
+        tmux.wait_for(lambda s: "Search all chats" not in s and "Summarize the file" in s and "lamps" in s,
+                      "the chat with the file")
+        quit_with_ctrl_q(tmux)
+    finally:
+        tmux("kill-server")
+    conn = sqlite3.connect(tmp_path / "chats.db")
+    sent = conn.execute("SELECT content FROM messages WHERE role = 'user'").fetchall()
+    conn.close()
+    assert sent == [("Summarize the file\n\n`harbour.txt`:\n```txt\nThe harbour lamps are lit at dusk.\n```",)]

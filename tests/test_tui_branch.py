@@ -12,22 +12,13 @@ from edgechat.app.store import open_store
 from edgechat.app.tui.app import EdgechatApp
 from edgechat.app.tui.screens import EditScreen
 from edgechat.app.tui.widgets import StatusBar
-from tui_support import load_engine, make_args, scripted_engine, send, wait_reply, wait_until
+from test_tui_kv import LONG, NEW_TURN_MAX, WINDOW_MIN          # the 1,500-token chat of the snapshot test
+from tui_support import engine_fixture, load_engine, make_args, send, wait_reply, wait_until
 
 pytestmark = pytest.mark.asyncio
 SIZE = (100, 32)
-WINDOW_MIN = 1500          # the chat: 1,500+ tokens
-NEW_TURN_MAX = 40          # a short new turn with its template scaffolding
 RE_READ = ("rolled back: read ", "rebuilt: re-read ")   # the status bar after a switch, not restored
-LONG = " ".join(f"Note {i}: the harbour keeps its lamps lit through the storms of the northern winter."
-                for i in range(110))
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = scripted_engine(ctx=2048)
-    yield eng
-    eng.close()
+engine = engine_fixture(ctx=2048)
 
 
 def shown(app) -> list[tuple[str, str]]:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 
 from edgechat.app.prompt_notice import PROGRESS_AFTER_S
-from edgechat.app.store import open_store
 from edgechat.app.tui.app import EdgechatApp
 from edgechat.app.tui.widgets.prefill_bar import PrefillBar
 from edgechat.runtime.prefill import PREFILL_CHUNK
-from tui_support import make_args, scripted_engine, send, wait_reply, wait_until
+from tui_support import engine_fixture, send, tui_app, wait_reply, wait_until
 
 pytestmark = pytest.mark.asyncio
 SIZE = (100, 32)
@@ -19,16 +18,12 @@ PREFILL_DELAY_S = 0.25
 LONG = " ".join(f"Line {i}: the lighthouse keeper logs the ships that pass the northern cape." for i in range(150))
 
 
-@pytest.fixture(scope="module")
-def engine():
-    eng = scripted_engine(ctx=4096, prefill_delay=PREFILL_DELAY_S)
-    yield eng
-    eng.close()
+engine = engine_fixture(ctx=4096, prefill_delay=PREFILL_DELAY_S)
 
 
 def make_app(engine, db) -> EdgechatApp:
     engine.reset()                        # nothing cached: the whole prompt is read
-    return EdgechatApp(make_args(ctx=4096, max_tokens=8), open_store(db), engine=engine, volatile=False)
+    return tui_app(engine, db, ctx=4096, max_tokens=8)
 
 
 async def submit(app, pilot, text: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from edgechat.app.store import Store
 from edgechat.app.tui.app import EdgechatApp
-from tui_support import check_context_map, make_args, scripted_engine, send
+from tui_support import check_context_map, make_args, scripted_engine, send, wait_reply
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,60 @@ def test_context_map_200x60(small_engine, snap_compare):
 
     app = make_app(small_engine, store, max_tokens=48, system="You are a helpful astronomy tutor.")
     assert snap_compare(app, terminal_size=(200, 60), run_before=run_before)
+
+
+def test_branch_thinking_and_attachment_100x32(engine, snap_compare, tmp_path):
+    """A chat with an edited message, a reply with a reasoning block, and a file attached, at 100x32.
+
+    Reviewer: the first user message "Think about the sea." was edited to "Think about the sky."; it is
+    focused (tinted, role line underlined) and its role line says "You  ‹ 2/2 ›"; the reply below it
+    has a collapsed, dimmed "▶ Thought (N tokens)" line above its answer "You asked: Think about the
+    sky. ..."; the header ends with "thinking on"; above the input one chip reads "📎 notes.md · 3
+    lines ✕"; the status bar counts the reasoning ("thought N").
+    """
+    (tmp_path / "notes.md").write_text("# Notes\n\n- the tide turns at six\n")
+
+    async def run_before(pilot):
+        app = pilot.app
+        await send(app, pilot, "/think on", wait=False)
+        await send(app, pilot, "Think about the sea.")
+        await app.edit_message(None, "Think about the sky.")
+        await wait_reply(app, pilot)
+        await app.attach(str(tmp_path / "notes.md"))
+        app.transcript.views[0].focus()
+        app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(make_app(engine, max_tokens=40), terminal_size=(100, 32), run_before=run_before)
+
+
+def test_search_and_prefill_progress_100x32(engine, snap_compare, monkeypatch):
+    """The search screen (Ctrl+F) over two chats, with a reply reading a long prompt behind it.
+
+    Reviewer: a dialog "Search all chats" with "lighthouse" typed, "2 messages", and two results,
+    each "title · 2026-01-02 03:04" then "you: …" / "assistant: …" with "lighthouse" highlighted;
+    behind the dimmed dialog the chat shows an assistant reply in progress whose place holds the
+    progress bar "Reading the prompt" at 25% with "1,024/4,096 tokens, about 6 s left · Esc stops".
+    """
+    import time as _time
+
+    from edgechat.app.prompt_notice import Progress
+    from edgechat.app.tui.widgets import MessageView
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    store = Store(None)
+    when = 1767323040.0                                    # 2026-01-02 03:04 UTC
+    for title, role, text in (("Sea stories", "user", "Tell me about the old lighthouse on the cape."),
+                              ("Harbour log", "assistant", "The lighthouse keeper wrote every ship in his log.")):
+        chat = store.create_chat(title)
+        store.add_message(chat.id, role, text, created=when)
+
+    async def run_before(pilot):
+        app = pilot.app
+        view = await app.transcript.add(MessageView("assistant", pending=True))
+        await view.show_prefill(Progress(done=1024, total=4096, elapsed_s=2.0, left_s=6.0))
+        await pilot.press("ctrl+f")
+        await pilot.press(*"lighthouse")
+        await pilot.pause()
+
+    assert snap_compare(make_app(engine, store), terminal_size=(100, 32), run_before=run_before)

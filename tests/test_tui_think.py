@@ -7,25 +7,20 @@ from __future__ import annotations
 
 import pytest
 
-from edgechat.app.store import open_store
 from edgechat.app.tui.app import EdgechatApp
 from edgechat.app.tui.widgets.reasoning import ReasoningBlock
-from tui_support import THOUGHT, make_args, scripted_engine, send, wait_reply, wait_until
+from tui_support import THOUGHT, engine_fixture, send, tui_app, wait_reply, wait_until
 
 pytestmark = pytest.mark.asyncio
 SIZE = (100, 32)
 TOKEN_DELAY_S = 0.02         # the block is seen open while the reasoning streams
 
 
-@pytest.fixture(scope="module")
-def engine():
-    eng = scripted_engine(ctx=2048, delay=TOKEN_DELAY_S)
-    yield eng
-    eng.close()
+engine = engine_fixture(ctx=2048, delay=TOKEN_DELAY_S)
 
 
 def make_app(engine, db) -> EdgechatApp:
-    return EdgechatApp(make_args(max_tokens=40), open_store(db), engine=engine, volatile=False)
+    return tui_app(engine, db, max_tokens=40)
 
 
 async def test_think_on_shows_the_reasoning_apart_from_the_answer(engine, db):

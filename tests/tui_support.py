@@ -199,3 +199,22 @@ def check_context_map(app, stored: list[str]) -> None:
     assert all(v.window in (None, "partial") and not v.has_class("-evicted") for v in below)
     assert below[-1].window is None
     assert [v.content for v in views] == stored          # nothing silently dropped
+
+
+def engine_fixture(**kwargs):
+    """A module-scoped pytest fixture: a ``scripted_engine(**kwargs)``, closed after the module."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def engine():
+        eng = scripted_engine(**kwargs)
+        yield eng
+        eng.close()
+    return engine
+
+
+def tui_app(engine, db, **args):
+    """The App on ``engine`` and the history file ``db``, drawn without timings (``make_args(**args)``)."""
+    from edgechat.app.store import open_store
+    from edgechat.app.tui.app import EdgechatApp
+    return EdgechatApp(make_args(**args), open_store(db), engine=engine, volatile=False)

@@ -64,7 +64,8 @@ class SearchScreen(ModalScreen[Hit | None]):
         self.hits = self._search(query) if query.strip() else []
         results = self.query_one("#search-results", OptionList)
         results.set_options(Option(hit_text(h), id=str(i)) for i, h in enumerate(self.hits))
-        summary = "" if not query.strip() else f"{len(self.hits)} messages" if self.hits else "no message matches"
+        n = len(self.hits)
+        summary = "" if not query.strip() else f"{n} message{'s' * (n != 1)}" if n else "no message matches"
         self.query_one("#search-summary", Label).update(summary)
 
     @on(Input.Submitted, "#search-input")

@@ -35,8 +35,8 @@ class MessageView(Vertical):
 
     BINDINGS = [
         Binding("e", "edit", "Edit"),
-        Binding("less_than_sign", "branch(-1)", "< branch"),
-        Binding("greater_than_sign", "branch(1)", "branch >"),
+        Binding("less_than_sign", "branch(-1)", "Prev branch"),
+        Binding("greater_than_sign", "branch(1)", "Next branch"),
     ]
 
     @dataclass
