@@ -84,8 +84,9 @@ def one_shot(args, prompt: str) -> int:
     from . import remote as remote_cli
     fmt = reply_format.format_of(args)
     extra = remote_cli.chat_extras(args, fmt)        # a server's response_format; checked before connecting
-    if args.think is not None:
+    if args.think is not None:                   # the split, and the template's own switch
         extra["reasoning"] = args.think
+        extra["template_vars"] = {"enable_thinking": args.think}
     url = remote_cli.base_url(args)
     engine = remote_cli.connect(args, url) if url else load_engine(args)
     remote = engine.info.backend == "remote"

@@ -52,10 +52,15 @@ class Batch:
         self.max_tokens = engine.max_step_tokens     # tokens of one step, all streams together
 
     def open_chat(self, state: ChatState, messages: list[dict], sampler, reply: Reply,
-                  cancel: threading.Event) -> Stream:
-        """A chat stream on ``state``: the conversation is synced (what the cache holds is kept)."""
+                  cancel: threading.Event, reasoning: bool | None = None,
+                  template_vars: dict | None = None) -> Stream:
+        """A chat stream on ``state``: the conversation is synced (what the cache holds is kept);
+        ``reasoning`` and ``template_vars`` as ``Engine.chat``'s."""
         t0 = time.perf_counter()
-        new, stats = state.sync(messages)
+        new, stats = state.sync(messages, template_vars)
+        think, inside = state.thinking(self._engine.tokenizer, reasoning)
+        if think:
+            reply.think(inside)
         reply.t_start = t0
         return Stream(state, sampler, reply, cancel, new, stats, t_start=t0)
 

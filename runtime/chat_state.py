@@ -11,6 +11,7 @@ import numpy as np
 from .conversation import Conversation
 from .events import Stats
 from .prefill import PromptFit, fit
+from .reply import THINK_OPEN
 from .token_cache import TokenCache
 
 
@@ -30,11 +31,11 @@ class ChatState:
         self.pin_system = pin_system
         self.sinks = sinks
 
-    def sync(self, messages: list[dict]) -> tuple[list[int], Stats]:
-        """Make the cache hold the conversation ``messages`` + the generation prompt but its last
-        token; returns the ids to feed (at least that one: its logits are needed) and the turn's
-        stats so far (prompt tokens, tokens re-fed by a rebuild)."""
-        keep = self.conv.prepare(messages)
+    def sync(self, messages: list[dict], variables: dict | None = None) -> tuple[list[int], Stats]:
+        """Make the cache hold the conversation ``messages`` + the generation prompt (rendered with the
+        template ``variables``) but its last token; returns the ids to feed (at least that one: its
+        logits are needed) and the turn's stats so far (prompt tokens, tokens re-fed by a rebuild)."""
+        keep = self.conv.prepare(messages, variables)
         target = self.conv.ids
         common = self._pin(self._common(target, keep))
         stats = Stats(rebuild_tokens=self.cache.rollback(common))
@@ -55,6 +56,16 @@ class ChatState:
             new = list(self.conv.ids[start:])
             stats.prompt_tokens = c.sinks + len(new)
         return new, f
+
+    def thinking(self, tokenizer, reasoning: bool | None) -> tuple[bool, bool]:
+        """(split a <think> block off the reply, the block is open already): asked, or (None) when
+        the chat template knows ``<think>``; open when the generation prompt ends with the tag."""
+        if reasoning is None:
+            reasoning = THINK_OPEN in self.conv.template.template_str
+        if not reasoning:
+            return False, False
+        tail = tokenizer.detokenize(list(self.conv.ids[-4:])).rstrip()
+        return True, tail.endswith(THINK_OPEN)
 
     def read_whole(self) -> bool:
         """The cache holds every id of the conversation (not cancelled inside its prompt)."""

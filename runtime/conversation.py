@@ -11,7 +11,7 @@ history for the templates we know (ChatML, Llama 3, Mistral, ...), and stays rig
 from __future__ import annotations
 
 from array import array
-from functools import lru_cache
+from functools import lru_cache, partial
 
 # memoized tokenizations of template pieces (message contents, scaffolding): re-rendering a
 # conversation (whole, when a window does not check) then costs one llama.cpp call per new piece
@@ -58,22 +58,30 @@ class Conversation:
         self.ends: list[int] = []        # where each message ends in ids
         self._reply_start: int | None = None
         self._windowed = False           # the last turn was rendered by window
+        self.variables: dict = {}        # extra template variables (e.g. enable_thinking) of the last turn
 
     def clear(self) -> None:
         """Forget everything (the cache no longer holds these ids)."""
         self.messages, self.ids, self.ends, self._reply_start = [], array("i"), [], None
 
-    def prepare(self, messages: list[dict]) -> int:
+    def prepare(self, messages: list[dict], variables: dict | None = None) -> int:
         """Make the conversation ``messages`` + the generation prompt.
+
+        Args:
+            messages: the whole conversation.
+            variables: extra template variables (e.g. ``{"enable_thinking": False}``); when they change,
+                the whole conversation is rendered again (the cache keeps what still matches).
 
         Returns:
             how many leading ids are unchanged from before (they need not be compared again).
         """
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-        k = self._shared(messages)
+        variables = dict(variables or {})
+        k = self._shared(messages) if variables == self.variables else 0
+        self.variables = variables
         new = self._render_new(messages, k, self.ids, self.ends) if k else None
         if new is None:
-            self.ids = array("i", self.template.render_ids(messages, add_generation_prompt=True))
+            self.ids = array("i", self.template.render_ids(messages, add_generation_prompt=True, **self.variables))
             self.ends, self._windowed, keep = self._whole_ends(messages), False, 0
         else:
             keep = self.ends[k - 1]
@@ -129,7 +137,8 @@ class Conversation:
         for i in range(len(messages)):
             new = self._render_new(messages[:i + 1], i, full, ends) if i else None
             if new is None:
-                ends.append(len(self.template.render_ids(messages[:i + 1], add_generation_prompt=False)))
+                ends.append(len(self.template.render_ids(messages[:i + 1], add_generation_prompt=False,
+                                                         **self.variables)))
             else:
                 ends.append(ends[-1] + new[1][0])
         return ends
@@ -150,7 +159,7 @@ class Conversation:
 
     def _rendered_suffix(self, view, k, held) -> tuple[list[int], list[int]] | None:
         """``_render_new`` on ``view``; with ``held``, its first k messages must render to exactly those ids."""
-        r = self.template.render_ids
+        r = partial(self.template.render_ids, **self.variables)
         prefix = list(r(view[:k], add_generation_prompt=False))
         if held is not None and prefix != held:
             return None
@@ -166,6 +175,6 @@ class Conversation:
         if self._windowed and j > 1:
             messages = messages[:1] + messages[j:]
         text = self.template.render_text(messages + [{"role": "assistant", "content": _SENTINEL}],
-                                         add_generation_prompt=False)
+                                         add_generation_prompt=False, **self.variables)
         tail = text.split(_SENTINEL, 1)[1] if _SENTINEL in text else ""
         return list(self.template.tokenizer.tokenize(tail, special=True)) if tail else []

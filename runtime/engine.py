@@ -25,7 +25,7 @@ from .errors import EdgechatError
 from .events import DoneEvent, Stats, TextEvent
 from .info import CacheInfo, EngineInfo
 from .prefill import PREFILL_CHUNK, feed_chunks
-from .reply import THINK_OPEN, Reply
+from .reply import Reply
 from .sampler import Sampler, SamplingParams, make_sampler
 from .speculative import SpecCounts, Speculation
 from .token_cache import TokenCache
@@ -233,7 +233,7 @@ class Engine:
     def chat(self, messages: list[dict], *, cancel: threading.Event | None = None,
              sampler: Sampler | None = None, on_prefill=None, truncate_prompt: bool = False,
              reply: Reply | None = None, stops: Sequence[str] = (), reasoning: bool | None = None,
-             **sampling) -> Iterator[TextEvent | DoneEvent]:
+             template_vars: dict | None = None, **sampling) -> Iterator[TextEvent | DoneEvent]:
         """Generate the assistant's reply to a conversation, streaming text as it comes.
 
         Args:
@@ -248,6 +248,8 @@ class Engine:
             stops: stop strings of the reply made here.
             reasoning: tell a ``<think>`` block apart (events of kind "reasoning"); None: when the
                 chat template knows one.
+            template_vars: extra chat-template variables, e.g. ``{"enable_thinking": False}`` (the
+                switch of Qwen3-style templates); a change re-renders the conversation.
             **sampling: ``SamplingParams`` fields (temp, top_k, top_p, min_p, repeat_penalty,
                 repeat_last_n, seed, max_tokens); those not given (or None) take its defaults.
 
@@ -257,11 +259,14 @@ class Engine:
         params = SamplingParams.of(**sampling)
         with self._turn():
             t0 = time.perf_counter()
-            new, stats = self._state.sync(messages)
+            new, stats = self._state.sync(messages, template_vars)
             stats.load_s = self.info.load_s
             new = self._fit_prompt(new, stats, on_prefill, truncate_prompt)
+            think, inside = self._state.thinking(self._tok, reasoning)
             if reply is None:
-                reply = Reply(self._tok, max_tokens=params.max_tokens, stops=stops, **self._thinking(reasoning))
+                reply = Reply(self._tok, max_tokens=params.max_tokens, stops=stops)
+            if think:
+                reply.think(inside)
             reply.t_start = t0
             sampler = sampler or make_sampler(**params.sampler_kwargs())
             self.spec_counts = SpecCounts()
@@ -288,16 +293,6 @@ class Engine:
                 if kept:
                     next(tokens, None)     # the generator feeds a token when the next is asked
                 return
-
-    def _thinking(self, reasoning: bool | None) -> dict:
-        """Reply options for a reasoning block: on when asked, or (None) when the template knows
-        ``<think>``; the block is open from the start when the generation prompt opened it."""
-        if reasoning is None:
-            reasoning = THINK_OPEN in self._state.conv.template.template_str
-        if not reasoning:
-            return {}
-        tail = self._tok.detokenize(list(self._state.conv.ids[-4:])).rstrip()
-        return {"reasoning": True, "in_reasoning": tail.endswith(THINK_OPEN)}
 
     def _done(self, reply: Reply, stats: Stats) -> DoneEvent:
         """The reply's last event (the caller fills in the cache)."""

@@ -162,7 +162,7 @@ class RemoteChat:
     def chat(self, messages: list[dict], *, cancel: threading.Event | None = None, reply: Reply | None = None,
              stops: Sequence[str] = (), response_format: dict | None = None, tools: list | None = None,
              tool_choice=None, on_prefill=None, truncate_prompt: bool = False, reasoning: bool | None = None,
-             sampler=None, **sampling) -> Iterator[TextEvent | DoneEvent]:
+             sampler=None, template_vars: dict | None = None, **sampling) -> Iterator[TextEvent | DoneEvent]:
         """Stream the server's reply to the whole conversation, as ``Engine.chat`` does.
 
         Args:
@@ -184,6 +184,8 @@ class RemoteChat:
         """
         params = SamplingParams.of(**sampling)
         body = self._body(messages, params, stops, response_format, tools, tool_choice)
+        if template_vars:                  # the server's template switches (vLLM, llama-server, edgechat)
+            body["chat_template_kwargs"] = dict(template_vars)
         reply = reply or Reply(None, stops=stops, reasoning=reasoning is not False)
         stream = EventStream(lambda: self._client.stream("POST", self.base_url + "/chat/completions", json=body),
                              self)

@@ -67,6 +67,12 @@ class Reply:
     def reasoning(self) -> str:
         return "".join(self._reasoning)
 
+    def think(self, in_reasoning: bool = False) -> None:
+        """Split a ``<think>`` block off the answer from now on (before the first token): the chat
+        decides once its prompt is rendered (``ChatState.thinking``)."""
+        if not self.tokens and self.t_first is None:
+            self._split = ReasoningSplit(in_reasoning)
+
     def feed(self, token: int) -> list[TextEvent]:
         """One sampled token; returns the text events it completes. An end-of-turn token ends the
         reply (finish "stop"), as do a stop string and the token limit (finish "length")."""

@@ -140,7 +140,9 @@ class BatchWorker:
                 before = state.cache.info
                 sampler, reply = chat_reply(e, req, lim, shape)
                 guard = _Guarded(sampler, self._eot)
-                stream, ids = self._batch.open_chat(state, messages, guard, reply, job.cancel), None
+                stream = self._batch.open_chat(state, messages, guard, reply, job.cancel,
+                                               template_vars=req.chat_template_kwargs)
+                ids = None
             else:
                 ids, sampler, reply = completion_setup(e, req, lim)
                 slot, _ = self._pool.take(None, busy=busy)

@@ -68,7 +68,8 @@ def run_chat(engine, pool, req, limits: Limits, cancel) -> Iterator[Delta | Fina
     before = engine.cache_info()
     sampler, reply = chat_reply(engine, req, limits, shape)
     stream, done = _Deltas(reply, sampler), None
-    for ev in engine.chat(messages, cancel=cancel, sampler=sampler, reply=reply):
+    for ev in engine.chat(messages, cancel=cancel, sampler=sampler, reply=reply,
+                          template_vars=req.chat_template_kwargs):
         if isinstance(ev, DoneEvent):
             done = ev
         elif (delta := stream.delta(ev)) is not None:

@@ -144,6 +144,8 @@ class ChatRequest(_Sampling):
     tools: list[dict] | None = None
     tool_choice: str | dict | None = None
     parallel_tool_calls: bool | None = None
+    # vLLM's and llama-server's extension: the chat template's variables (e.g. enable_thinking)
+    chat_template_kwargs: dict[str, bool | int | float | str] | None = None
 
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

@@ -61,6 +61,8 @@ def chat_kwargs(settings: dict) -> dict:
         kwargs["reply_format"] = settings["reply_format"]
     if settings.get("think") is True:          # split a <think> block off the answer
         kwargs["reasoning"] = True
+    if settings.get("think") is not None:      # the template's own switch (Qwen3, SmolLM3, ...)
+        kwargs["template_vars"] = {"enable_thinking": bool(settings["think"])}
     return kwargs
 
 
