@@ -125,7 +125,7 @@ class Batch:
         st.prefill_tps = st.prompt_tokens / st.prefill_s if st.prefill_s > 0 else 0.0
         st.decode_tps = (st.completion_tokens - 1) / st.decode_s if st.decode_s > 0 else 0.0
         if s.chat:
-            s.state.finish(s.reply.text)
+            st.reasoning_refeed = s.state.finish(s.reply.text, s.reply.reasoning)
         return DoneEvent(s.reply.text, s.reply.finish_reason, st, s.state.cache.info, reasoning=s.reply.reasoning)
 
     def _sampled(self, s: Stream, logits) -> list[TextEvent]:

@@ -71,13 +71,32 @@ class ChatState:
         """The cache holds every id of the conversation (not cancelled inside its prompt)."""
         return len(self.cache.fed) == len(self.conv.ids)
 
-    def finish(self, text: str) -> None:
+    def finish(self, text: str, reasoning: str = "") -> int:
         """The reply joins the conversation; its closing ids are fed when the prompt was read whole
-        (else the next turn reads on from where the prompt stopped)."""
+        (else the next turn reads on from where the prompt stopped). A reply with a reasoning block
+        joins as its answer alone, as the template writes it in the history: the cache rolls back to
+        where the two differ and reads the answer again, unless the ring has evicted that point
+        (then the cache keeps the block and the next turn goes on from it).
+
+        Returns:
+            tokens read again to drop the reasoning (0: none; -1: kept, the ring had evicted it).
+        """
         whole = self.read_whole()
         closing = self.conv.finish(text)
-        if whole:
-            self.cache.feed(closing)
+        if not whole:
+            return 0
+        self.cache.feed(closing)
+        if not reasoning:
+            return 0
+        ids = self.conv.rerender_last()
+        if ids is None:
+            return 0
+        common = self._common(ids, 0)
+        if not self.cache.truncate(common):
+            return -1                      # the ring evicted past it (a rollback would rebuild): keep it
+        self.cache.feed(list(ids[common:]))
+        self.conv.adopt(ids)
+        return len(ids) - common
 
     def _common(self, target: array, start: int) -> int:
         """Length of the common prefix of what the cache holds and ``target``; the first ``start``

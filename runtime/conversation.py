@@ -105,6 +105,17 @@ class Conversation:
         self._reply_start = None
         return closing
 
+    def rerender_last(self) -> array | None:
+        """The ids of the finished conversation as the template writes it in the history (a reply's
+        <think> block dropped where the template drops it: its stored content is the answer only);
+        None when they are the ids held. ``adopt`` takes them."""
+        ids = array("i", self.template.render_ids(self.messages, add_generation_prompt=False, **self.variables))
+        return None if ids == self.ids else ids
+
+    def adopt(self, ids: array) -> None:
+        """``rerender_last``'s ids replace the held ones (the last message ends at their end)."""
+        self.ids, self.ends = ids, self.ends[:-1] + [len(ids)]
+
     def state(self) -> dict:
         """What a snapshot keeps: messages, ids, message ends, whether the last turn was windowed."""
         return {"messages": self.messages, "ids": self.ids, "ends": self.ends, "windowed": self._windowed}

@@ -275,7 +275,7 @@ class Engine:
             tokens.close()                 # drafts fed past the last token taken are rolled back
             yield from reply.close("cancelled" if cancel is not None and cancel.is_set() else "length")
             done = self._done(reply, stats)
-            self._state.finish(done.text)
+            done.stats.reasoning_refeed = self._state.finish(done.text, done.reasoning)
             done.cache = self.cache_info()
             yield done
 

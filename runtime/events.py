@@ -30,6 +30,8 @@ class Stats:
     rebuild_tokens: int = 0       # tokens re-fed because the ring had evicted past a rollback point
     draft_tokens: int = 0         # speculation: drafted tokens verified by the model
     accepted_tokens: int = 0      # speculation: drafted tokens kept
+    reasoning_refeed: int = 0     # tokens read again to drop the reply's <think> block from the cache
+                                  # (the history keeps the answer only); -1: kept (the ring had evicted it)
 
     @property
     def acceptance(self) -> float | None:

@@ -68,16 +68,22 @@ class TokenCache:
         self._fed, self._skip = array("i"), 0
         self._refresh()
 
+    def truncate(self, n: int) -> bool:
+        """Make the cache represent fed[:n] if the ring still holds what that needs (no rebuild)."""
+        if n >= len(self._fed):
+            return True
+        if n >= self._info.sinks + self._skip and self._bound().truncate(n - self._skip):
+            del self._fed[n:]
+            self._refresh()
+            return True
+        return False
+
     def rollback(self, n: int) -> int:
         """Make the cache represent fed[:n]; returns tokens re-fed for a rebuild (0 if none): when the
         ring has evicted past n, it is rebuilt from the sinks and the tail that fits half the window."""
-        if n >= len(self._fed):
+        if self.truncate(n):
             return 0
         sinks = self._info.sinks
-        if n >= sinks + self._skip and self._bound().truncate(n - self._skip):
-            del self._fed[n:]
-            self._refresh()
-            return 0
         keep = self._fed[:n]
         tail_start = max(sinks, n - (self._b.n_ctx - sinks) // 2)   # half the window for what comes next
         refeed = keep[:sinks] + keep[tail_start:]

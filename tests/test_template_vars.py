@@ -76,3 +76,31 @@ def test_engine_chat_passes_the_switch_and_splits_the_block(default_model, tok):
                 assert "</think>" in engine.tokenizer.detokenize(list(engine.conversation.ids))
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("ctx,max_tokens", [(256, 12), (48, 60)])
+def test_the_reasoning_block_leaves_the_cache_after_the_reply(default_model, ctx, max_tokens):
+    """After a reply with a <think> block the cache holds the conversation as the template writes it
+    in the history (the answer alone), read again from where they differ; when the ring has evicted
+    that point (ctx 48, a 60-token reply) the cache keeps the block (-1) and stays consistent."""
+    from edgechat.runtime import load
+    engine = load(default_model, ctx=ctx, threads=2, speculative="off")
+    try:
+        engine.state.conv.template = ChatTemplate(OPENING_TEMPLATE, engine.tokenizer)
+        msgs = [{"role": "user", "content": "Write a long story about a cat who sails around the world."}]
+        done = list(engine.chat(msgs, temp=0, max_tokens=max_tokens, repeat_penalty=1.0))[-1]
+        assert done.reasoning and done.stats.completion_tokens >= min(max_tokens, 40)
+        conv, cache = engine.conversation, engine.cache
+        assert list(cache.fed) == list(conv.ids)
+        history = engine.state.conv.template.render_ids(conv.messages, add_generation_prompt=False)
+        if done.stats.reasoning_refeed == -1:
+            assert cache.info.evicted > 0 and list(conv.ids) != list(history)
+        else:
+            assert done.stats.reasoning_refeed > 0 and list(conv.ids) == list(history)
+            nxt = conv.messages + [{"role": "user", "content": "And 3 + 3?"}]
+            again = list(engine.chat(nxt, temp=0, max_tokens=2))[-1]
+            want = len(engine.state.conv.template.render_ids(nxt, add_generation_prompt=True)) - len(history)
+            assert again.stats.prompt_tokens == want and again.stats.rebuild_tokens == 0
+        assert (done.stats.reasoning_refeed == -1) == (ctx == 48)
+    finally:
+        engine.close()

@@ -115,6 +115,10 @@ class Turns:
         if reply.branch and not reply.kv_note:
             reply.kv_note = (f"rebuilt: re-read {s.rebuild_tokens + s.prompt_tokens:,} tokens" if s.rebuild_tokens
                              else f"rolled back: read {s.prompt_tokens:,} tokens")
+        if getattr(s, "reasoning_refeed", 0) == -1 and not reply.kv_note:   # the template drops <think>
+            reply.kv_note = "reasoning kept in the cache: the ring had evicted its start"
+        elif getattr(s, "reasoning_refeed", 0) > 0 and not reply.kv_note:
+            reply.kv_note = f"reasoning dropped from the cache: re-read {s.reasoning_refeed:,} tokens"
         self.last_stats = dict(asdict(event.stats), kv=reply.kv_note, restore_s=reply.restore_s)
         self._last_map = (reply.chat_id, spans, event.cache)
         status = self.status

@@ -13,7 +13,8 @@ SECTIONS = [
     ("Model", "info", ("name", "path", "backend", "reason", "arch", "types", "isa", "threads", "ctx",
                        "sinks", "pin_system", "gpu_layers", "load_s", "speculation")),
     ("Last reply", "stats", ("prompt_tokens", "completion_tokens", "ttft_s", "prefill_tps",
-                             "decode_tps", "rebuild_tokens", "draft_tokens", "accepted_tokens")),
+                             "decode_tps", "rebuild_tokens", "reasoning_refeed", "draft_tokens",
+                             "accepted_tokens")),
     ("KV cache", "cache", ("capacity", "used", "sinks", "evicted", "window_start", "n_past", "bytes",
                            "kv_type", "evict_chunk", "remote")),
 ]
