@@ -46,6 +46,8 @@ ARCH_DEFAULTS = {
     "llama": dict(tied=False),
     "qwen2": dict(tied=True, rope_base=1000000.0, eps=1e-6),
     "qwen3": dict(head_dim=128, rope_base=1000000.0, eps=1e-6),   # q dim 512 != n_embd 256
+    # q/k norms, post-attention / post-ffn norms, GeGLU; both layers local (every 6th is global)
+    "gemma3": dict(tied=True, rope_base=1000000.0, eps=1e-6, sliding_window=64),
 }
 
 
