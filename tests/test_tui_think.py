@@ -60,3 +60,29 @@ async def test_think_on_shows_the_reasoning_apart_from_the_answer(engine, db):
         await send(app, pilot, "Think again.")                   # not split: the model's own text
         assert app.transcript.views[-1].content.startswith("<think>")
     app.store.close()
+
+
+async def test_think_switch_reaches_a_template_that_has_one(engine, db):
+    """With a Qwen3-style template (enable_thinking), /think on|off reaches the template as its
+    enable_thinking variable (tests/test_template_vars.py: off renders the empty <think></think> block
+    into the prompt); no 'no thinking switch' notice."""
+    from edgechat.runtime.template import ChatTemplate
+    from test_template_vars import THINKING_TEMPLATE
+    saved = engine.state.conv.template
+    engine.state.conv.template = ChatTemplate(THINKING_TEMPLATE, engine.tokenizer)
+    try:
+        app = make_app(engine, db)
+        async with app.run_test(size=SIZE) as pilot:
+            told = []
+            notify = app.notify
+            app.notify = lambda message, **kw: (told.append(message), notify(message, **kw))
+            for switch in ("off", "on"):
+                await send(app, pilot, f"/think {switch}", wait=False)
+                await wait_until(pilot, lambda: app.chat.settings.get("think") is (switch == "on"), timeout=10)
+                await send(app, pilot, f"Hello, thinking {switch}.")
+                await wait_reply(app, pilot)
+                assert engine.conversation.variables == {"enable_thinking": switch == "on"}
+            assert not any("no thinking switch" in m for m in told)
+        app.store.close()
+    finally:
+        engine.state.conv.template = saved
