@@ -6,6 +6,7 @@ exit code (0 ok, 1 runtime error, 2 usage). User errors print as one line: ``edg
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import json
 import sys
 
@@ -144,6 +145,7 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str
         return report
     m = local.describe(path, model or DEFAULT_NAME, "path")
     report["model"] = m.to_dict()
+    report["chat_template"] = _chat_template(path, m)
     if m.arch is None:                                     # the header did not parse
         problems.append(f"{path}: {m.reason}")
         return report
@@ -164,6 +166,21 @@ def doctor_report(model: str | None = None, ctx: int = DEFAULT_CTX, kv_type: str
     if not report["memory"]["fits"]:
         problems.append(f"not enough memory at --ctx {ctx}: {memory.describe(report['memory'])}")
     return report
+
+
+def _chat_template(path, m) -> str | None:
+    """The chat template a chat on this file uses: the file's own, else its family's built-in."""
+    from ..runtime.chat_templates import looks_like_base_model, template_for_file
+    if m.arch is None:
+        return None
+    try:
+        name = template_for_file(path)
+    except EdgechatError:                  # a vocab llama.cpp cannot load: the backend line says more
+        return None
+    if name is None:
+        return "the file's own"
+    base = "; looks like a base model: try --raw" if looks_like_base_model(Path(path).stem, False) else ""
+    return f"{name} (built in: the file has none){base}"
 
 
 def _serve_report(kv_bytes, available) -> dict:
@@ -210,6 +227,8 @@ def format_doctor(r: dict) -> str:
     if r["memory"]:
         verdict = "fits" if r["memory"]["fits"] else "does NOT fit"
         rows.append((f"memory @ ctx {r['ctx']} {r.get('kv_type', 'f16')}", f"{memory.describe(r['memory'])}: {verdict}"))
+    if r.get("chat_template"):
+        rows.append(("chat template", r["chat_template"]))
     if r["backend"]:
         rows.append(("backend (auto)", f"{r['backend']['name']}: {r['backend']['reason']}"))
     if r.get("serve"):

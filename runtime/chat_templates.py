@@ -59,6 +59,20 @@ def family_of(tokenizer) -> str:
     return "chatml"
 
 
+def template_for_file(path) -> str | None:
+    """None when the GGUF at ``path`` carries its own chat template, else the built-in family template
+    a chat on it uses (read from its vocab: a vocab-only load)."""
+    from .ggufload import read_model
+    from .tokenizer import Tokenizer
+    if read_model(path).metadata.get("tokenizer.chat_template"):
+        return None
+    tok = Tokenizer(path)
+    try:
+        return family_of(tok)
+    finally:
+        tok.close()
+
+
 def looks_like_base_model(name: str, has_template: bool) -> bool:
     """A file with no chat template and no instruct / it / chat in its name: likely a base model, which
     continues text rather than answering turns."""

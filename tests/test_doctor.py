@@ -189,3 +189,17 @@ def test_doctor_with_a_gpu_too_small_keeps_the_native_engine(home, monkeypatch):
     r = manage.doctor_report(ctx=1024)
     assert r["gpu"]["auto"]["layers"] == 0 and r["gpu"]["auto"]["why"].startswith("not offloaded to CUDA0")
     assert r["backend"]["name"] == "native"
+
+
+def test_doctor_names_the_chat_template(default_model, capsys):
+    """The file's own template for the default model; for the Gemma 270M base file (no template) the
+    family's built-in one, and a pointer to --raw."""
+    from test_gemma3 import GEMMA3_FILE
+    from edgechat.app import cli
+    cli.main(["-m", str(default_model), "doctor", "--json"])
+    assert json.loads(capsys.readouterr().out)["chat_template"] == "the file's own"
+    if not GEMMA3_FILE.is_file():
+        pytest.skip(f"{GEMMA3_FILE} missing: scripts/setup.sh --test fetches it")
+    cli.main(["-m", str(GEMMA3_FILE), "doctor", "--json"])
+    told = json.loads(capsys.readouterr().out)["chat_template"]
+    assert told.startswith("gemma (built in") and "--raw" in told

@@ -11,7 +11,7 @@ from .help import key_table
 
 SECTIONS = [
     ("Model", "info", ("name", "path", "backend", "reason", "arch", "types", "isa", "threads", "ctx",
-                       "sinks", "pin_system", "gpu_layers", "load_s", "speculation")),
+                       "sinks", "pin_system", "gpu_layers", "load_s", "speculation", "template")),
     ("Last reply", "stats", ("prompt_tokens", "completion_tokens", "ttft_s", "prefill_tps",
                              "decode_tps", "rebuild_tokens", "reasoning_refeed", "draft_tokens",
                              "accepted_tokens")),
