@@ -351,9 +351,12 @@ def test_load_loop_keeps_rss_flat(server):
 
 # ---- queue limit and shutdown ------------------------------------------------------------------------
 
-def test_full_queue_gets_503_then_ctrl_c_ends_streams():
+def test_full_queue_gets_503_then_ctrl_c_ends_streams(tokenizer):
     with Server("--threads", "2", "--ctx", "256", "--queue-size", "1") as s:
-        body = {"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 60, "temperature": 0}
+        # long replies (the end of turn biased away): the first requests still run when the last arrive
+        eot = {str(t): -100 for t in tokenizer.eot_ids}
+        body = {"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 200,
+                "temperature": 0, "logit_bias": eot}
         statuses, retry = [], []
 
         def ask():
@@ -361,7 +364,7 @@ def test_full_queue_gets_503_then_ctrl_c_ends_streams():
             statuses.append(r.status_code)
             retry.append(r.headers.get("retry-after"))
         # more than decode together (--parallel) + wait (--queue-size 1)
-        threads = [threading.Thread(target=ask) for _ in range(s.health()["parallel"] + 1 + 3)]
+        threads = [threading.Thread(target=ask) for _ in range(s.health()["parallel"] + 1 + 6)]
         for t in threads:
             t.start()
         for t in threads:
