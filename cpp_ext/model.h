@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <memory>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +16,33 @@
 #include "pool.h"
 
 namespace ec {
+
+// an allocator whose memory is zero without being touched: calloc hands big blocks over as fresh
+// mappings, and elements are default-initialized (not written). the batch-sized scratch below is sized
+// for kMaxBatch tokens but a decode step or a short prompt uses its first rows only, so its pages become
+// resident as a prompt that long is read, not when the model loads (llama-1b shape: 85 MiB)
+template <class T>
+struct LazyZero {
+    using value_type = T;
+    LazyZero() = default;
+    template <class U>
+    LazyZero(const LazyZero<U>&) {}
+    T* allocate(size_t n) {
+        if (void* p = std::calloc(n, sizeof(T))) return (T*)p;
+        throw std::bad_alloc();
+    }
+    void deallocate(T* p, size_t) { std::free(p); }
+    template <class U>
+    void construct(U* p) { ::new ((void*)p) U; }
+    template <class U, class... A>
+    void construct(U* p, A&&... a) { ::new ((void*)p) U(std::forward<A>(a)...); }
+    template <class U>
+    bool operator==(const LazyZero<U>&) const { return true; }
+    template <class U>
+    bool operator!=(const LazyZero<U>&) const { return false; }
+};
+template <class T>
+using Scratch = std::vector<T, LazyZero<T>>;
 
 struct Tensor {
     const uint8_t* data = nullptr;  // raw gguf bytes (read-only mmap), rows contiguous
@@ -131,14 +159,14 @@ private:
     bool embed_from_output_ = false;   // tied embedding: rows looked up in the packed output copy
 
     // scratch, sized for max_batch_ tokens
-    std::vector<float> x_, xb_, q_, k_cur_, v_cur_, att_, hb_, hb2_;   // (batch, dim) each
-    std::vector<uint8_t> xq_;       // (2, batch, quantized row of the widest input): one slot per activation type
-    std::vector<uint8_t> kb_, vb_;  // (batch, kv head, row_bytes) this chunk's keys/values in the ring's row
+    Scratch<float> x_, xb_, q_, k_cur_, v_cur_, att_, hb_, hb2_;   // (batch, dim) each
+    Scratch<uint8_t> xq_;       // (2, batch, quantized row of the widest input): one slot per activation type
+    Scratch<uint8_t> kb_, vb_;  // (batch, kv head, row_bytes) this chunk's keys/values in the ring's row
                                     // type, before they enter the ring (attention reads them as stored)
     size_t kv_row_;                 // bytes of one token's kv row: kv head x row_bytes
-    std::vector<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
-    std::vector<float> cs_abs_swa_, cs_sink_swa_;   // (batch, n_rot) the same at the sliding-window layers' base
-    std::vector<float> scores_;     // (threads, token block x group, ctx + batch) one row per query
+    Scratch<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
+    Scratch<float> cs_abs_swa_, cs_sink_swa_;   // (batch, n_rot) the same at the sliding-window layers' base
+    Scratch<float> scores_;     // (threads, token block x group, ctx + batch) one row per query
     std::vector<float> q_sink_;     // (threads, 2, token block x group, head_dim) queries rotated for window / sink keys
     std::vector<float> att_blk_;    // (threads, token block x group, head_dim) a task's outputs
     std::vector<float> part_;       // decode split partials, one slot per split task (token, kv head, split) in

@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -107,6 +107,7 @@ def main() -> int:
     models = [("file", Path(m)) for m in a.model] + [_preset(n) for n in a.shape.split(",") if n.strip()]
     if a.clients:
         clients = sorted({int(c) for c in a.clients.split(",")})
+        _clients(max(clients))
         a.load_start = _load()                          # a shared machine: say how busy it was
         rows = [concurrency(name, path, clients, a) for name, path in models or [_preset("smollm2-135m")]]
         print(json.dumps(rows, indent=2) if a.json else concurrency_table(rows, a))
@@ -173,11 +174,30 @@ def stream_times(url: str, k: int, max_tokens: int, bias: dict, out: dict) -> No
                 out["chunks"].append(time.perf_counter())
 
 
+def _stream_job(args: tuple) -> dict:
+    out: dict = {}
+    stream_times(*args, out)
+    return out
+
+
 def _round(s: Server, n: int, max_tokens: int, bias: dict, first: int = 0) -> list[dict]:
-    outs = [{} for _ in range(n)]
-    with ThreadPoolExecutor(n) as pool:
-        list(pool.map(lambda k: stream_times(s.url, first + k, max_tokens, bias, outs[k]), range(n)))
-    return outs
+    """``n`` streams at once, each read by a process of its own, as separate clients are (threads of one
+    process would take turns holding the interpreter lock when their chunks arrive together)."""
+    return list(_clients().map(_stream_job, [(s.url, first + k, max_tokens, bias) for k in range(n)]))
+
+
+_POOL = None
+
+
+def _clients(n: int = 0):
+    """The client processes; the first call (``n`` of them) starts them all, before any thread exists here
+    (fork copies only the thread that calls it: a lock another thread held would stay held)."""
+    global _POOL
+    if _POOL is None:
+        import multiprocessing
+        _POOL = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+        list(_POOL.map(abs, range(4 * n)))           # every worker started now
+    return _POOL
 
 
 def _pct(xs: list[float], q: float) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ...runtime.batch import Batch, Stream
 from .jobs import Delta, Final, Limits, _Deltas, chat_end, chat_reply, chat_setup, completion_final, completion_setup
-from .worker import END, Job, QueueFull, _ended, count, failure
+from .worker import END, Job, Outbox, QueueFull, _ended, count, failure
 
 
 class _Guarded:
@@ -166,6 +166,7 @@ class BatchWorker:
         self.stats["max_streams"] = max(self.stats["max_streams"], len(self._active))
 
     def _step(self) -> None:
+        out = Outbox()                  # every stream's items of this step, handed over at once
         try:
             events = self._batch.step([a.stream for a in self._active])
         except Exception as exc:        # the forward pass failed: every stream in it ends
@@ -173,7 +174,8 @@ class BatchWorker:
             for a in list(self._active):
                 a.stream.state.conv.clear()                        # its cache is no longer known
                 a.stream.state.cache.reset(a.stream.state.cache.info.sinks)
-                self._leave(a, [err])
+                self._leave(a, [err], out)
+            out.flush()
             return
         self.stats["steps"] += 1
         for i, evs in events.items():
@@ -181,9 +183,10 @@ class BatchWorker:
             for ev in evs:
                 if (delta := a.deltas.delta(ev)) is not None:
                     a.late += a.job.cancel.is_set()
-                    a.job.emit(delta)
+                    out.add(a.job, delta)
         for a in [a for a in self._active if a.stream.done]:
-            self._leave(a, self._ending(a))
+            self._leave(a, self._ending(a), out)
+        out.flush()
 
     def _ending(self, a: _Active) -> list:
         """The items a finished stream sends last: its tool-call deltas and ``Final``, or its failure."""
@@ -198,12 +201,12 @@ class BatchWorker:
         except Exception as exc:
             return [failure(exc)]
 
-    def _leave(self, a: _Active, items: list) -> None:
+    def _leave(self, a: _Active, items: list, out: Outbox) -> None:
         a.timer.cancel()
         with self._cv:
             self._active.remove(a)
         for item in items:
             a.late += a.job.cancel.is_set() and isinstance(item, Delta)
-            a.job.emit(_ended(item, a.job.reason) if isinstance(item, Final) else item)
+            out.add(a.job, _ended(item, a.job.reason) if isinstance(item, Final) else item)
         count(self.stats, a.job, a.late)
-        a.job.emit(END)
+        out.add(a.job, END)

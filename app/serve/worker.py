@@ -55,6 +55,34 @@ class Job:
             pass
 
 
+class Outbox:
+    """Items for several jobs, handed to their event loop in one call (``flush``): a batched step
+    answers every stream at once, and one wake-up of the loop per step instead of one per stream
+    leaves the engine thread the interpreter lock sooner."""
+
+    def __init__(self):
+        self._items: list[tuple[Job, object]] = []
+
+    def add(self, job: Job, item) -> None:
+        self._items.append((job, item))
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        by_loop: dict = {}
+        for job, item in items:
+            by_loop.setdefault(job._loop, []).append((job, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:      # the loop has closed (shutdown): nobody is listening
+                pass
+
+
+def _deliver(batch: list) -> None:
+    for job, item in batch:
+        job.events.put_nowait(item)
+
+
 class EngineWorker:
     """Runs jobs on one engine; ``queue_size`` jobs may wait behind the running one."""
 
