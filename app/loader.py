@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def load_engine(args, model: str | None = None, pin_system: bool | None = None, kv_type: str | None = None,
-                base_url: str | None = None):
+                base_url: str | None = None, seqs: int = 1):
     """Resolve ``args.model`` (or ``model``; "" is the packaged default) and load it with the options;
     with a server's URL (``base_url``: the chat's and the one-shot's, never serve's or bench's), connect
     to it instead: ``model`` is then the server's model id ("" its first), and the chat source a
@@ -15,6 +15,7 @@ def load_engine(args, model: str | None = None, pin_system: bool | None = None, 
         pin_system: overrides ``args.pin_system``.
         kv_type: overrides ``args.kv_type``.
         base_url: a server to chat on (None or "": this machine).
+        seqs: caches a llama.cpp engine holds (serve: its cache slots).
     """
     if base_url:
         from . import remote
@@ -29,7 +30,8 @@ def load_engine(args, model: str | None = None, pin_system: bool | None = None, 
                 evict_chunk=getattr(args, "evict_chunk", None), force=getattr(args, "force", False),
                 speculative=mode, draft=resolve(draft) if draft else None,
                 kv_type=kv_type or getattr(args, "kv_type", None) or "auto",
-                chat_template="raw" if getattr(args, "raw", False) else getattr(args, "chat_template", None))
+                chat_template="raw" if getattr(args, "raw", False) else getattr(args, "chat_template", None),
+                seqs=seqs)
 
 
 def speculation_args(args) -> tuple[str, str | None]:

@@ -155,10 +155,10 @@ class Engine:
 
     def new_state(self) -> ChatState | None:
         """An empty cache of its own + an empty conversation, to make current with ``use_state``;
-        None when the backend keeps one cache only (llama.cpp)."""
-        make = getattr(self._b, "new_cache", None)
-        if make is None:
+        None when the backend keeps one cache only (llama.cpp loaded with one sequence)."""
+        if not self.holds_several:
             return None
+        make = self._b.new_cache
         s = self._state
         return ChatState(TokenCache(self._b, make(s.sinks)), Conversation(s.conv.template),
                          pin_system=s.pin_system, sinks=s.sinks)
@@ -167,7 +167,7 @@ class Engine:
     def holds_several(self) -> bool:
         """Whether the backend keeps caches of their own (``new_state``) and steps several of them
         in one pass (``runtime.batch``)."""
-        return hasattr(self._b, "new_cache")
+        return hasattr(self._b, "new_cache") and getattr(self._b, "max_caches", 2) > 1
 
     @property
     def max_step_tokens(self) -> int:

@@ -54,7 +54,8 @@ def choose_backend(requested: str, model_problem: str | None, gpu_layers: int,
 def load(path: str | Path, *, backend: str = "auto", threads: int | None = None, ctx: int = DEFAULT_CTX,
          sinks: int = DEFAULT_SINKS, gpu_layers: int | str = 0, pin_system: bool = False,
          evict_chunk: int | None = None, force: bool = False, speculative: str = "lookup",
-         draft: str | Path | None = None, kv_type: str = "auto", chat_template: str | None = None) -> Engine:
+         draft: str | Path | None = None, kv_type: str = "auto", chat_template: str | None = None,
+         seqs: int = 1) -> Engine:
     """Load a GGUF file (the app resolves model names to paths: ``edgechat.models.resolve``).
 
     Args:
@@ -72,6 +73,8 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
             or "off". Native only; the text (temp 0) or its distribution (temp > 0) never changes.
         kv_type: KV cache rows, "f16", "q8_0" (int8 with a scale per 32 values: about half the bytes) or
             "auto": each backend's faster one (``memory.AUTO_KV_TYPE``: q8_0 native, f16 llama.cpp).
+        seqs: caches the llama.cpp backend holds (its context's sequences, ``ctx`` cells each, allocated
+            at load), for ``Engine.new_state`` and batched steps; the native engine makes them on demand.
         chat_template: a built-in template's name (``chat_templates.BUILTIN``: "raw" feeds the text as
             is) or a jinja2 file; default: the file's own, else its family's built-in.
 
@@ -96,7 +99,7 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     tok = MemoTokenizer(Tokenizer(path))
     template = _template(mf, tok, chat_template)
     be = make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
-                       evict_chunk=evict_chunk, kv_type=kv_type)
+                       evict_chunk=evict_chunk, kv_type=kv_type, seqs=seqs)
     info = EngineInfo(backend=name, reason=reason, arch=mf.arch, path=str(path), name=path.stem,
                       types=mf.types, threads=threads, isa=be.info.isa, ctx=ctx, sinks=sinks,
                       gpu_layers=gpu_layers, pin_system=pin_system, extra=dict(be.info.extra),

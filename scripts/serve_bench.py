@@ -94,6 +94,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="rounds of every client count, interleaved "
                                                           "(medians reported: a shared machine is noisy)")
     ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument("--backend", default="auto", help="the server's --backend (auto, native, llama.cpp)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--requests", type=int, default=200, help="requests in the load loop")
     ap.add_argument("--conversations", type=int, default=3, help="growing conversations (medians over them)")
@@ -258,8 +259,8 @@ def concurrency(name: str, path: Path, clients: list[int], a) -> dict:
     bias = {str(t): -100 for t in eot}                 # every stream decodes max_tokens
     n = max(max(clients), 3)
     row = {"model": name, "path": str(path), "file_mib": size / 2**20, "cache_mib": cache / 2**20, "rounds": {}}
-    with Server("-m", str(path), "--threads", str(a.threads), "--ctx", str(a.ctx), "--parallel", str(n),
-                "--cache-slots", str(n)) as s:
+    with Server("-m", str(path), "--backend", a.backend, "--threads", str(a.threads), "--ctx", str(a.ctx),
+                "--parallel", str(n), "--cache-slots", str(n)) as s:
         row["rss_start_mib"] = s.rss() / 2**20          # loaded, before any request
         _round(s, 1, 8, bias)                           # warm up
         runs: dict[int, list[dict]] = {c: [] for c in clients}
@@ -287,7 +288,7 @@ def concurrency_table(rows: list[dict], a) -> str:
                platform.processor())
     version = subprocess.run([sys.executable, "-m", "edgechat.app.cli", "--version"], capture_output=True,
                              text=True).stdout.strip()
-    out = [f"{version}; CPU: {cpu}, {a.threads} threads; ctx {a.ctx}, {a.max_tokens} tokens a stream, greedy, "
+    out = [f"{version}; backend {a.backend}; CPU: {cpu}, {a.threads} threads; ctx {a.ctx}, {a.max_tokens} tokens a stream, greedy, "
            f"streaming; medians of {a.repeat} interleaved rounds; load average at start {a.load_start}, at end {_load()}", "",
            f"{'model':<22}{'clients':>8}{'agg tok/s':>11}{'x 1':>7}{'ITL p50':>9}{'p95 ms':>8}{'x 1':>7}"
            f"{'steady':>8}{'TTFT p50':>10}{'max ms':>8}{'RSS MiB':>9}"]

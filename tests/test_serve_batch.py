@@ -185,11 +185,27 @@ def test_parallel_over_cache_slots_is_a_one_line_error():
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_llama_cpp_backend_runs_one_request_at_a_time():
-    """llama.cpp keeps one cache (multi-sequence batching is not built for it): --parallel is 1, said once."""
-    with Server("--threads", "2", "--ctx", "256", "--backend", "llama.cpp", "--parallel", "3") as s:
-        assert s.health()["parallel"] == 1
-        why = "1 parallel stream, not 3: the llama.cpp backend runs one at a time"
-        assert why in s.wait_log(why)
-        r = httpx.post(s.url + "/chat/completions", json=_chat("a planet", max_tokens=4), timeout=CLIENT_TIMEOUT_S)
-        assert _answer(r)[1] in ("stop", "length")
+def test_llama_cpp_backend_decodes_requests_together():
+    """llama.cpp holds a sequence per cache slot and steps them in one llama_decode: three requests at once
+    all answer, each with the text the same server gives it alone (short greedy replies at short contexts:
+    its batched logits match a solo decode's there, tests/test_llama_batch.py)."""
+    with Server("--threads", "2", "--ctx", "256", "--backend", "llama.cpp", "--parallel", "3",
+                "--cache-slots", "3") as s:
+        assert s.health()["parallel"] == 3
+        topics = ["a planet", "the sea", "bread"]
+        alone = [_answer(httpx.post(s.url + "/chat/completions", json=_chat(t, max_tokens=8),
+                                    timeout=CLIENT_TIMEOUT_S)) for t in topics]
+        together: dict[int, tuple] = {}
+
+        def ask(i):
+            together[i] = _answer(httpx.post(s.url + "/chat/completions", json=_chat(topics[i], max_tokens=8),
+                                             timeout=CLIENT_TIMEOUT_S))
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(3):
+            assert together[i][1] in ("stop", "length") and together[i][0].strip()
+            assert together[i] == alone[i], topics[i]

@@ -12,7 +12,8 @@ PACKAGES = ("uvicorn", "starlette", "pydantic")
 def serve_report(kv_bytes: int | None, available: int | None) -> dict:
     """Versions of the server's packages (None: missing), whether it can run, how many of the default
     cache slots fit in RAM at the doctor's --ctx and how many requests then decode together on the native
-    engine (None when memory is unknown; the llama.cpp backend runs one at a time), and the defaults."""
+    engine (None when memory is unknown; the llama.cpp backend too, its context holding a sequence per
+    slot), and the defaults."""
     from ...runtime.slots import slots_that_fit
     versions = {}
     for name in PACKAGES:
@@ -33,8 +34,8 @@ def describe(r: dict) -> str:
     if missing:
         return f"not ready: missing {', '.join(missing)} (bash scripts/setup.sh)"
     slots = "" if r["cache_slots"] is None else (
-        f"; {r['cache_slots']} cache slots fit, {r['parallel']} requests decode together on the native engine, "
-        "one at a time on llama.cpp")
+        f"; {r['cache_slots']} cache slots fit, {r['parallel']} requests decode together (llama.cpp: a "
+        "sequence of its context per slot, allocated at start)")
     d = r["defaults"]
     return (f"ready: edgechat serve (uvicorn {r['packages']['uvicorn']}{slots}); defaults: "
             f"{d['host']}:{d['port']}, Host: this machine's names only, web origins: none, JSON bodies only, "

@@ -61,7 +61,7 @@ def serve(args, api_key: str | None, started: float) -> int:
     if getattr(args, "draft", None) or getattr(args, "speculative", None) not in (None, "off"):
         raise EdgechatError("serve: speculative decoding is not available in the server (drop --speculative/--draft)")
     args.speculative = "off"
-    engine = load_engine(args)
+    engine = load_engine(args, seqs=args.cache_slots)   # llama.cpp: a sequence per slot (native: on demand)
     from .structured import warm
     warm(engine)                       # llguidance's tokenizer of this vocab: built now, not in a request
     worker = None
@@ -115,7 +115,7 @@ def _state(args, engine, api_key: str | None, started: float) -> ServeState:
 
 def parallel_streams(asked: int | None, slots: int, holds_several: bool) -> int:
     """How many requests decode together: ``asked`` (None: ``PARALLEL``), at most the ``slots`` that fit;
-    1 on a backend with one cache (llama.cpp)."""
+    1 on a backend with one cache (llama.cpp loaded with one sequence)."""
     if not holds_several:
         return 1
     return max(1, min(PARALLEL if asked is None else asked, slots))
@@ -138,7 +138,7 @@ def _announce(args, s: ServeState) -> None:
     i = s.engine.info
     host = f"[{args.host}]" if ":" in args.host else args.host
     slots = f"{s.pool.slots} cache slot{'s' if s.pool.slots > 1 else ''}"
-    if s.pool.slots < args.cache_slots and i.backend != "native":
+    if s.pool.slots < args.cache_slots and not s.engine.holds_several:
         slots += f" (the {i.backend} backend keeps one)"
     n = s.worker.parallel
     slots += f", {n} requests decode together" if n > 1 else ", one request at a time"
