@@ -84,7 +84,11 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Sampling options; defaults from ``SamplingParams`` (the sampler and the TUI read the same)."""
     from ..runtime.sampler import DEFAULTS as D
     g = p.add_argument_group("sampling")
-    g.add_argument("--max-tokens", type=sampling_value("max_tokens"), default=D.max_tokens)
+    # None: not given (the chat's limit is SamplingParams' default; serve tells a request without
+    # max_tokens this, when given, else its --max-tokens-limit)
+    g.add_argument("--max-tokens", type=sampling_value("max_tokens"), default=None,
+                   help=f"reply length limit (default: {D.max_tokens}; serve: a request's default, else "
+                        "--max-tokens-limit)")
     g.add_argument("--temp", type=sampling_value("temp"), default=D.temp)
     g.add_argument("--top-k", type=sampling_value("top_k"), default=D.top_k)
     g.add_argument("--top-p", type=sampling_value("top_p"), default=D.top_p)

@@ -202,6 +202,17 @@ def test_an_eos_biased_request_ends_at_the_limit_then_the_next_is_served(server,
     assert ok_chat(server)["choices"][0]["message"]["content"]
 
 
+def test_serve_max_tokens_is_a_request_s_default(tokenizer):
+    """``serve --max-tokens N``: a request without max_tokens stops after N; one that asks gets its own."""
+    with Server("--threads", "2", "--ctx", str(CTX), "--max-tokens", "5") as s:
+        body = {"messages": [{"role": "user", "content": "Count."}], "temperature": 0,
+                "logit_bias": _eos_banned(tokenizer)}
+        r = post(s, body).json()
+        assert r["choices"][0]["finish_reason"] == "length" and r["usage"]["completion_tokens"] == 5
+        r = post(s, {**body, "max_tokens": 7}).json()
+        assert r["choices"][0]["finish_reason"] == "length" and r["usage"]["completion_tokens"] == 7
+
+
 def test_an_eos_biased_request_ends_by_the_request_timeout(short, tokenizer):
     body = {"messages": [{"role": "user", "content": "Count."}], "temperature": 0,
             "logit_bias": _eos_banned(tokenizer)}

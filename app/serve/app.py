@@ -47,6 +47,7 @@ class ServeState:
     hosts: frozenset | None = None    # Host names answered (None: any)
     origins: frozenset = frozenset()  # web origins allowed (CORS)
     created: int = 0              # when the model was loaded (unix time)
+    default_max_tokens: int | None = None   # a request without max_tokens gets this (--max-tokens), else the limit
 
 
 def build_app(state: ServeState) -> Starlette:
@@ -120,9 +121,10 @@ async def _accept(request: Request, model):
 
 
 def _bound(s: ServeState, req) -> None:
-    """``max_tokens`` up to the server's limit (none given: the limit, as OpenAI); bias on real tokens."""
+    """``max_tokens`` up to the server's limit (none given: ``serve --max-tokens``, else the limit, as
+    OpenAI); bias on real tokens."""
     if req.limit() is None:
-        req.max_tokens = s.max_tokens_limit
+        req.max_tokens = min(s.default_max_tokens or s.max_tokens_limit, s.max_tokens_limit)
     elif req.limit() > s.max_tokens_limit:
         param = req.limit_param()
         raise bad_request(f"{param}: {req.limit()} is more than this server's limit of {s.max_tokens_limit} "

@@ -110,7 +110,8 @@ def _state(args, engine, api_key: str | None, started: float) -> ServeState:
                       max_tokens_limit=args.max_tokens_limit or MAX_TOKENS_PER_CTX * engine.info.ctx,
                       body_timeout=args.body_timeout, report_cache_hits=args.report_cache_hits,
                       hosts=allowed_hosts(args.host, args.allowed_hosts),
-                      origins=frozenset(origin_name(o) for o in args.allowed_origins), created=int(started))
+                      origins=frozenset(origin_name(o) for o in args.allowed_origins), created=int(started),
+                      default_max_tokens=getattr(args, "max_tokens", None))
 
 
 def parallel_streams(asked: int | None, slots: int, holds_several: bool) -> int:
