@@ -20,7 +20,7 @@ namespace ec {
 // an allocator whose memory is zero without being touched: calloc hands big blocks over as fresh
 // mappings, and elements are default-initialized (not written). the batch-sized scratch below is sized
 // for kMaxBatch tokens but a decode step or a short prompt uses its first rows only, so its pages become
-// resident as a prompt that long is read, not when the model loads (llama-1b shape: 85 MiB)
+// resident as a prompt that long is read, not when the model loads (llama-1b shape: 82 MiB)
 template <class T>
 struct LazyZero {
     using value_type = T;
