@@ -6,9 +6,9 @@ exit code (0 ok, 1 runtime error, 2 usage). User errors print as one line: ``edg
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import json
 import sys
+from pathlib import Path
 
 from ..runtime.errors import EdgechatError
 from ..runtime.info import DEFAULT_CTX

@@ -158,9 +158,8 @@ class Engine:
         None when the backend keeps one cache only (llama.cpp loaded with one sequence)."""
         if not self.holds_several:
             return None
-        make = self._b.new_cache
         s = self._state
-        return ChatState(TokenCache(self._b, make(s.sinks)), Conversation(s.conv.template),
+        return ChatState(TokenCache(self._b, self._b.new_cache(s.sinks)), Conversation(s.conv.template),
                          pin_system=s.pin_system, sinks=s.sinks)
 
     @property

@@ -211,7 +211,7 @@ class EdgechatApp(ChatActions, Turns, Draft, Branches, App[int]):
         status = self.status
         status.model, status.backend, status.reason = info.name, info.backend, info.reason
         template = getattr(info, "template", "") or ""
-        if "built in" in template or "--chat-template" in template:   # not the file's own: say which
+        if template not in ("", "gguf"):       # not the file's own (runtime.loader._template): say which
             status.reason = f"{info.reason}; template {template}"
         status.cache = self.engine.cache_info()
         status.state = "ready"

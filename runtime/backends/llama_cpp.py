@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -92,8 +93,9 @@ class _Memory:
 class _Seq:
     """One sequence's ring: its id in the context and the policy's counters."""
 
-    def __init__(self, seq: int, sinks: int, evict_chunk: int):
-        self.seq, self.sinks, self.evict_chunk = seq, sinks, evict_chunk
+    def __init__(self, seq: int):
+        self.seq = seq
+        self.sinks = self.evict_chunk = 0    # set by the backend's reset
         self.used = 0           # entries in the cache; the next token goes at position used
         self.n_past = 0         # tokens fed since reset
         self.evicted = 0        # window entries evicted since reset
@@ -152,7 +154,7 @@ class LlamaCppBackend:
             "llama_cpp": _version(),
             "build": _build_features(L),
         })
-        self._own = self._cur = _Seq(OWN, sinks, 1)
+        self._own = self._cur = _Seq(OWN)
         self._free = list(range(seqs - 1, 0, -1))       # sequence ids new_cache hands out (pop: 1 first)
         self.reset(sinks)
 
@@ -231,14 +233,19 @@ class LlamaCppBackend:
         if not self._free:
             raise InsufficientMemory(f"llama.cpp: all {self.max_caches} sequences of the context are in use "
                                      "(serve's --cache-slots sets how many it holds)")
-        c = _Seq(self._free.pop(), sinks, 1)
-        self._mem.rm(c.seq, -1, -1)
+        c = _Seq(self._free.pop())
+        with self._on(c):
+            self.reset(sinks)               # its cells emptied (another may have used the id)
+        return c
+
+    @contextmanager
+    def _on(self, c: _Seq):
+        """``c`` the cache the methods work on, for the block (the bound one again after it)."""
         prev, self._cur = self._cur, c
         try:
-            self.reset(sinks)
+            yield
         finally:
             self._cur = prev
-        return c
 
     def drop_cache(self, cache) -> None:
         """Give a ``new_cache`` sequence back (its cells emptied)."""
@@ -404,11 +411,8 @@ class LlamaCppBackend:
             if c.used == self.n_ctx and n <= c.evict_chunk:
                 self._evict(c)                  # as eval would before the first token
             if c.used + n > self.n_ctx or n > room:
-                prev, self._cur = self._cur, c
-                try:
+                with self._on(c):
                     out[i] = self.eval(chunk)
-                finally:
-                    self._cur = prev
                 continue
             parts.append((c, chunk, 1))
             rows.append(out[i:i + 1])
