@@ -3,9 +3,12 @@
 Concurrency (``--clients 1,2,4,8``): for each client count, that many streaming greedy requests at once
 (``--parallel`` = the most clients): aggregate decode tok/s, per-stream p50/p95 inter-token latency
 (and p95 "steady": the gaps after every stream's first token, when no prompt chunk joins a step), time
-to first token, the server's RSS against model + caches; then a short request sent while 3 stream must
-get its first token within its solo time to first token + 2 steps. Models side by side: ``-m``
-files and ``--shape`` presets (``edgechat bench --shape``: synthetic weights, built once into a cache).
+to first token; then a short request sent while 3 stream must get its first token within its solo time
+to first token + 2 steps; then, on a server of 4 cache slots, the RSS with 4 streams against model +
+caches. The clients are one thread reading plain sockets (``run_streams``): on a 2-core machine,
+clients as heavy as an HTTP library each would take the cores the server measures on. Models side by
+side: ``-m`` files and ``--shape`` presets (``edgechat bench --shape``: synthetic weights, built once
+into a cache).
 
 Without ``--clients``: requests/s for short prompts, time to first token of turn 1 vs turn 10 of a
 growing conversation (the warm cache should keep them level), RSS before and after a load loop.
@@ -17,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import selectors
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -99,16 +104,10 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200, help="requests in the load loop")
     ap.add_argument("--conversations", type=int, default=3, help="growing conversations (medians over them)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--probe", help=argparse.SUPPRESS)          # the short request, from its own process
-    ap.add_argument("--probe-bias", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.probe:
-        print(probe(a.probe, json.loads(a.probe_bias)))
-        return 0
     models = [("file", Path(m)) for m in a.model] + [_preset(n) for n in a.shape.split(",") if n.strip()]
     if a.clients:
         clients = sorted({int(c) for c in a.clients.split(",")})
-        _clients(max(clients))
         a.load_start = _load()                          # a shared machine: say how busy it was
         rows = [concurrency(name, path, clients, a) for name, path in models or [_preset("smollm2-135m")]]
         print(json.dumps(rows, indent=2) if a.json else concurrency_table(rows, a))
@@ -156,49 +155,83 @@ def _geometry(path: Path, ctx: int) -> tuple[int, int, list[int]]:
     return path.stat().st_size, cache, sorted(int(t) for t in eot if isinstance(t, int))
 
 
-def stream_times(url: str, k: int, max_tokens: int, bias: dict, out: dict) -> None:
-    """One greedy streaming request: ``out`` gets its send time, content chunk times and tokens."""
-    topic = TOPICS[k % len(TOPICS)]
-    body = {"messages": [{"role": "user", "content": PROMPTS[k % len(PROMPTS)].format(topic) + f" ({k})"}],
-            "max_tokens": max_tokens, "temperature": 0, "stream": True, "logit_bias": bias,
-            "stream_options": {"include_usage": True}}
-    client = httpx.Client(timeout=600)                  # made before the clock starts (its TLS setup is slow)
-    out["sent"], out["chunks"], out["tokens"] = time.perf_counter(), [], 0
-    with client, client.stream("POST", url + "/chat/completions", json=body) as r:
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+class _Stream:
+    """One greedy streaming request on a plain socket. HTTP/1.0: the reply's body is the event stream
+    itself, up to the server closing the connection, so reading it costs a receive and a split."""
+
+    def __init__(self, port: int, k: int, max_tokens: int, bias: dict):
+        topic = TOPICS[k % len(TOPICS)]
+        prompt = PROMPTS[k % len(PROMPTS)].format(topic) + f" ({k})"
+        body = json.dumps({"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                           "temperature": 0, "stream": True, "logit_bias": bias,
+                           "stream_options": {"include_usage": True}}).encode()
+        host = f"127.0.0.1:{port}"
+        self.request = (f"POST /v1/chat/completions HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        self.port, self.buf, self.head = port, b"", None
+        self.out = {"sent": 0.0, "chunks": [], "tokens": 0}
+
+    def send(self) -> socket.socket:
+        self.sock = socket.create_connection(("127.0.0.1", self.port))
+        self.out["sent"] = time.perf_counter()
+        self.sock.sendall(self.request)
+        self.sock.setblocking(False)
+        return self.sock
+
+    def read(self) -> bool:
+        """What arrived (one timestamp for all of it); False once the server has closed the stream."""
+        data = self.sock.recv(1 << 16)
+        now = time.perf_counter()
+        if not data:
+            self.sock.close()
+            if self.head is None or not self.head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"the server answered {(self.head or self.buf)[:200]!r}")
+            return False
+        self.buf += data
+        if self.head is None:
+            if b"\r\n\r\n" not in self.buf:
+                return True
+            self.head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        *events, self.buf = self.buf.split(b"\n\n")
+        for ev in events:
+            if not ev.startswith(b"data: {"):
                 continue
-            chunk = json.loads(line[6:])
+            chunk = json.loads(ev[6:])
             if chunk.get("usage"):
-                out["tokens"] = chunk["usage"]["completion_tokens"]
+                self.out["tokens"] = chunk["usage"]["completion_tokens"]
             if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                out["chunks"].append(time.perf_counter())
+                self.out["chunks"].append(now)
+        return True
 
 
-def _stream_job(args: tuple) -> dict:
-    out: dict = {}
-    stream_times(*args, out)
-    return out
+def run_streams(port: int, specs: list[tuple[int, int]], bias: dict, late: tuple[int, int] | None = None) -> list[dict]:
+    """Streams ``specs`` ((prompt number, max_tokens) each) at once, all read by this one thread (clients
+    are light: on a 2-core machine the benchmark's own reading would otherwise take the server's cores);
+    ``late``: one more, sent once every other stream has its first token. Each result: its send time,
+    the arrival times of its text chunks and its completion tokens."""
+    sel = selectors.DefaultSelector()
+    streams = [_Stream(port, k, n, bias) for k, n in specs]
+    for st in streams:
+        sel.register(st.send(), selectors.EVENT_READ, st)
+    pending = _Stream(port, *late, bias) if late else None
+    open_, deadline = len(streams), time.monotonic() + 600
+    while open_ and time.monotonic() < deadline:
+        for key, _ in sel.select(1.0):
+            if not key.data.read():
+                sel.unregister(key.fileobj)
+                open_ -= 1
+        if pending and all(st.out["chunks"] for st in streams):
+            sel.register(pending.send(), selectors.EVENT_READ, pending)
+            streams.append(pending)
+            open_, pending = open_ + 1, None
+    sel.close()
+    if open_:
+        raise RuntimeError("streams still open after 600 s")
+    return [st.out for st in streams]
 
 
 def _round(s: Server, n: int, max_tokens: int, bias: dict, first: int = 0) -> list[dict]:
-    """``n`` streams at once, each read by a process of its own, as separate clients are (threads of one
-    process would take turns holding the interpreter lock when their chunks arrive together)."""
-    return list(_clients().map(_stream_job, [(s.url, first + k, max_tokens, bias) for k in range(n)]))
-
-
-_POOL = None
-
-
-def _clients(n: int = 0):
-    """The client processes; the first call (``n`` of them) starts them all, before any thread exists here
-    (fork copies only the thread that calls it: a lock another thread held would stay held)."""
-    global _POOL
-    if _POOL is None:
-        import multiprocessing
-        _POOL = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
-        list(_POOL.map(abs, range(4 * n)))           # every worker started now
-    return _POOL
+    return run_streams(s.port, [(first + k, max_tokens) for k in range(n)], bias)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -225,32 +258,18 @@ def measure(outs: list[dict]) -> dict:
 def short_while_three(s: Server, max_tokens: int, bias: dict) -> dict:
     """A short request's time to first token alone, then while 3 streams decode (sent once all 3 have
     their first token); the allowance is its solo time + 2 steps (the 3 streams' median gap)."""
-    solo = statistics.median(_short(s, bias) for _ in range(3))
-    outs = [{} for _ in range(3)]
-    with ThreadPoolExecutor(3) as pool:
-        futs = [pool.submit(stream_times, s.url, 100 + k, max_tokens * 2, bias, outs[k]) for k in range(3)]
-        deadline = time.monotonic() + 300
-        while not all(o.get("chunks") for o in outs) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        busy = _short(s, bias)
-        for f in futs:
-            f.result()
+    solo = statistics.median(_ttft(run_streams(s.port, [SHORT], bias)[0]) for _ in range(3))
+    *outs, short = run_streams(s.port, [(100 + k, max_tokens * 2) for k in range(3)], bias, late=SHORT)
+    busy = _ttft(short)
     step = statistics.median(b - a for o in outs for a, b in zip(o["chunks"], o["chunks"][1:]))
     return {"solo_ttft_ms": solo * 1e3, "ttft_ms": busy * 1e3, "step_ms": step * 1e3,
             "ok": busy <= solo + 2 * step}
 
 
-def _short(s: Server, bias: dict) -> float:
-    """The short request's time to first token, timed by a process of its own (this one's threads
-    reading the other streams would hold the GIL when its first token comes)."""
-    r = subprocess.run([sys.executable, __file__, "--probe", s.url, "--probe-bias", json.dumps(bias)],
-                       capture_output=True, text=True, timeout=600, check=True)
-    return float(r.stdout)
+SHORT = (7, 4)          # the short request: prompt 7, 4 tokens
 
 
-def probe(url: str, bias: dict) -> float:
-    out: dict = {}
-    stream_times(url, 7, 4, bias, out)
+def _ttft(out: dict) -> float:
     return out["chunks"][0] - out["sent"]
 
 
@@ -261,20 +280,24 @@ def concurrency(name: str, path: Path, clients: list[int], a) -> dict:
     row = {"model": name, "path": str(path), "file_mib": size / 2**20, "cache_mib": cache / 2**20, "rounds": {}}
     with Server("-m", str(path), "--backend", a.backend, "--threads", str(a.threads), "--ctx", str(a.ctx),
                 "--parallel", str(n), "--cache-slots", str(n)) as s:
-        row["rss_start_mib"] = s.rss() / 2**20          # loaded, before any request
         _round(s, 1, 8, bias)                           # warm up
         runs: dict[int, list[dict]] = {c: [] for c in clients}
-        rss: dict[int, float] = {}
         shorts = []
         for _ in range(a.repeat):                       # interleaved: the machine's load hits every count alike
-            for c in clients:                           # ascending: the first round's RSS has c caches in use
+            for c in clients:
                 runs[c].append(measure(_round(s, c, a.max_tokens, bias, first=c * 10)))
-                rss.setdefault(c, s.rss() / 2**20)
             shorts.append(short_while_three(s, a.max_tokens, bias))
-        row["rounds"] = {c: {**_medians(rs), "rss_mib": rss[c]} for c, rs in runs.items()}
+        row["rounds"] = {c: _medians(rs) for c, rs in runs.items()}
         row["short_while_3"] = {**_medians(shorts), "ok": sum(w["ok"] for w in shorts) * 2 > len(shorts),
                                 "runs_ok": f"{sum(w['ok'] for w in shorts)}/{len(shorts)}"}
         row["parallel"] = s.health()["parallel"]
+    # RSS with 4 streams on a server of 4 cache slots (the one above keeps a cache for each of its n
+    # slots, every one that a round has used)
+    with Server("-m", str(path), "--backend", a.backend, "--threads", str(a.threads), "--ctx", str(a.ctx),
+                "--parallel", "4", "--cache-slots", "4") as s:
+        row["rss_start_mib"] = s.rss() / 2**20          # loaded, before any request
+        _round(s, 4, a.max_tokens, bias)
+        row["rss_4_mib"] = s.rss() / 2**20
     return row
 
 
@@ -291,13 +314,13 @@ def concurrency_table(rows: list[dict], a) -> str:
     out = [f"{version}; backend {a.backend}; CPU: {cpu}, {a.threads} threads; ctx {a.ctx}, {a.max_tokens} tokens a stream, greedy, "
            f"streaming; medians of {a.repeat} interleaved rounds; load average at start {a.load_start}, at end {_load()}", "",
            f"{'model':<22}{'clients':>8}{'agg tok/s':>11}{'x 1':>7}{'ITL p50':>9}{'p95 ms':>8}{'x 1':>7}"
-           f"{'steady':>8}{'TTFT p50':>10}{'max ms':>8}{'RSS MiB':>9}"]
+           f"{'steady':>8}{'TTFT p50':>10}{'max ms':>8}"]
     for r in rows:
         one = r["rounds"].get(1) or next(iter(r["rounds"].values()))
         for c, m in r["rounds"].items():
             out.append(f"{r['model']:<22}{c:>8}{m['decode_tps']:>11.1f}{m['decode_tps'] / one['decode_tps']:>7.2f}"
                        f"{m['itl_p50_ms']:>9.1f}{m['itl_p95_ms']:>8.1f}{m['itl_p95_ms'] / one['itl_p95_ms']:>7.2f}"
-                       f"{m['itl_p95_steady_ms']:>8.1f}{m['ttft_p50_ms']:>10.0f}{m['ttft_max_ms']:>8.0f}{m['rss_mib']:>9.0f}")
+                       f"{m['itl_p95_steady_ms']:>8.1f}{m['ttft_p50_ms']:>10.0f}{m['ttft_max_ms']:>8.0f}")
     out.append("")
     for r in rows:
         one, four = r["rounds"].get(1), r["rounds"].get(4)
@@ -313,10 +336,11 @@ def concurrency_table(rows: list[dict], a) -> str:
             out.append(f"  4 clients: aggregate decode {speed:.2f}x one client's (target >= {want}x: {_ok(speed >= want)}), "
                        f"p95 inter-token {itl:.2f}x (target <= {ITL_TARGET}x: {_ok(itl <= ITL_TARGET)}); once every "
                        f"prompt is read (no prompt chunk in a step): {steady:.2f}x")
-            out.append(f"  RSS with 4 streams {four['rss_mib']:.0f} MiB vs model {r['file_mib']:.0f} + 4 x "
-                       f"{r['cache_mib']:.1f} MiB caches + {RSS_SLACK:.0%} = {limit:.0f} MiB ({_ok(four['rss_mib'] <= limit)}); "
+            rss = r["rss_4_mib"]
+            out.append(f"  RSS with 4 streams (4 cache slots) {rss:.0f} MiB vs model {r['file_mib']:.0f} + 4 x "
+                       f"{r['cache_mib']:.1f} MiB f16 caches + {RSS_SLACK:.0%} = {limit:.0f} MiB ({_ok(rss <= limit)}); "
                        f"the loaded server held {r['rss_start_mib']:.0f} MiB, {runtime:.0f} MiB beside the model file; "
-                       f"counting that too: {_ok(four['rss_mib'] <= limit + runtime)}")
+                       f"counting that too: {_ok(rss <= limit + runtime)}")
     return "\n".join(out)
 
 
