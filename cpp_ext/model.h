@@ -124,8 +124,11 @@ private:
     struct MatJob { const Tensor* w; float* y; };
     void matmuls(std::initializer_list<MatJob> jobs, const float* x, int n);   // y_j (n, rows_j) = x (n, cols) * w_j^T
     void matmul(const Tensor& w, const float* x, int n, float* y);   // y (n, rows) = x (n, cols) * w^T
-    // a sequence's chunk (rows r0 .. r0 + n of the scratch) against its ring kv
-    void attention(KVRing& kv, int layer, int n, int64_t p0, int q0, int r0);
+    // a sequence's chunk (rows r0 .. r0 + n of the scratch, queries from token q0) against its ring kv
+    struct AttnJob { KVRing* kv; int n; int64_t p0; int q0; int r0; };
+    // one pool job: a chunk longer than kMaxSplitTokens alone, or short chunks (decode steps) of several
+    // sequences, kMaxSplitTokens tokens in all
+    void attention(const AttnJob* jobs, int n_jobs, int layer);
     template <class RUNS>
     void wsum_q8_runs(int hd, int Q, const float* w, size_t ldw, float* y, RUNS&& runs) const;
     void rope_tables(const KVRing& kv, int r0, int n, int64_t p0);   // rows r0 .. r0 + n, at positions p0 ..
