@@ -112,24 +112,26 @@ def auto_layers(need: int, facts: GpuFacts | None = None) -> tuple[int, str]:
     return 0, f"not offloaded to {where} (--gpu-layers auto): {room}"
 
 
-def need_bytes(model_bytes: int, cfg: dict, ctx: int, kv_type: str = "auto") -> int:
+def need_bytes(model_bytes: int, cfg: dict, ctx: int, kv_type: str = "auto", seqs: int = 1) -> int:
     """The preflight's estimate (weights, KV cache, compute overhead) of a model on llama.cpp, whose
-    ``--kv-type auto`` is f16: what the GPU must hold for every layer to go there."""
+    ``--kv-type auto`` is f16: what the GPU must hold for every layer to go there. ``seqs``: the
+    caches its context holds (``serve``: one per cache slot, ``ctx`` cells each, all on the device)."""
     from . import memory
     kv = memory.resolve_kv_type(kv_type, "llama.cpp")
-    return memory.estimate(model_bytes, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
+    return memory.estimate(model_bytes, cfg["n_layer"], ctx * seqs, cfg["n_head_kv"], cfg["head_dim"],
                            memory.kv_bytes_per_elem(kv, cfg["head_dim"]))["total"]
 
 
 def resolve_layers(gpu_layers, backend: str, model_bytes: int, cfg: dict, ctx: int,
-                   kv_type: str = "auto") -> tuple[int, str]:
+                   kv_type: str = "auto", seqs: int = 1) -> tuple[int, str]:
     """``load``'s ``gpu_layers``: a count passes through; "auto" becomes ``auto_layers``' choice (with
-    ``--backend native``: 0, that engine runs on the CPU). Returns (layers, why; "" when nothing new)."""
+    ``--backend native``: 0, that engine runs on the CPU) for ``seqs`` caches of ``ctx``. Returns
+    (layers, why; "" when nothing new)."""
     if gpu_layers != AUTO:
         return gpu_layers, ""
     if backend == "native":
         return 0, ""
-    return auto_layers(need_bytes(model_bytes, cfg, ctx, kv_type))
+    return auto_layers(need_bytes(model_bytes, cfg, ctx, kv_type, seqs))
 
 
 # ---- where the layers went (a real load, read from llama.cpp's log) ------------------------------

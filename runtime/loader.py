@@ -90,12 +90,12 @@ def load(path: str | Path, *, backend: str = "auto", threads: int | None = None,
     path = Path(path)
     mf = read_model(path)
     _check_kv_type(kv_type)
-    gpu_layers, gpu_why = resolve_layers(gpu_layers, backend, path.stat().st_size, mf.config, ctx, kv_type)
+    gpu_layers, gpu_why = resolve_layers(gpu_layers, backend, path.stat().st_size, mf.config, ctx, kv_type, seqs)
     name, reason, gpu_layers = _pick_backend(mf, backend, gpu_layers)
     if gpu_why:                            # --gpu-layers auto: offloaded, or why not
         reason = gpu_why if gpu_layers and backend == "auto" else f"{reason}; {gpu_why}"
     kv_type = resolve_kv_type(kv_type, name)
-    _preflight(path, mf.config, ctx, force, kv_type)
+    _preflight(path, mf.config, ctx, force, kv_type, seqs if name == "llama.cpp" else 1)   # native: caches on demand
     tok = MemoTokenizer(Tokenizer(path))
     template = _template(mf, tok, chat_template)
     be = make_backend(name, mf, path, ctx=ctx, sinks=sinks, threads=threads, gpu_layers=gpu_layers,
@@ -160,10 +160,11 @@ def _check_kv_type(kv_type: str) -> str:
     return kv_type
 
 
-def _preflight(path: Path, cfg: dict, ctx: int, force: bool, kv_type: str = "f16") -> None:
+def _preflight(path: Path, cfg: dict, ctx: int, force: bool, kv_type: str = "f16", caches: int = 1) -> None:
+    """RAM for the weights and ``caches`` caches of ``ctx`` allocated at load (llama.cpp's sequences)."""
     from . import memory
     est = memory.estimate(path.stat().st_size, cfg["n_layer"], ctx, cfg["n_head_kv"], cfg["head_dim"],
-                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]), memory.layer_slots(cfg, ctx))
+                          memory.kv_bytes_per_elem(kv_type, cfg["head_dim"]), caches * memory.layer_slots(cfg, ctx))
     memory.preflight(est, force=force)
 
 

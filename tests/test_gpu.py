@@ -161,6 +161,26 @@ def test_auto_with_a_gpu_too_small_keeps_the_native_engine_and_says_why(default_
         e.close()
 
 
+def test_auto_sizes_the_offload_for_every_cache_the_context_holds(default_model, a_gpu, monkeypatch):
+    """serve on llama.cpp holds a sequence per cache slot, ctx cells each, all on the device: a GPU with
+    room for the model and one cache but not four keeps the layers on the CPU when four are asked for."""
+    from edgechat.runtime.ggufload import read_model
+    cfg, size = read_model(default_model).config, default_model.stat().st_size
+    one, four = (gpu.need_bytes(size, cfg, 256, seqs=n) for n in (1, 4))
+    assert four - one == 3 * (gpu.need_bytes(size, cfg, 512) - one)          # the caches grow, nothing else
+    room = GpuFacts(["CUDA", "CPU"], [_device(free=(one + four) // 2)])
+    monkeypatch.setattr(gpu, "gpu_facts", lambda ram_available=None: room)
+    assert gpu.resolve_layers("auto", "llama.cpp", size, cfg, 256)[0] == -1
+    layers, why = gpu.resolve_layers("auto", "llama.cpp", size, cfg, 256, seqs=4)
+    assert layers == 0 and why.startswith("not offloaded to CUDA0")
+    for seqs, expected in ((1, ("llama.cpp", -1)), (4, ("native", 0))):
+        e = _load(default_model, gpu_layers="auto", seqs=seqs)
+        try:
+            assert (e.info.backend, e.info.gpu_layers) == expected
+        finally:
+            e.close()
+
+
 @pytest.mark.parametrize("backend, expected", [("native", ("native", 0, "asked for with --backend native")),
                                                ("llama.cpp", ("llama.cpp", -1, "asked for with --backend llama.cpp; "
                                                               "GPU offload (--gpu-layers auto): every layer"))])
