@@ -18,8 +18,15 @@ static constexpr int kRowBlock = 32;    // weight rows per gemm task in decode, 
 // activation block scales and sums (q4_0/q4_1/q8_0), then runs them against all its rows: llama-1b
 // Q4_0, prefill 512, one thread, avx2 table, 4 alternating pairs: 32 rows 61-79 tok/s, 128 rows 79-85
 static constexpr int kPrefillRowBlock = 128;
-static constexpr int kDecodeTasks = 8;  // decode: about this many row tasks per thread and matrix (long
-                                        // contiguous weight streams, still balanced if a thread stalls)
+// decode: this many row tasks per thread and matrix, rows split evenly (multiples of kRowGrain, every
+// pack_rows divides it): long contiguous weight streams, still some balance if a thread stalls. 2 vs 8
+// (rows cut down to multiples of 32 then), 2 threads, zen 5, 3 alternating runs of
+// scripts/step_bench.py, 1 / 4 sequences: smollm2-135m 1.98-2.47 / 3.33-3.79 ms vs 2.53-2.68 /
+// 3.77-4.15, llama-1b 15.1-17.2 / 22.5-24.2 vs 14.3-17.6 / 23.6-24.7; beside a CPU-bound process, 2
+// runs: smollm2-135m 4.20-5.21 / 7.83-8.06 vs 5.46-6.20 / 9.55-9.60, llama-1b 28.7-34.2 / 50.9-51.3
+// vs 30.0-32.7 / 48.1-51.4. (one task per thread measured no better than 2)
+static constexpr int kDecodeTasks = 2;
+static constexpr int kRowGrain = 16;
 static constexpr int kColBlock = 64;    // activation columns per gemm task
 static constexpr int kElemRows = 8;     // token rows per elementwise task
 static constexpr int kMaxSplitTokens = 16; // attention of chunks up to this many tokens (decode, speculative
@@ -349,12 +356,13 @@ void Model::matmuls(std::initializer_list<MatJob> jobs, const float* x, int n) {
     // row block per matrix: kPrefillRowBlock in prefill; in decode (one column block) at least
     // kRowBlock, longer for big matrices, so that each task streams one long run of weights
     int first_task[9] = {0}, row_block[8];
+    const int n_tasks = kDecodeTasks * pool_.size();
     j = 0;
     for (const MatJob& m : jobs) {
         const int rows = (int)m.w->ne[1];
         row_block[j] = kPrefillRowBlock;
         if (col_blocks == 1)
-            row_block[j] = std::max(kRowBlock, rows / (kDecodeTasks * pool_.size()) / kRowBlock * kRowBlock);
+            row_block[j] = std::max(kRowBlock, ((rows + n_tasks - 1) / n_tasks + kRowGrain - 1) / kRowGrain * kRowGrain);
         first_task[j + 1] = first_task[j] + (rows + row_block[j] - 1) / row_block[j] * col_blocks;
         j++;
     }
