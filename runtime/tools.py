@@ -26,7 +26,7 @@ from .constraint import Constraint, ConstraintError, Format, compile_constraint
 STYLES = ("hermes", "llama3", "generic")
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
 PYTHON_TAG = "<|python_tag|>"
-MAX_PARALLEL = 4        # calls in one reply of the generic format (a small model repeats calls otherwise)
+MAX_PARALLEL = 4        # calls in one reply (a small model repeats calls otherwise)
 GENERIC_PROMPT = (
     "You can call these tools:\n{tools}\n\n"
     "Answer with one JSON object and nothing else: either {{\"tool_calls\": [{{\"name\": <tool name>, "
@@ -172,8 +172,11 @@ class ToolSet:
         call_schema = json.dumps({"x-guidance": {"whitespace_flexible": False}, **json.loads(call_schema)})
         if self.style == "hermes":
             first = "" if after_trigger else '"<tool_call>" '
-            rest = '(NL "<tool_call>" NL call NL "</tool_call>")*' if self.parallel else ""
+            rest = ""
+            for _ in range(MAX_PARALLEL - 1 if self.parallel else 0):   # at most MAX_PARALLEL calls in all
+                rest = f"(more {rest})?"
             return (f'start: {first}NL call NL "</tool_call>" {rest}\n'
+                    'more: NL "<tool_call>" NL call NL "</tool_call>"\n'
                     f"call: %json {call_schema}\n"
                     'NL: /[ \\n]?/\n')
         # llama3: the JSON call (after the python tag, or the reply's opening brace)

@@ -140,6 +140,35 @@ def test_lazy_trigger_is_free_until_the_marker_then_a_valid_call(tokenizer):
         check_call(parsed.calls[0])
 
 
+def test_hermes_parallel_calls_stop_at_the_cap(tokenizer):
+    """A reply that would go on calling (its end of turn held back while anything else is allowed) gets
+    MAX_PARALLEL calls, then only the end."""
+    from edgechat.runtime.tools import MAX_PARALLEL
+    rng = np.random.default_rng(2)
+    ts = ToolSet(TOOLS, "required", parallel=True, style="hermes")
+    c = ts.constraint(tokenizer)
+    eot = sorted(tokenizer.eot_ids)
+    out = []
+    for _ in range(3000):
+        if c.is_stopped():
+            break
+        ok = c.allowed()
+        logits = rng.normal(size=tokenizer.n_vocab).astype(np.float32) * 3
+        if ok.sum() > ok[eot].sum():
+            logits[eot] = -np.inf
+        tok = int(np.argmax(np.where(ok, logits, -np.inf)))
+        if tok in tokenizer.eot_ids:
+            break
+        c.consume(tok)
+        out.append(tok)
+    else:
+        raise AssertionError("the calls did not end")
+    calls = ts.parse(tokenizer.detokenize(out)).calls
+    assert len(calls) == MAX_PARALLEL
+    for call in calls:
+        check_call(call)
+
+
 def test_lazy_trigger_llama3_reply_starting_with_a_brace(tokenizer):
     rng = np.random.default_rng(1)
     ts = ToolSet(TOOLS, "auto", style="llama3")
