@@ -14,6 +14,7 @@ from edgechat.app.serve import worker
 from edgechat.app.serve.worker import Job, Outbox
 
 STALL_S = 2.0          # how long the busy loop below holds its thread: far beyond DELIVERY_WAIT_S
+HANDLER_S = 0.02       # a handler's own work (as a chunk's formatting and write): the flush must outlast it
 
 
 @pytest.fixture
@@ -35,12 +36,19 @@ async def _cancel_all() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _reader(loop, job: Job, seen: list) -> None:
-    """A task that takes the job's items as a response handler does, noting each."""
+def _reader(loop, job: Job, seen: list, work_s: float = 0.0) -> None:
+    """A task that takes the job's items as a response handler does (``work_s`` of work on each, holding
+    the loop), noting each; returns once the task is made (its first step is then ahead of anything
+    handed to the loop later)."""
     async def read():
         while True:
-            seen.append(await job.events.get())
-    asyncio.run_coroutine_threadsafe(read(), loop)
+            item = await job.events.get()
+            time.sleep(work_s)
+            seen.append(item)
+
+    async def start():
+        asyncio.get_running_loop().create_task(read())
+    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
 
 
 def test_flush_returns_after_the_handlers_ran(loop, monkeypatch):
@@ -48,8 +56,7 @@ def test_flush_returns_after_the_handlers_ran(loop, monkeypatch):
     jobs = [Job(lambda cancel: iter(()), loop) for _ in range(3)]
     seen = [[] for _ in jobs]
     for job, s in zip(jobs, seen):
-        _reader(loop, job, s)
-    time.sleep(0.05)                                          # every reader waiting on its queue
+        _reader(loop, job, s, HANDLER_S)
     for step in range(5):
         out = Outbox()
         for k, job in enumerate(jobs):
@@ -61,8 +68,7 @@ def test_flush_returns_after_the_handlers_ran(loop, monkeypatch):
 def test_emit_wait_returns_after_the_handler_ran(loop, monkeypatch):
     monkeypatch.setattr(worker, "DELIVERY_WAIT_S", 60.0)
     job, seen = Job(lambda cancel: iter(()), loop), []
-    _reader(loop, job, seen)
-    time.sleep(0.05)
+    _reader(loop, job, seen, HANDLER_S)
     for i in range(5):
         job.emit(i, wait=True)
         assert seen == list(range(i + 1))
@@ -71,8 +77,7 @@ def test_emit_wait_returns_after_the_handler_ran(loop, monkeypatch):
 def test_a_busy_loop_does_not_hold_the_engine(loop):
     job, seen = Job(lambda cancel: iter(()), loop), []
     _reader(loop, job, seen)
-    loop.call_soon_threadsafe(time.sleep, STALL_S)            # the loop's thread is taken
-    time.sleep(0.05)
+    loop.call_soon_threadsafe(time.sleep, STALL_S)            # the loop's thread is taken before the items come
     t0 = time.monotonic()
     out = Outbox()
     out.add(job, "x")

@@ -142,8 +142,7 @@ def test_lazy_trigger_is_free_until_the_marker_then_a_valid_call(tokenizer):
 
 def test_hermes_parallel_calls_stop_at_the_cap(tokenizer):
     """A reply that would go on calling (its end of turn held back while anything else is allowed) gets
-    MAX_PARALLEL calls, then only the end."""
-    from edgechat.runtime.tools import MAX_PARALLEL
+    4 calls (the cap the README states), then only the end."""
     rng = np.random.default_rng(2)
     ts = ToolSet(TOOLS, "required", parallel=True, style="hermes")
     c = ts.constraint(tokenizer)
@@ -164,7 +163,7 @@ def test_hermes_parallel_calls_stop_at_the_cap(tokenizer):
     else:
         raise AssertionError("the calls did not end")
     calls = ts.parse(tokenizer.detokenize(out)).calls
-    assert len(calls) == MAX_PARALLEL
+    assert len(calls) == 4
     for call in calls:
         check_call(call)
 
