@@ -5,23 +5,8 @@
 #include <new>
 #include <stdexcept>
 
-#include <sys/mman.h>
 
 namespace ec {
-
-// zeroed, 2 MiB aligned, marked for transparent huge pages before the first touch: attention streams
-// the rows every token, and 4 KiB pages would cost a TLB miss every 64 cache lines
-static uint8_t* alloc_rows(size_t n) {
-    constexpr size_t huge = 2u << 20;
-    const size_t bytes = (n + huge - 1) & ~(huge - 1);
-    void* p = nullptr;
-    if (posix_memalign(&p, huge, bytes) != 0) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-    madvise(p, bytes, MADV_HUGEPAGE);
-#endif
-    std::memset(p, 0, bytes);
-    return (uint8_t*)p;
-}
 
 KVRing::KVRing(int n_layer, int ctx, int kv_dim, int head_dim, KVType type, LocalLayers local)
     : n_layer_(n_layer), ctx_(ctx), head_dim_(head_dim), n_head_kv_(kv_dim / head_dim), type_(type),
@@ -31,8 +16,8 @@ KVRing::KVRing(int n_layer, int ctx, int kv_dim, int head_dim, KVType type, Loca
         throw std::invalid_argument("inconsistent local layers");
     rows_ = 0;
     for (int l = 0; l < n_layer; l++) layer_row0_.push_back(rows_), rows_ += (size_t)n_head_kv_ * capacity(l);
-    k_.reset(alloc_rows(rows_ * row_bytes_));
-    v_.reset(alloc_rows(rows_ * row_bytes_));
+    k_ = HugeBuf(rows_ * row_bytes_);   // zeroed pages, resident as the rows are first written
+    v_ = HugeBuf(rows_ * row_bytes_);
     reset(std::min(4, ctx - 1));
 }
 

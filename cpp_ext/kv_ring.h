@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "blocks.h"
+#include "huge_buf.h"
 #include "kernels/kernels.h"
 
 namespace ec {
@@ -97,9 +98,8 @@ private:
     int sinks_ = 4;
     int64_t n_past_ = 0;     // tokens fed since reset (the next token's absolute position)
     size_t rows_;            // sum over layers of kv head * capacity
-    using Buf = std::unique_ptr<uint8_t, void (*)(void*)>;
-    Buf k_{nullptr, std::free};   // per layer (kv head, capacity(layer), row_bytes), layers end to end
-    Buf v_{nullptr, std::free};   // the same
+    HugeBuf k_;   // per layer (kv head, capacity(layer), row_bytes), layers end to end
+    HugeBuf v_;   // the same
 
     // checkpoint: positions [ckpt_p0_, ckpt_end_) fed after it; rows of the window entries that
     // positions [max(ckpt_p0_, ctx), ckpt_end_) overwrite (entry pos - window()), copied through k_row()/v_row()

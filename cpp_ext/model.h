@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "huge_buf.h"
 #include "kernels/kernels.h"
 #include "kv_ring.h"
 #include "pool.h"
@@ -27,11 +28,19 @@ struct LazyZero {
     LazyZero() = default;
     template <class U>
     LazyZero(const LazyZero<U>&) {}
+    // blocks of 2 MiB and more in huge pages (huge_buf.h): Model::release_scratch hands back a long
+    // prompt's rows, and 40 huge pages go back faster than 20,000 small ones (llama-1b, 512 rows: the
+    // first decode step after the prompt took 3-5 ms longer with small pages)
+    static constexpr size_t kHugeFrom = 2u << 20;
     T* allocate(size_t n) {
+        if (n * sizeof(T) >= kHugeFrom) return (T*)huge_map(n * sizeof(T));
         if (void* p = std::calloc(n, sizeof(T))) return (T*)p;
         throw std::bad_alloc();
     }
-    void deallocate(T* p, size_t) { std::free(p); }
+    void deallocate(T* p, size_t n) {
+        if (n * sizeof(T) >= kHugeFrom) huge_unmap(p, n * sizeof(T));
+        else std::free(p);
+    }
     template <class U>
     void construct(U* p) { ::new ((void*)p) U; }
     template <class U, class... A>
@@ -144,6 +153,7 @@ private:
     void embed(const int32_t* tokens, int n, int r0);   // into rows r0 .. r0 + n of x_
     void store_kv_row(const KVRing& kv, const float* x, uint8_t* dst) const;
     void pack_weights();
+    void release_scratch();         // hand back the scratch rows a decode step does not use
     void output(int row0, int n_rows, float* out);
 
     Config cfg_;
@@ -158,7 +168,7 @@ private:
     std::vector<LayerW> layers_;
     std::vector<double> inv_freq_;  // (n_rot/2) rope frequencies, freq factors and linear scaling applied
     std::vector<double> inv_freq_swa_;   // (n_rot/2) the sliding-window layers' (empty without them)
-    std::unique_ptr<uint8_t, void (*)(void*)> packed_{nullptr, std::free};  // repacked weights, 2 MiB aligned
+    HugeBuf packed_;                // repacked weights
     bool embed_from_output_ = false;   // tied embedding: rows looked up in the packed output copy
 
     // scratch, sized for max_batch_ tokens
@@ -167,6 +177,7 @@ private:
     Scratch<uint8_t> kb_, vb_;  // (batch, kv head, row_bytes) this chunk's keys/values in the ring's row
                                     // type, before they enter the ring (attention reads them as stored)
     size_t kv_row_;                 // bytes of one token's kv row: kv head x row_bytes
+    int scratch_rows_ = 0;          // the most rows a forward step has touched since the last release_scratch
     Scratch<float> cs_abs_, cs_sink_;  // (batch, n_rot) interleaved cos/sin at abs / sink positions
     Scratch<float> cs_abs_swa_, cs_sink_swa_;   // (batch, n_rot) the same at the sliding-window layers' base
     Scratch<float> scores_;     // (threads, token block x group, ctx + batch) one row per query

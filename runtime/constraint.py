@@ -96,6 +96,9 @@ class _Vocab:
     def __call__(self, text) -> list[int]:
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
+        if getattr(self._tok, "closed", False):    # its owner closed it: a copy of our own from then on
+            from .tokenizer import Tokenizer
+            self._tok = Tokenizer(self._tok.path)
         return list(self._tok.tokenize(text, special=False))
 
 
@@ -109,12 +112,14 @@ def lltokenizer(tok):
     key = _vocab_key(tok)
     lt = _tokenizers.get(key)
     if lt is None:
-        if getattr(tok, "path", None):     # llguidance calls back into it (forced tokens) for as long as
-            from .tokenizer import Tokenizer   # it lives: our own copy, which no engine closes
-            tok = Tokenizer(tok.path)
+        # llguidance calls back into the tokenizer (forced tokens) for as long as it lives: the engine's
+        # own, kept alive by the reference (a second llama.cpp vocab costs 12-14 MiB; one closed by its
+        # owner is replaced by a copy on the next call)
         vocab = _Vocab(tok)
         eos = sorted({vocab.eos_token_id, *tok.eot_ids})
-        lt = llg.LLTokenizer(llg.TokenizerWrapper(vocab), n_vocab=tok.n_vocab, eos_token=eos)
+        wrapper = llg.TokenizerWrapper(vocab)
+        lt = llg.LLTokenizer(wrapper, n_vocab=tok.n_vocab, eos_token=eos)
+        wrapper.tokens = vocab.tokens = ()    # read once into llguidance's trie: 3 MiB of bytes objects at 128k tokens
         _tokenizers[key] = lt
     return lt
 

@@ -167,6 +167,10 @@ class Tokenizer:
                 found.add(tid)
         return frozenset(i for i in found if 0 <= i < self._n_vocab)
 
+    @property
+    def closed(self) -> bool:
+        return getattr(self, "_model", None) is None
+
     def close(self) -> None:
         """Free the llama.cpp vocab."""
         if getattr(self, "_model", None) is not None:

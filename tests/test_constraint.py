@@ -59,6 +59,29 @@ def test_tokenizer_holds_every_token_of_our_vocab(tokenizer):
     assert not lt.is_special_token(ids[0])
 
 
+def test_llguidance_calls_back_into_the_engines_tokenizer_even_after_it_is_closed(default_model, monkeypatch):
+    """llguidance keeps the tokenizer it was built from (no second llama.cpp vocab in memory); a
+    tokenizer closed by its owner is replaced by a copy, not called after its vocab was freed."""
+    from edgechat.runtime import constraint
+    from edgechat.runtime.tokenizer import Tokenizer
+    monkeypatch.setattr(constraint, "_tokenizers", {})
+    made = []
+
+    class Seen(constraint._Vocab):
+        def __init__(self, tok):
+            super().__init__(tok)
+            made.append(self)
+    monkeypatch.setattr(constraint, "_Vocab", Seen)
+    tok = Tokenizer(default_model)
+    text = "Hello, wörld! {\"a\": [1, 2.5e3]}"
+    want = tok.tokenize(text)
+    lt = lltokenizer(tok)
+    assert lt.tokenize_str(text) == want
+    assert [v._tok for v in made] == [tok]          # the same object, not a copy of the vocab
+    tok.close()
+    assert lt.tokenize_str(text) == want
+
+
 def test_mask_allows_only_what_the_grammar_allows(tokenizer):
     c = compile_constraint(Format("regex", r"(yes|no)"), tokenizer)
     ok = c.allowed()

@@ -109,3 +109,32 @@ def test_q8_0_cache_counted_at_its_real_size(default_model):
     r = doctor_report(str(default_model), 512, "q8_0")
     assert r["memory"]["kv"] == real
     assert r["memory"]["kv"] <= 0.55 * doctor_report(str(default_model), 512, "f16")["memory"]["kv"]
+
+
+# RSS the interpreter may take or give back between two readings around one decode step (numpy's
+# logits arrays, allocator caches): the 135M model's logits row is 192 KiB
+RSS_SLACK = 2 * MiB
+
+
+def test_a_long_prompts_scratch_rows_are_handed_back(default_model):
+    """The activations of a 500-token chunk leave the resident set at the next decode step, and a second
+    prompt of that length leaves it where the first did (memory stays level in a long chat)."""
+    import gguf
+    import psutil
+
+    from edgechat.runtime import load
+    n_ff = gguf.GGUFReader(default_model).fields["llama.feed_forward_length"].contents()
+    e = load(default_model, backend="native", ctx=1024, speculative="off")
+    proc = psutil.Process()
+    try:
+        e.eval(list(range(1, 501)))
+        after_prompt = proc.memory_info().rss
+        e.eval([5])
+        after_step = proc.memory_info().rss
+        ffn_rows = 2 * (500 - 16) * n_ff * 4    # the feed-forward's two f32 rows per token alone
+        assert after_prompt - after_step >= ffn_rows
+        e.eval(list(range(1, 501)))
+        e.eval([5])
+        assert proc.memory_info().rss <= after_step + RSS_SLACK
+    finally:
+        e.close()
