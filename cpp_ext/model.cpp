@@ -28,6 +28,7 @@ static constexpr int kPrefillRowBlock = 128;
 static constexpr int kDecodeTasks = 2;
 static constexpr int kRowGrain = 16;
 static constexpr int kColBlock = 64;    // activation columns per gemm task
+static constexpr size_t kInlineQuantize = 16384;   // activations (rows x cols x types) quantized without the pool
 static constexpr int kElemRows = 8;     // token rows per elementwise task
 static constexpr int kMaxSplitTokens = 16; // attention of chunks up to this many tokens (decode, speculative
                                            // verify batches) runs token by token and splits the keys
@@ -338,11 +339,15 @@ void Model::matmuls(std::initializer_list<MatJob> jobs, const float* x, int n) {
         slot_of[j++] = s;
     }
     const size_t slot_bytes = xq_.size() / 2;
-    if (n_slots) pool_.run(n * n_slots, [&](int task, int) {
+    auto quantize = [&](int task, int) {
         const int t = task % n, s = task / n;
         const TypeKernels& vk = k_.types[slot_type[s]];
         vk.from_float(x + (size_t)t * cols, xq_.data() + s * slot_bytes + (size_t)t * row_bytes(vk, cols), cols);
-    });
+    };
+    // a decode step's few rows are quantized here, not handed to the pool: a job's start and end
+    // cost more than the work (4 rows of 576: under a microsecond)
+    if ((size_t)n * n_slots * cols <= kInlineQuantize) for (int t = 0; t < n * n_slots; t++) quantize(t, 0);
+    else if (n_slots) pool_.run(n * n_slots, quantize);
     const int col_blocks = (n + kColBlock - 1) / kColBlock;
     // row block per matrix: kPrefillRowBlock in prefill; in decode (one column block) at least
     // kRowBlock, longer for big matrices, so that each task streams one long run of weights
