@@ -645,8 +645,9 @@ void Model::eval_chunk(KVRing& kv, const int32_t* tokens, int n, bool all_logits
 // the scratch rows past kKeepRows are handed back to the system when a step of at most kKeepRows rows
 // (a decode step, batched or speculative) follows a longer chunk: a 512-token prompt touches every row
 // (llama-1b: 80 MiB of activations), which the decode after it never reads again. the next long chunk
-// faults its rows back in, zeroed: about 1% of a chunk's time (45 pages per llama-1b row against 2 ms
-// of compute); consecutive long chunks (one prompt's prefill) keep them
+// faults its rows back in, zeroed; consecutive long chunks (one prompt's prefill) keep them. llama-1b
+// shape, ctx 2048, 3 x (512-token prompt, 2 decode steps) a process, 2 processes each alternating:
+// prompt 1003-1107 ms vs 1014-1086 without the release, first decode step 15.2-16.2 vs 13.7-15.6 ms
 static constexpr int kKeepRows = kMaxSplitTokens;
 
 void Model::release_scratch() {

@@ -30,7 +30,8 @@ struct LazyZero {
     LazyZero(const LazyZero<U>&) {}
     // blocks of 2 MiB and more in huge pages (huge_buf.h): Model::release_scratch hands back a long
     // prompt's rows, and 40 huge pages go back faster than 20,000 small ones (llama-1b, 512 rows: the
-    // first decode step after the prompt took 3-5 ms longer with small pages)
+    // first decode step after the prompt took 3-5 ms longer than without the release with small
+    // pages, about 1 ms longer with huge ones)
     static constexpr size_t kHugeFrom = 2u << 20;
     T* allocate(size_t n) {
         if (n * sizeof(T) >= kHugeFrom) return (T*)huge_map(n * sizeof(T));
