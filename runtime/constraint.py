@@ -119,7 +119,7 @@ def lltokenizer(tok):
         eos = sorted({vocab.eos_token_id, *tok.eot_ids})
         wrapper = llg.TokenizerWrapper(vocab)
         lt = llg.LLTokenizer(wrapper, n_vocab=tok.n_vocab, eos_token=eos)
-        wrapper.tokens = vocab.tokens = ()    # read once into llguidance's trie: 3 MiB of bytes objects at 128k tokens
+        wrapper.tokens = vocab.tokens = ()    # read once into llguidance's trie: 3 MiB of bytes objects for 49k tokens
         _tokenizers[key] = lt
     return lt
 
