@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <new>
 #include <stdexcept>
-
 
 namespace ec {
 

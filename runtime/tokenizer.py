@@ -173,7 +173,7 @@ class Tokenizer:
 
     def close(self) -> None:
         """Free the llama.cpp vocab."""
-        if getattr(self, "_model", None) is not None:
+        if not self.closed:
             self._lib.llama_model_free(self._model)
             self._model = None
 
