@@ -1,8 +1,9 @@
 """Several conversations decoded together: one forward pass per step over every active stream (the
 weights read once), each stream with its own cache, sampler, reply and cancel.
 
-A step feeds each decoding stream its last sampled token and at most ``PREFILL_STEP_CHUNK`` prompt
-tokens of the streams still reading their prompts, first come first served (chunked prefill
+A step feeds each decoding stream its last sampled token (with the tokens its constraint forces after
+it, as ``Engine.generate`` feeds them: one chunk, so a JSON key costs one step, not one a token) and at
+most ``PREFILL_STEP_CHUNK`` prompt tokens of the streams still reading their prompts, first come first served (chunked prefill
 interleaved with the decodes: a running stream waits at most one chunk's time when a long prompt
 arrives, and several short prompts that arrive together are read in one step). Every stream's logits equal those of its solo
 run (``token_cache.step``), so greedy text does not depend on who else is served. Native backend
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from .chat_state import ChatState
+from .constraint import FF_MAX
 from .events import DoneEvent, Stats, TextEvent
 from .reply import Reply
 from .token_cache import step
@@ -33,7 +35,7 @@ class Stream:
     pending: list[int]               # prompt ids still to feed
     stats: Stats
     chat: bool = True                # a conversation (its reply joins it) or a raw completion
-    next_token: int | None = None    # sampled, to be fed by the next step
+    next_ids: list[int] = field(default_factory=list)   # sampled (and forced), to be fed by the next step
     closing: bool = False            # the reply is done; its last token is fed by the next step
     t_start: float = field(default_factory=time.perf_counter)
 
@@ -88,10 +90,10 @@ class Batch:
             if s.cancel.is_set():
                 events[i] = s.reply.close("cancelled")
                 s.closing = False
-            elif s.next_token is not None and room > 0:
+            elif s.next_ids and len(s.next_ids) <= room:
                 rows.append((i, False))
-                ids.append([s.next_token])
-                room -= 1
+                ids.append(s.next_ids)
+                room -= len(s.next_ids)
         budget = min(self._chunk, room)            # prompt chunks, first come first served
         for i, s in enumerate(streams):
             if not s.done and s.pending and not s.cancel.is_set() and budget > 0:
@@ -108,7 +110,7 @@ class Batch:
                 del s.pending[:len(ids[r])]
                 if s.pending:
                     continue                       # more of the prompt to read
-            s.next_token = None
+            s.next_ids = []
             if s.closing:                          # the reply's last token is fed now: done
                 s.closing = False
                 continue
@@ -129,13 +131,27 @@ class Batch:
         return DoneEvent(s.reply.text, s.reply.finish_reason, st, s.state.cache.info, reasoning=s.reply.reasoning)
 
     def _sampled(self, s: Stream, logits) -> list[TextEvent]:
-        tok = s.sampler.sample(logits, s.state.cache.fed)
+        """Sample the stream's next token and take the tokens its constraint forces after it (at most
+        ``FF_MAX``, within the reply's limit) up to one the reply ends on; they are fed by the next step."""
+        events, kept = self._take(s, s.sampler.sample(logits, s.state.cache.fed))
+        forced = getattr(s.sampler, "forced", None)
+        if kept and not s.reply.done and forced is not None:
+            limit = FF_MAX if s.reply.max_tokens is None else min(FF_MAX, s.reply.max_tokens - len(s.reply.tokens))
+            for f in forced(limit):
+                more, kept = self._take(s, f)
+                events += more
+                if not kept or s.reply.done:
+                    break
+        return events
+
+    def _take(self, s: Stream, tok: int) -> tuple[list[TextEvent], bool]:
+        """The reply's events for ``tok`` and whether the reply kept it (then it is fed next step)."""
         n = len(s.reply.tokens)
         events = s.reply.feed(tok)
         kept = len(s.reply.tokens) > n
         if kept:
             if s.chat:
                 s.state.conv.add(tok)
-            s.next_token = tok
+            s.next_ids.append(tok)
             s.closing = s.reply.done            # a stop string or the limit: the token is still fed
-        return events
+        return events, kept

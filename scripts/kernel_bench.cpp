@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
             // validate: gemm vs vec_dot on a corner
             k.gemm(n, rows, SLAB, w.data(), ldw, x.data(), ldx, y.data(), rows);
             double maxrel = 0;
-            for (int c = 0; c < 9; c++) {
+            for (int c = 0; c < std::min(SLAB, 9); c++) {   // the slab's columns only
                 for (int r = 0; r < std::min(rows, 9); r++) {
                     float ref;
                     k.vec_dot(n, &ref, &w[r * ldw], &x[c * ldx]);

@@ -110,3 +110,53 @@ def test_greedy_texts_of_four_streams_equal_their_solo_texts(default_model):
             assert done.stats.completion_tokens == want.stats.completion_tokens
     finally:
         engine.close()
+
+
+KEYS = {"type": "object", "required": ["customer_identification_number", "shipping_address_line"],
+        "additionalProperties": False,
+        "properties": {"customer_identification_number": {"type": "integer"},
+                       "shipping_address_line": {"type": "string", "maxLength": 30}}}
+
+
+def test_forced_tokens_join_a_step_as_one_chunk(default_model, monkeypatch):
+    """Constrained streams stepped together: the tokens a schema forces (its long keys) are fed with
+    the sampled one in the same step, as Engine.chat feeds them, and each text equals its solo one."""
+    import threading
+
+    from edgechat.runtime import batch as batch_mod
+    from edgechat.runtime import load
+    from edgechat.runtime.constraint import Format, compile_constraint
+    from edgechat.runtime.reply import Reply
+    from edgechat.runtime.sampler import make_sampler
+
+    engine = load(default_model, ctx=512, threads=2, speculative="off")
+    fmts = [Format("json_schema", KEYS), None, Format("regex", r"(yes|no), because [a-z ]{1,40}\.")]
+    convs = [[{"role": "user", "content": q}] for q in
+             ["Give a customer record as JSON.", "Name a planet.", "Is the sea salty?"]]
+
+    def sampler(fmt):
+        c = compile_constraint(fmt, engine.tokenizer) if fmt else None
+        return make_sampler(temp=0, repeat_penalty=1.0, constraint=c)
+    try:
+        solo = [list(engine.chat(c, sampler=sampler(f), max_tokens=48))[-1] for c, f in zip(convs, fmts)]
+        chunks: list[list[int]] = []
+        real = batch_mod.step
+
+        def spy(caches, ids):
+            chunks.append([len(x) for x in ids])
+            return real(caches, ids)
+        monkeypatch.setattr(batch_mod, "step", spy)
+        batch, texts = batch_mod.Batch(engine), {}
+        streams = [batch.open_chat(engine.new_state(), c, sampler(f), Reply(engine.tokenizer, max_tokens=48),
+                                   threading.Event()) for c, f in zip(convs, fmts)]
+        while not all(s.done for s in streams):
+            for i, evs in batch.step(streams).items():
+                texts[i] = texts.get(i, "") + "".join(e.text for e in evs)
+        for i, (s, want) in enumerate(zip(streams, solo)):
+            done = batch.finish(s)
+            assert (texts.get(i, ""), done.text, done.finish_reason) == (want.text, want.text, want.finish_reason), i
+        decode_rows = [n for sizes in chunks[1:] for n in sizes]     # after the step that read the prompts
+        assert max(decode_rows) > 1                                  # a forced key went in with its token
+        assert len(chunks) < max(len(engine.tokenizer.tokenize(d.text)) for d in solo)
+    finally:
+        engine.close()

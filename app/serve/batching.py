@@ -41,6 +41,17 @@ class _Guarded:
             self.error = e
             return self._eot
 
+    def forced(self, limit: int) -> list[int]:
+        """The tokens its constraint forces next (none without one, or after a failure)."""
+        forced = getattr(self._s, "forced", None)
+        if self.error is not None or forced is None:
+            return []
+        try:
+            return forced(limit)
+        except Exception as e:
+            self.error = e
+            return []
+
 
 @dataclass
 class _Active:
