@@ -9,10 +9,13 @@ weights, from ``edgechat bench``'s cache), greedy, the same prompt, speculation 
     one), and with the schema but every token sampled and fed alone (the mask's own cost);
   * the mask's time per token (its worker thread: computed while the forward pass runs), p50 / p99, and
     how long the sampler waited for it (what the overlap did not hide);
+  * with ``--streams N``: N constrained chats stepped together (``runtime.batch``, what ``serve --parallel``
+    runs) on a schema of long fixed keys: steps, tokens and tok/s with the forced tokens joining their
+    stream's step as one chunk vs every token a step of its own, alternating;
   * the compile time of each corpus schema (tests/schema_corpus.py) on a cold cache: the extra time to
     the first token of a new schema; its median and p90.
 
-  .venv/bin/python scripts/structured_bench.py [--shape llama-1b] [--runs 5] [--tokens 128]
+  .venv/bin/python scripts/structured_bench.py [--shape llama-1b] [--runs 5] [--tokens 128] [--streams 4]
 """
 from __future__ import annotations
 
@@ -43,6 +46,56 @@ def decode_run(engine, schema: dict | None, tokens: int, forced: bool = True) ->
     done = [ev for ev in engine.chat(PROMPT, sampler=s, max_tokens=tokens)][-1]
     st = done.stats
     return st.decode_tps, st.completion_tokens, (c.mask_s if c else []), (c.wait_s if c else [])
+
+
+RECORD = {"type": "object", "additionalProperties": False,
+          "required": ["customer_identification_number", "shipping_address_line", "billing_postal_code",
+                       "preferred_delivery_window"],
+          "properties": {"customer_identification_number": {"type": "integer", "minimum": 0, "maximum": 99999},
+                         "shipping_address_line": {"type": "string", "maxLength": 40},
+                         "billing_postal_code": {"type": "string", "maxLength": 10},
+                         "preferred_delivery_window": {"type": "string", "enum": ["morning", "afternoon", "evening"]}}}
+
+
+def batch_run(engine, n: int, tokens: int, forced: bool = True) -> tuple[float, int, int]:
+    """``n`` greedy chats constrained to ``RECORD`` stepped together: (seconds, steps, tokens)."""
+    import threading
+
+    from edgechat.runtime.batch import Batch
+    from edgechat.runtime.reply import Reply
+    b, streams = Batch(engine), []
+    for k in range(n):
+        s = make_sampler(temp=0, repeat_penalty=1.0,
+                         constraint=C.compile_constraint(C.Format("json_schema", RECORD), engine.tokenizer))
+        if not forced:
+            s.forced = lambda limit: []                # every token a step of its own
+        streams.append(b.open_chat(engine.new_state(), [{"role": "user", "content": f"Customer record {k} as JSON."}],
+                                   s, Reply(engine.tokenizer, max_tokens=tokens), threading.Event()))
+    steps, t0 = 0, time.perf_counter()
+    while not all(s.done for s in streams):
+        b.step(streams)
+        steps += 1
+    dt = time.perf_counter() - t0
+    for s in streams:
+        b.finish(s)
+    return dt, steps, sum(len(s.reply.tokens) for s in streams)
+
+
+def bench_batch(path: Path, n: int, runs: int, tokens: int) -> dict:
+    engine = load(path, speculative="off", ctx=1024)
+    batch_run(engine, n, 8)                             # warm-up
+    res = {True: [], False: []}
+    for _ in range(runs):
+        for forced in (True, False):
+            res[forced].append(batch_run(engine, n, tokens, forced))
+    engine.close()
+    out = {"model": path.name, "streams": n}
+    for forced, name in ((True, "forced_in_step"), (False, "token_per_step")):
+        dt = statistics.median(r[0] for r in res[forced])
+        _, steps, toks = res[forced][0]
+        out[name] = {"steps": steps, "tokens": toks, "tps": round(toks / dt, 1)}
+    out["ratio"] = round(out["forced_in_step"]["tps"] / out["token_per_step"]["tps"], 3)
+    return out
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -94,6 +147,7 @@ def main() -> int:
     ap.add_argument("--type", default="Q4_0", help="weight type of the shape's file")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--streams", type=int, default=0, help="also N constrained streams stepped together")
     args = ap.parse_args()
     from edgechat.models.resolve import resolve
     paths = [Path(resolve(None))]
@@ -106,6 +160,8 @@ def main() -> int:
     print(json.dumps(compile_times(tok)))
     for path in paths:
         print(json.dumps(bench_model(path, args.runs, args.tokens)), flush=True)
+        if args.streams:
+            print(json.dumps(bench_batch(path, args.streams, args.runs, args.tokens)), flush=True)
     return 0
 
 
