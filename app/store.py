@@ -167,6 +167,12 @@ class Store:
         self._write("UPDATE chats SET leaf_id = ? WHERE id = (SELECT chat_id FROM messages WHERE id = ?)",
                     (leaf, message_id))
 
+    def end_branch_at(self, message_id: int) -> None:
+        """Show the branch up to ``message_id``: it ends the branch shown (the next message added
+        follows it); the messages after it stay, as branches."""
+        self._write("UPDATE chats SET leaf_id = ? WHERE id = (SELECT chat_id FROM messages WHERE id = ?)",
+                    (message_id, message_id))
+
     def search(self, text: str, limit: int = chat_search.LIMIT) -> list[chat_search.Hit]:
         """Messages of every chat that match ``text``, the newest first (``chat_search``)."""
         return chat_search.search(self._conn, text, self.fts, limit)

@@ -210,7 +210,7 @@ async def test_slash_commands(engine, db, tmp_path):
         await send(app, pilot, "/regen")
         assert app.transcript.views[-1] is not first_reply
         assert app.transcript.views[-1].content == first_reply.content      # greedy: same words
-        assert len(rows(db, "SELECT id FROM messages")) == 2
+        assert len(rows(db, "SELECT id FROM messages")) == 3                # the first reply: a branch
 
         await send(app, pilot, "/copy", wait=False)
         assert app.clipboard == app.transcript.views[-1].content

@@ -118,3 +118,33 @@ async def test_going_back_to_a_branch_restores_its_snapshot_or_re_reads_it(db):
         real.close()
     print(f"back to a branch of a {WINDOW_MIN:,}+ token chat: restored {restored:.3f} s, "
           f"re-read {re_read:.3f} s ({re_read / restored:.1f}x)")
+
+
+async def test_regenerate_keeps_the_old_reply_as_a_branch(engine, db):
+    """Ctrl+R (or /regen) answers your last message again; the reply it replaces stays beside it
+    ("2/2" on the new one), ``<`` shows it again, and a restart keeps both."""
+    app = EdgechatApp(make_args(max_tokens=6), open_store(db), engine=engine, volatile=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "one")
+        await send(app, pilot, "two")
+        first = app.history[-1].id
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: app.reply is not None or app.history[-1].id != first, timeout=30)
+        await wait_reply(app, pilot)
+        second = app.history[-1].id
+        assert second != first and [m.role for m in app.history] == ["user", "assistant"] * 2
+        assert app.store.siblings(second) == [first, second]
+        assert app.transcript.views[-1].branch == (2, 2)
+        await send(app, pilot, "/regen")
+        third = app.history[-1].id
+        assert app.store.siblings(third) == [first, second, third] and app.transcript.views[-1].branch == (3, 3)
+        app.transcript.views[-1].focus()
+        await pilot.press("less_than_sign")
+        await wait_until(pilot, lambda: app.history[-1].id == second, timeout=10)
+        assert app.transcript.views[-1].branch == (2, 3) and app.focused.message_id == second
+        chat_id = app.chat.id
+    app.store.close()
+    store = open_store(db)
+    assert store.messages(chat_id)[-1].id == second                     # the branch shown is kept
+    assert len(store.messages(chat_id)) == 4
+    store.close()

@@ -43,7 +43,7 @@ COMMANDS = [
             lambda app, arg: app.branch_command(arg)),
     Command("/think", "on|off", "this chat's thinking switch (a <think> block before the answer)",
             lambda app, arg: app.set_thinking(arg)),
-    Command("/regen", "", "regenerate the last reply", lambda app, _: app.action_regenerate()),
+    Command("/regen", "", "regenerate the last reply (the old one stays as a branch)", lambda app, _: app.action_regenerate()),
     Command("/export", "[file]", "save this chat as Markdown (default: current dir)",
             lambda app, arg: app.action_export(arg or None)),
     Command("/stats", "", "model, backend, speed and cache of the last reply", lambda app, _: app.action_stats()),

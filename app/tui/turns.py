@@ -105,6 +105,9 @@ class Turns:
                                       reply.prefill)
         if stored is not None:
             self.history.append(stored)
+            siblings = self.store.siblings(stored.id)             # a regenerated reply: "2/2"
+            if len(siblings) > 1:
+                reply.view.set_branch(siblings.index(stored.id) + 1, len(siblings))
         self.transcript.map_window(message.spans, event.cache, self._pinned)
         await self._send_queued()
 
@@ -157,15 +160,20 @@ class Turns:
         self.replies.stop()
 
     async def action_regenerate(self) -> None:
-        """Replace the last reply with a new one."""
+        """A new reply to your last message; the one it replaces stays as a branch beside it (``<``/``>``
+        on the reply, or /branch N, shows it again, from its KV snapshot)."""
         if not self._can_reply():
             return
         await self._catch_up()
-        if self.history and self.history[-1].role == "assistant":
-            self.store.delete_message(self.history.pop().id)
-            await self.transcript.drop(self.transcript.views[-1])
-        if not self.history or self.history[-1].role != "user":
+        last = self.history[-1] if self.history else None
+        asked = self.history[-2] if last is not None and last.role == "assistant" and len(self.history) > 1 else last
+        if asked is None or asked.role != "user":
             self.notify("There is no message to answer yet.")
             return
-        await self._start_reply()
+        if last is not asked:                   # the old reply: a branch beside the new one
+            self.history.pop()
+            self.store.end_branch_at(asked.id)
+            self.host.switch_branch(self.chat.id, last.id, None)     # its cache kept as a snapshot
+            await self.transcript.drop(self.transcript.views[-1])
+        await self._start_reply(branch=last is not asked)
 

@@ -21,7 +21,7 @@ KEYS = [
     ("Del / F2", "in the chat list: delete / rename a chat"),
     ("F3", "system prompt and sampling settings of this chat"),
     ("F4", "choose the model of this chat"),
-    ("Ctrl+R", "regenerate the last reply"),
+    ("Ctrl+R", "a new reply; the old one stays a branch"),
     ("e / < >", "on a focused message (click, Tab): edit yours as a new branch / show its branches"),
     ("Ctrl+Y", "copy the last reply to the clipboard"),
     ("Ctrl+S", "export this chat to Markdown"),

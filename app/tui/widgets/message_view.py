@@ -135,6 +135,7 @@ class MessageView(Vertical):
         prompt was read: how much of it was)."""
         await self.show_prefill(None)
         self.content, self.finish, self.message_id = content, finish, message_id
+        self.can_focus = message_id is not None          # stored: focus it for < / > as any other
         self.stopped_reading = prefill if finish == "cancelled" and prefill and not prefill.finished else None
         self.pending = False
         self.set_class(finish == "cancelled", "-stopped")
