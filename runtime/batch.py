@@ -68,10 +68,11 @@ class Batch:
 
     def open_completion(self, state: ChatState, ids: list[int], sampler, reply: Reply,
                         cancel: threading.Event) -> Stream:
-        """A raw completion stream on ``state``, from an empty cache."""
+        """A raw completion stream on ``state``, from an empty cache with the configured sinks (not
+        those of a system prompt a chat pinned in this slot before)."""
         t0 = time.perf_counter()
         state.conv.clear()
-        state.cache.reset(state.cache.info.sinks)
+        state.cache.reset(state.sinks)
         reply.t_start = t0
         return Stream(state, sampler, reply, cancel, list(ids), Stats(prompt_tokens=len(ids)), chat=False,
                       t_start=t0)

@@ -160,3 +160,28 @@ def test_forced_tokens_join_a_step_as_one_chunk(default_model, monkeypatch):
         assert len(chunks) < max(len(engine.tokenizer.tokenize(d.text)) for d in solo)
     finally:
         engine.close()
+
+
+def test_a_completion_starts_with_the_configured_sinks(default_model):
+    """A raw completion in a slot where a chat had pinned its system prompt (sinks = that prompt) starts
+    from the engine's own sink count, as Engine.reset does for the one-at-a-time worker: its logits are
+    then those of a solo run (the sink count decides which keys take the sink rotation)."""
+    import threading
+
+    from edgechat.runtime import load
+    from edgechat.runtime.batch import Batch
+    from edgechat.runtime.reply import Reply
+    from edgechat.runtime.sampler import make_sampler
+
+    engine = load(default_model, ctx=256, threads=2, speculative="off")
+    try:
+        state = engine.new_state()
+        state.cache.reset(20)                            # as a pinned 20-token system prompt leaves it
+        state.cache.feed(list(range(100, 140)))
+        ids = engine.tokenize("The three largest cities of Europe are")
+        stream = Batch(engine).open_completion(state, ids, make_sampler(temp=0), Reply(engine.tokenizer, max_tokens=4),
+                                               threading.Event())
+        assert state.cache.info.sinks == state.sinks == engine.state.sinks != 20
+        assert stream.pending == ids and state.cache.info.n_past == 0
+    finally:
+        engine.close()

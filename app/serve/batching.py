@@ -184,7 +184,7 @@ class BatchWorker:
             err = failure(exc)
             for a in list(self._active):
                 a.stream.state.conv.clear()                        # its cache is no longer known
-                a.stream.state.cache.reset(a.stream.state.cache.info.sinks)
+                a.stream.state.cache.reset(a.stream.state.sinks)
                 self._leave(a, [err], out)
             out.flush()
             return
