@@ -195,8 +195,9 @@ def build_once(path: str | os.PathLike, build: Callable[[Path], None]) -> Path:
 
 
 def quantize(src: str | os.PathLike, dst: str | os.PathLike, ftype: str, allow_requantize: bool = False,
-             threads: int = 0) -> None:
-    """``llama_model_quantize`` from ``src`` to ``dst`` with llama.cpp's ftype ``ftype`` ("Q4_K_M").
+             threads: int = 0, pure: bool = False) -> None:
+    """``llama_model_quantize`` from ``src`` to ``dst`` with llama.cpp's ftype ``ftype`` ("Q4_K_M");
+    ``pure``: every matrix in that type (the embedding and output too, as in Gemma 3's QAT Q4_0 files).
 
     Raises:
         RuntimeError: when llama.cpp fails; the message has the first error it logged.
@@ -211,6 +212,7 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, ftype: str, allow_r
     params.ftype = getattr(L, f"LLAMA_FTYPE_MOSTLY_{ftype}")
     params.allow_requantize = allow_requantize
     params.nthread = threads
+    params.pure = pure
     clear_error()
     rc = L.llama_model_quantize(os.fsencode(src), os.fsencode(dst), ctypes.byref(params))
     if rc != 0:

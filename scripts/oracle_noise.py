@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """How well llama.cpp agrees with itself, next to how well our engine agrees with llama.cpp.
 
-    .venv/bin/python scripts/oracle_noise.py [--model M] [--tokens 2048] [--threads 2]
+    .venv/bin/python scripts/oracle_noise.py [--model M] [--tokens 2048] [--threads 2] [--kl]
 
 Teacher-forced on the tests' natural text (Python's docs, BOS first), no eviction. The reference is
 llama.cpp as the backend runs it (flash attention "auto"); it is compared with llama.cpp with flash
 attention off, llama.cpp with 64-token batches, and the native engine: top-1 agreement, perplexity and
-the largest logit difference. Both llama.cpp settings are legitimate llama.cpp runs, so their agreement
+the largest logit difference (``--kl``: and the mean and p99 over rows of KL(reference || run)). Both llama.cpp settings are legitimate llama.cpp runs, so their agreement
 is the best an independent implementation can be expected to reach (the bound the tolerances of
 tests/test_model_oracle.py rest on).
 """
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import agreement  # noqa: E402
+from conftest import agreement, kl_rows  # noqa: E402
 from streaming_ppl import natural_ids  # noqa: E402
 
 DECISIVE_MARGIN = 1.0      # as tests/test_model_oracle.py: rows where the reference's top-1 leads by more
@@ -59,6 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("-m", "--model")
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kl", action="store_true", help="also the KL divergence from the reference, mean and p99")
     args = ap.parse_args(argv)
     path = str(resolve(args.model))
     tok = Tokenizer(path)
@@ -70,11 +71,14 @@ def main(argv=None) -> int:
             "native engine": native.eval(ids, all_logits=True)}
     native.close()
     print(f"{Path(path).name}, {len(ids)} tokens; reference: llama.cpp as the backend runs it")
-    print(f"{'':34}{'top-1 agree':>12}{'decisive':>10}{'ppl':>10}{'ref ppl':>10}{'ppl rel':>9}{'max |dlogit|':>14}")
+    print(f"{'':34}{'top-1 agree':>12}{'decisive':>10}{'ppl':>10}{'ref ppl':>10}{'ppl rel':>9}{'max |dlogit|':>14}"
+          + (f"{'KL mean':>10}{'KL p99':>10}" if args.kl else ""))
     for name, lg in runs.items():
         a = agreement(lg, ref, ids, DECISIVE_MARGIN)
+        kl = kl_rows(ref, lg) if args.kl else None
         print(f"{name:34}{a['top1']:12.4f}{a['top1_decisive']:10.4f}{a['ppl']:10.4f}{a['ppl_ref']:10.4f}"
-              f"{a['ppl_rel']:9.4%}{a['max_dlogit']:14.3f}")
+              f"{a['ppl_rel']:9.4%}{a['max_dlogit']:14.3f}"
+              + (f"{kl.mean():10.5f}{np.percentile(kl, 99):10.4f}" if kl is not None else ""))
     return 0
 
 

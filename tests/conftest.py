@@ -76,6 +76,16 @@ def agreement(ours: np.ndarray, ref: np.ndarray, ids: list[int], decisive_margin
             "ppl_rel": abs(ppl_o - ppl_r) / ppl_r, "max_dlogit": float(np.abs(ours - ref).max())}
 
 
+def kl_rows(ref: np.ndarray, ours: np.ndarray) -> np.ndarray:
+    """KL(softmax(ref) || softmax(ours)) of each row, in float64."""
+    def log_softmax(x):
+        x = x.astype(np.float64)
+        x = x - x.max(axis=1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    p, q = log_softmax(ref), log_softmax(ours)
+    return (np.exp(p) * (p - q)).sum(axis=1)
+
+
 def agreement_line(a: dict) -> str:
     return (f"top-1 {a['top1']:.4f} (decisive {a['top1_decisive']:.4f} on {a['decisive_rows']} rows), ppl "
             f"native {a['ppl']:.4f} llama.cpp {a['ppl_ref']:.4f} (rel {a['ppl_rel']:.3%}), "
