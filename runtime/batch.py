@@ -3,11 +3,12 @@ weights read once), each stream with its own cache, sampler, reply and cancel.
 
 A step feeds each decoding stream its last sampled token (with the tokens its constraint forces after
 it, as ``Engine.generate`` feeds them: one chunk, so a JSON key costs one step, not one a token) and at
-most ``PREFILL_STEP_CHUNK`` prompt tokens of the streams still reading their prompts, first come first served (chunked prefill
-interleaved with the decodes: a running stream waits at most one chunk's time when a long prompt
-arrives, and several short prompts that arrive together are read in one step). Every stream's logits equal those of its solo
-run (``token_cache.step``), so greedy text does not depend on who else is served. Native backend
-only (``Engine.holds_several``); the engine's own ``chat`` is not used meanwhile.
+most ``PREFILL_STEP_CHUNK`` prompt tokens of the streams still reading their prompts, first come first
+served (chunked prefill interleaved with the decodes: a running stream waits at most one chunk's time
+when a long prompt arrives, and several short prompts that arrive together are read in one step).
+Every stream's logits equal those of its solo run (``token_cache.step``), so greedy text does not
+depend on who else is served. Native backend only (``Engine.holds_several``); the engine's own
+``chat`` is not used meanwhile.
 """
 from __future__ import annotations
 
