@@ -73,6 +73,22 @@ def test_bad_steps_are_refused(backend):
 
 
 GREEDY = {"temp": 0, "repeat_penalty": 1.0}
+
+
+def step_once(batch, streams, texts: dict) -> None:
+    """One step of ``streams``; each one's text events are appended to ``texts[index]``."""
+    for i, evs in batch.step(streams).items():
+        texts[i] = texts.get(i, "") + "".join(e.text for e in evs)
+
+
+def finish_as_solo(batch, streams, texts: dict, solo) -> None:
+    """Step until every stream is done; each text, finish reason and token count is its solo run's."""
+    while not all(s.done for s in streams):
+        step_once(batch, streams, texts)
+    for i, (s, want) in enumerate(zip(streams, solo)):
+        done = batch.finish(s)
+        assert (texts.get(i, ""), done.text, done.finish_reason) == (want.text, want.text, want.finish_reason), i
+        assert done.stats.completion_tokens == want.stats.completion_tokens
 QUESTIONS = ["Name a planet.", "What is 2 + 3?", "Say hello in French.", "Write one word about the sea."]
 
 
@@ -99,15 +115,8 @@ def test_greedy_texts_of_four_streams_equal_their_solo_texts(default_model):
             if k < 3:                                    # the fourth joins after a few steps
                 continue
             for _ in range(3):
-                for i, evs in batch.step(streams[:3]).items():
-                    texts[i] = texts.get(i, "") + "".join(e.text for e in evs)
-        while not all(s.done for s in streams):
-            for i, evs in batch.step(streams).items():
-                texts[i] = texts.get(i, "") + "".join(e.text for e in evs)
-        for i, (s, want) in enumerate(zip(streams, solo)):
-            done = batch.finish(s)
-            assert (texts.get(i, ""), done.text, done.finish_reason) == (want.text, want.text, want.finish_reason), i
-            assert done.stats.completion_tokens == want.stats.completion_tokens
+                step_once(batch, streams[:3], texts)
+        finish_as_solo(batch, streams, texts, solo)
     finally:
         engine.close()
 
@@ -149,12 +158,7 @@ def test_forced_tokens_join_a_step_as_one_chunk(default_model, monkeypatch):
         batch, texts = batch_mod.Batch(engine), {}
         streams = [batch.open_chat(engine.new_state(), c, sampler(f), Reply(engine.tokenizer, max_tokens=48),
                                    threading.Event()) for c, f in zip(convs, fmts)]
-        while not all(s.done for s in streams):
-            for i, evs in batch.step(streams).items():
-                texts[i] = texts.get(i, "") + "".join(e.text for e in evs)
-        for i, (s, want) in enumerate(zip(streams, solo)):
-            done = batch.finish(s)
-            assert (texts.get(i, ""), done.text, done.finish_reason) == (want.text, want.text, want.finish_reason), i
+        finish_as_solo(batch, streams, texts, solo)
         decode_rows = [n for sizes in chunks[1:] for n in sizes]     # after the step that read the prompts
         assert max(decode_rows) > 1                                  # a forced key went in with its token
         assert len(chunks) < max(len(engine.tokenizer.tokenize(d.text)) for d in solo)
