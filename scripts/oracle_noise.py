@@ -6,9 +6,10 @@
 Teacher-forced on the tests' natural text (Python's docs, BOS first), no eviction. The reference is
 llama.cpp as the backend runs it (flash attention "auto"); it is compared with llama.cpp with flash
 attention off, llama.cpp with 64-token batches, and the native engine: top-1 agreement, perplexity and
-the largest logit difference (``--kl``: and the mean and p99 over rows of KL(reference || run)). Both llama.cpp settings are legitimate llama.cpp runs, so their agreement
-is the best an independent implementation can be expected to reach (the bound the tolerances of
-tests/test_model_oracle.py rest on).
+the largest logit difference (``--kl``: and the mean and p99 over rows of KL(reference || run)). Both
+llama.cpp settings are legitimate llama.cpp runs, so their agreement is the best an independent
+implementation can be expected to reach (the bound the tolerances of tests/test_model_oracle.py and
+tests/test_gemma3.py rest on).
 """
 from __future__ import annotations
 

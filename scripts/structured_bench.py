@@ -78,6 +78,7 @@ def batch_run(engine, n: int, tokens: int, forced: bool = True) -> tuple[float, 
     dt = time.perf_counter() - t0
     for s in streams:
         b.finish(s)
+        s.state.cache.close()                           # its ring's memory back before the next run
     return dt, steps, sum(len(s.reply.tokens) for s in streams)
 
 
