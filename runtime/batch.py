@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 from .chat_state import ChatState
-from .constraint import FF_MAX
 from .events import DoneEvent, Stats, TextEvent
 from .reply import Reply
+from .sampler import forced_tokens
 from .token_cache import step
 
 PREFILL_STEP_CHUNK = 128     # prompt tokens a step takes at most, all streams together
@@ -136,10 +136,9 @@ class Batch:
         """Sample the stream's next token and take the tokens its constraint forces after it (at most
         ``FF_MAX``, within the reply's limit) up to one the reply ends on; they are fed by the next step."""
         events, kept = self._take(s, s.sampler.sample(logits, s.state.cache.fed))
-        forced = getattr(s.sampler, "forced", None)
-        if kept and not s.reply.done and forced is not None:
-            limit = FF_MAX if s.reply.max_tokens is None else min(FF_MAX, s.reply.max_tokens - len(s.reply.tokens))
-            for f in forced(limit):
+        if kept and not s.reply.done:
+            left = None if s.reply.max_tokens is None else s.reply.max_tokens - len(s.reply.tokens)
+            for f in forced_tokens(s.sampler, left):
                 more, kept = self._take(s, f)
                 events += more
                 if not kept or s.reply.done:

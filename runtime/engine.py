@@ -26,20 +26,13 @@ from .events import DoneEvent, Stats, TextEvent
 from .info import CacheInfo, EngineInfo
 from .prefill import PREFILL_CHUNK, feed_chunks
 from .reply import Reply
-from .sampler import Sampler, SamplingParams, make_sampler
+from .sampler import Sampler, SamplingParams, forced_tokens, make_sampler
 from .speculative import SpecCounts, Speculation
 from .token_cache import TokenCache
 
 
 class EngineBusy(EdgechatError):
     """A call on an engine that is still running another one (its users must take turns)."""
-
-
-def _forced(sampler, left: int | None) -> list[int]:
-    """The tokens a sampler's constraint forces next (``Sampler.forced``), at most ``left``."""
-    from .constraint import FF_MAX
-    forced = getattr(sampler, "forced", None)
-    return forced(FF_MAX if left is None else min(left, FF_MAX)) if forced is not None else []
 
 
 class Engine:
@@ -221,7 +214,7 @@ class Engine:
                 return
             tok = sampler.sample(logits, self.cache.fed)
             yield tok
-            batch = [tok] + _forced(sampler, None if max_tokens is None else max_tokens - n - 1)
+            batch = [tok] + forced_tokens(sampler, None if max_tokens is None else max_tokens - n - 1)
             for f in batch[1:]:        # a constraint's forced tokens: fed with tok as one batch
                 yield f
             logits = self.cache.feed(batch)

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .constraint import FF_MAX
+
 _TOP_P_PROBE = 256    # top-p tries the best 256, 2048, ... candidates before sorting them all
 
 
@@ -219,3 +221,11 @@ def make_sampler(temp: float = DEFAULTS.temp, top_k: int = DEFAULTS.top_k, top_p
     """
     return Sampler(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                    repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed, constraint=constraint)
+
+
+def forced_tokens(sampler, left: int | None) -> list[int]:
+    """The tokens ``sampler``'s constraint forces after the token it just drew (``forced``; [] for a
+    sampler without one), at most ``FF_MAX`` and at most ``left`` (None: no limit): the generate loop,
+    speculation and a batched step feed them with that token as one chunk."""
+    forced = getattr(sampler, "forced", None)
+    return forced(FF_MAX if left is None else min(left, FF_MAX)) if forced is not None else []

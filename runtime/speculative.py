@@ -28,8 +28,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .constraint import FF_MAX
 from .drafting import Draft, Drafter, DraftInput, Prefix
+from .sampler import forced_tokens
 
 __all__ = ["Draft", "Drafter", "DraftInput", "Prefix", "SpecCounts", "Speculation", "Controller", "verify",
            "generate", "make_speculation", "best_k"]
@@ -268,7 +268,7 @@ def _step(eng, tok: int, sampler, drafter: Drafter, ctl: Controller, counts: Spe
     """Feed ``tok``, with drafts when they are wanted and found. Returns (logits of the next token or
     None, the next token if already drawn or None, accepted drafts now in the cache)."""
     t0 = time.perf_counter()
-    forced = sampler.forced(FF_MAX if left is None else left) if hasattr(sampler, "forced") else []
+    forced = forced_tokens(sampler, left)
     if forced:                         # the grammar's forced tokens: one batch with tok, no drafts
         return eng.cache.feed([tok] + forced), None, forced
     k = ctl.want()
